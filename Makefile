@@ -1,0 +1,49 @@
+# Two targets a new user types after cloning: `make demo` and `make test`.
+# Each does its own set-up, idempotently: a virtual environment in .venv with the
+# pinned torch/torchvision, the package in editable mode, and (as root on Debian)
+# the WordNet 3.0 packages.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EIC := $(VENV)/bin/eic-build
+STAMP := $(VENV)/.installed
+DEMO ?= demo_out
+export EIC_NO_PROGRESS ?= 0
+
+.PHONY: demo test lint bench setup wordnet clean
+
+setup: $(STAMP) wordnet
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# WordNet 3.0 from Debian (wordnet-base, wordnet-sense-index) when running as root
+# and it is missing; otherwise `python -m nltk.downloader wordnet` or --wordnet-dir.
+wordnet:
+	@if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index)) \
+	    || echo "warning: could not install WordNet; see README"; \
+	  else echo "note: WordNet 3.0 not in /usr/share/wordnet; see README (nltk.download or --wordnet-dir)"; fi; \
+	fi
+
+demo: setup
+	rm -rf $(DEMO)
+	$(EIC) synth $(DEMO)/tree
+	$(EIC) scan $(DEMO)/tree --split train --out $(DEMO)/manifests/train
+	$(EIC) scan $(DEMO)/tree --split val --out $(DEMO)/manifests/val
+	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_scan.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""The ``eic-build`` command line: parse options, call one library function, print its result.
+
+Errors the user can fix (:class:`~eic_builder.errors.EICError`) print one line
+and exit with code 2; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from eic_builder import __version__
+from eic_builder.errors import EICError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EICError as exc:
+            click.echo(f"eic-build: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="eic-build")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings only.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (also EIC_NO_PROGRESS=1).")
+def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
+    """Build, audit and measure the Extended ImageNet Classification (EIC) dataset.
+
+    Data flow: expand-classes -> scan -> filter -> features -> stats, and
+    train-baseline -> eval-baseline for the hourglass RPN. See CLI.md.
+    """
+    from eic_builder.progress import set_progress
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    set_progress(not no_progress)
+
+
+@main.command("synth")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--classes", "n_classes", default=4, show_default=True, help="Number of classes (1-10, real wnids).")
+@click.option("--train-per-class", default=12, show_default=True, help="Train images per class.")
+@click.option("--val-per-class", default=4, show_default=True, help="Val images per class.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same tree.")
+def synth_cmd(root: Path, n_classes: int, train_per_class: int, val_per_class: int, seed: int) -> None:
+    """Write a small synthetic ILSVRC-style tree (JPEGs + XML boxes) under ROOT.
+
+    Layout: ROOT/train/<wnid>/*.JPEG, ROOT/val/*.JPEG and ROOT/Annotations/{train,val}/...xml.
+    Used by `make demo` and the tests.
+    """
+    from eic_builder.synthetic import make_synthetic_tree
+
+    tree = make_synthetic_tree(root, n_classes, train_per_class, val_per_class, seed)
+    click.echo(f"wrote {tree.train_images} train images ({tree.train_boxes} boxes) and "
+               f"{tree.val_images} val images ({tree.val_boxes} boxes) under {tree.root}")
+
+
+@main.command("scan")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Manifest directory to write (images/boxes/rejects.parquet).")
+@click.option("--split", default=None, help="Split to scan (train, val, ...) when ROOT holds several; "
+              "otherwise the name given to every image. Default: the split found, else ROOT's name.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco"]),
+              help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
+@click.option("--verify-images", is_flag=True, help="Decode every image fully (slow) instead of reading headers.")
+@click.option("--workers", type=int, default=None, help="Worker processes. Default: one per CPU core.")
+@click.option("--wordnet-check/--no-wordnet-check", default=False, show_default=True,
+              help="Reject boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data).")
+def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: bool, workers: int | None,
+             wordnet_check: bool) -> None:
+    """Scan an ImageNet-style tree at ROOT into Parquet manifests.
+
+    Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
+    XML or a COCO instances JSON. Every file ends in images.parquet or
+    rejects.parquet (with a reason), or is counted as ignored. An interrupted
+    scan resumes: run the same command again.
+    """
+    from eic_builder.scan.scanner import scan
+
+    known = None
+    if wordnet_check:
+        from eic_builder.wordnet import load_wordnet_index
+
+        known = load_wordnet_index().noun_wnids()
+    s = scan(root, out, fmt=fmt, split=split, verify_images=verify_images, workers=workers, known_wnids=known)
+    click.echo(f"{root} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
+               f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")
+    for reason, n in s.reject_reasons.items():
+        click.echo(f"  rejected {n:>8}  {reason}")
+    for rule, n in s.ignored.items():
+        click.echo(f"  ignored  {n:>8}  {rule}")
+    if s.units_resumed:
+        click.echo(f"  resumed {s.units_resumed} of {s.units_total} units from an earlier run")
+
+
+@main.command("filter")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="New manifest directory.")
+@click.option("--drop", default=None, help="Drop boxes with any of these flags: small, twisted (comma list).")
+@click.option("--keep", default=None, help="Keep only boxes with one of these flags: small, twisted.")
+@click.option("--min-side", default=0.0, show_default=True, help="Drop boxes whose shorter side is under PX pixels.")
+@click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
+@click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
+def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_side: float, small_px: float,
+               twisted_ratio: float) -> None:
+    """Write a filtered copy of the manifest SRC (boxes, and images left without boxes, removed)."""
+    from eic_builder.filters import filter_manifest, parse_flags
+
+    r = filter_manifest(src, out, parse_flags(drop), parse_flags(keep), min_side, small_px, twisted_ratio)
+    click.echo(f"removed {r.removed_boxes} boxes, {r.removed_images} images; "
+               f"{r.kept_boxes} boxes, {r.kept_images} images left; wrote {out}")
+
+
+@main.command("stats")
+@click.argument("manifests", nargs=-1, metavar="NAME=DIR...")
+@click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(["md", "csv", "latex", "json"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table to FILE instead of standard output.")
+@click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
+@click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
+def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float) -> None:
+    """Print the paper's dataset table, one column per manifest directory NAME=DIR."""
+    from eic_builder.stats import dataset_table
+
+    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Box flags (small, twisted, relative area) and the ``filter`` stage.
+
+Boxes are ``x1, y1, x2, y2`` float pixels, 0-based, ``x2``/``y2`` exclusive.
+Defaults follow the paper: a box is *small* when both sides are under 32 px,
+*twisted* when its aspect ratio ``w / h`` is above 4 or below 1/4.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eic_builder.errors import OptionError, choices_text
+from eic_builder.manifest import read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+SMALL_PX = 32.0
+TWISTED_RATIO = 4.0
+FLAG_NAMES = ("small", "twisted")
+
+
+@dataclass(frozen=True)
+class BoxFlags:
+    """Per-box flags, each a numpy array of length N."""
+
+    area_ratio: np.ndarray  # float32, box area / image area
+    is_small: np.ndarray  # bool
+    is_twisted: np.ndarray  # bool
+
+
+def box_flags(
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
+    image_width: np.ndarray,
+    image_height: np.ndarray,
+    small_px: float = SMALL_PX,
+    twisted_ratio: float = TWISTED_RATIO,
+) -> BoxFlags:
+    """Flags of N boxes (arrays of shape (N,), pixels) in images of the given sizes.
+
+    small:   ``w < small_px and h < small_px``;
+    twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio``.
+    """
+    if small_px <= 0:
+        raise OptionError(f"small_px={small_px} must be > 0")
+    if twisted_ratio <= 1:
+        raise OptionError(f"twisted_ratio={twisted_ratio} must be > 1")
+    w = np.asarray(x2, dtype=np.float64) - np.asarray(x1, dtype=np.float64)
+    h = np.asarray(y2, dtype=np.float64) - np.asarray(y1, dtype=np.float64)
+    area = np.asarray(image_width, dtype=np.float64) * np.asarray(image_height, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aspect = w / h
+        ratio = np.where(area > 0, (w * h) / area, 0.0)
+    return BoxFlags(
+        area_ratio=ratio.astype(np.float32),
+        is_small=(w < small_px) & (h < small_px),
+        is_twisted=(aspect > twisted_ratio) | (aspect < 1.0 / twisted_ratio),
+    )
+
+
+def parse_flags(text: str | None) -> frozenset[str]:
+    """Parse a comma list such as ``"small,twisted"`` into flag names."""
+    if not text:
+        return frozenset()
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    bad = sorted(names - set(FLAG_NAMES))
+    if bad:
+        raise OptionError(f"unknown box flag(s) {', '.join(bad)}; allowed: {choices_text(FLAG_NAMES)}")
+    return names
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """What a filter removed and kept (counts)."""
+
+    removed_boxes: int
+    removed_images: int
+    kept_boxes: int
+    kept_images: int
+
+
+def filter_manifest(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    drop: frozenset[str] = frozenset(),
+    keep: frozenset[str] = frozenset(),
+    min_side: float = 0.0,
+    small_px: float = SMALL_PX,
+    twisted_ratio: float = TWISTED_RATIO,
+) -> FilterResult:
+    """Write a manifest holding the boxes of ``src`` that pass the filter, and their images.
+
+    ``drop`` removes boxes with any of the named flags; ``keep`` keeps only boxes
+    with at least one of them; ``min_side`` removes boxes whose shorter side is
+    under that many pixels. Flags are recomputed with ``small_px`` and
+    ``twisted_ratio``. Images left without boxes are removed when they had boxes
+    before; images that never had boxes are kept.
+    """
+    if drop and keep:
+        raise OptionError("--drop and --keep exclude each other; give one of them")
+    if min_side < 0:
+        raise OptionError(f"--min-side={min_side} must be >= 0")
+    if Path(out).resolve() == Path(src).resolve():
+        raise OptionError(f"--out {out} is the input directory; choose another")
+    m = read_manifest(src)
+    boxes, images = m.boxes, m.images
+    size = images.select(["image_id", "width", "height"])
+    joined = boxes.select(["image_id"]).join(size, "image_id", join_type="left outer")
+    # join() does not keep order: map sizes back by image_id.
+    order = pc.index_in(boxes["image_id"], joined["image_id"])
+    width = pc.take(joined["width"], order).to_numpy(zero_copy_only=False)
+    height = pc.take(joined["height"], order).to_numpy(zero_copy_only=False)
+    cols = {c: boxes[c].to_numpy() for c in ("x1", "y1", "x2", "y2")}
+    flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], width, height, small_px, twisted_ratio)
+    named = {"small": flags.is_small, "twisted": flags.is_twisted}
+    mask = np.ones(len(boxes), dtype=bool)
+    for name in drop:
+        mask &= ~named[name]
+    if keep:
+        any_kept = np.zeros(len(boxes), dtype=bool)
+        for name in keep:
+            any_kept |= named[name]
+        mask &= any_kept
+    if min_side > 0:
+        short = np.minimum(cols["x2"] - cols["x1"], cols["y2"] - cols["y1"])
+        mask &= short >= min_side
+    new_boxes = boxes.filter(pa.array(mask))
+    new_boxes = new_boxes.set_column(
+        new_boxes.schema.get_field_index("is_small"), "is_small", pa.array(flags.is_small[mask])
+    ).set_column(new_boxes.schema.get_field_index("is_twisted"), "is_twisted", pa.array(flags.is_twisted[mask]))
+    kept_ids = pc.unique(new_boxes["image_id"])
+    had_boxes = pc.greater(images["n_boxes"], 0)
+    keep_image = pc.or_(pc.invert(had_boxes), pc.is_in(images["image_id"], kept_ids))
+    new_images = images.filter(keep_image)
+    counts = pc.value_counts(new_boxes["image_id"])
+    count_ids = counts.field("values")
+    idx = pc.index_in(new_images["image_id"], count_ids)
+    n_boxes = pc.fill_null(pc.take(counts.field("counts"), idx), 0).cast(pa.int32())
+    new_images = new_images.set_column(new_images.schema.get_field_index("n_boxes"), "n_boxes", n_boxes)
+    result = FilterResult(
+        removed_boxes=len(boxes) - len(new_boxes),
+        removed_images=len(images) - len(new_images),
+        kept_boxes=len(new_boxes),
+        kept_images=len(new_images),
+    )
+    meta = {
+        "source_manifest": str(Path(src).resolve()),
+        "filter": {"drop": sorted(drop), "keep": sorted(keep), "min_side": min_side,
+                   "small_px": small_px, "twisted_ratio": twisted_ratio},
+    }
+    write_manifest(out, new_images, new_boxes, m.rejects, meta)
+    log.info(
+        "removed %d boxes, %d images; %d boxes, %d images left",
+        result.removed_boxes, result.removed_images, result.kept_boxes, result.kept_images,
+    )
+    return result

@@ -1,0 +1,137 @@
+"""Image dimensions from file headers, without decoding pixels.
+
+A scan of millions of images cannot afford to decode them: this module reads
+the JPEG frame header (SOF marker) or the PNG ``IHDR`` chunk, and checks that a
+JPEG ends with its end-of-image marker, which catches truncated downloads.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# SOF0..SOF15 carry the frame size, except DHT (C4), JPG (C8) and DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers that stand alone, without a length field.
+_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
+# Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so an EOI in the
+# last bytes means the file was written to its end. Some encoders pad after EOI.
+_TAIL_BYTES = 1024
+_READ_SIZE = 4096
+
+EXTENSION_FORMATS = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG"}
+
+
+class ImageHeaderError(Exception):
+    """The file is not a readable image; ``reason`` is a rejects code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says: ``format`` ("JPEG" or "PNG"), size in pixels, colour channels."""
+
+    format: str
+    width: int
+    height: int
+    channels: int
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format named by the first bytes of a file, or None."""
+    if head.startswith(JPEG_MAGIC):
+        return "JPEG"
+    if head.startswith(PNG_MAGIC):
+        return "PNG"
+    return None
+
+
+def _jpeg_size(fd: int, head: bytes) -> ImageHeader:
+    """Walk the marker segments from offset 2 to the first SOF; ``head`` holds the first bytes."""
+    buf, base, pos = head, 0, 2  # buf holds the file's bytes [base, base + len(buf))
+    while True:
+        if pos + 10 > base + len(buf):  # 10 bytes cover a marker, its length and a frame header
+            buf, base = os.pread(fd, _READ_SIZE, pos), pos
+            if len(buf) < 4:
+                raise ImageHeaderError("truncated", "JPEG ends before its frame header")
+        i = pos - base
+        if buf[i] != 0xFF:
+            raise ImageHeaderError("corrupt_image", f"JPEG has no marker at byte {pos}")
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):
+            raise ImageHeaderError("corrupt_image", "JPEG has no frame header before its scan data")
+        if marker in _SOF_MARKERS:
+            if len(buf) < i + 10:
+                raise ImageHeaderError("truncated", "JPEG ends inside its frame header")
+            _, height, width, channels = struct.unpack_from(">BHHB", buf, i + 4)
+            if width == 0 or height == 0:
+                raise ImageHeaderError("corrupt_image", f"JPEG frame header says {width}x{height}")
+            return ImageHeader("JPEG", width, height, channels)
+        length = (buf[i + 2] << 8) | buf[i + 3]
+        if length < 2:
+            raise ImageHeaderError("corrupt_image", f"JPEG marker FF{marker:02X} has length {length}")
+        pos += 2 + length
+
+
+def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> ImageHeader:
+    """Read format and size of the image at ``path`` from its header.
+
+    Raises :class:`ImageHeaderError` with reason ``empty_file``, ``not_an_image``,
+    ``wrong_format`` (content does not match the extension), ``truncated`` or
+    ``corrupt_image``. Raw ``os`` calls keep the per-file cost to a few syscalls.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    expected = EXTENSION_FORMATS.get(ext)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.read(fd, _READ_SIZE)
+        if not head:
+            raise ImageHeaderError("empty_file", "zero-byte file")
+        fmt = sniff_format(head)
+        if fmt is None:
+            raise ImageHeaderError("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
+        if expected is not None and fmt != expected:
+            raise ImageHeaderError("wrong_format", f"{fmt} data in a {ext} file")
+        if fmt == "PNG":
+            if len(head) < 33 or head[12:16] != b"IHDR":
+                raise ImageHeaderError("truncated", "PNG ends before its IHDR chunk")
+            width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+            channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
+            return ImageHeader("PNG", width, height, channels)
+        header = _jpeg_size(fd, head)
+        if check_end:
+            if len(head) < _READ_SIZE:  # the first read reached the end of the file
+                tail = head[-_TAIL_BYTES:]
+            else:
+                os.lseek(fd, -_TAIL_BYTES, os.SEEK_END)
+                tail = os.read(fd, _TAIL_BYTES)
+            if b"\xff\xd9" not in tail:
+                raise ImageHeaderError("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
+        return header
+    finally:
+        os.close(fd)
+
+
+def verify_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Decode the whole image with Pillow; return (width, height) or raise ImageHeaderError."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ImageHeaderError("corrupt_image", f"decoding failed: {exc}") from exc

@@ -1,0 +1,219 @@
+"""Every pyarrow schema of the toolkit and all of its Parquet I/O.
+
+A manifest directory (one per split) holds three tables:
+
+* ``images.parquet``  one row per accepted image (or annotation-only image),
+* ``boxes.parquet``   one row per accepted box,
+* ``rejects.parquet`` one row per refused file or box, with a reason.
+
+Boxes use the toolkit's single convention: float pixel coordinates
+``x1, y1, x2, y2``, 0-based, ``x2``/``y2`` exclusive (``w = x2 - x1``).
+
+Each file carries JSON metadata under the key ``eic`` (toolkit version,
+command line, source root, table kind). Writes are atomic: a temporary file in
+the same folder, then ``os.replace``. Reads check the schema and raise
+:class:`~eic_builder.errors.ManifestError` when it differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eic_builder.errors import ManifestError, choices_text
+
+METADATA_KEY = b"eic"
+
+IMAGES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=True),  # image class: wnid or category name
+        pa.field("wnid", pa.string(), nullable=True),  # set when the label is an ImageNet wnid
+        pa.field("path", pa.string(), nullable=True),  # image file, relative to the scan root
+        pa.field("annotation", pa.string(), nullable=True),  # annotation file, relative to the root
+        pa.field("width", pa.int32(), nullable=False),  # pixels
+        pa.field("height", pa.int32(), nullable=False),  # pixels
+        pa.field("has_image", pa.bool_(), nullable=False),
+        pa.field("n_boxes", pa.int32(), nullable=False),
+    ]
+)
+
+BOXES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("box_index", pa.int32(), nullable=False),  # order within the annotation
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("wnid", pa.string(), nullable=True),
+        pa.field("x1", pa.float32(), nullable=False),
+        pa.field("y1", pa.float32(), nullable=False),
+        pa.field("x2", pa.float32(), nullable=False),  # exclusive
+        pa.field("y2", pa.float32(), nullable=False),  # exclusive
+        pa.field("area_ratio", pa.float32(), nullable=False),  # box area / image area, in [0, 1]
+        pa.field("is_small", pa.bool_(), nullable=False),
+        pa.field("is_twisted", pa.bool_(), nullable=False),
+    ]
+)
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),  # file, relative to the scan root
+        pa.field("image_id", pa.string(), nullable=True),
+        pa.field("level", pa.string(), nullable=False),  # "file" or "box"
+        pa.field("reason", pa.string(), nullable=False),  # a short code, see SCHEMA.md
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "images": IMAGES_SCHEMA,
+    "boxes": BOXES_SCHEMA,
+    "rejects": REJECTS_SCHEMA,
+}
+
+
+def register_schema(kind: str, schema: pa.Schema) -> None:
+    """Add a table kind (used by later stages: classes, features, proposals)."""
+    SCHEMAS[kind] = schema
+
+
+def _schema_for(kind: str) -> pa.Schema:
+    if kind not in SCHEMAS:
+        raise ManifestError(f"unknown table kind {kind!r}; known: {choices_text(sorted(SCHEMAS))}")
+    return SCHEMAS[kind]
+
+
+def command_line() -> str:
+    """The command line of this process, for provenance metadata."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def build_metadata(kind: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance record stored in every file the toolkit writes."""
+    from eic_builder import __version__
+
+    meta: dict[str, Any] = {"kind": kind, "toolkit_version": __version__}
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def empty_table(kind: str) -> pa.Table:
+    """A zero-row table with the schema of ``kind``."""
+    return _schema_for(kind).empty_table()
+
+
+def to_table(kind: str, columns: Mapping[str, Any]) -> pa.Table:
+    """Build a table of ``kind`` from column arrays (lists or numpy arrays), checking the schema."""
+    schema = _schema_for(kind)
+    missing = [f.name for f in schema if f.name not in columns]
+    extra = [c for c in columns if c not in schema.names]
+    if missing or extra:
+        raise ManifestError(f"{kind} columns differ from the schema: missing {missing}, unexpected {extra}")
+    try:
+        return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in schema}, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"{kind} columns do not fit the schema: {exc}") from exc
+
+
+def write_table(
+    table: pa.Table, path: str | os.PathLike[str], kind: str, meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``table`` as Parquet at ``path`` atomically, after checking it has the schema of ``kind``.
+
+    ``meta`` is merged into the provenance record (see :func:`build_metadata`).
+    """
+    schema = _schema_for(kind)
+    if not table.schema.equals(schema, check_metadata=False):
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+            raise ManifestError(f"cannot write {kind} table: schema {table.schema} does not match {schema}") from exc
+    record = build_metadata(kind, meta)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(record, sort_keys=True).encode()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance record of a Parquet file written by the toolkit."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"no such manifest file: {path}")
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file and check that it has the schema of ``kind``."""
+    schema = _schema_for(kind)
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"no such manifest file: {path}")
+    found = pq.read_schema(path)
+    if not found.remove_metadata().equals(schema):
+        raise ManifestError(f"{path} is not a {kind} table: its schema is {found.remove_metadata()}, expected {schema}")
+    return pq.read_table(path, columns=columns)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The three tables of one manifest directory, as pyarrow tables."""
+
+    root: Path
+    images: pa.Table
+    boxes: pa.Table
+    rejects: pa.Table
+    meta: dict[str, Any]
+
+
+MANIFEST_FILES = {"images": "images.parquet", "boxes": "boxes.parquet", "rejects": "rejects.parquet"}
+
+
+def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | None = None) -> Manifest:
+    """Read ``images``, ``boxes`` and ``rejects`` from a manifest directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ManifestError(f"manifest directory {directory} does not exist")
+    missing = [name for name in MANIFEST_FILES.values() if not (directory / name).is_file()]
+    if missing:
+        raise ManifestError(f"{directory} is not a manifest directory: missing {', '.join(missing)}")
+    return Manifest(
+        root=directory,
+        images=read_table(directory / MANIFEST_FILES["images"], "images"),
+        boxes=read_table(directory / MANIFEST_FILES["boxes"], "boxes", columns=box_columns),
+        rejects=read_table(directory / MANIFEST_FILES["rejects"], "rejects"),
+        meta=read_metadata(directory / MANIFEST_FILES["images"]),
+    )
+
+
+def write_manifest(
+    directory: str | os.PathLike[str],
+    images: pa.Table,
+    boxes: pa.Table,
+    rejects: pa.Table,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the three tables of a manifest directory (each atomically; images last)."""
+    directory = Path(directory)
+    write_table(boxes, directory / MANIFEST_FILES["boxes"], "boxes", meta)
+    write_table(rejects, directory / MANIFEST_FILES["rejects"], "rejects", meta)
+    # images.parquet last: its presence marks a complete manifest.
+    write_table(images, directory / MANIFEST_FILES["images"], "images", meta)
+    return directory

@@ -1,0 +1,260 @@
+"""``eic-build scan``: an ImageNet-style tree in, a manifest directory out.
+
+The tree is indexed once (sorted walk), every image is paired with its
+annotation by image id (the file stem), and the pairs are cut into units (one
+or more whole folders, at most :data:`UNIT_SIZE` images each) that worker processes scan
+in parallel. Each finished unit is kept under ``OUT/.scan-parts`` so that a
+scan interrupted and run again redoes only the units that did not finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from eic_builder.errors import InputNotFoundError, OptionError
+from eic_builder.manifest import (
+    MANIFEST_FILES,
+    command_line,
+    empty_table,
+    read_manifest,
+    to_table,
+    write_manifest,
+)
+from eic_builder.progress import progress
+from eic_builder.scan.annotations import AnnotationError, RawAnnotation, read_coco, read_loc_csv
+from eic_builder.scan.layout import FileIndex, check_format, detect_format, index_tree, select_split
+from eic_builder.scan.unit import Item, ScanConfig, scan_unit
+
+log = logging.getLogger(__name__)
+
+UNIT_SIZE = 2000
+PARTS_DIR = ".scan-parts"
+
+
+@dataclass
+class ScanSummary:
+    """What a scan found, for the log and the CLI's totals."""
+
+    split: str
+    format: str
+    files_seen: int
+    images: int
+    boxes: int
+    rejects: int
+    ignored: dict[str, int]
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    units_resumed: int = 0
+    units_total: int = 0
+
+
+def _stem(rel: str) -> str:
+    return os.path.splitext(rel.rsplit("/", 1)[-1])[0]
+
+
+def _first_by_stem(paths: list[str], kind: str, rejects: list[tuple]) -> dict[str, str]:
+    """Map image id -> path; a later file with the same id is rejected as a duplicate."""
+    out: dict[str, str] = {}
+    for rel in paths:
+        stem = _stem(rel)
+        if stem in out:
+            rejects.append((rel, stem, "file", "duplicate_image_id", f"{kind} id {stem} already taken by {out[stem]}"))
+        else:
+            out[stem] = rel
+    return out
+
+
+def _items_from_tables(
+    index: FileIndex, tables: list[str], reader, images: dict[str, str], rejects: list[tuple]
+) -> list[Item]:
+    """Items of a tree annotated by whole-split files (LOC CSV or COCO JSON)."""
+    annotations: dict[str, tuple[str, RawAnnotation]] = {}
+    for rel in tables:
+        try:
+            result = reader(index.root / rel)
+        except AnnotationError as exc:
+            rejects.append((rel, None, "file", exc.reason, exc.detail))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            rejects.append((rel, None, "file", "unreadable", str(exc)))
+            continue
+        found, orphans = result if isinstance(result, tuple) else (result, [])
+        for detail in orphans:
+            rejects.append((rel, None, "box", "orphan_annotation", detail))
+        for image_id, ann in found.items():
+            if image_id in annotations:
+                rejects.append((rel, image_id, "file", "duplicate_image_id",
+                                f"annotated again; first in {annotations[image_id][0]}"))
+                continue
+            annotations[image_id] = (rel, ann)
+    ids = sorted(set(images) | set(annotations))
+    return [
+        Item(i, images.get(i), annotations[i][0] if i in annotations else None,
+             annotations[i][1] if i in annotations else RawAnnotation())
+        for i in ids
+    ]
+
+
+def build_items(index: FileIndex, fmt: str) -> tuple[list[Item], list[tuple], Counter[str]]:
+    """Pair images with annotations; returns items, rejects found on the way, and files ignored by rule."""
+    rejects: list[tuple] = []
+    ignored: Counter[str] = Counter(index.ignored)
+    images = _first_by_stem(index.images, "image", rejects)
+    if fmt in ("ilsvrc-xml", "voc-xml"):
+        xmls = _first_by_stem(index.xmls, "annotation", rejects)
+        for _ in index.loc_csvs + index.jsons:
+            ignored[f"annotation of another format ({fmt} scan)"] += 1
+        ids = sorted(set(images) | set(xmls))
+        return [Item(i, images.get(i), xmls.get(i)) for i in ids], rejects, ignored
+    if fmt == "loc-csv":
+        for _ in index.xmls + index.jsons:
+            ignored["annotation of another format (loc-csv scan)"] += 1
+        return _items_from_tables(index, index.loc_csvs, read_loc_csv, images, rejects), rejects, ignored
+    for _ in index.xmls + index.loc_csvs:
+        ignored["annotation of another format (coco scan)"] += 1
+    return _items_from_tables(index, index.jsons, read_coco, images, rejects), rejects, ignored
+
+
+def make_units(items: list[Item], unit_size: int = UNIT_SIZE) -> list[tuple[str, list[Item]]]:
+    """Cut items into units of whole folders (of the image, else the annotation).
+
+    Consecutive folders share a unit up to ``unit_size`` items; a larger folder
+    is cut into chunks. A unit's name hashes its image ids, so a resumed scan
+    reuses a finished unit only when it holds the same images.
+    """
+    by_folder: dict[str, list[Item]] = {}
+    for item in items:
+        rel = item.image_rel or item.ann_rel or ""
+        by_folder.setdefault(rel.rsplit("/", 1)[0] if "/" in rel else ".", []).append(item)
+    chunks: list[list[Item]] = []
+    current: list[Item] = []
+    for folder in sorted(by_folder):
+        group = by_folder[folder]
+        if current and len(current) + len(group) > unit_size:
+            chunks.append(current)
+            current = []
+        for start in range(0, len(group), unit_size):
+            piece = group[start : start + unit_size]
+            if len(piece) == unit_size:
+                chunks.append(piece)
+            else:
+                current.extend(piece)
+    if current:
+        chunks.append(current)
+    units = []
+    for number, chunk in enumerate(chunks):
+        digest = hashlib.sha1("\n".join(i.image_id for i in chunk).encode()).hexdigest()[:16]
+        units.append((f"unit-{number:06d}-{digest}", chunk))
+    return units
+
+
+def _fingerprint(cfg: ScanConfig) -> str:
+    record = {
+        "root": str(Path(cfg.root).resolve()), "fmt": cfg.fmt, "split": cfg.split,
+        "verify": cfg.verify_images, "expected": cfg.images_expected,
+        "wnids": len(cfg.known_wnids) if cfg.known_wnids is not None else None,
+    }
+    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
+            extra_rejects: list[tuple]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    images = pa.concat_tables([p[0] for p in parts]) if parts else empty_table("images")
+    boxes = pa.concat_tables([p[1] for p in parts]) if parts else empty_table("boxes")
+    rejects_parts = [p[2] for p in parts]
+    if extra_rejects:
+        cols = list(zip(*extra_rejects))
+        rejects_parts.append(to_table("rejects", dict(zip(("path", "image_id", "level", "reason", "detail"), cols))))
+    rejects = pa.concat_tables(rejects_parts) if rejects_parts else empty_table("rejects")
+    images = images.sort_by([("label", "ascending"), ("image_id", "ascending")])
+    boxes = boxes.sort_by([("label", "ascending"), ("image_id", "ascending"), ("box_index", "ascending")])
+    rejects = rejects.sort_by([("path", "ascending"), ("image_id", "ascending"), ("reason", "ascending"),
+                               ("detail", "ascending")])
+    return images, boxes, rejects
+
+
+def scan(
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    fmt: str = "auto",
+    split: str | None = None,
+    verify_images: bool = False,
+    workers: int | None = None,
+    known_wnids: frozenset[str] | None = None,
+) -> ScanSummary:
+    """Scan the tree at ``root`` into the manifest directory ``out``.
+
+    ``fmt`` is one of :data:`~eic_builder.scan.layout.FORMATS`; ``split`` picks
+    the split to scan (see :func:`~eic_builder.scan.layout.select_split`). ``known_wnids``, when given, is the set of
+    WordNet noun ids a box's wnid must belong to. Every file seen ends in
+    ``images`` or ``rejects``, or is counted as ignored in the summary.
+    """
+    check_format(fmt)
+    if workers is not None and workers < 1:
+        raise OptionError(f"--workers={workers} must be >= 1")
+    root = Path(root)
+    out = Path(out)
+    index, split_name = select_split(index_tree(root, exclude=out), split)
+    resolved = detect_format(index) if fmt == "auto" else fmt
+    if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
+        detect_format(index)  # raises the "nothing recognisable" error
+    items, rejects, ignored = build_items(index, resolved)
+    if not items and not rejects:
+        raise InputNotFoundError(f"ROOT {root} holds no {resolved} annotation or image to scan")
+    cfg = ScanConfig(
+        root=os.fspath(root), fmt=resolved, split=split_name, verify_images=verify_images,
+        images_expected=bool(index.images),
+        known_wnids=known_wnids,
+    )
+    units = make_units(items, UNIT_SIZE)
+    parts_root = out / PARTS_DIR / _fingerprint(cfg)
+    parts_root.mkdir(parents=True, exist_ok=True)
+    done = {p.name for p in parts_root.iterdir() if (p / MANIFEST_FILES["images"]).is_file()}
+    todo = [(name, chunk) for name, chunk in units if name not in done]
+    resumed = len(units) - len(todo)
+    if resumed:
+        log.info("resuming: %d of %d units already scanned", resumed, len(units))
+    n_workers = workers or os.cpu_count() or 1
+    results = {}
+    for name, _ in units:
+        if name in done:
+            m = read_manifest(parts_root / name)
+            results[name] = (m.images, m.boxes, m.rejects)
+    bar = progress(total=sum(len(c) for _, c in todo), desc="scan", unit="img")
+    if n_workers == 1 or len(todo) <= 1:
+        for name, chunk in todo:
+            results[name] = scan_unit(os.fspath(parts_root / name), chunk, cfg)
+            bar.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            futures = {pool.submit(scan_unit, os.fspath(parts_root / name), chunk, cfg): (name, len(chunk))
+                       for name, chunk in todo}
+            for future in as_completed(futures):
+                name, n = futures[future]
+                results[name] = future.result()
+                bar.update(n)
+    bar.close()
+    images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
+    meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,
+            "ignored": dict(sorted(ignored.items()))}
+    write_manifest(out, images, boxes, rejected, meta)
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    reasons = Counter(rejected.column("reason").to_pylist())
+    summary = ScanSummary(
+        split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
+        rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
+        units_resumed=resumed, units_total=len(units),
+    )
+    log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
+             root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,
+             sum(summary.ignored.values()))
+    return summary

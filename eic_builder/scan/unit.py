@@ -1,0 +1,202 @@
+"""Scan one unit of work (a class folder, or a chunk of a flat folder) into manifest rows.
+
+Runs in worker processes. A unit's result is written as a small manifest
+directory of its own, so an interrupted scan resumes without redoing the units
+that finished.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eic_builder.filters import box_flags
+from eic_builder.imagesize import ImageHeaderError, read_image_header, verify_image
+from eic_builder.manifest import to_table, write_manifest
+from eic_builder.scan.annotations import AnnotationError, RawAnnotation, is_wnid, parse_xml
+
+# Boxes may overshoot the image by this many pixels (rounding in the source); they are clipped.
+CLIP_TOLERANCE_PX = 1.0
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Settings shared by every unit of one scan."""
+
+    root: str
+    fmt: str  # resolved format: ilsvrc-xml | voc-xml | loc-csv | coco
+    split: str
+    verify_images: bool
+    images_expected: bool
+    known_wnids: frozenset[str] | None = None  # when set, box wnids must be among these
+
+
+@dataclass
+class Item:
+    """One image to scan: its file and/or its annotation (an XML to parse, or pre-parsed)."""
+
+    image_id: str
+    image_rel: str | None
+    ann_rel: str | None
+    pre: RawAnnotation | None = None
+
+
+IMAGE_COLUMNS = ("image_id", "split", "label", "wnid", "path", "annotation", "width", "height", "has_image",
+                 "n_boxes")
+BOX_COLUMNS = ("image_id", "box_index", "label", "wnid", "x1", "y1", "x2", "y2", "image_width", "image_height")
+REJECT_COLUMNS = ("path", "image_id", "level", "reason", "detail")
+
+
+@dataclass
+class _Rows:
+    """Rows as tuples (one append per row), turned into columns once per unit."""
+
+    images: list[tuple] = field(default_factory=list)
+    boxes: list[tuple] = field(default_factory=list)
+    rejects: list[tuple] = field(default_factory=list)
+
+    def reject(self, path: str, image_id: str | None, level: str, reason: str, detail: str) -> None:
+        self.rejects.append((path, image_id, level, reason, detail))
+
+
+def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
+    if not rows:
+        return {name: [] for name in names}
+    return dict(zip(names, map(list, zip(*rows))))
+
+
+def _folder_label(rel: str | None) -> str | None:
+    if rel is None or "/" not in rel:
+        return None
+    parent = rel.rsplit("/", 2)[-2]
+    return parent if is_wnid(parent) else None
+
+
+def _read_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _box_text(index: int, box: tuple, width: int, height: int) -> str:
+    label, x1, y1, x2, y2 = box
+    return f"box {index} {label} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) in {width}x{height}"
+
+
+def _wnid_labels(fmt: str) -> bool:
+    return fmt in ("ilsvrc-xml", "loc-csv")
+
+
+def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
+    root = cfg.root
+    ann = item.pre
+    ann_path = item.ann_rel
+    xml = cfg.fmt in ("ilsvrc-xml", "voc-xml")
+    if xml and ann_path is not None:
+        try:
+            ann = parse_xml(_read_file(f"{root}/{ann_path}"), "voc" if cfg.fmt == "voc-xml" else "ilsvrc")
+        except AnnotationError as exc:
+            rows.reject(ann_path, item.image_id, "file", exc.reason, exc.detail)
+            ann, ann_path = None, None
+        except OSError as exc:
+            rows.reject(ann_path, item.image_id, "file", "unreadable", str(exc))
+            ann, ann_path = None, None
+
+    if item.image_rel is not None:
+        try:
+            header = read_image_header(f"{root}/{item.image_rel}")
+            width, height = header.width, header.height
+            if cfg.verify_images:
+                width, height = verify_image(f"{root}/{item.image_rel}")
+        except (ImageHeaderError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, ImageHeaderError) else "unreadable"
+            rows.reject(item.image_rel, item.image_id, "file", reason, str(exc))
+            if ann_path is not None and xml:
+                rows.reject(ann_path, item.image_id, "file", "image_rejected", f"its image {item.image_rel}: {reason}")
+            elif ann is not None and ann.boxes:
+                rows.reject(ann_path or "", item.image_id, "box", "image_rejected",
+                            f"{len(ann.boxes)} boxes of rejected image {item.image_rel}")
+            return
+    else:
+        if cfg.images_expected:
+            rows.reject(ann_path or "", item.image_id, "file", "image_missing",
+                        "annotation without an image file in the tree")
+            return
+        if ann is None or ann.width is None or ann.height is None:
+            rows.reject(ann_path or "", item.image_id, "file", "no_image_size",
+                        "annotation-only image whose annotation states no <size>")
+            return
+        width, height = ann.width, ann.height
+
+    n_kept = 0
+    first_label = None
+    if ann is not None:
+        source = ann_path or ""
+        for detail in ann.bad_rows:
+            rows.reject(source, item.image_id, "box", "malformed_box", detail)
+        check_wnid = _wnid_labels(cfg.fmt)
+        for index, box in enumerate(ann.boxes):
+            problem = _box_problem(box, width, height, check_wnid, cfg.known_wnids)
+            if problem is not None:
+                reason, why = problem
+                rows.reject(source, item.image_id, "box", reason, f"{_box_text(index, box, width, height)}: {why}")
+                continue
+            label, x1, y1, x2, y2 = box
+            rows.boxes.append((item.image_id, index, label, label if check_wnid else None,
+                               max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height), width, height))
+            n_kept += 1
+            if first_label is None:
+                first_label = label
+
+    label = _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
+    rows.images.append((item.image_id, cfg.split, label, label if label is not None and is_wnid(label) else None,
+                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept))
+
+
+def _box_problem(box: tuple, width: int, height: int, check_wnid: bool,
+                 known_wnids: frozenset[str] | None) -> tuple[str, str] | None:
+    """Why a box (toolkit convention) cannot be kept, as (reason code, text), or None if it can."""
+    label, x1, y1, x2, y2 = box
+    if check_wnid:
+        if not is_wnid(label):
+            return "bad_wnid", f"label {label!r} is not a wnid (n + 8 digits)"
+        if known_wnids is not None and label not in known_wnids:
+            return "not_a_wordnet_noun", f"{label} is not a WordNet 3.0 noun"
+    if x2 <= x1 or y2 <= y1:
+        return "degenerate_box", "empty box"
+    tol = CLIP_TOLERANCE_PX
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return "box_outside_image", f"more than {tol:g} px outside the image"
+    if min(x2, width) <= max(x1, 0.0) or min(y2, height) <= max(y1, 0.0):
+        return "degenerate_box", "empty after clipping"
+    return None
+
+
+def scan_items(items: list[Item], cfg: ScanConfig) -> tuple:
+    """Scan ``items``; return the (images, boxes, rejects) pyarrow tables."""
+    rows = _Rows()
+    for item in items:
+        _scan_item(item, cfg, rows)
+    b = _columns(rows.boxes, BOX_COLUMNS)
+    coords = {k: np.asarray(b[k], dtype=np.float32) for k in ("x1", "y1", "x2", "y2")}
+    flags = box_flags(coords["x1"], coords["y1"], coords["x2"], coords["y2"],
+                      np.asarray(b.pop("image_width")), np.asarray(b.pop("image_height")))
+    boxes = dict(b, **coords, area_ratio=flags.area_ratio, is_small=flags.is_small, is_twisted=flags.is_twisted)
+    return (to_table("images", _columns(rows.images, IMAGE_COLUMNS)), to_table("boxes", boxes),
+            to_table("rejects", _columns(rows.rejects, REJECT_COLUMNS)))
+
+
+def scan_unit(part_dir: str, items: list[Item], cfg: ScanConfig) -> tuple:
+    """Scan a unit, keep its rows as a manifest directory at ``part_dir`` (for resuming),
+    and return them: (images, boxes, rejects) tables."""
+    tables = scan_items(items, cfg)
+    write_manifest(Path(part_dir), *tables, {"unit_items": len(items)})
+    return tables

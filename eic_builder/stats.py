@@ -1,0 +1,232 @@
+"""``eic-build stats``: the paper's dataset table, one column per manifest directory.
+
+Row definitions (see DESIGN.md, "Statistics definitions"); thresholds are options:
+
+==================  ============================================================
+# of images         images in the split (with annotations or not)
+avg im # per cls    min-max of images per class (an image's class is its label)
+avg anno per im     boxes / images that have at least one box
+avg obj scale       mean over boxes of box area / image area, in %
+small obj %         boxes with w < small_px and h < small_px (original pixels)
+twisted obj %       boxes with w/h > twisted_ratio or w/h < 1/twisted_ratio
+inner-cls distance  see :mod:`eic_builder.distances`
+inter-cls distance  see :mod:`eic_builder.distances`
+==================  ============================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from eic_builder.errors import OptionError, check_choice
+from eic_builder.filters import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.manifest import read_manifest
+
+OUTPUT_FORMATS = ("md", "csv", "latex", "json")
+
+ROW_NAMES = (
+    "# of images",
+    "Avg im # per cls",
+    "Avg anno per im",
+    "Avg obj scale",
+    "Small obj %",
+    "Twisted obj %",
+    "Inner-cls distance",
+    "Inter-cls distance",
+)
+
+
+def definitions(small_px: float = SMALL_PX, twisted_ratio: float = TWISTED_RATIO) -> list[tuple[str, str]]:
+    """(row, definition) pairs printed under the table."""
+    return [
+        ("# of images", "images in the split (with annotations or not)"),
+        ("Avg im # per cls",
+         "min-max of images per class; an image's class is its label (folder wnid, else first box)"),
+        ("Avg anno per im", "boxes / images that have at least one box"),
+        ("Avg obj scale", "mean over boxes of box area / image area, in %"),
+        ("Small obj %", f"boxes with w < {small_px:g} and h < {small_px:g} pixels (original image), in %"),
+        ("Twisted obj %", f"boxes with w/h > {twisted_ratio:g} or w/h < {1 / twisted_ratio:.4g}, in %"),
+        ("Inner-cls distance", "mean over classes with >= 2 images of the mean pairwise D = 1 - cos among the "
+                               "class's fc6 features (i != j)"),
+        ("Inter-cls distance", "mean over pairs of classes of D between class centroids (mean of L2-normalised "
+                               "fc6 features)"),
+    ]
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """The statistics of one manifest directory (NaN/None where undefined)."""
+
+    name: str
+    n_images: int
+    n_classes: int
+    images_per_class_min: int | None
+    images_per_class_max: int | None
+    n_boxes: int
+    n_annotated_images: int
+    anno_per_image: float
+    obj_scale_pct: float
+    small_pct: float
+    twisted_pct: float
+    inner_distance: float | None = None
+    inter_distance: float | None = None
+    distance_note: str = "n/a (no features)"
+    eic_classes_present: int | None = None
+    eic_classes_total: int | None = None
+
+
+def compute_split_stats(
+    name: str,
+    directory: str | os.PathLike[str],
+    small_px: float = SMALL_PX,
+    twisted_ratio: float = TWISTED_RATIO,
+    eic_wnids: frozenset[str] | None = None,
+) -> SplitStats:
+    """Statistics of the manifest at ``directory`` (vectorised over boxes; no per-row Python)."""
+    m = read_manifest(directory, box_columns=["x1", "y1", "x2", "y2", "area_ratio"])
+    images, boxes = m.images, m.boxes
+    labels = images["label"].drop_null()
+    counts = pc.value_counts(labels).field("counts").to_numpy() if len(labels) else np.zeros(0, dtype=np.int64)
+    n_boxes = len(boxes)
+    n_annotated = int(pc.sum(pc.greater(images["n_boxes"], 0)).as_py() or 0)
+    if n_boxes:
+        cols = {c: boxes[c].to_numpy() for c in ("x1", "y1", "x2", "y2")}
+        ones = np.ones(n_boxes)
+        flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], ones, ones, small_px, twisted_ratio)
+        scale = float(np.mean(boxes["area_ratio"].to_numpy(), dtype=np.float64)) * 100
+        small = float(np.count_nonzero(flags.is_small)) / n_boxes * 100
+        twisted = float(np.count_nonzero(flags.is_twisted)) / n_boxes * 100
+    else:
+        scale = small = twisted = math.nan
+    present = None
+    if eic_wnids is not None:
+        present = len(set(pc.unique(labels).to_pylist()) & eic_wnids)
+    return SplitStats(
+        name=name,
+        n_images=len(images),
+        n_classes=len(counts),
+        images_per_class_min=int(counts.min()) if len(counts) else None,
+        images_per_class_max=int(counts.max()) if len(counts) else None,
+        n_boxes=n_boxes,
+        n_annotated_images=n_annotated,
+        anno_per_image=n_boxes / n_annotated if n_annotated else math.nan,
+        obj_scale_pct=scale,
+        small_pct=small,
+        twisted_pct=twisted,
+        eic_classes_present=present,
+        eic_classes_total=len(eic_wnids) if eic_wnids is not None else None,
+    )
+
+
+def _fmt(value: float | None, digits: int, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def table_rows(stats: Sequence[SplitStats]) -> list[list[str]]:
+    """The table as text cells: one row per statistic, one column per split (first cell: row name)."""
+    rows = [
+        ["# of images", *[f"{s.n_images:,}" for s in stats]],
+        ["Avg im # per cls", *[
+            f"{s.images_per_class_min}-{s.images_per_class_max}" if s.images_per_class_min is not None else "n/a"
+            for s in stats]],
+        ["Avg anno per im", *[_fmt(s.anno_per_image, 2) for s in stats]],
+        ["Avg obj scale", *[_fmt(s.obj_scale_pct, 2, " %") for s in stats]],
+        ["Small obj %", *[_fmt(s.small_pct, 2) for s in stats]],
+        ["Twisted obj %", *[_fmt(s.twisted_pct, 2) for s in stats]],
+        ["Inner-cls distance", *[_fmt(s.inner_distance, 3) if s.inner_distance is not None else s.distance_note
+                                 for s in stats]],
+        ["Inter-cls distance", *[_fmt(s.inter_distance, 3) if s.inter_distance is not None else s.distance_note
+                                 for s in stats]],
+    ]
+    if any(s.eic_classes_total is not None for s in stats):
+        rows.append(["EIC classes present", *[
+            f"{s.eic_classes_present:,} of {s.eic_classes_total:,}" if s.eic_classes_total is not None else "n/a"
+            for s in stats]])
+    return rows
+
+
+def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL_PX,
+           twisted_ratio: float = TWISTED_RATIO) -> str:
+    """Render the table in ``fmt`` (md, csv, latex, json); md and latex end with the definitions."""
+    check_choice("--format", fmt, OUTPUT_FORMATS)
+    header = ["Dataset split", *[s.name for s in stats]]
+    rows = table_rows(stats)
+    defs = definitions(small_px, twisted_ratio)
+    if fmt == "json":
+        doc = {"splits": [asdict(s) for s in stats], "table": [dict(zip(header, r)) for r in rows],
+               "definitions": dict(defs)}
+        return json.dumps(doc, indent=2, default=lambda v: None) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buf.getvalue()
+    if fmt == "latex":
+        def esc(text: str) -> str:
+            return text.replace("%", r"\%").replace("#", r"\#").replace("_", r"\_")
+
+        lines = [r"\begin{tabular}{l" + "r" * len(stats) + "}", r"\hline",
+                 " & ".join(esc(h) for h in header) + r" \\", r"\hline"]
+        lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+        lines += [r"\hline", r"\end{tabular}", ""]
+        lines += [f"% {name}: {text}" for name, text in defs]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    out += ["", "Definitions:"] + [f"- {name}: {text}" for name, text in defs]
+    return "\n".join(out) + "\n"
+
+
+def parse_named_dirs(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """Parse ``NAME=DIR`` arguments (a bare ``DIR`` is named after its folder)."""
+    if not specs:
+        raise OptionError("give at least one manifest as NAME=DIR")
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name, spec
+        if not name or not path:
+            raise OptionError(f"{spec!r} is not NAME=DIR")
+        out.append((name, Path(path)))
+    names = [n for n, _ in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise OptionError(f"column name(s) {', '.join(dup)} given twice; names must be unique")
+    return out
+
+
+def dataset_table(
+    specs: Sequence[str],
+    fmt: str = "md",
+    small_px: float = SMALL_PX,
+    twisted_ratio: float = TWISTED_RATIO,
+    features: Mapping[str, str | os.PathLike[str]] | None = None,
+    eic_wnids: frozenset[str] | None = None,
+) -> str:
+    """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render."""
+    check_choice("--format", fmt, OUTPUT_FORMATS)
+    if small_px <= 0:
+        raise OptionError(f"--small-px={small_px} must be > 0")
+    if twisted_ratio <= 1:
+        raise OptionError(f"--twisted-ratio={twisted_ratio} must be > 1")
+    stats = [
+        compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids) for name, path in parse_named_dirs(specs)
+    ]
+    return render(stats, fmt, small_px, twisted_ratio)

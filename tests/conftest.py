@@ -1,0 +1,47 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("EIC_NO_PROGRESS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (it lives in ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ilsvrc_val_1300() -> Path:
+    """1,300 real ILSVRC-2012 val images (227x227) with a Kaggle LOC CSV."""
+    return _shared("ilsvrc2012_val_1300")
+
+
+@pytest.fixture(scope="session")
+def voc_85() -> Path:
+    """85 real PASCAL VOC 2012 photos with a COCO instances file."""
+    return _shared("voc2012_85")
+
+
+@pytest.fixture(scope="session")
+def bbox_synsets_file() -> Path:
+    """The 3,627 ImageNet synsets with bounding boxes."""
+    return _shared("imagenet_bbox_synsets.txt")
+
+
+@pytest.fixture(scope="session")
+def synthetic_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic ILSVRC-layout tree (4 classes, train + val), built once per session."""
+    from eic_builder.synthetic import make_synthetic_tree
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_tree(root, n_classes=4, train_per_class=12, val_per_class=4, seed=0)
+    return root

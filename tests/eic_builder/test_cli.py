@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from eic_builder.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["--no-progress", *args], catch_exceptions=False)
+
+
+def test_synth_scan_filter_stats(tmp_path: Path) -> None:
+    root, m = tmp_path / "tree", tmp_path / "m"
+    r = run("synth", str(root), "--classes", "2", "--train-per-class", "3", "--val-per-class", "1")
+    assert r.exit_code == 0 and "wrote 6 train images" in r.output
+    r = run("scan", str(root), "--out", str(m), "--split", "train", "--workers", "1")
+    assert r.exit_code == 0, r.output
+    assert "-> 6 images" in r.output and "ignored         4  other split (val)" in r.output
+    r = run("filter", str(m), "--out", str(tmp_path / "f"), "--drop", "small,twisted")
+    assert r.exit_code == 0 and "removed" in r.output
+    r = run("stats", f"train={m}", f"filtered={tmp_path / 'f'}", "--format", "csv")
+    assert r.exit_code == 0 and r.output.startswith("Dataset split,train,filtered\n# of images,6,")
+    r = run("stats", f"train={m}", "--out", str(tmp_path / "t.md"))
+    assert r.exit_code == 0 and (tmp_path / "t.md").read_text().startswith("| Dataset split")
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    r = run("scan", str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [f"eic-build: error: ROOT {tmp_path / 'missing'} does not exist"]
+    r = run("filter", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--drop", "tiny")
+    assert r.exit_code == 2 and "unknown box flag(s) tiny" in r.output
+    r = run("stats")
+    assert r.exit_code == 2 and "at least one manifest" in r.output
+    r = run("scan", str(tmp_path), "--out", str(tmp_path / "m"), "--format", "xls")
+    assert r.exit_code == 2 and "'xls' is not one of" in r.output
+
+
+def test_help_lists_commands() -> None:
+    r = run("--help")
+    for cmd in ("scan", "filter", "stats", "synth"):
+        assert cmd in r.output

@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from eic_builder.errors import InputNotFoundError, OptionError
+from eic_builder.manifest import read_manifest
+from eic_builder.scan.scanner import scan
+from eic_builder.synthetic import SyntheticBox, ilsvrc_xml
+
+
+def _jpeg(path: Path, size=(100, 80), mode="RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size).save(path, "JPEG")
+    return path
+
+
+def _xml(path: Path, boxes: list[tuple[str, int, int, int, int]], size=(100, 80)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(ilsvrc_xml("f", path.stem, size[0], size[1], [SyntheticBox(*b) for b in boxes]))
+    return path
+
+
+def _accounted(root: Path, out: Path) -> None:
+    """Every file under root is an image, an image's annotation, a reject, or ignored (counted)."""
+    m = read_manifest(out)
+    seen = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and out not in p.parents}
+    used = set(m.images["path"].drop_null().to_pylist()) | set(m.images["annotation"].drop_null().to_pylist())
+    file_rejects = [r for r in m.rejects.to_pylist() if r["level"] == "file"]
+    rejected = {r["path"] for r in file_rejects}
+    ignored = sum(m.meta["ignored"].values())
+    assert not (used & rejected), used & rejected
+    assert len(seen - used - rejected) == ignored, sorted(seen - used - rejected)
+
+
+def test_synthetic_train_split(synthetic_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    s = scan(synthetic_tree, out, split="train", workers=2)
+    m = read_manifest(out)
+    assert (s.split, s.format, s.images, s.rejects) == ("train", "ilsvrc-xml", 48, 0)
+    assert s.ignored == {"other split (val)": 32}
+    labels = m.images["label"].to_pylist()
+    assert labels == sorted(labels) and len(set(labels)) == 4
+    # one image per class has no XML: kept, with no boxes
+    assert sum(n == 0 for n in m.images["n_boxes"].to_pylist()) == 4
+    assert sum(m.images["n_boxes"].to_pylist()) == len(m.boxes) == s.boxes
+    assert set(m.images["split"].to_pylist()) == {"train"}
+    _accounted(synthetic_tree, out)
+
+
+def test_several_splits_need_split_option(synthetic_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match=r"several splits \(train, val\).*--split"):
+        scan(synthetic_tree, tmp_path / "m")
+
+
+def test_ilsvrc_box_convention_and_flags(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    _jpeg(root / "train/n01440764/n01440764_1.JPEG", (100, 80))
+    # inclusive 10..19 is 10 px wide; 0..99 x 0..14 is twisted (100/15 > 4)
+    _xml(root / "Annotations/n01440764/n01440764_1.xml",
+         [("n01440764", 10, 10, 19, 19), ("n01440764", 0, 0, 99, 14), ("n01440764", 0, 0, 99, 79)])
+    scan(root, tmp_path / "m", workers=1)
+    b = read_manifest(tmp_path / "m").boxes.to_pylist()
+    assert [(r["x1"], r["y1"], r["x2"], r["y2"]) for r in b] == [(10, 10, 20, 20), (0, 0, 100, 15), (0, 0, 100, 80)]
+    assert [r["is_small"] for r in b] == [True, False, False]
+    assert [r["is_twisted"] for r in b] == [False, True, False]
+    assert [round(r["area_ratio"], 6) for r in b] == [round(100 / 8000, 6), round(1500 / 8000, 6), 1.0]
+
+
+def test_bad_inputs_are_rejected_with_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    w = "n01440764"
+    d = root / "train" / w
+    a = root / "Annotations" / w
+    _jpeg(d / f"{w}_1.JPEG")
+    _xml(a / f"{w}_1.xml", [(w, 5, 5, 50, 50)])
+    (d / f"{w}_2.JPEG").write_bytes(b"")  # zero-byte
+    full = _jpeg(d / f"{w}_3.JPEG", (300, 200)).read_bytes()
+    (d / f"{w}_3.JPEG").write_bytes(full[: len(full) // 2])  # truncated
+    _xml(a / f"{w}_3.xml", [(w, 5, 5, 50, 50)])
+    Image.new("RGB", (10, 10)).save(d / f"{w}_4.JPEG", "PNG")  # PNG named .JPEG
+    (d / f"{w}_5.JPEG").write_text("not an image")
+    _jpeg(d / f"{w}_6.JPEG", mode="L")  # grayscale: accepted
+    _jpeg(d / f"{w}_7.JPEG", mode="CMYK")  # CMYK: accepted
+    _jpeg(d / f"{w}_8.JPEG")
+    (a / f"{w}_8.xml").write_text("<annotation><object>")  # malformed
+    _jpeg(d / f"{w}_9.JPEG")
+    (a / f"{w}_9.xml").write_text('<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+                                  "<annotation><object><name>&b;</name></object></annotation>")
+    _jpeg(d / f"{w}_10.JPEG", (100, 80))
+    _xml(a / f"{w}_10.xml", [(w, 10, 10, 5, 20),  # x2 <= x1
+                            (w, 0, 0, 100, 80),  # one past the edge (inclusive 100 -> 101): clipped
+                            (w, 0, 0, 150, 60),  # far outside: rejected
+                            ("dog", 0, 0, 10, 10),  # not a wnid
+                            (w, 1, 1, 30, 30)], size=(100, 80))
+    _xml(a / f"{w}_11.xml", [(w, 1, 1, 5, 5)])  # no image while images are expected
+    _jpeg(root / "train" / "other" / f"{w}_1.JPEG")  # duplicate id
+    (root / "README.txt").write_text("ignored by rule")
+    out = tmp_path / "m"
+    s = scan(root, out, workers=2)
+    m = read_manifest(out)
+    got = sorted((r["path"].rsplit("/", 1)[-1], r["level"], r["reason"]) for r in m.rejects.to_pylist())
+    assert got == sorted([
+        (f"{w}_2.JPEG", "file", "empty_file"),
+        (f"{w}_3.JPEG", "file", "truncated"),
+        (f"{w}_3.xml", "file", "image_rejected"),
+        (f"{w}_4.JPEG", "file", "wrong_format"),
+        (f"{w}_5.JPEG", "file", "not_an_image"),
+        (f"{w}_8.xml", "file", "malformed_xml"),
+        (f"{w}_9.xml", "file", "unsafe_xml"),
+        (f"{w}_10.xml", "box", "degenerate_box"),
+        (f"{w}_10.xml", "box", "box_outside_image"),
+        (f"{w}_10.xml", "box", "bad_wnid"),
+        (f"{w}_11.xml", "file", "image_missing"),
+        (f"{w}_1.JPEG", "file", "duplicate_image_id"),
+    ])
+    images = {r["image_id"]: r for r in m.images.to_pylist()}
+    assert sorted(images) == sorted(f"{w}_{i}" for i in (1, 6, 7, 8, 9, 10))
+    assert images[f"{w}_8"]["n_boxes"] == 0 and images[f"{w}_8"]["annotation"] is None
+    assert images[f"{w}_10"]["n_boxes"] == 2
+    clipped = next(b for b in m.boxes.to_pylist() if b["image_id"] == f"{w}_10")
+    assert (clipped["x2"], clipped["y2"]) == (100.0, 80.0)
+    assert s.ignored == {"not an image or annotation (.txt)": 1}
+    _accounted(root, out)
+
+
+def test_annotation_only_tree_matches_full_tree(tmp_path: Path, synthetic_tree: Path) -> None:
+    ann_only = tmp_path / "ann"
+    shutil.copytree(synthetic_tree / "Annotations", ann_only / "Annotations")
+    scan(synthetic_tree, tmp_path / "full", split="val")
+    scan(ann_only, tmp_path / "ann_m", split="val")
+    full, only = read_manifest(tmp_path / "full"), read_manifest(tmp_path / "ann_m")
+    assert only.images["has_image"].to_pylist() == [False] * len(only.images)
+    assert len(only.images) == len(full.images) == 16
+    for col in ("x1", "y1", "x2", "y2", "area_ratio", "is_small", "is_twisted"):
+        assert only.boxes[col].to_pylist() == full.boxes[col].to_pylist()
+
+
+def test_annotation_only_without_size_is_rejected(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    (root / "a").mkdir(parents=True)
+    (root / "a/x.xml").write_text("<annotation><object><name>n01440764</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+                                  "<xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+    s = scan(root, tmp_path / "m")
+    assert s.reject_reasons == {"no_image_size": 1} and s.images == 0
+
+
+def test_voc_xml(tmp_path: Path) -> None:
+    root = tmp_path / "voc"
+    _jpeg(root / "JPEGImages/2007_000027.jpg", (50, 40))
+    (root / "Annotations").mkdir(parents=True)
+    (root / "Annotations/2007_000027.xml").write_text(
+        "<annotation><folder>VOC2012</folder><size><width>50</width><height>40</height></size>"
+        "<object><name>person</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>50</xmax><ymax>40</ymax></bndbox>"
+        "</object></annotation>")
+    s = scan(root, tmp_path / "m")
+    m = read_manifest(tmp_path / "m")
+    assert s.format == "voc-xml"
+    b = m.boxes.to_pylist()[0]
+    assert (b["label"], b["wnid"], b["x1"], b["y1"], b["x2"], b["y2"]) == ("person", None, 0, 0, 50, 40)
+    assert m.images["label"].to_pylist() == ["person"]
+
+
+def test_loc_csv_layout(tmp_path: Path) -> None:
+    root = tmp_path / "kaggle"
+    _jpeg(root / "val/ILSVRC2012_val_00000001.JPEG", (60, 60))
+    _jpeg(root / "val/ILSVRC2012_val_00000002.JPEG", (60, 60))
+    (root / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 0 0 59 59 n01440764 10 10 19 19 \n"
+        "ILSVRC2012_val_00000003,n01440764 0 0 5 5 \n")
+    s = scan(root, tmp_path / "m")
+    m = read_manifest(tmp_path / "m")
+    assert (s.split, s.format, s.images, s.boxes) == ("val", "loc-csv", 2, 2)
+    assert m.rejects.to_pylist() == [{"path": "LOC_val_solution.csv", "image_id": "ILSVRC2012_val_00000003",
+                                      "level": "file", "reason": "image_missing",
+                                      "detail": "annotation without an image file in the tree"}]
+    assert dict(zip(m.images["image_id"].to_pylist(), m.images["n_boxes"].to_pylist())) == {
+        "ILSVRC2012_val_00000001": 2, "ILSVRC2012_val_00000002": 0}
+
+
+def test_coco_layout(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    _jpeg(root / "images/a.jpg", (40, 30))
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
+           "categories": [{"id": 1, "name": "cat"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 30]},
+                           {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, "x", 1]}]}
+    (root / "instances.json").write_text(json.dumps(doc))
+    s = scan(root, tmp_path / "m")
+    assert (s.format, s.images, s.boxes, s.reject_reasons) == ("coco", 1, 1, {"malformed_box": 1})
+
+
+def test_resume_skips_finished_units(synthetic_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eic_builder.scan.scanner as scanner
+
+    out = tmp_path / "m"
+    real = scanner.scan_unit
+    calls = []
+
+    def flaky(part_dir, items, cfg):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user presses Ctrl-C after two units
+        calls.append(part_dir)
+        return real(part_dir, items, cfg)
+
+    monkeypatch.setattr(scanner, "UNIT_SIZE", 12)  # one unit per class folder
+    monkeypatch.setattr(scanner, "scan_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        scan(synthetic_tree, out, split="train", workers=1)
+    monkeypatch.setattr(scanner, "scan_unit", real)
+    s = scan(synthetic_tree, out, split="train", workers=1)
+    assert (s.units_resumed, s.units_total, s.images) == (2, 4, 48)
+    assert not (out / ".scan-parts").exists()
+    fresh = tmp_path / "fresh"
+    scan(synthetic_tree, fresh, split="train", workers=1)
+    assert read_manifest(out).boxes.equals(read_manifest(fresh).boxes)
+
+
+def test_missing_or_empty_root(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        scan(tmp_path / "nope", tmp_path / "m")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/notes.txt").write_text("x")
+    with pytest.raises(InputNotFoundError, match="holds no image"):
+        scan(tmp_path / "empty", tmp_path / "m")
+
+
+def test_real_ilsvrc_val_1300(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    s = scan(ilsvrc_val_1300, tmp_path / "m")
+    m = read_manifest(tmp_path / "m")
+    # Golden figures counted independently from LOC_val_solution.csv with the csv module:
+    # 1,943 boxes on 1,300 images of 725 classes; 112 boxes under 32x32, 65 with aspect > 4 or < 1/4.
+    assert (s.format, s.split, s.images, s.boxes, s.rejects) == ("loc-csv", "val", 1300, 1943, 0)
+    assert len(set(m.images["label"].to_pylist())) == 725
+    assert max(m.images["n_boxes"].to_pylist()) == 19
+    assert sum(m.boxes["is_small"].to_pylist()) == 112
+    assert sum(m.boxes["is_twisted"].to_pylist()) == 65
+    assert set(m.images["width"].to_pylist()) == {227}
+    assert max(m.boxes["x2"].to_pylist()) == 227.0
+    _accounted(ilsvrc_val_1300, tmp_path / "m")
+
+
+def test_real_voc_85(voc_85: Path, tmp_path: Path) -> None:
+    s = scan(voc_85, tmp_path / "m")
+    m = read_manifest(tmp_path / "m")
+    # Counted from instances.json: 686 boxes in 30 categories; 29 small, 17 twisted.
+    assert (s.format, s.images, s.boxes, s.rejects) == ("coco", 85, 686, 0)
+    assert len(set(m.boxes["label"].to_pylist())) == 30
+    assert sum(m.boxes["is_small"].to_pylist()) == 29
+    assert sum(m.boxes["is_twisted"].to_pylist()) == 17
