@@ -36,7 +36,9 @@ demo: setup
 	$(EIC) synth $(DEMO)/tree
 	$(EIC) scan $(DEMO)/tree --split train --out $(DEMO)/manifests/train
 	$(EIC) scan $(DEMO)/tree --split val --out $(DEMO)/manifests/val
-	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val
+	$(EIC) expand-classes --out $(DEMO)/eic_classes.parquet
+	$(EIC) expand-classes --explain n02084071
+	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val --classes $(DEMO)/eic_classes.parquet
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -44,6 +46,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/bench_stats.py
+	$(PY) benchmarks/bench_expand.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -75,8 +75,10 @@ def synth_cmd(root: Path, n_classes: int, train_per_class: int, val_per_class: i
 @click.option("--workers", type=int, default=None, help="Worker processes. Default: one per CPU core.")
 @click.option("--wordnet-check/--no-wordnet-check", default=False, show_default=True,
               help="Reject boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data).")
+@click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
+              help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
 def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: bool, workers: int | None,
-             wordnet_check: bool) -> None:
+             wordnet_check: bool, wordnet_dir: Path | None) -> None:
     """Scan an ImageNet-style tree at ROOT into Parquet manifests.
 
     Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
@@ -90,7 +92,7 @@ def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: 
     if wordnet_check:
         from eic_builder.wordnet import load_wordnet_index
 
-        known = load_wordnet_index().noun_wnids()
+        known = load_wordnet_index(wordnet_dir).noun_wnids()
     s = scan(root, out, fmt=fmt, split=split, verify_images=verify_images, workers=workers, known_wnids=known)
     click.echo(f"{root} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")
@@ -127,17 +129,72 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
               help="Write the table to FILE instead of standard output.")
 @click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
 @click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
-def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float) -> None:
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="An EIC class list (expand-classes output): adds a row counting its classes present.")
+def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float,
+              classes_file: Path | None) -> None:
     """Print the paper's dataset table, one column per manifest directory NAME=DIR."""
     from eic_builder.stats import dataset_table
 
-    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio)
+    eic = None
+    if classes_file is not None:
+        from eic_builder.manifest import read_table
+
+        eic = frozenset(read_table(classes_file, "eic_classes")["wnid"].to_pylist())
+    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio, eic_wnids=eic)
     if out is None:
         click.echo(text, nl=False)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         click.echo(f"wrote {out}")
+
+
+@main.command("expand-classes")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Class list to write. Default: data_manifests/eic_classes.parquet.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Markdown report (a PNG chart is written beside it). Default: <out>_report.md.")
+@click.option("--pool", default="bbox", show_default=True,
+              help="Candidates: bbox (3,627 synsets with boxes), 21k (21,841 fall-2011 synsets) or a FILE of wnids.")
+@click.option("--target", default=2686, show_default=True, help="Classes in all, base classes included.")
+@click.option("--min-images", default=500, show_default=True, help="Least images per new class; 0 turns the rule off.")
+@click.option("--image-counts", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A scan manifest of the full ImageNet to count images per wnid (default: timm's >= 500 list).")
+@click.option("--exclusive", is_flag=True, help="No new class may be an ancestor of another (keeps the specific one).")
+@click.option("--base", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Base classes (wnid list). Default: data_manifests/ilsvrc1k_classes.parquet.")
+@click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
+              help="WordNet 3.0 folder (default: EIC_WORDNET_DIR, then nltk's data path, then /usr/share/wordnet).")
+@click.option("--explain", "explain_wnid", default=None, metavar="WNID",
+              help="Say why WNID is or is not a class, rule by rule, and write nothing.")
+@click.option("--rebuild-cache", is_flag=True, help="Rebuild the cached WordNet noun index from nltk.")
+def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, min_images: int,
+               image_counts: Path | None, exclusive: bool, base: Path | None, wordnet_dir: Path | None,
+               explain_wnid: str | None, rebuild_cache: bool) -> None:
+    """Grow the 1,000 ILSVRC classes to the EIC class list (2,686 by default) with WordNet 3.0.
+
+    A candidate from the pool becomes a class when it is not an ILSVRC class, is
+    neither an ancestor nor a descendant of one, and has enough images; the choice
+    keeps WordNet's top-level categories (lexnames) balanced. See CLI.md.
+    """
+    from eic_builder.expand import ExpandOptions, expand_classes, explain, write_expansion
+    from eic_builder.reference_lists import data_manifests_dir
+    from eic_builder.wordnet import load_wordnet_index
+
+    options = ExpandOptions(pool=pool, target=target, min_images=min_images,
+                            image_counts=str(image_counts) if image_counts else None, exclusive=exclusive,
+                            base=str(base) if base else None)
+    index = load_wordnet_index(wordnet_dir, rebuild=rebuild_cache)
+    if explain_wnid:
+        click.echo("\n".join(explain(index, explain_wnid, options)))
+        return
+    result = expand_classes(index, options)
+    out = out or data_manifests_dir() / "eic_classes.parquet"
+    report = report or out.with_name(out.stem + "_report.md")
+    write_expansion(result, out, report)
+    click.echo(" -> ".join(f"{s.left:,} {s.rule}" for s in result.steps))
+    click.echo(f"wrote {len(result.table):,} classes to {out}; report {report} (+ .png)")
 
 
 if __name__ == "__main__":

@@ -45,3 +45,25 @@ def synthetic_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic_tree(root, n_classes=4, train_per_class=12, val_per_class=4, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def wordnet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache folder for the WordNet layout and noun index (built once per test session)."""
+    return tmp_path_factory.mktemp("eic-cache")
+
+
+@pytest.fixture(scope="session")
+def wordnet_index(wordnet_cache: Path):
+    """The WordNet 3.0 noun index, or a skip saying how to install WordNet."""
+    from eic_builder.errors import WordNetError
+    from eic_builder.wordnet import load_wordnet_index
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EIC_CACHE_DIR", str(wordnet_cache))
+    try:
+        return load_wordnet_index()
+    except WordNetError as exc:
+        pytest.skip(f"no WordNet 3.0 data here ({exc}); `make test` installs it as root")
+    finally:
+        mp.undo()

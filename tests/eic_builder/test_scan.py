@@ -252,3 +252,11 @@ def test_real_voc_85(voc_85: Path, tmp_path: Path) -> None:
     assert len(set(m.boxes["label"].to_pylist())) == 30
     assert sum(m.boxes["is_small"].to_pylist()) == 29
     assert sum(m.boxes["is_twisted"].to_pylist()) == 17
+
+
+def test_wordnet_check_rejects_non_nouns(tmp_path: Path, wordnet_index) -> None:
+    root = tmp_path / "t"
+    _jpeg(root / "train/n01440764/n01440764_1.JPEG")
+    _xml(root / "ann/n01440764_1.xml", [("n01440764", 1, 1, 50, 50), ("n99999999", 1, 1, 50, 50)])
+    s = scan(root, tmp_path / "m", known_wnids=wordnet_index.noun_wnids())
+    assert (s.boxes, s.reject_reasons) == (1, {"not_a_wordnet_noun": 1})

@@ -105,3 +105,13 @@ def test_stats_on_large_random_manifest(tmp_path: Path) -> None:
                            & ((y1 + h).astype(np.float32) - y1.astype(np.float32) < 32)) * 100
     assert s.small_pct == pytest.approx(expect_small, abs=0.01)
     assert s.twisted_pct == pytest.approx(np.mean((w32 / h32 > 4) | (w32 / h32 < 0.25)) * 100, abs=0.05)
+
+
+def test_eic_classes_present(synthetic_tree: Path, tmp_path: Path) -> None:
+    from eic_builder.manifest import read_table
+    from eic_builder.reference_lists import data_manifests_dir
+
+    scan(synthetic_tree, tmp_path / "m", split="train")
+    eic = frozenset(read_table(data_manifests_dir() / "eic_classes.parquet", "eic_classes")["wnid"].to_pylist())
+    md = dataset_table([f"train={tmp_path / 'm'}"], eic_wnids=eic)
+    assert "| EIC classes present | 4 of 2,686" in md  # the four synthetic classes are ILSVRC classes

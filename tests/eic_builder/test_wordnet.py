@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from eic_builder import wordnet
+from eic_builder.errors import WordNetError
+from eic_builder.wordnet import LEXNAMES, find_wordnet, lexnames_text, offset_of
+
+
+def test_lexnames_are_the_45_standard_files() -> None:
+    lines = lexnames_text().splitlines()
+    assert len(lines) == len(LEXNAMES) == 45
+    assert lines[0] == "00\tadj.all\t3" and lines[5] == "05\tnoun.animal\t1" and lines[44] == "44\tadj.ppl\t3"
+    try:
+        man = subprocess.run(["man", "5", "lexnames"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        man = ""
+    if "noun.Tops" in man:  # cross-check with wordnet-base's man page when it is installed
+        for i, name in enumerate(LEXNAMES):
+            assert f"{i:02d}            {name}" in man, name
+
+
+def test_offset_of() -> None:
+    assert offset_of("n01440764") == 1440764
+    for bad in ("n123", "x01440764", "n0144076a", ""):
+        with pytest.raises(WordNetError, match="is not a wnid: expected 'n' followed by 8 digits"):
+            offset_of(bad)
+
+
+def test_no_wordnet_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nltk.data
+
+    monkeypatch.delenv("EIC_WORDNET_DIR", raising=False)
+    monkeypatch.setattr(wordnet, "DEBIAN_WORDNET_DIR", tmp_path / "none")
+
+    def not_found(name: str, *a, **k):
+        raise LookupError(name)
+
+    monkeypatch.setattr(nltk.data, "find", not_found)
+    with pytest.raises(WordNetError, match=r"--wordnet-dir DIR.*nltk\.downloader wordnet.*apt-get install "
+                                           r"wordnet-base wordnet-sense-index"):
+        find_wordnet()
+
+
+def test_explicit_folder_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "data.noun").write_text("")
+    with pytest.raises(WordNetError, match=r"lacks index\.noun, noun\.exc"):
+        find_wordnet(tmp_path)
+
+
+def test_hand_checked_facts(wordnet_index) -> None:
+    idx = wordnet_index
+    tench = idx.position("n01440764")
+    assert (idx.lemmas[tench], idx.lexnames[tench]) == ("tench", "noun.animal")
+    assert len(idx) == 82115  # noun synsets in WordNet 3.0
+    dog_descendants = idx.descendants(["n02084071"])
+    assert "n02085620" in dog_descendants  # Chihuahua
+    assert idx.ancestors(["n02085620"]) >= {"n02084071", "n00001740"}  # dog, entity
+    assert idx.depths[idx.position("n00001740")] == 0
+    with pytest.raises(WordNetError, match=r"n99999999 is not a WordNet 3\.0 noun synset"):
+        idx.position("n99999999")
+
+
+def test_index_agrees_with_nltk(wordnet_index, wordnet_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EIC_CACHE_DIR", str(wordnet_cache))
+    reader = wordnet.open_reader(find_wordnet())
+    for wnid in ("n01440764", "n02084071", "n03000684", "n07753592", "n09193705", "n04592741"):
+        s = reader.synset_from_pos_and_offset("n", offset_of(wnid))
+        i = wordnet_index.position(wnid)
+        assert wordnet_index.depths[i] == s.min_depth()
+        assert wordnet_index.glosses[i] == s.definition()
+        assert wordnet_index.lexnames[i] == s.lexname()
+        up = {f"n{a.offset():08d}" for a in s.closure(lambda x: x.hypernyms() + x.instance_hypernyms())}
+        assert wordnet_index.ancestors([wnid]) == up
+
+
+def test_ilsvrc_has_no_ancestor_descendant_pair(wordnet_index) -> None:
+    from eic_builder.reference_lists import ilsvrc_classes
+
+    base = set(ilsvrc_classes()["wnid"].to_pylist())
+    assert len(base) == 1000
+    assert not (wordnet_index.ancestors(base) & base)
+
+
+def test_nearest(wordnet_index) -> None:
+    idx = wordnet_index
+    nearest, hops = idx.nearest(["n02085620"])  # Chihuahua
+    dog = idx.position("n02084071")
+    assert idx.wnids[nearest[dog]] == "n02085620" and hops[dog] == 2  # dog -> toy dog -> Chihuahua
