@@ -38,7 +38,9 @@ demo: setup
 	$(EIC) scan $(DEMO)/tree --split val --out $(DEMO)/manifests/val
 	$(EIC) expand-classes --out $(DEMO)/eic_classes.parquet
 	$(EIC) expand-classes --explain n02084071
-	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val --classes $(DEMO)/eic_classes.parquet
+	$(EIC) features $(DEMO)/manifests/val --out $(DEMO)/features/val --weights random --crop 64 --resize 73
+	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val --classes $(DEMO)/eic_classes.parquet \
+	  --features val=$(DEMO)/features/val
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -48,6 +50,8 @@ bench: setup
 	$(PY) benchmarks/bench_scan.py
 	$(PY) benchmarks/bench_stats.py
 	$(PY) benchmarks/bench_expand.py
+	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_distances.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

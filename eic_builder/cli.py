@@ -7,6 +7,7 @@ and exit with code 2; everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -131,8 +132,10 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
 @click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="An EIC class list (expand-classes output): adds a row counting its classes present.")
+@click.option("--features", "feature_specs", multiple=True, metavar="NAME=FEATDIR",
+              help="fc6 shards (from `features`) of the manifest NAME: fills the two distance rows. Repeatable.")
 def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float,
-              classes_file: Path | None) -> None:
+              classes_file: Path | None, feature_specs: tuple[str, ...]) -> None:
     """Print the paper's dataset table, one column per manifest directory NAME=DIR."""
     from eic_builder.stats import dataset_table
 
@@ -141,13 +144,60 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
         from eic_builder.manifest import read_table
 
         eic = frozenset(read_table(classes_file, "eic_classes")["wnid"].to_pylist())
-    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio, eic_wnids=eic)
+    from eic_builder.stats import parse_named_dirs
+
+    features = dict(parse_named_dirs(feature_specs)) if feature_specs else None
+    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio, features=features, eic_wnids=eic)
     if out is None:
         click.echo(text, nl=False)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         click.echo(f"wrote {out}")
+
+
+@main.command("features")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the fc6 shards (part-NNNNNN.parquet).")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet (torchvision VGG16_Weights.IMAGENET1K_V1), random (seeded, for tests) "
+              "or a state-dict FILE.")
+@click.option("--on", "on", default="image", show_default=True, type=click.Choice(["image", "box"]),
+              help="Embed whole images, or each box crop.")
+@click.option("--layer", default="fc6", show_default=True, type=click.Choice(["fc6", "fc6-relu"]),
+              help="fc6 before (default) or after its ReLU.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="DataLoader workers.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16"]),
+              help="bfloat16 runs the model under autocast (GPU fast path).")
+@click.option("--loader", default="tensor", show_default=True, type=click.Choice(["tensor", "pil"]),
+              help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (GPU).")
+@click.option("--shard-size", default=4096, show_default=True, help="Items per output shard (the resume unit).")
+@click.option("--resize", default=256, show_default=True, help="Shorter side before the centre crop.")
+@click.option("--crop", default=224, show_default=True, help="Centre crop (and box-crop) size.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root (default: the manifest's scan root).")
+@click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
+@click.option("--distributed", is_flag=True, help="Under torchrun: shard the manifest by rank.")
+def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, device: str, batch_size: int,
+                 workers: int, dtype: str, loader: str, compile_model: bool, shard_size: int, resize: int, crop: int,
+                 root: Path | None, seed: int, distributed: bool) -> None:
+    """VGG-16 fc6 features of every image (or box) of the manifest MANIFEST, as Parquet shards.
+
+    Preprocessing: shorter side resized to 256, centre crop 224, ImageNet mean/std
+    (box crops are warped to 224x224). An interrupted run resumes: run it again.
+    """
+    from eic_builder.features import FeatureConfig, extract_features
+
+    cfg = FeatureConfig(weights=weights, layer=layer, on=on, device=device, batch_size=batch_size, workers=workers,
+                        dtype=dtype, loader=loader, compile=compile_model, shard_size=shard_size, seed=seed,
+                        resize=resize, crop=crop, root=str(root) if root else None)
+    s = extract_features(manifest, out, cfg, distributed=distributed)
+    click.echo(f"{s.items} {on}s -> {s.shards_total} shards in {out} ({s.shards_resumed} resumed) on {s.device}; "
+               f"weights: {s.settings['weights']}")
 
 
 @main.command("expand-classes")

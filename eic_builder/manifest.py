@@ -125,11 +125,13 @@ def to_table(kind: str, columns: Mapping[str, Any]) -> pa.Table:
 
 
 def write_table(
-    table: pa.Table, path: str | os.PathLike[str], kind: str, meta: Mapping[str, Any] | None = None
+    table: pa.Table, path: str | os.PathLike[str], kind: str, meta: Mapping[str, Any] | None = None,
+    row_group_size: int | None = None,
 ) -> Path:
     """Write ``table`` as Parquet at ``path`` atomically, after checking it has the schema of ``kind``.
 
-    ``meta`` is merged into the provenance record (see :func:`build_metadata`).
+    ``meta`` is merged into the provenance record (see :func:`build_metadata`);
+    ``row_group_size`` bounds the rows a streaming reader holds at once.
     """
     schema = _schema_for(kind)
     if not table.schema.equals(schema, check_metadata=False):
@@ -143,7 +145,7 @@ def write_table(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -217,3 +219,70 @@ def write_manifest(
     # images.parquet last: its presence marks a complete manifest.
     write_table(images, directory / MANIFEST_FILES["images"], "images", meta)
     return directory
+
+
+# --- fc6 feature shards -------------------------------------------------------------------------
+
+FEATURE_DIM = 4096
+
+FEATURE_BYTES = FEATURE_DIM * 2
+# A feature is stored as 8,192 bytes: 4,096 little-endian float16 values. Parquet stores a
+# fixed-size list with a repetition level per element, which reads about 10x slower than
+# one fixed-size binary value per row (measured: 0.7 GiB in 8 s against 0.8 s).
+FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("box_index", pa.int32(), nullable=False),  # -1 for whole-image features
+        pa.field("label", pa.string(), nullable=True),  # the image's (or box's) class
+        pa.field("feature", pa.binary(FEATURE_BYTES), nullable=False),  # fc6: 4096 x float16 ('<f2')
+    ]
+)
+SCHEMAS["features"] = FEATURES_SCHEMA
+FEATURE_ROW_GROUP = 4096  # 32 MiB of features: what a streaming reader holds at once
+
+
+def features_table(image_ids: list[str], box_index: list[int], labels: list[str | None], features) -> pa.Table:
+    """A features table from N ids and an (N, 4096) array (stored as float16)."""
+    import numpy as np
+
+    feats = np.ascontiguousarray(features, dtype="<f2")
+    if feats.ndim != 2 or feats.shape[1] != FEATURE_DIM or feats.shape[0] != len(image_ids):
+        raise ManifestError(f"features must be ({len(image_ids)}, {FEATURE_DIM}); got {feats.shape}")
+    column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(FEATURE_BYTES), len(feats),
+                                                  [None, pa.py_buffer(feats.tobytes())])
+    return pa.table({"image_id": pa.array(image_ids, pa.string()), "box_index": pa.array(box_index, pa.int32()),
+                     "label": pa.array(labels, pa.string()), "feature": column}, schema=FEATURES_SCHEMA)
+
+
+def feature_matrix(column: pa.Array | pa.ChunkedArray):
+    """An (N, 4096) float16 numpy view of a ``feature`` column (zero-copy for one chunk)."""
+    import numpy as np
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    data = column.buffers()[1]
+    return np.frombuffer(data, dtype="<f2", count=len(column) * FEATURE_DIM,
+                         offset=column.offset * FEATURE_BYTES).reshape(-1, FEATURE_DIM)
+
+
+def feature_shards(directory: str | os.PathLike[str]) -> list[Path]:
+    """The shard files of a features directory, in order; raises when there are none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ManifestError(f"features directory {directory} does not exist")
+    shards = sorted(directory.glob("part-*.parquet"))
+    if not shards:
+        raise ManifestError(f"{directory} holds no feature shards (part-*.parquet); run `eic-build features` first")
+    return shards
+
+
+def iter_feature_batches(directory: str | os.PathLike[str], batch_rows: int = FEATURE_ROW_GROUP):
+    """Stream (labels, (n, 4096) float16 array) over every shard, at most ``batch_rows`` rows at a time."""
+    for shard in feature_shards(directory):
+        found = pq.read_schema(shard).remove_metadata()
+        if not found.equals(FEATURES_SCHEMA):
+            raise ManifestError(f"{shard} is not a features shard: schema {found}")
+        # pre_buffer=False: read one row group at a time instead of the whole shard up front
+        reader = pq.ParquetFile(shard, pre_buffer=False, buffer_size=8 << 20)
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=["label", "feature"]):
+            yield batch.column("label").to_pylist(), feature_matrix(batch.column("feature"))

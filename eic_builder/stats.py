@@ -134,6 +134,12 @@ def _fmt(value: float | None, digits: int, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def _distance_cell(value: float | None, s: SplitStats) -> str:
+    if value is None:
+        return s.distance_note if s.distance_note else "n/a"
+    return f"{value:.3f}{s.distance_note}"
+
+
 def table_rows(stats: Sequence[SplitStats]) -> list[list[str]]:
     """The table as text cells: one row per statistic, one column per split (first cell: row name)."""
     rows = [
@@ -145,10 +151,8 @@ def table_rows(stats: Sequence[SplitStats]) -> list[list[str]]:
         ["Avg obj scale", *[_fmt(s.obj_scale_pct, 2, " %") for s in stats]],
         ["Small obj %", *[_fmt(s.small_pct, 2) for s in stats]],
         ["Twisted obj %", *[_fmt(s.twisted_pct, 2) for s in stats]],
-        ["Inner-cls distance", *[_fmt(s.inner_distance, 3) if s.inner_distance is not None else s.distance_note
-                                 for s in stats]],
-        ["Inter-cls distance", *[_fmt(s.inter_distance, 3) if s.inter_distance is not None else s.distance_note
-                                 for s in stats]],
+        ["Inner-cls distance", *[_distance_cell(s.inner_distance, s) for s in stats]],
+        ["Inter-cls distance", *[_distance_cell(s.inter_distance, s) for s in stats]],
     ]
     if any(s.eic_classes_total is not None for s in stats):
         rows.append(["EIC classes present", *[
@@ -226,7 +230,29 @@ def dataset_table(
         raise OptionError(f"--small-px={small_px} must be > 0")
     if twisted_ratio <= 1:
         raise OptionError(f"--twisted-ratio={twisted_ratio} must be > 1")
-    stats = [
-        compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids) for name, path in parse_named_dirs(specs)
-    ]
+    named = parse_named_dirs(specs)
+    features = dict(features or {})
+    unknown = sorted(set(features) - {name for name, _ in named})
+    if unknown:
+        raise OptionError(f"--features names {', '.join(unknown)} match no manifest; names: "
+                          f"{', '.join(name for name, _ in named)}")
+    stats = []
+    for name, path in named:
+        s = compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids)
+        if name in features:
+            s = with_distances(s, features[name])
+        stats.append(s)
     return render(stats, fmt, small_px, twisted_ratio)
+
+
+def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str]) -> SplitStats:
+    """``s`` with the two distance rows computed from the fc6 shards in ``feature_dir``."""
+    from dataclasses import replace
+
+    from eic_builder.distances import feature_distances
+    from eic_builder.manifest import feature_shards, read_metadata
+
+    meta = read_metadata(feature_shards(feature_dir)[0])
+    d = feature_distances(feature_dir)
+    note = " (random weights)" if meta.get("random_weights") else ""
+    return replace(s, inner_distance=d.inner, inter_distance=d.inter, distance_note=note or "")

@@ -1,0 +1,96 @@
+"""Streaming inner/inter-class distances over N float16 4096-d features in C classes, on the CPU.
+
+Writes (once, cached) a features directory of N rows (default 1,000,000 in
+1,000 classes, shards of 50,000 rows), then, in a fresh process, streams
+:func:`eic_builder.distances.feature_distances` over it and reports the time
+and the peak memory (RSS) of that process beyond its start. The brute-force
+method (scikit-learn ``cosine_distances`` per class, then between centroids)
+is timed on one class of N/C rows in the same run and extrapolated.
+
+Usage: python benchmarks/bench_distances.py [--rows 1000000] [--classes 1000] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
+
+SHARD_ROWS = 50_000
+
+
+def make_features(out: Path, rows: int, classes: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, 4096)).astype(np.float32)
+    labels_all = np.sort(rng.integers(0, classes, rows))  # shards are sorted by class, like real ones
+    out.mkdir(parents=True, exist_ok=True)
+    for k, start in enumerate(range(0, rows, SHARD_ROWS)):
+        lab = labels_all[start:start + SHARD_ROWS]
+        x = centres[lab] + rng.standard_normal((len(lab), 4096), dtype=np.float32) * 2.0
+        ids = [f"img{start + i:08d}" for i in range(len(lab))]
+        table = features_table(ids, [-1] * len(lab), [f"n{c:08d}" for c in lab], x.astype(np.float16))
+        write_table(table, out / f"part-{k:06d}.parquet", "features", {"random_weights": False},
+                    row_group_size=FEATURE_ROW_GROUP)
+
+
+def stream_in_child(path: Path) -> None:
+    """Run in a fresh process: time the streaming statistic and report peak RSS beyond the imports."""
+    import torch  # noqa: F401 - imported before the baseline: its libraries are not the statistic's memory
+
+    from eic_builder.distances import feature_distances
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    t = time.perf_counter()
+    d = feature_distances(path)
+    took = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{took} {(peak - base) / 1024} {d.inner} {d.inter} {d.n_features} {d.n_classes}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-distances")
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        stream_in_child(args.child)
+        return
+    path = args.cache / f"features-{args.rows}-{args.classes}"
+    if not (path / ".complete").exists():
+        t = time.perf_counter()
+        make_features(path, args.rows, args.classes)
+        (path / ".complete").write_text("ok")
+        print(f"wrote {args.rows:,} features in {args.classes:,} classes in {time.perf_counter() - t:.1f} s")
+    size = sum(p.stat().st_size for p in path.glob("part-*.parquet"))
+    r = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=True)
+    took, mem, inner, inter, n, c = r.stdout.split()
+    # brute force on one class of the average size, extrapolated to all classes (+ the centroid matrix)
+    from sklearn.metrics.pairwise import cosine_distances
+
+    per_class = args.rows // args.classes
+    x = np.random.default_rng(1).standard_normal((per_class, 4096), dtype=np.float32)
+    t = time.perf_counter()
+    cosine_distances(x)
+    brute = (time.perf_counter() - t) * args.classes
+    n_shards = len(list(path.glob("part-*")))
+    print(f"machine: {os.cpu_count()} CPU cores; input {size / 2**30:.2f} GiB in {n_shards} shards")
+    print(f"streaming: {float(took):.1f} s for {int(n):,} features in {int(c):,} classes; peak memory "
+          f"{float(mem):.0f} MiB beyond the imports; inner {float(inner):.4f}, inter {float(inter):.4f}")
+    print(f"brute force (sklearn pairwise per class, extrapolated from one {per_class}-row class): {brute:.0f} s")
+    print(f"ratio brute / streaming: {brute / float(took):.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""``eic-build features``: VGG-16 fc6 features of every image (or box) of a manifest.
+
+fc6 is the first classifier layer of torchvision's VGG-16 (25,088 -> 4,096);
+``layer="fc6"`` takes it before its ReLU, ``"fc6-relu"`` after. Weights:
+``imagenet`` (torchvision's ``VGG16_Weights.IMAGENET1K_V1``, through the torch
+hub cache), ``random`` (seeded; for tests, and labelled so in every output), or
+a torchvision-format state dict FILE.
+
+Output: ``FEATDIR/part-NNNNNN.parquet`` shards (image_id, box_index, label,
+feature float16[4096]), one per chunk of ``shard_size`` items, each written
+atomically with the run's settings in its metadata. A run that stops resumes
+at the first missing shard. Under ``torchrun`` (``distributed=True``) chunk k
+goes to rank ``k % world_size``; shards do not depend on the world size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eic_builder.errors import ModelError, OptionError, check_choice
+from eic_builder.image_batches import (
+    LOADERS,
+    BytesDataset,
+    Item,
+    PilDataset,
+    Preprocess,
+    TensorCpuDataset,
+    collate_bytes,
+    decode_batch_on_device,
+)
+from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, read_manifest, read_metadata, write_table
+from eic_builder.progress import progress
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("fc6", "fc6-relu")
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+TARGETS = ("image", "box")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Every setting of a features run (saved in each shard's metadata)."""
+
+    weights: str = "imagenet"  # imagenet | random | path to a state dict
+    layer: str = "fc6"
+    on: str = "image"
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 2
+    dtype: str = "float32"
+    loader: str = "tensor"  # tensor (fast path) | pil (reference)
+    compile: bool = False
+    shard_size: int = 4096
+    seed: int = 0
+    resize: int = 256
+    crop: int = 224
+    root: str | None = None  # image root; default: the manifest's scan root
+
+    def validate(self) -> None:
+        check_choice("--layer", self.layer, LAYERS)
+        check_choice("--on", self.on, TARGETS)
+        check_choice("--device", self.device, DEVICES)
+        check_choice("--dtype", self.dtype, DTYPES)
+        check_choice("--loader", self.loader, LOADERS)
+        for name in ("batch_size", "shard_size", "crop", "resize"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+        if self.workers < 0:
+            raise OptionError(f"--workers={self.workers} must be >= 0")
+        if self.crop > self.resize:
+            raise OptionError(f"--crop {self.crop} is larger than --resize {self.resize}")
+
+    def weights_label(self) -> str:
+        """How the weights are described in outputs (random weights say so)."""
+        if self.weights == "random":
+            return f"random (seed {self.seed}; NOT ImageNet features)"
+        if self.weights == "imagenet":
+            return "torchvision VGG16_Weights.IMAGENET1K_V1"
+        return f"file {Path(self.weights).name}"
+
+
+class VGG16FC6(nn.Module):
+    """VGG-16 up to fc6: (B, 3, H, W) normalised images -> (B, 4096) activations."""
+
+    def __init__(self, vgg: nn.Module, relu: bool) -> None:
+        super().__init__()
+        self.features = vgg.features
+        self.avgpool = vgg.avgpool
+        self.fc6 = vgg.classifier[0]
+        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.fc6(torch.flatten(self.avgpool(self.features(x)), 1)))
+
+
+def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) -> VGG16FC6:
+    """VGG-16 up to fc6 with the named weights; raises :class:`ModelError` when they cannot be had."""
+    from torchvision.models import VGG16_Weights, vgg16
+
+    check_choice("--layer", layer, LAYERS)
+    if weights == "imagenet":
+        try:
+            vgg = vgg16(weights=VGG16_Weights.IMAGENET1K_V1)
+        except Exception as exc:  # no network, no cache: urllib/OSError/RuntimeError
+            raise ModelError(
+                f"cannot load torchvision's VGG16_Weights.IMAGENET1K_V1 ({type(exc).__name__}: {exc}); "
+                "without internet pre-fill TORCH_HOME or pass --weights FILE (a torchvision VGG-16 state dict)"
+            ) from exc
+    elif weights == "random":
+        torch.manual_seed(seed)
+        vgg = vgg16(weights=None)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelError(f"--weights {weights!r} is neither 'imagenet', 'random' nor an existing file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot read weights file {path}: {exc}") from exc
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        vgg = vgg16(weights=None)
+        need = [k for k in vgg.state_dict() if k.startswith(("features.", "classifier.0."))]
+        missing = [k for k in need if k not in state]
+        if missing:
+            raise ModelError(f"{path} is not a torchvision VGG-16 state dict: missing {', '.join(missing[:4])}...")
+        vgg.load_state_dict({k: v for k, v in state.items() if k in vgg.state_dict()}, strict=False)
+    return VGG16FC6(vgg, relu=layer == "fc6-relu").eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    check_choice("--device", name, DEVICES)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def manifest_items(directory: str | os.PathLike[str], on: str) -> tuple[list[Item], str]:
+    """The items of a manifest (images with files, or their boxes) and the image root they are relative to."""
+    m = read_manifest(directory)
+    root = m.meta.get("source_root", "")
+    images = m.images.filter(m.images["has_image"]).select(["image_id", "label", "path"]).to_pylist()
+    if on == "image":
+        return [Item(r["image_id"], -1, r["label"], r["path"], None) for r in images], root
+    path_of = {r["image_id"]: r["path"] for r in images}
+    boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
+    return [Item(b["image_id"], b["box_index"], b["label"], path_of[b["image_id"]],
+                 (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in path_of], root
+
+
+def _dist_info(distributed: bool) -> tuple[int, int]:
+    if not distributed:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _settings(cfg: FeatureConfig, manifest: str) -> dict:
+    return {"weights": cfg.weights_label(), "random_weights": cfg.weights == "random", "layer": cfg.layer,
+            "on": cfg.on, "dtype": cfg.dtype, "preprocessing": f"resize shorter side {cfg.resize}, centre crop "
+            f"{cfg.crop}, ImageNet mean/std" if cfg.on == "image" else f"box crop warped to {cfg.crop}x{cfg.crop}, "
+            "ImageNet mean/std", "manifest": manifest, "shard_size": cfg.shard_size}
+
+
+@dataclass
+class FeatureSummary:
+    """What a features run did."""
+
+    items: int
+    shards_total: int
+    shards_resumed: int
+    device: str
+    settings: dict
+
+
+def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str],
+                     cfg: FeatureConfig = FeatureConfig(), distributed: bool = False,
+                     model: nn.Module | None = None) -> FeatureSummary:
+    """Embed every item of the manifest into fc6 shards under ``out`` (see the module doc)."""
+    cfg.validate()
+    out = Path(out)
+    items, scan_root = manifest_items(manifest_dir, cfg.on)
+    root = cfg.root or scan_root
+    if not items:
+        raise OptionError(f"manifest {manifest_dir} has no {cfg.on}s with image files to embed")
+    if not root or not Path(root).is_dir():
+        raise OptionError(f"image root {root!r} (from the manifest) does not exist; give --root DIR")
+    rank, world = _dist_info(distributed)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    settings = _settings(cfg, str(Path(manifest_dir).resolve()))
+    chunks = [items[s: s + cfg.shard_size] for s in range(0, len(items), cfg.shard_size)]
+    mine = [k for k in range(len(chunks)) if k % world == rank]
+    out.mkdir(parents=True, exist_ok=True)
+    done = set()
+    for k in mine:
+        shard = out / f"part-{k:06d}.parquet"
+        if shard.is_file():
+            old = {key: read_metadata(shard).get(key) for key in settings}
+            if old != settings:
+                raise OptionError(f"{out} holds shards made with other settings ({old}); use a new --out")
+            done.add(k)
+    todo = [k for k in mine if k not in done]
+    if done:
+        log.info("rank %d: resuming, %d of %d shards already written", rank, len(done), len(mine))
+    if todo:
+        model = model if model is not None else build_model(cfg.weights, cfg.layer, cfg.seed)
+        _run(model, chunks, todo, out, root, cfg, device, settings)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return FeatureSummary(len(items), len(chunks), len(done), str(device), settings)
+
+
+def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path, root: str, cfg: FeatureConfig,
+         device: torch.device, settings: dict) -> None:
+    from torch.utils.data import DataLoader
+
+    pp = Preprocess(cfg.resize, cfg.crop)
+    flat = [item for k in todo for item in chunks[k]]
+    owner = np.concatenate([np.full(len(chunks[k]), k) for k in todo])
+    model = model.to(device).to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.compile else model
+    gpu_decode = cfg.loader == "tensor" and device.type == "cuda"
+    if gpu_decode:
+        dataset, collate = BytesDataset(flat, root), collate_bytes
+    else:
+        dataset = (TensorCpuDataset if cfg.loader == "tensor" else PilDataset)(flat, root, pp)
+        collate = None
+    # Batches never straddle two shards, so a shard's features do not depend on which
+    # shards ran before it (a resumed run writes the same bytes).
+    batches, start = [], 0
+    for k in todo:
+        n = len(chunks[k])
+        batches += [list(range(start + s, start + min(s + cfg.batch_size, n))) for s in range(0, n, cfg.batch_size)]
+        start += n
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+    remaining = {k: len(chunks[k]) for k in todo}
+    bar = progress(total=len(flat), desc=f"features ({device.type})", unit="img")
+    with torch.inference_mode():
+        for batch, index in loader:
+            if gpu_decode:
+                x = decode_batch_on_device(batch, [flat[i] for i in index], pp, device)
+            else:
+                x = batch.to(device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+                y = forward(x)
+            feats = y.float().cpu().numpy().astype(np.float16)
+            index = np.asarray(index)
+            for k in np.unique(owner[index]):
+                sel = owner[index] == k
+                pending.setdefault(int(k), []).append((index[sel], feats[sel]))
+                remaining[int(k)] -= int(sel.sum())
+                if remaining[int(k)] == 0:
+                    _write_shard(out, int(k), flat, pending.pop(int(k)), settings)
+            bar.update(len(index))
+    bar.close()
+
+
+def _write_shard(out: Path, k: int, flat: list[Item], parts: list[tuple[np.ndarray, np.ndarray]],
+                 settings: dict) -> None:
+    index = np.concatenate([i for i, _ in parts])
+    feats = np.concatenate([f for _, f in parts])
+    order = np.argsort(index, kind="stable")
+    rows = [flat[i] for i in index[order]]
+    table = features_table([r.image_id for r in rows], [r.box_index for r in rows], [r.label for r in rows],
+                           feats[order])
+    write_table(table, out / f"part-{k:06d}.parquet", "features", settings, row_group_size=FEATURE_ROW_GROUP)
+
+
+def config_dict(cfg: FeatureConfig) -> dict:
+    """The configuration as a plain dict (for logs)."""
+    return asdict(cfg)

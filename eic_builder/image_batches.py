@@ -1,0 +1,164 @@
+"""Loading and preprocessing images (or box crops) for VGG-16, two ways.
+
+* ``pil`` (the reference, torchvision's classic ImageNet recipe): Pillow decodes,
+  ``Resize(256)`` (shorter side, bilinear, antialiased), ``CenterCrop(224)``,
+  ``ToTensor``, ``Normalize`` with the ImageNet mean/std, all on the CPU in
+  DataLoader workers.
+* ``tensor`` (the fast path): workers only read the file bytes;
+  ``torchvision.io.decode_jpeg`` decodes a whole batch on the target device
+  (nvJPEG on a GPU), and resize / crop / normalise run as tensor ops there. On
+  the CPU the same code decodes in the workers. Files nvJPEG cannot take (PNG,
+  CMYK) fall back to a CPU decode.
+
+Box crops (``on="box"``) take the box (toolkit convention, pixels) from the
+decoded image and warp it to ``crop x crop`` (R-CNN style), in both ways.
+Output tensors are float32, shape (3, crop, crop), normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LOADERS = ("tensor", "pil")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to embed: an image (``box`` None) or a box of it (x1, y1, x2, y2 pixels)."""
+
+    image_id: str
+    box_index: int
+    label: str | None
+    path: str
+    box: tuple[float, float, float, float] | None
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Sizes of the recipe: shorter side resized to ``resize``, centre crop ``crop`` (box crops: warped to crop)."""
+
+    resize: int = 256
+    crop: int = 224
+
+
+def box_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """Whole-pixel bounds (left, top, right, bottom; right/bottom exclusive) covering a box."""
+    import math
+
+    x1, y1, x2, y2 = box
+    left, top = math.floor(x1), math.floor(y1)
+    return left, top, max(left + 1, math.ceil(x2)), max(top + 1, math.ceil(y2))
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess_uint8(image: torch.Tensor, box: tuple[float, float, float, float] | None,
+                     pp: Preprocess) -> torch.Tensor:
+    """(3, H, W) uint8 on any device -> (3, crop, crop) float32 normalised, on the same device."""
+    from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
+
+    if box is not None:
+        left, top, right, bottom = box_pixels(box)
+        image = F.crop(image, top, left, bottom - top, right - left)
+        image = F.resize(image, [pp.crop, pp.crop], antialias=True)
+    else:
+        image = F.resize(image, pp.resize, antialias=True)
+        image = F.center_crop(image, [pp.crop, pp.crop])
+    return _normalise(image.float() / 255.0)
+
+
+def decode_cpu(data: torch.Tensor) -> torch.Tensor:
+    """Decode JPEG/PNG bytes (uint8 1-D tensor) to (3, H, W) uint8 RGB on the CPU."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    return decode_image(data, mode=ImageReadMode.RGB)
+
+
+class PilDataset(Dataset):
+    """The reference recipe on PIL images; yields (tensor (3, crop, crop), index)."""
+
+    def __init__(self, items: list[Item], root: str, pp: Preprocess) -> None:
+        self.items, self.root, self.pp = items, root, pp
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+        from torchvision import transforms as T  # noqa: N812 - torchvision's own idiom
+
+        item = self.items[i]
+        with Image.open(os.path.join(self.root, item.path)) as im:
+            im = im.convert("RGB")
+            if item.box is not None:
+                im = im.crop(box_pixels(item.box))
+                im = im.resize((self.pp.crop, self.pp.crop), Image.BILINEAR)
+                tf = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            else:
+                tf = T.Compose([T.Resize(self.pp.resize), T.CenterCrop(self.pp.crop), T.ToTensor(),
+                                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            return tf(im), i
+
+
+class TensorCpuDataset(Dataset):
+    """The tensor recipe with decoding in CPU workers; yields (tensor (3, crop, crop), index)."""
+
+    def __init__(self, items: list[Item], root: str, pp: Preprocess) -> None:
+        self.items, self.root, self.pp = items, root, pp
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.io import read_file
+
+        item = self.items[i]
+        image = decode_cpu(read_file(os.path.join(self.root, item.path)))
+        return preprocess_uint8(image, item.box, self.pp), i
+
+
+class BytesDataset(Dataset):
+    """File bytes only (decoding happens in batches on the GPU); yields (uint8 1-D tensor, index)."""
+
+    def __init__(self, items: list[Item], root: str) -> None:
+        self.items, self.root = items, root
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from torchvision.io import read_file
+
+        return read_file(os.path.join(self.root, self.items[i].path)), i
+
+
+def collate_bytes(batch: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], list[int]]:
+    """Keep variable-length byte tensors as a list."""
+    return [b for b, _ in batch], [i for _, i in batch]
+
+
+def decode_batch_on_device(data: list[torch.Tensor], items: list[Item], pp: Preprocess,
+                           device: torch.device) -> torch.Tensor:
+    """Batched nvJPEG decode + preprocessing on ``device``; per-file CPU fallback. Returns (B, 3, crop, crop)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        images = decode_jpeg(data, device=device, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        images = []
+        for d in data:
+            try:
+                images.append(decode_jpeg(d, device=device, mode=ImageReadMode.RGB))
+            except RuntimeError:  # PNG, CMYK or anything nvJPEG refuses
+                images.append(decode_cpu(d).to(device, non_blocking=True))
+    return torch.stack([preprocess_uint8(im, it.box, pp) for im, it in zip(images, items)])

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from eic_builder.errors import ModelError, OptionError
+from eic_builder.features import FeatureConfig, build_model, extract_features
+from eic_builder.manifest import iter_feature_batches, read_manifest, write_manifest
+from eic_builder.scan.scanner import scan
+
+SMALL = {"weights": "random", "crop": 32, "resize": 37, "workers": 0, "batch_size": 4}
+
+
+def _feats(d: Path) -> tuple[list[str], np.ndarray]:
+    labels, feats = [], []
+    for lb, f in iter_feature_batches(d):
+        labels += lb
+        feats.append(f.astype(np.float32))
+    return labels, np.concatenate(feats)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 12 images (and their boxes) of the real ILSVRC val manifest."""
+    d = tmp_path_factory.mktemp("real")
+    scan(ilsvrc_val_1300, d / "full")
+    m = read_manifest(d / "full")
+    images = m.images.slice(0, 12)
+    boxes = m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"]))
+    write_manifest(d / "m", images, boxes, m.rejects, m.meta)
+    return d / "m"
+
+
+def test_model_shapes_and_weights(tmp_path: Path) -> None:
+    model = build_model("random", "fc6", seed=0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        y = model(x)
+        assert y.shape == (2, 4096)
+        assert torch.equal(build_model("random", "fc6", seed=0)(x), y)  # seeded
+        assert (build_model("random", "fc6-relu", seed=0)(x) >= 0).all()
+    torch.save(model.state_dict(), tmp_path / "fc6_only.pt")
+    with pytest.raises(ModelError, match=r"not a torchvision VGG-16 state dict: missing classifier\.0\.weight"):
+        build_model(str(tmp_path / "fc6_only.pt"))
+    from torchvision.models import vgg16
+
+    torch.manual_seed(3)
+    full = vgg16(weights=None)
+    torch.save(full.state_dict(), tmp_path / "vgg16.pt")
+    with torch.inference_mode():
+        loaded = build_model(str(tmp_path / "vgg16.pt"))(x)
+        expect = full.classifier[0](torch.flatten(full.avgpool(full.features(x)), 1))
+    assert torch.allclose(loaded, expect)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read weights file"):
+        build_model(str(tmp_path / "junk.pt"))
+    with pytest.raises(ModelError, match="neither 'imagenet', 'random' nor an existing file"):
+        build_model(str(tmp_path / "none.pt"))
+
+
+def test_imagenet_weights_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.models
+
+    def offline(**kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "vgg16", offline)
+    with pytest.raises(ModelError, match=r"IMAGENET1K_V1 .*pre-fill TORCH_HOME or pass --weights FILE"):
+        build_model("imagenet")
+
+
+def test_bad_options(real_subset: Path, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match=r"--layer='fc7' is not allowed; choose one of 'fc6', 'fc6-relu'"):
+        extract_features(real_subset, tmp_path / "f", FeatureConfig(layer="fc7"))
+    with pytest.raises(OptionError, match="--batch-size=0 must be >= 1"):
+        extract_features(real_subset, tmp_path / "f", FeatureConfig(batch_size=0))
+    with pytest.raises(OptionError, match=r"image root .* does not exist; give --root DIR"):
+        extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, root=str(tmp_path / "nowhere")))
+    if not torch.cuda.is_available():
+        with pytest.raises(OptionError, match="--device cuda: no CUDA device"):
+            extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cuda"))
+
+
+def test_shards_resume_and_settings(real_subset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    s = extract_features(real_subset, out, FeatureConfig(**SMALL, shard_size=5))
+    assert (s.items, s.shards_total, s.shards_resumed) == (12, 3, 0)
+    assert s.settings["random_weights"] and "NOT ImageNet" in s.settings["weights"]
+    labels, first = _feats(out)
+    m = read_manifest(real_subset)
+    assert labels == m.images["label"].to_pylist()
+    (out / "part-000001.parquet").unlink()
+    s = extract_features(real_subset, out, FeatureConfig(**SMALL, shard_size=5))
+    assert s.shards_resumed == 2
+    assert np.array_equal(_feats(out)[1], first)
+    with pytest.raises(OptionError, match="holds shards made with other settings"):
+        extract_features(real_subset, out, FeatureConfig(**{**SMALL, "crop": 33}, shard_size=5))
+
+
+def test_box_features(real_subset: Path, tmp_path: Path) -> None:
+    s = extract_features(real_subset, tmp_path / "b", FeatureConfig(**SMALL, on="box"))
+    m = read_manifest(real_subset)
+    labels, feats = _feats(tmp_path / "b")
+    assert s.items == len(m.boxes) == len(feats)
+    assert labels == m.boxes["label"].to_pylist()
+
+
+def test_fast_path_matches_reference_on_real_images(real_subset: Path, tmp_path: Path) -> None:
+    """tensor loader (fast path code, here on the CPU) and bfloat16 against PIL + float32."""
+    cfg = {"weights": "random", "workers": 0, "batch_size": 6}
+    extract_features(real_subset, tmp_path / "pil", FeatureConfig(**cfg, loader="pil"))
+    extract_features(real_subset, tmp_path / "fast", FeatureConfig(**cfg, loader="tensor", dtype="bfloat16"))
+    a, b = _feats(tmp_path / "pil")[1], _feats(tmp_path / "fast")[1]
+    assert _cos(a, b).min() > 0.999
+    # random-weight features share a large common part; compare what differs between images too
+    assert _cos(a - a.mean(0), b - b.mean(0)).min() > 0.98
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_fast_path_matches_float32(real_subset: Path, tmp_path: Path) -> None:
+    cfg = {"weights": "random", "workers": 2, "batch_size": 6}
+    extract_features(real_subset, tmp_path / "ref", FeatureConfig(**cfg, loader="pil", device="cpu"))
+    extract_features(real_subset, tmp_path / "gpu", FeatureConfig(**cfg, loader="tensor", device="cuda",
+                                                                  dtype="bfloat16"))
+    a, b = _feats(tmp_path / "ref")[1], _feats(tmp_path / "gpu")[1]
+    assert _cos(a, b).min() > 0.999
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_equal_one_process(real_subset: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    extract_features(real_subset, one, FeatureConfig(**SMALL, shard_size=4))
+    two = tmp_path / "two"
+    env = dict(os.environ, EIC_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "eic_builder.cli", "features", str(real_subset), "--out", str(two), "--weights", "random",
+           "--crop", "32", "--resize", "37", "--workers", "0", "--batch-size", "4", "--shard-size", "4",
+           "--device", "cpu", "--distributed"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    la, fa = _feats(one)
+    lb, fb = _feats(two)
+    assert la == lb and np.array_equal(fa, fb)
+
+
+def test_cli_features_and_stats(real_subset: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from eic_builder.cli import main
+
+    out = tmp_path / "f"
+    r = CliRunner().invoke(main, ["--no-progress", "features", str(real_subset), "--out", str(out), "--weights",
+                                  "random", "--crop", "32", "--resize", "37", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "12 images -> 1 shards" in r.output and "NOT ImageNet" in r.output
+    r = CliRunner().invoke(main, ["stats", f"val={real_subset}", "--features", f"val={out}"])
+    assert r.exit_code == 0 and "(random weights)" in r.output
+    r = CliRunner().invoke(main, ["stats", f"val={real_subset}", "--features", f"other={out}"])
+    assert r.exit_code == 2 and "--features names other match no manifest" in r.output
+    shutil.rmtree(out)
