@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+os.environ.setdefault("EIC_NO_PROGRESS", "1")
+
 from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items, resolve_device
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
 from eic_builder.scan.scanner import scan
@@ -107,9 +109,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {name}; {n} images, batch {args.batch_size}, {args.workers} loader workers")
-    print(f"naive (PIL DataLoader + float32 eager):          {n / naive_s:8.1f} img/s ({naive_s:.1f} s)")
-    print(f"fast (tensor decode + bf16{' + compile' if cfg.compile else ''}):     {n / fast_s:8.1f} img/s "
-          f"({fast_s:.1f} s)")
+    fast_name = f"fast (tensor decode + bf16{' + compile' if cfg.compile else ''})"
+    print(f"{'naive (PIL DataLoader + float32 eager)':42s} {n / naive_s:8.1f} img/s ({naive_s:.1f} s)")
+    print(f"{fast_name:42s} {n / fast_s:8.1f} img/s ({fast_s:.1f} s)")
     print(f"ratio fast / naive: {naive_s / fast_s:.2f}x")
 
 
