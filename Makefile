@@ -41,6 +41,9 @@ demo: setup
 	$(EIC) features $(DEMO)/manifests/val --out $(DEMO)/features/val --weights random --crop 64 --resize 73
 	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val --classes $(DEMO)/eic_classes.parquet \
 	  --features val=$(DEMO)/features/val
+	$(EIC) train-baseline $(DEMO)/manifests/train --out $(DEMO)/rpn --tiny
+	$(EIC) eval-baseline $(DEMO)/manifests/val --out $(DEMO)/eval --checkpoint $(DEMO)/rpn/last.pt \
+	  --method selective-search --method sliding-window --scales 256
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -52,6 +55,7 @@ bench: setup
 	$(PY) benchmarks/bench_expand.py
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_distances.py
+	$(PY) benchmarks/bench_rpn.py --width 0.125 --scales 256 --train-scale 256 --iters 10 --images-per-batch 4
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -247,5 +247,119 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
     click.echo(f"wrote {len(result.table):,} classes to {out}; report {report} (+ .png)")
 
 
+@main.command("split")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--train-out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--test-out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--test-fraction", default=0.2, show_default=True, help="Share of images held out.")
+@click.option("--seed", default=0, show_default=True)
+def split_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, seed: int) -> None:
+    """Split the manifest SRC into train and held-out parts, deterministically by image id."""
+    from eic_builder.split import split_manifest
+
+    n_train, n_test = split_manifest(src, train_out, test_out, test_fraction, seed)
+    click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a comma list of integers") from exc
+    if not values:
+        raise click.BadParameter("give at least one value")
+    return values
+
+
+@main.command("train-baseline")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Held-out manifest scored (Rec@0.5, AR@100, single scale) at the end of training.")
+@click.option("--sampling", default="random", show_default=True, type=click.Choice(["base", "random", "balanced"]))
+@click.option("--iters", type=int, default=None, help="Iterations (default 2000; --tiny: 300).")
+@click.option("--images-per-batch", type=int, default=None, help="Images per iteration, all ranks (default 8).")
+@click.option("--lr", type=float, default=None, help="Base learning rate (default 1e-4, the paper's).")
+@click.option("--lr-step", type=int, default=None, help="Halve the learning rate every N iterations (7000).")
+@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
+              help="sgd (the paper's; default) or adamw (--tiny's).")
+@click.option("--pos-iou", type=float, default=None, help="IoU for an object anchor (0.7; --tiny: 0.5).")
+@click.option("--train-scales", default=None, help="Shorter sides drawn per batch (default 400,500,600,700,800).")
+@click.option("--arch", default="hourglass", show_default=True, type=click.Choice(["hourglass", "downsample"]))
+@click.option("--width", type=float, default=None, help="Channel multiplier of the VGG-16 encoder (1.0).")
+@click.option("--norm", default="bn", show_default=True, type=click.Choice(["bn", "none"]),
+              help="bn: vgg16_bn layout (trains from scratch); none: vgg16 layout.")
+@click.option("--gray/--no-gray", default=True, show_default=True, help="Train the gray class (remark c).")
+@click.option("--neg-ratio", type=float, default=3.0, show_default=True, help="Negatives per positive (remark b).")
+@click.option("--anchors-per-image", type=int, default=300, show_default=True)
+@click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="torchvision vgg16 (--norm none) or vgg16_bn (--norm bn) state dict for the encoder.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA.")
+@click.option("--workers", type=int, default=None, help="DataLoader workers (default 4; --tiny: 0).")
+@click.option("--checkpoint-every", type=int, default=None, help="Iterations between checkpoints (500).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests and `make demo`.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--distributed", is_flag=True, help="Under torchrun: DistributedDataParallel.")
+def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str, iters: int | None,
+              images_per_batch: int | None, lr: float | None, lr_step: int | None, optimizer: str | None,
+              pos_iou: float | None, train_scales: str | None,
+              arch: str, width: float | None, norm: str, gray: bool, neg_ratio: float, anchors_per_image: int,
+              backbone_weights: Path | None, device: str, amp: bool, workers: int | None,
+              checkpoint_every: int | None, seed: int, tiny: bool, resume: bool, distributed: bool) -> None:
+    """Train the hourglass RPN on the images with boxes of MANIFEST (see CLI.md)."""
+    from baseline.config import TrainConfig
+    from baseline.engine import train
+
+    given = {"iters": iters, "images_per_batch": images_per_batch, "lr": lr, "lr_step": lr_step,
+             "optimizer": optimizer, "pos_iou": pos_iou,
+             "train_scales": _ints(train_scales) if train_scales else None, "width": width, "workers": workers,
+             "checkpoint_every": checkpoint_every}
+    fields = {k: v for k, v in given.items() if v is not None}
+    fields |= {"sampling": sampling, "arch": arch, "norm": norm, "gray": gray, "neg_ratio": neg_ratio,
+               "anchors_per_image": anchors_per_image, "device": device, "amp": amp, "seed": seed,
+               "backbone_weights": str(backbone_weights) if backbone_weights else None}
+    cfg = TrainConfig.tiny(**fields) if tiny else TrainConfig(**fields)
+    r = train(manifest, out, cfg, resume=resume, distributed=distributed)
+    click.echo(f"trained to iteration {r.iteration} on {r.device} ({r.images_per_second:.1f} img/s), "
+               f"last loss {r.last_loss:.4f}; checkpoint {r.checkpoint}")
+    if val is not None:
+        from baseline.eval_run import evaluate_methods
+        from baseline.proposals import ProposalConfig
+
+        scale = int(sum(cfg.train_scales) / len(cfg.train_scales))
+        res = evaluate_methods(val, out / "val_eval", str(r.checkpoint), [],
+                               ProposalConfig(scales=(scale,), top_k=1000), device=device)["rpn"]
+        click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
+
+
+@main.command("eval-baseline")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Evaluation folder.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A train-baseline checkpoint (RUN/last.pt): evaluated as 'rpn'.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["selective-search", "sliding-window"]),
+              help="Peer methods scored by the same code. Repeatable.")
+@click.option("--scales", default="200,400,600,800,1000,1200,1400", show_default=True,
+              help="Test scales (shorter side) of the RPN.")
+@click.option("--top-k", default=1000, show_default=True, help="Proposals kept per image.")
+@click.option("--recall-k", default=300, show_default=True, help="Proposals for Rec@0.5 and the recall plot.")
+@click.option("--max-images", type=int, default=None, help="Score only the first N images.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--amp/--no-amp", default=False, show_default=True, help="bfloat16 autocast on CUDA.")
+def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
+             recall_k: int, max_images: int | None, device: str, amp: bool) -> None:
+    """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
+    from baseline.eval_run import evaluate_methods
+    from baseline.proposals import ProposalConfig
+
+    cfg = ProposalConfig(scales=_ints(scales), top_k=top_k)
+    evaluate_methods(manifest, out, str(checkpoint) if checkpoint else None, list(methods), cfg, recall_k, device,
+                     amp, max_images)
+    click.echo((out / "metrics.md").read_text(), nl=False)
+    click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
+
+
 if __name__ == "__main__":
     main()

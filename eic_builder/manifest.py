@@ -286,3 +286,19 @@ def iter_feature_batches(directory: str | os.PathLike[str], batch_rows: int = FE
         reader = pq.ParquetFile(shard, pre_buffer=False, buffer_size=8 << 20)
         for batch in reader.iter_batches(batch_size=batch_rows, columns=["label", "feature"]):
             yield batch.column("label").to_pylist(), feature_matrix(batch.column("feature"))
+
+
+# --- region proposals (eval-baseline) -----------------------------------------------------------
+
+PROPOSALS_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 0 = best
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("x1", pa.float32(), nullable=False),  # original-image pixels, x2/y2 exclusive
+        pa.field("y1", pa.float32(), nullable=False),
+        pa.field("x2", pa.float32(), nullable=False),
+        pa.field("y2", pa.float32(), nullable=False),
+    ]
+)
+SCHEMAS["proposals"] = PROPOSALS_SCHEMA

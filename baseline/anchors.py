@@ -1,0 +1,64 @@
+"""Anchors: different sizes on different resolutions (the paper's "Anchor candidates").
+
+Level m of the network (stride 8, 16, 32 by default) carries anchors of the
+scales ``SCALES[m]`` ({16, 32}, {64, 128}, {256, 512} pixels) at every aspect
+ratio of ``RATIOS`` ([0.15, 0.5, 1, 2, 6.7], ratio = height / width): 10 anchor
+shapes per level, 30 in all. An anchor of scale s and ratio r has area s^2:
+``w = s / sqrt(r)``, ``h = s * sqrt(r)``, centred on the cell centre.
+Boxes are ``x1, y1, x2, y2`` float pixels of the network input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+SCALES: tuple[tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
+RATIOS: tuple[float, ...] = (0.15, 0.5, 1.0, 2.0, 6.7)
+STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+def cell_anchors(scales: Sequence[float], ratios: Sequence[float]) -> torch.Tensor:
+    """The (A, 4) anchor shapes of one level, centred on (0, 0); A = len(scales) * len(ratios)."""
+    shapes = []
+    for s in scales:
+        for r in ratios:
+            w, h = s / r**0.5, s * r**0.5
+            shapes.append([-w / 2, -h / 2, w / 2, h / 2])
+    return torch.tensor(shapes, dtype=torch.float32)
+
+
+def grid_anchors(shapes: torch.Tensor, height: int, width: int, stride: int) -> torch.Tensor:
+    """All anchors of a (height, width) feature map: (height * width * A, 4), ordered (y, x, a)
+    to match a head's (A, H, W) output permuted to (H, W, A)."""
+    ys = (torch.arange(height, dtype=torch.float32, device=shapes.device) + 0.5) * stride
+    xs = (torch.arange(width, dtype=torch.float32, device=shapes.device) + 0.5) * stride
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+    return (centres + shapes.view(1, -1, 4)).reshape(-1, 4)
+
+
+class AnchorGenerator:
+    """Anchors for each level of a feature pyramid, cached by feature-map size."""
+
+    def __init__(self, scales: Sequence[Sequence[float]] = SCALES, ratios: Sequence[float] = RATIOS,
+                 strides: Sequence[int] = STRIDES) -> None:
+        if len(scales) != len(strides):
+            raise ValueError(f"{len(scales)} scale groups for {len(strides)} levels")
+        self.strides = tuple(strides)
+        self.shapes = [cell_anchors(s, ratios) for s in scales]
+        self._cache: dict[tuple, list[torch.Tensor]] = {}
+
+    @property
+    def num_anchors(self) -> list[int]:
+        """Anchor shapes per level (10 each by default)."""
+        return [len(s) for s in self.shapes]
+
+    def __call__(self, sizes: Sequence[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
+        """Anchors of each level for feature maps of the given (H, W) sizes."""
+        key = (tuple(sizes), str(device))
+        if key not in self._cache:
+            self._cache[key] = [grid_anchors(sh.to(device), h, w, st)
+                                for sh, (h, w), st in zip(self.shapes, sizes, self.strides)]
+        return self._cache[key]

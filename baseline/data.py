@@ -1,0 +1,110 @@
+"""Images and boxes of a manifest, resized for the RPN.
+
+An image is resized so that its shorter side is ``scale`` pixels (its longer
+side at most ``max_size``), normalised with the ImageNet mean/std, and a batch
+is zero-padded to a common size that is a multiple of 32. Boxes follow the
+resize; they stay in the toolkit's convention (x1, y1, x2, y2 float pixels).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from eic_builder.errors import OptionError
+from eic_builder.manifest import read_manifest
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a manifest with its boxes (G, 4) in original pixels."""
+
+    image_id: str
+    path: str
+    label: str | None
+    width: int
+    height: int
+    boxes: torch.Tensor
+
+
+def load_records(manifest_dir: str | os.PathLike[str], with_boxes_only: bool = True) -> tuple[list[Record], str]:
+    """Records of the images that have files (and boxes, unless ``with_boxes_only`` is False), and their root."""
+    m = read_manifest(manifest_dir)
+    root = m.meta.get("source_root", "")
+    by_image: dict[str, list[list[float]]] = {}
+    b = m.boxes.select(["image_id", "x1", "y1", "x2", "y2"]).to_pydict()
+    for i, x1, y1, x2, y2 in zip(b["image_id"], b["x1"], b["y1"], b["x2"], b["y2"]):
+        by_image.setdefault(i, []).append([x1, y1, x2, y2])
+    records = []
+    for r in m.images.select(["image_id", "path", "label", "width", "height", "has_image"]).to_pylist():
+        if not r["has_image"] or (with_boxes_only and r["image_id"] not in by_image):
+            continue
+        boxes = torch.tensor(by_image.get(r["image_id"], []), dtype=torch.float32).reshape(-1, 4)
+        records.append(Record(r["image_id"], r["path"], r["label"], r["width"], r["height"], boxes))
+    if not records:
+        raise OptionError(f"manifest {manifest_dir} has no images with files{' and boxes' if with_boxes_only else ''}")
+    return records, root
+
+
+def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int, float]:
+    """(new width, new height, factor) with the shorter side ``scale`` and the longer at most ``max_size``."""
+    f = scale / min(width, height)
+    if max(width, height) * f > max_size:
+        f = max_size / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f)), f
+
+
+def read_rgb(path: str) -> torch.Tensor:
+    """(3, H, W) uint8 RGB (JPEG, PNG; grayscale and CMYK converted)."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
+def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, float]:
+    """uint8 (3, H, W) -> normalised float (3, h, w) at ``scale``, and the resize factor."""
+    from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
+
+    _, h, w = image.shape
+    nw, nh, f = resized_size(w, h, scale, max_size)
+    x = F.resize(image, [nh, nw], antialias=True).float() / 255.0
+    return (x - MEAN.to(x.device)) / STD.to(x.device), f
+
+
+class DetectionDataset(Dataset):
+    """Indexed by (record index, scale): (image (3, h, w), boxes (G, 4) resized, index)."""
+
+    def __init__(self, records: list[Record], root: str, max_size: int = 1400) -> None:
+        self.records, self.root, self.max_size = records, root, max_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        i, scale = key
+        r = self.records[i]
+        x, f = prepare(read_rgb(os.path.join(self.root, r.path)), scale, self.max_size)
+        return x, r.boxes * f, i
+
+
+def pad_batch(images: list[torch.Tensor], multiple: int = 32) -> torch.Tensor:
+    """Zero-pad images to a common (H, W), multiples of ``multiple``: (B, 3, H, W)."""
+    h = max(im.shape[1] for im in images)
+    w = max(im.shape[2] for im in images)
+    h, w = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+    out = images[0].new_zeros(len(images), 3, h, w)
+    for k, im in enumerate(images):
+        out[k, :, : im.shape[1], : im.shape[2]] = im
+    return out
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """(padded images, list of box tensors, record indices)."""
+    return pad_batch([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]

@@ -1,0 +1,237 @@
+"""``eic-build train-baseline``: the training loop, checkpoints, resuming, logging, DDP.
+
+One process per GPU under ``torchrun`` (DistributedDataParallel, NCCL; gloo on
+CPUs), or one process on the CPU or a GPU. Each iteration takes batch i of
+the sampling plan (a pure function of i), so ``--resume`` continues exactly:
+the checkpoint holds model, optimizer, scheduler, iteration and RNG states.
+Checkpoints (``RUN/ckpt-NNNNNNN.pt`` and ``RUN/last.pt``) are written
+atomically; metrics go to ``RUN/metrics.jsonl``, the config to ``RUN/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models.detection._utils import BoxCoder
+
+from baseline.config import TrainConfig
+from baseline.data import DetectionDataset, collate, load_records
+from baseline.model import HourglassRPN, ModelConfig
+from baseline.rpn import TargetConfig, rpn_loss
+from baseline.sampling import BatchPlan
+from eic_builder.errors import ModelError, OptionError
+from eic_builder.progress import progress
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_VERSION = 1
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(arch=cfg.arch, width=cfg.width, norm=cfg.norm)
+
+
+def target_config(cfg: TrainConfig) -> TargetConfig:
+    return TargetConfig(pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou, gray=cfg.gray,
+                        batch_per_image=cfg.anchors_per_image, neg_ratio=cfg.neg_ratio,
+                        gray_fraction=cfg.gray_fraction)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(cfg: TrainConfig, it: int) -> float:
+    """Linear warm-up, then ``lr * gamma ** (it // lr_step)``."""
+    warm = min(1.0, (it + 1) / cfg.warmup_iters) if cfg.warmup_iters else 1.0
+    return cfg.lr * warm * cfg.lr_gamma ** (it // cfg.lr_step)
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict:
+    """A checkpoint written by :func:`train`; raises :class:`ModelError` for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
+        raise ModelError(f"{path} is not an eic-build train-baseline checkpoint")
+    return state
+
+
+def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[HourglassRPN, TrainConfig]:
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = HourglassRPN(model_config(cfg))
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended."""
+
+    iteration: int
+    last_loss: float
+    images_per_second: float
+    checkpoint: Path
+    device: str
+
+
+def _dist(distributed: bool) -> tuple[int, int]:
+    if not distributed:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
+          resume: bool = False, distributed: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train the RPN on the images with boxes of a manifest; see the module doc.
+
+    ``stop_after`` ends the loop early after that many iterations of this call (a
+    stand-in for an interruption, used by the tests).
+    """
+    cfg = cfg or TrainConfig()
+    cfg.validate()
+    run = Path(run_dir)
+    rank, world = _dist(distributed)
+    if cfg.images_per_batch % world:
+        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    records, root = load_records(manifest_dir)
+    torch.manual_seed(cfg.seed)
+    model = HourglassRPN(model_config(cfg))
+    if cfg.backbone_weights:
+        state = torch.load(cfg.backbone_weights, map_location="cpu", weights_only=True)
+        try:
+            n = model.backbone.load_vgg16(state.get("state_dict", state))
+        except ValueError as exc:
+            raise ModelError(f"--backbone-weights {cfg.backbone_weights}: {exc}") from exc
+        log.info("loaded %d VGG-16 tensors into the encoder", n)
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    run.mkdir(parents=True, exist_ok=True)
+    last = run / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise OptionError(f"--resume: no checkpoint {last} to resume from")
+        state = load_checkpoint(last)
+        if TrainConfig.from_dict(state["config"]) != cfg:
+            raise OptionError(f"--resume: {last} was trained with another configuration; see {run / 'config.json'}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        log.info("resumed from %s at iteration %d", last, start)
+    elif last.is_file():
+        raise OptionError(f"{run} already holds a run (last.pt); pass --resume to continue it or use a new --out")
+    if rank == 0:
+        (run / "config.json").write_text(cfg.to_json())
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    plan = BatchPlan([r.label for r in records], cfg.sampling, cfg.images_per_batch, cfg.train_scales, cfg.seed,
+                     cfg.per_class)
+    stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
+    loader = torch.utils.data.DataLoader(
+        DetectionDataset(records, root, cfg.max_size), batch_sampler=list(plan.batches(start, stop, rank, world)),
+        num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
+    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    tcfg = target_config(cfg)
+    gen = torch.Generator()
+    amp = cfg.amp and device.type == "cuda"
+    metrics = (run / "metrics.jsonl").open("a") if rank == 0 else None
+    bar = progress(total=stop - start, desc="train", unit="it") if rank == 0 else None
+    it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
+    net.train()
+    for images, boxes, _ in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, it)  # a pure function of the iteration: nothing to resume
+        gen.manual_seed(cfg.seed * 1_000_003 + it)  # anchor sampling of iteration it, resumable
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        boxes = [b.to(device) for b in boxes]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, deltas, anchors = net(images)
+        loss, terms = rpn_loss(logits, deltas, anchors, boxes, tcfg, coder, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        it += 1
+        seen += len(images) * world
+        loss_value = float(loss.detach())
+        if rank == 0:
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
+            bar.update(1)
+            if it % cfg.log_every == 0 or it == stop:
+                record = {"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate}
+                for m, t in enumerate(terms, start=1):
+                    record |= {f"cls_{m}": float(t.cls), f"reg_{m}": float(t.reg), f"pos_{m}": t.n_positive}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if it % cfg.checkpoint_every == 0 or it == cfg.iters:
+                _checkpoint(run, model, optimizer, cfg, it)
+    if rank == 0:
+        bar.close()
+        metrics.close()
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    rate = seen / max(1e-9, time.perf_counter() - t0)
+    return TrainResult(it, loss_value, rate, last, str(device))
+
+
+def _checkpoint(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                it: int) -> None:
+    state = {
+        "version": CHECKPOINT_VERSION, "iteration": it, "config": asdict(cfg), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+    _save(run / f"ckpt-{it:07d}.pt", state)
+    _save(run / "last.pt", state)

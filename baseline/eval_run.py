@@ -1,0 +1,102 @@
+"""``eic-build eval-baseline``: proposals from each method on a manifest, scored by one evaluator.
+
+Writes, under OUT: ``<method>/proposals.parquet`` (image_id, rank, score, x1, y1,
+x2, y2 in original pixels), ``<method>/proposals_coco.json`` (COCO results,
+category 1), ``gt_coco.json`` (the boxes as COCO instances, to re-score with
+pycocotools), ``metrics.json``, ``metrics.md`` (the paper's layout) and
+``recall_iou.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from baseline.data import load_records, read_rgb
+from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, proposal_metrics
+from baseline.peers import METHODS, selective_search, sliding_window
+from baseline.proposals import ProposalConfig, propose
+from baseline.report import metrics_markdown, recall_plot
+from eic_builder.errors import OptionError
+from eic_builder.manifest import to_table, write_table
+from eic_builder.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: torch.device, amp: bool):
+    if method == "rpn":
+        from baseline.engine import model_from_checkpoint
+
+        model, _ = model_from_checkpoint(checkpoint)
+        model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return lambda image: propose(model, image, cfg, device, amp)
+    if method == "selective-search":
+        return lambda image: selective_search(image, cfg.top_k)
+    return lambda image: sliding_window(image, cfg.top_k)
+
+
+def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None,
+                     methods: list[str], cfg: ProposalConfig | None = None, recall_k: int = 300,
+                     device: str = "auto", amp: bool = False, max_images: int | None = None) -> dict[str, dict]:
+    """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
+    from baseline.engine import resolve_device
+
+    cfg = cfg or ProposalConfig()
+    for m in methods:
+        if m not in METHODS:
+            raise OptionError(f"--method {m!r} is not known; choose from {', '.join(METHODS)}")
+    names = (["rpn"] if checkpoint else []) + list(methods)
+    if not names:
+        raise OptionError("nothing to evaluate: give --checkpoint CKPT and/or --method NAME")
+    if max_images is not None and max_images < 1:
+        raise OptionError(f"--max-images {max_images} must be >= 1")
+    dev = resolve_device(device)
+    records, root = load_records(manifest_dir)
+    records = records[:max_images] if max_images else records
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gts = {r.image_id: r.boxes for r in records}
+    gt_json, ids = coco_ground_truth(gts)
+    (out / "gt_coco.json").write_text(json.dumps(gt_json))
+    results: dict[str, dict] = {}
+    for name in names:
+        fn = _proposer(name, checkpoint, cfg, dev, amp)
+        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        t0 = time.perf_counter()
+        for r in progress(records, desc=name, unit="img"):
+            found[r.image_id] = fn(read_rgb(os.path.join(root, r.path)))
+        took = time.perf_counter() - t0
+        _write_proposals(out / name, found, ids)
+        metrics = proposal_metrics(gts, {k: v[0] for k, v in found.items()}, MAX_DETS, recall_k)
+        metrics["seconds_per_image"] = took / max(1, len(records))
+        results[name] = metrics
+        log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", name, metrics["AR@100"], recall_k, metrics[f"Rec@0.5@{recall_k}"])
+    doc = {"manifest": str(Path(manifest_dir).resolve()), "checkpoint": checkpoint, "proposal_config": asdict(cfg),
+           "recall_k": recall_k, "device": str(dev), "results": results}
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2))
+    (out / "metrics.md").write_text(metrics_markdown(results, recall_k))
+    recall_plot(results, out / "recall_iou.png", recall_k)
+    return results
+
+
+def _write_proposals(folder: Path, found: dict[str, tuple[torch.Tensor, torch.Tensor]], ids: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    cols: dict[str, list] = {k: [] for k in ("image_id", "rank", "score", "x1", "y1", "x2", "y2")}
+    for image_id, (boxes, scores) in found.items():
+        n = len(boxes)
+        cols["image_id"] += [image_id] * n
+        cols["rank"] += list(range(n))
+        cols["score"] += scores.tolist()
+        for j, c in enumerate(("x1", "y1", "x2", "y2")):
+            cols[c] += boxes[:, j].tolist()
+    write_table(to_table("proposals", cols), folder / "proposals.parquet", "proposals")
+    (folder / "proposals_coco.json").write_text(json.dumps(coco_results(found, ids)))

@@ -1,0 +1,75 @@
+"""Proposals from a trained RPN: multi-scale inference with two NMS stages.
+
+For every test scale (shorter side, default 200..1400 step 200) the image is
+resized and run through the network. Inside each level the object
+probabilities (softmax over background / object / gray) rank the anchors: the
+best ``pre_nms`` are decoded, clipped, tiny boxes dropped, and NMS at 0.7
+keeps ``post_nms``. The survivors of all levels and scales, mapped back to
+original pixels, go through NMS at 0.5 ("across scales"), and the best
+``top_k`` remain. Boxes: x1, y1, x2, y2 float pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_boxes
+
+from baseline.data import pad_batch, prepare
+from baseline.model import HourglassRPN
+from baseline.rpn import BACKGROUND
+
+TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Inference settings."""
+
+    scales: tuple[int, ...] = TEST_SCALES
+    max_size: int = 2000
+    pre_nms: int = 2000
+    post_nms: int = 500
+    level_nms: float = 0.7
+    scale_nms: float = 0.5
+    top_k: int = 1000
+    min_size: float = 1.0
+
+
+@torch.inference_mode()
+def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),
+            device: torch.device | None = None, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proposals for one uint8 (3, H, W) image: boxes (k, 4) and scores (k,), best first, on the CPU."""
+    device = device or next(model.parameters()).device
+    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    _, height, width = image.shape
+    all_boxes, all_scores, all_groups = [], [], []
+    group = 0
+    for scale in cfg.scales:
+        x, f = prepare(image.to(device), scale, cfg.max_size)
+        h, w = x.shape[-2:]
+        batch = pad_batch([x])
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, deltas, anchors = model(batch)
+        for lg, dl, an in zip(logits, deltas, anchors):
+            prob = 1 - torch.softmax(lg[0].float(), dim=-1)[:, BACKGROUND]
+            k = min(cfg.pre_nms, len(prob))
+            score, idx = prob.topk(k)
+            boxes = coder.decode_single(dl[0][idx].float(), an[idx])
+            boxes = clip_boxes_to_image(boxes, (h, w))
+            keep = remove_small_boxes(boxes, cfg.min_size * f)
+            boxes, score = boxes[keep], score[keep]
+            keep = nms(boxes, score, cfg.level_nms)[: cfg.post_nms]
+            all_boxes.append(boxes[keep] / f)
+            all_scores.append(score[keep])
+            all_groups.append(torch.full((len(keep),), group, device=device))
+            group += 1
+    boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
+    scores = torch.cat(all_scores)
+    # one group for everything: NMS across levels and scales
+    keep = batched_nms(boxes, scores, torch.zeros_like(torch.cat(all_groups)), cfg.scale_nms)[: cfg.top_k]
+    return boxes[keep].cpu(), scores[keep].cpu()

@@ -1,0 +1,95 @@
+"""Hourglass RPN speed: training images/s and proposal inference images/s (all test scales), for the
+fast path (channels_last + bfloat16 autocast on CUDA) and the plain float32 eager path, in the same run.
+
+Uses the synthetic demo tree (generated once). On this project's CPU machine use ``--width 0.125
+--scales 256`` for a quick look; on a GPU the defaults (VGG-16 width, 7 scales 200..1400).
+
+Usage: python benchmarks/bench_rpn.py [--width 1.0] [--iters 20] [--images 20] [--scales 200,...,1400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("EIC_NO_PROGRESS", "1")
+
+import torch
+
+from baseline.config import TrainConfig
+from baseline.data import load_records, read_rgb
+from baseline.engine import model_from_checkpoint, resolve_device, train
+from baseline.proposals import TEST_SCALES, ProposalConfig, propose
+from eic_builder.scan.scanner import scan
+from eic_builder.synthetic import make_synthetic_tree
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--images-per-batch", type=int, default=8)
+    parser.add_argument("--train-scale", type=int, default=600)
+    parser.add_argument("--images", type=int, default=20, help="images for the inference timing")
+    parser.add_argument("--scales", default=",".join(map(str, TEST_SCALES)))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-rpn")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    tree = args.cache / "tree"
+    if not (tree / ".complete").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        make_synthetic_tree(tree, n_classes=10, train_per_class=20, val_per_class=4, size_range=(300, 500))
+        (tree / ".complete").write_text("ok")
+    work = Path(tempfile.mkdtemp(prefix="eic-bench-rpn-"))
+    scales = tuple(int(s) for s in args.scales.split(","))
+    rows = []
+    try:
+        scan(tree, work / "train", split="train")
+        recs, root = load_records(work / "train")
+        images = [read_rgb(os.path.join(root, r.path)) for r in recs[: args.images]]
+        for name, amp in (("float32 eager", False), ("bf16 + channels_last", True)):
+            if amp and device.type != "cuda":
+                continue
+            cfg = TrainConfig(iters=args.iters, images_per_batch=args.images_per_batch, width=args.width,
+                              train_scales=(args.train_scale,), device=device.type, amp=amp, workers=4,
+                              checkpoint_every=args.iters, warmup_iters=1)
+            run = work / f"run-{amp}"
+            train(work / "train", run, cfg, stop_after=2)  # warm-up: cuDNN autotuning, allocator
+            shutil.rmtree(run)
+            sync(device)
+            r = train(work / "train", run, cfg)
+            model, _ = model_from_checkpoint(run / "last.pt")
+            model.to(device)
+            if amp:
+                model = model.to(memory_format=torch.channels_last)
+            pc = ProposalConfig(scales=scales, top_k=1000)
+            propose(model, images[0], pc, device, amp)
+            sync(device)
+            t = time.perf_counter()
+            for im in images:
+                propose(model, im, pc, device, amp)
+            sync(device)
+            rows.append((name, r.images_per_second, len(images) / (time.perf_counter() - t)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"device: {dev}; width {args.width}; train scale {args.train_scale}, batch {args.images_per_batch}; "
+          f"inference scales {scales}")
+    for name, tr, inf in rows:
+        print(f"{name:24s} train {tr:8.1f} img/s   proposals {inf:7.2f} img/s")
+    if len(rows) == 2:
+        print(f"ratio fast / float32: train {rows[1][1] / rows[0][1]:.2f}x, proposals {rows[1][2] / rows[0][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""``eic-build split``: a deterministic train / held-out split of a manifest.
+
+An image goes to the held-out part when the first 8 bytes of
+``sha1(seed:image_id)``, read as a fraction of 2^64, fall below ``fraction``:
+the same image lands on the same side whatever else the manifest holds, and
+the split needs no stored state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eic_builder.errors import OptionError
+from eic_builder.manifest import read_manifest, write_manifest
+
+
+def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
+    """Whether ``image_id`` belongs to the held-out part."""
+    digest = hashlib.sha1(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str],
+                   test_out: str | os.PathLike[str], fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
+    """Write the two parts of ``src``; returns (train images, held-out images)."""
+    if not 0 < fraction < 1:
+        raise OptionError(f"--test-fraction {fraction} must be between 0 and 1 (exclusive)")
+    m = read_manifest(src)
+    mask = pa.array([held_out(i, fraction, seed) for i in m.images["image_id"].to_pylist()], pa.bool_())
+    test_ids = m.images["image_id"].filter(mask)
+    meta = {"split_of": str(src), "test_fraction": fraction, "seed": seed}
+    for out, keep_test in ((train_out, False), (test_out, True)):
+        images = m.images.filter(mask if keep_test else pc.invert(mask))
+        in_test = pc.is_in(m.boxes["image_id"], test_ids)
+        boxes = m.boxes.filter(in_test if keep_test else pc.invert(in_test))
+        write_manifest(out, images, boxes, m.rejects.slice(0, 0), {**m.meta, **meta, "part": "test" if keep_test
+                                                                   else "train"})
+    n_test = int(pc.sum(mask).as_py() or 0)
+    return len(m.images) - n_test, n_test

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from eic_builder.cli import main
+from eic_builder.manifest import read_manifest
+from eic_builder.scan.scanner import scan
+from eic_builder.split import held_out
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["--no-progress", *args], catch_exceptions=False)
+
+
+def test_split_is_deterministic(synthetic_tree: Path, tmp_path: Path) -> None:
+    scan(synthetic_tree, tmp_path / "m", split="train")
+    r = run("split", str(tmp_path / "m"), "--train-out", str(tmp_path / "a"), "--test-out", str(tmp_path / "b"),
+            "--test-fraction", "0.25")
+    assert r.exit_code == 0, r.output
+    a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    ids_b = b.images["image_id"].to_pylist()
+    assert len(a.images) + len(b.images) == 48 and not set(ids_b) & set(a.images["image_id"].to_pylist())
+    assert ids_b == [i for i in read_manifest(tmp_path / "m").images["image_id"].to_pylist()
+                     if held_out(i, 0.25)]
+    assert set(b.boxes["image_id"].to_pylist()) <= set(ids_b)
+    r = run("split", str(tmp_path / "m"), "--train-out", str(tmp_path / "x"), "--test-out", str(tmp_path / "y"),
+            "--test-fraction", "1.5")
+    assert r.exit_code == 2 and "--test-fraction 1.5 must be between 0 and 1" in r.output
+
+
+def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
+    scan(synthetic_tree, tmp_path / "train", split="train")
+    scan(synthetic_tree, tmp_path / "val", split="val")
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "4",
+            "--images-per-batch", "2", "--train-scales", "128", "--val", str(tmp_path / "val"))
+    assert r.exit_code == 0, r.output
+    assert "trained to iteration 4 on cpu" in r.output and "held-out" in r.output
+    r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval"), "--checkpoint",
+            str(tmp_path / "run" / "last.pt"), "--method", "sliding-window", "--scales", "128,192", "--max-images", "3")
+    assert r.exit_code == 0, r.output
+    assert "| rpn |" in r.output and "| sliding-window |" in r.output
+    assert (tmp_path / "eval" / "rpn" / "proposals.parquet").is_file()
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "4")
+    assert r.exit_code == 2 and "already holds a run" in r.output
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "r2"), "--train-scales", "1,x")
+    assert r.exit_code == 2 and "is not a comma list of integers" in r.output

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from baseline.config import TrainConfig
+from baseline.engine import load_checkpoint, lr_at, model_from_checkpoint, train
+from eic_builder.errors import ModelError, OptionError
+from eic_builder.scan.scanner import scan
+
+FAST = {"iters": 6, "images_per_batch": 2, "checkpoint_every": 2, "train_scales": (96, 128), "max_size": 160,
+        "log_every": 1}
+
+
+@pytest.fixture(scope="module")
+def train_manifest(synthetic_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rpn") / "train"
+    scan(synthetic_tree, out, split="train")
+    return out
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(lr=1e-4, lr_step=7000, warmup_iters=0)
+    assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 6999) == 1e-4 and lr_at(cfg, 7000) == 5e-5
+    assert lr_at(TrainConfig(lr=1.0, warmup_iters=10), 4) == pytest.approx(0.5)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(OptionError, match=r"--sampling='x' is not allowed; choose one of 'base', 'random'"):
+        TrainConfig(sampling="x").validate()
+    with pytest.raises(OptionError, match="--iters=0 must be >= 1"):
+        TrainConfig(iters=0).validate()
+    with pytest.raises(OptionError, match=r"neg \(0.8\) <= pos \(0.7\)"):
+        TrainConfig(neg_iou=0.8).validate()
+
+
+def test_interrupted_run_resumes_exactly(train_manifest: Path, tmp_path: Path) -> None:
+    whole = train(train_manifest, tmp_path / "whole", TrainConfig.tiny(**FAST))
+    assert whole.iteration == 6
+    cfg = TrainConfig.tiny(**FAST)
+    cut = train(train_manifest, tmp_path / "cut", cfg, stop_after=3)  # "killed" after iteration 3
+    assert cut.iteration == 3 and load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 2
+    with pytest.raises(OptionError, match="already holds a run"):
+        train(train_manifest, tmp_path / "cut", cfg)
+    resumed = train(train_manifest, tmp_path / "cut", cfg, resume=True)
+    assert resumed.iteration == 6
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 + 4  # iterations 1-3, then 3-6 again from the checkpoint at 2
+    assert (tmp_path / "whole" / "config.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "whole").glob("ckpt-*.pt")) == [
+        "ckpt-0000002.pt", "ckpt-0000004.pt", "ckpt-0000006.pt"]
+
+
+def test_resume_errors(train_manifest: Path, tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match=r"no checkpoint .* to resume from"):
+        train(train_manifest, tmp_path / "r", TrainConfig.tiny(**FAST), resume=True)
+    train(train_manifest, tmp_path / "r", TrainConfig.tiny(**FAST), stop_after=2)
+    with pytest.raises(OptionError, match="was trained with another configuration"):
+        train(train_manifest, tmp_path / "r", TrainConfig.tiny(**{**FAST, "lr": 0.5}), resume=True)
+    (tmp_path / "junk.pt").write_bytes(b"x")
+    with pytest.raises(ModelError, match="cannot read checkpoint"):
+        model_from_checkpoint(tmp_path / "junk.pt")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="is not an eic-build train-baseline checkpoint"):
+        model_from_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_ranks(train_manifest: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, EIC_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "eic_builder.cli", "train-baseline", str(train_manifest), "--out", str(tmp_path / "ddp"), "--tiny",
+           "--iters", "3", "--images-per-batch", "2", "--train-scales", "96", "--checkpoint-every", "3",
+           "--distributed", "--device", "cpu"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["iteration"] == 3
+    assert not any(k.startswith("module.") for k in state["model"])  # saved without the DDP wrapper
