@@ -27,6 +27,7 @@ from baseline.data import DetectionDataset, collate, load_records
 from baseline.model import HourglassRPN, ModelConfig
 from baseline.rpn import TargetConfig, rpn_loss
 from baseline.sampling import BatchPlan
+from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.progress import progress
 
@@ -43,14 +44,6 @@ def target_config(cfg: TrainConfig) -> TargetConfig:
     return TargetConfig(pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou, gray=cfg.gray,
                         batch_per_image=cfg.anchors_per_image, neg_ratio=cfg.neg_ratio,
                         gray_fraction=cfg.gray_fraction)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(cfg: TrainConfig, it: int) -> float:
@@ -98,18 +91,6 @@ class TrainResult:
     device: str
 
 
-def _dist(distributed: bool) -> tuple[int, int]:
-    if not distributed:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
           resume: bool = False, distributed: bool = False, stop_after: int | None = None) -> TrainResult:
     """Train the RPN on the images with boxes of a manifest; see the module doc.
@@ -120,13 +101,10 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     cfg = cfg or TrainConfig()
     cfg.validate()
     run = Path(run_dir)
-    rank, world = _dist(distributed)
+    rank, world = init_distributed(distributed)
     if cfg.images_per_batch % world:
         raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and distributed:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    device = rank_device(resolve_device(cfg.device), distributed)
     records, root = load_records(manifest_dir)
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))

@@ -23,6 +23,7 @@ from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, propo
 from baseline.peers import METHODS, selective_search, sliding_window
 from baseline.proposals import ProposalConfig, propose
 from baseline.report import metrics_markdown, recall_plot
+from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
 from eic_builder.manifest import to_table, write_table
 from eic_builder.progress import progress
@@ -48,8 +49,6 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
                      methods: list[str], cfg: ProposalConfig | None = None, recall_k: int = 300,
                      device: str = "auto", amp: bool = False, max_images: int | None = None) -> dict[str, dict]:
     """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
-    from baseline.engine import resolve_device
-
     cfg = cfg or ProposalConfig()
     for m in methods:
         if m not in METHODS:

@@ -27,7 +27,8 @@ import torch
 
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
-from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items, resolve_device
+from eic_builder.devices import resolve_device
+from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import DEMO_WNIDS

@@ -22,8 +22,9 @@ import torch
 
 from baseline.config import TrainConfig
 from baseline.data import load_records, read_rgb
-from baseline.engine import model_from_checkpoint, resolve_device, train
+from baseline.engine import model_from_checkpoint, train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
+from eic_builder.devices import resolve_device
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
 

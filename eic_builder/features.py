@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError, check_choice
 from eic_builder.image_batches import (
     LOADERS,
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 LAYERS = ("fc6", "fc6-relu")
 DTYPES = ("float32", "bfloat16")
-DEVICES = ("auto", "cpu", "cuda")
 TARGETS = ("image", "box")
 
 
@@ -137,16 +137,6 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
     return VGG16FC6(vgg, relu=layer == "fc6-relu").eval()
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else the CPU."""
-    check_choice("--device", name, DEVICES)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def manifest_items(directory: str | os.PathLike[str], on: str) -> tuple[list[Item], str]:
     """The items of a manifest (images with files, or their boxes) and the image root they are relative to."""
     m = read_manifest(directory)
@@ -158,19 +148,6 @@ def manifest_items(directory: str | os.PathLike[str], on: str) -> tuple[list[Ite
     boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
     return [Item(b["image_id"], b["box_index"], b["label"], path_of[b["image_id"]],
                  (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in path_of], root
-
-
-def _dist_info(distributed: bool) -> tuple[int, int]:
-    if not distributed:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
 
 
 def _settings(cfg: FeatureConfig, manifest: str) -> dict:
@@ -203,11 +180,8 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         raise OptionError(f"manifest {manifest_dir} has no {cfg.on}s with image files to embed")
     if not root or not Path(root).is_dir():
         raise OptionError(f"image root {root!r} (from the manifest) does not exist; give --root DIR")
-    rank, world = _dist_info(distributed)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and distributed:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    rank, world = init_distributed(distributed)
+    device = rank_device(resolve_device(cfg.device), distributed)
     settings = _settings(cfg, str(Path(manifest_dir).resolve()))
     chunks = [items[s: s + cfg.shard_size] for s in range(0, len(items), cfg.shard_size)]
     mine = [k for k in range(len(chunks)) if k % world == rank]

@@ -84,14 +84,18 @@ def decode_cpu(data: torch.Tensor) -> torch.Tensor:
     return decode_image(data, mode=ImageReadMode.RGB)
 
 
-class PilDataset(Dataset):
-    """The reference recipe on PIL images; yields (tensor (3, crop, crop), index)."""
+class _ItemDataset(Dataset):
+    """Items of one run, their image root and the preprocessing sizes."""
 
-    def __init__(self, items: list[Item], root: str, pp: Preprocess) -> None:
-        self.items, self.root, self.pp = items, root, pp
+    def __init__(self, items: list[Item], root: str, pp: Preprocess | None = None) -> None:
+        self.items, self.root, self.pp = items, root, pp or Preprocess()
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+class PilDataset(_ItemDataset):
+    """The reference recipe on PIL images; yields (tensor (3, crop, crop), index)."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
@@ -110,14 +114,8 @@ class PilDataset(Dataset):
             return tf(im), i
 
 
-class TensorCpuDataset(Dataset):
+class TensorCpuDataset(_ItemDataset):
     """The tensor recipe with decoding in CPU workers; yields (tensor (3, crop, crop), index)."""
-
-    def __init__(self, items: list[Item], root: str, pp: Preprocess) -> None:
-        self.items, self.root, self.pp = items, root, pp
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from torchvision.io import read_file
@@ -127,14 +125,8 @@ class TensorCpuDataset(Dataset):
         return preprocess_uint8(image, item.box, self.pp), i
 
 
-class BytesDataset(Dataset):
+class BytesDataset(_ItemDataset):
     """File bytes only (decoding happens in batches on the GPU); yields (uint8 1-D tensor, index)."""
-
-    def __init__(self, items: list[Item], root: str) -> None:
-        self.items, self.root = items, root
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from torchvision.io import read_file

@@ -67,3 +67,21 @@ def wordnet_index(wordnet_cache: Path):
         pytest.skip(f"no WordNet 3.0 data here ({exc}); `make test` installs it as root")
     finally:
         mp.undo()
+
+
+def _first_images(src: Path, out: Path, n: int) -> Path:
+    """A manifest at ``out`` with the first ``n`` images of the manifest ``src`` and their boxes."""
+    import pyarrow.compute as pc
+
+    from eic_builder.manifest import read_manifest, write_manifest
+
+    m = read_manifest(src)
+    images = m.images.slice(0, n)
+    write_manifest(out, images, m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"])), m.rejects, m.meta)
+    return out
+
+
+@pytest.fixture(scope="session")
+def first_images():
+    """Make a manifest of the first n images of another (and their boxes)."""
+    return _first_images

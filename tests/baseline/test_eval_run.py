@@ -5,25 +5,20 @@ import io
 import json
 from pathlib import Path
 
-import pyarrow.compute as pc
 import pytest
 
 from baseline.eval_run import evaluate_methods
 from baseline.proposals import ProposalConfig
 from eic_builder.errors import OptionError
-from eic_builder.manifest import read_manifest, read_table, write_manifest
+from eic_builder.manifest import read_table
 from eic_builder.scan.scanner import scan
 
 
 @pytest.fixture(scope="module")
-def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory, first_images) -> Path:
     d = tmp_path_factory.mktemp("eval")
     scan(ilsvrc_val_1300, d / "full")
-    m = read_manifest(d / "full")
-    images = m.images.slice(0, 8)
-    write_manifest(d / "m", images, m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"])),
-                   m.rejects, m.meta)
-    return d / "m"
+    return first_images(d / "full", d / "m", 8)
 
 
 def test_peers_scored_and_files_written(real_subset: Path, tmp_path: Path) -> None:

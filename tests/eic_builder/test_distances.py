@@ -99,18 +99,13 @@ def test_all_reduce_two_gloo_ranks(tmp_path: Path) -> None:
         assert np.allclose(np.load(tmp_path / f"sums-{rank}.npy"), whole.sums, atol=1e-12)
 
 
-def test_real_features_streaming_equals_brute_force(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
-    import pyarrow.compute as pc
-
+def test_real_features_streaming_equals_brute_force(ilsvrc_val_1300: Path, tmp_path: Path, first_images) -> None:
     from eic_builder.features import FeatureConfig, extract_features
-    from eic_builder.manifest import iter_feature_batches, read_manifest, write_manifest
+    from eic_builder.manifest import iter_feature_batches
     from eic_builder.scan.scanner import scan
 
     scan(ilsvrc_val_1300, tmp_path / "full")
-    m = read_manifest(tmp_path / "full")
-    images = m.images.slice(0, 30)  # sorted by class: several classes with 1-3 images
-    write_manifest(tmp_path / "m", images, m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"])),
-                   m.rejects, m.meta)
+    first_images(tmp_path / "full", tmp_path / "m", 30)  # sorted by class: several classes with 1-3 images
     cfg = FeatureConfig(weights="random", crop=32, resize=37, workers=0, shard_size=8)
     extract_features(tmp_path / "m", tmp_path / "f", cfg)
     labels, feats = [], []

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 import torch
 
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.features import FeatureConfig, build_model, extract_features
-from eic_builder.manifest import iter_feature_batches, read_manifest, write_manifest
+from eic_builder.manifest import iter_feature_batches, read_manifest
 from eic_builder.scan.scanner import scan
 
 SMALL = {"weights": "random", "crop": 32, "resize": 37, "workers": 0, "batch_size": 4}
@@ -32,15 +31,11 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory, first_images) -> Path:
     """The first 12 images (and their boxes) of the real ILSVRC val manifest."""
     d = tmp_path_factory.mktemp("real")
     scan(ilsvrc_val_1300, d / "full")
-    m = read_manifest(d / "full")
-    images = m.images.slice(0, 12)
-    boxes = m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"]))
-    write_manifest(d / "m", images, boxes, m.rejects, m.meta)
-    return d / "m"
+    return first_images(d / "full", d / "m", 12)
 
 
 def test_model_shapes_and_weights(tmp_path: Path) -> None:

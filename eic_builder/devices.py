@@ -1,0 +1,42 @@
+"""Devices and process groups, shared by the GPU stages (features, RPN training and inference)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from eic_builder.errors import OptionError, check_choice
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    check_choice("--device", name, DEVICES)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def init_distributed(distributed: bool) -> tuple[int, int]:
+    """(rank, world size); with ``distributed``, joins the torchrun process group (NCCL on GPUs, gloo on CPUs)."""
+    if not distributed:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank_device(device: torch.device, distributed: bool) -> torch.device:
+    """Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    if device.type == "cuda" and distributed:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device
