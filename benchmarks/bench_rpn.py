@@ -62,7 +62,8 @@ def main() -> None:
             if amp and device.type != "cuda":
                 continue
             cfg = TrainConfig(iters=args.iters, images_per_batch=args.images_per_batch, width=args.width,
-                              train_scales=(args.train_scale,), device=device.type, amp=amp, workers=4,
+                              train_scales=(args.train_scale,), device=device.type, amp=amp,
+                              workers=min(4, os.cpu_count() or 1),
                               checkpoint_every=args.iters, warmup_iters=1)
             run = work / f"run-{amp}"
             train(work / "train", run, cfg, stop_after=2)  # warm-up: cuDNN autotuning, allocator
