@@ -361,5 +361,18 @@ def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
 
 
+@main.command("reference-lists")
+@click.option("--bbox-list", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The ImageNet bounding-box synset list (../shared/data/imagenet_bbox_synsets.txt).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write (default: data_manifests/).")
+def reference_lists_cmd(bbox_list: Path, out: Path | None) -> None:
+    """Rewrite the committed synset lists of data_manifests/ from timm and WordNet (maintainers)."""
+    from eic_builder.reference_lists import data_manifests_dir, write_reference_lists
+
+    for path in write_reference_lists(out or data_manifests_dir(), bbox_list):
+        click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

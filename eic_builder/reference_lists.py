@@ -2,16 +2,13 @@
 
 They are copied from well-kept sources, not typed in: timm's synset lists
 (``timm/data/_info/``) and the ImageNet bounding-box synset list of chainercv
-(``../shared/data/imagenet_bbox_synsets.txt``). Regenerate with::
-
-    python -m eic_builder.reference_lists [--bbox-list FILE]
-
-which needs timm and WordNet 3.0 (for the lemma and gloss of each ILSVRC class).
+(``../shared/data/imagenet_bbox_synsets.txt``). Regenerate them with
+``eic-build reference-lists``, which needs timm and WordNet 3.0 (for the lemma
+and gloss of each ILSVRC class).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -100,17 +97,3 @@ def write_reference_lists(out: Path, bbox_list: Path) -> list[Path]:
         (out / name).write_text("".join(f"{w}\n" for w in wnids))
         written.append(out / name)
     return written
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bbox-list", type=Path, default=DATA_MANIFESTS.parent.parent / "shared" / "data"
-                        / "imagenet_bbox_synsets.txt")
-    parser.add_argument("--out", type=Path, default=DATA_MANIFESTS)
-    args = parser.parse_args()
-    for path in write_reference_lists(args.out, args.bbox_list):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
