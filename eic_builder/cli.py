@@ -74,8 +74,9 @@ def synth_cmd(root: Path, n_classes: int, train_per_class: int, val_per_class: i
               help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
 @click.option("--verify-images", is_flag=True, help="Decode every image fully (slow) instead of reading headers.")
 @click.option("--workers", type=int, default=None, help="Worker processes. Default: one per CPU core.")
-@click.option("--wordnet-check/--no-wordnet-check", default=False, show_default=True,
-              help="Reject boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data).")
+@click.option("--wordnet-check/--no-wordnet-check", default=True, show_default=True,
+              help="Reject ILSVRC/LOC boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data; "
+              "not loaded for VOC/COCO).")
 @click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
               help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
 def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: bool, workers: int | None,
@@ -93,7 +94,9 @@ def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: 
     if wordnet_check:
         from eic_builder.wordnet import load_wordnet_index
 
-        known = load_wordnet_index(wordnet_dir).noun_wnids()
+        def known() -> frozenset[str]:
+            return load_wordnet_index(wordnet_dir).noun_wnids()
+
     s = scan(root, out, fmt=fmt, split=split, verify_images=verify_images, workers=workers, known_wnids=known)
     click.echo(f"{root} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")

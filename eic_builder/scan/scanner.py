@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,13 +190,15 @@ def scan(
     split: str | None = None,
     verify_images: bool = False,
     workers: int | None = None,
-    known_wnids: frozenset[str] | None = None,
+    known_wnids: frozenset[str] | Callable[[], frozenset[str]] | None = None,
 ) -> ScanSummary:
     """Scan the tree at ``root`` into the manifest directory ``out``.
 
     ``fmt`` is one of :data:`~eic_builder.scan.layout.FORMATS`; ``split`` picks
-    the split to scan (see :func:`~eic_builder.scan.layout.select_split`). ``known_wnids``, when given, is the set of
-    WordNet noun ids a box's wnid must belong to. Every file seen ends in
+    the split to scan (see :func:`~eic_builder.scan.layout.select_split`).
+    ``known_wnids``, when given, is the set of WordNet noun ids a box's wnid
+    must belong to, or a function returning it, called only when the format
+    labels boxes with wnids (ILSVRC XML, LOC CSV). Every file seen ends in
     ``images`` or ``rejects``, or is counted as ignored in the summary.
     """
     check_format(fmt)
@@ -210,6 +213,8 @@ def scan(
     items, rejects, ignored = build_items(index, resolved)
     if not items and not rejects:
         raise InputNotFoundError(f"ROOT {root} holds no {resolved} annotation or image to scan")
+    if callable(known_wnids):
+        known_wnids = known_wnids() if resolved in ("ilsvrc-xml", "loc-csv") else None
     cfg = ScanConfig(
         root=os.fspath(root), fmt=resolved, split=split_name, verify_images=verify_images,
         images_expected=bool(index.images),

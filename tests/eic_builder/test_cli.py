@@ -15,7 +15,7 @@ def test_synth_scan_filter_stats(tmp_path: Path) -> None:
     root, m = tmp_path / "tree", tmp_path / "m"
     r = run("synth", str(root), "--classes", "2", "--train-per-class", "3", "--val-per-class", "1")
     assert r.exit_code == 0 and "wrote 6 train images" in r.output
-    r = run("scan", str(root), "--out", str(m), "--split", "train", "--workers", "1")
+    r = run("scan", str(root), "--out", str(m), "--split", "train", "--workers", "1", "--no-wordnet-check")
     assert r.exit_code == 0, r.output
     assert "-> 6 images" in r.output and "ignored         4  other split (val)" in r.output
     r = run("filter", str(m), "--out", str(tmp_path / "f"), "--drop", "small,twisted")
@@ -42,3 +42,19 @@ def test_help_lists_commands() -> None:
     r = run("--help")
     for cmd in ("scan", "filter", "stats", "synth"):
         assert cmd in r.output
+
+
+def test_scan_checks_wnids_against_wordnet_by_default(tmp_path: Path, wordnet_index, wordnet_cache: Path,
+                                                      monkeypatch) -> None:
+    from PIL import Image
+
+    from eic_builder.synthetic import SyntheticBox, ilsvrc_xml
+
+    monkeypatch.setenv("EIC_CACHE_DIR", str(wordnet_cache))
+    (tmp_path / "t/n01440764").mkdir(parents=True)
+    Image.new("RGB", (60, 60)).save(tmp_path / "t/n01440764/n01440764_1.JPEG")
+    boxes = [SyntheticBox("n01440764", 1, 1, 30, 30), SyntheticBox("n99999999", 1, 1, 30, 30)]
+    (tmp_path / "t/n01440764/n01440764_1.xml").write_text(ilsvrc_xml("f", "x", 60, 60, boxes))
+    r = run("scan", str(tmp_path / "t"), "--out", str(tmp_path / "m"))
+    assert r.exit_code == 0, r.output
+    assert "rejected        1  not_a_wordnet_noun" in r.output

@@ -260,3 +260,19 @@ def test_wordnet_check_rejects_non_nouns(tmp_path: Path, wordnet_index) -> None:
     _xml(root / "ann/n01440764_1.xml", [("n01440764", 1, 1, 50, 50), ("n99999999", 1, 1, 50, 50)])
     s = scan(root, tmp_path / "m", known_wnids=wordnet_index.noun_wnids())
     assert (s.boxes, s.reject_reasons) == (1, {"not_a_wordnet_noun": 1})
+
+
+def test_wordnet_vocabulary_loaded_only_for_wnid_formats(tmp_path: Path, voc_85: Path) -> None:
+    calls = []
+
+    def vocabulary() -> frozenset[str]:
+        calls.append(1)
+        return frozenset({"n01440764"})
+
+    scan(voc_85, tmp_path / "voc", known_wnids=vocabulary)
+    assert calls == []  # COCO labels are names: WordNet is never asked
+    root = tmp_path / "t"
+    _jpeg(root / "train/n01440764/n01440764_1.JPEG")
+    _xml(root / "ann/n01440764_1.xml", [("n01440764", 1, 1, 50, 50), ("n01443537", 1, 1, 50, 50)])
+    s = scan(root, tmp_path / "m", known_wnids=vocabulary)
+    assert calls == [1] and s.reject_reasons == {"not_a_wordnet_noun": 1}
