@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.errors import OptionError, WordNetError
-from eic_builder.manifest import read_manifest, register_schema, write_table
+from eic_builder.manifest import EIC_CLASSES_SCHEMA, read_manifest, write_table
 from eic_builder.reference_lists import (
     MIN500_FILE,
     POOL_FILES,
@@ -49,21 +49,6 @@ DEFAULT_TARGET = 2686
 DEFAULT_MIN_IMAGES = 500
 POOLS = ("bbox", "21k")
 
-EIC_CLASSES_SCHEMA = pa.schema(
-    [
-        pa.field("wnid", pa.string(), nullable=False),
-        pa.field("lemma", pa.string(), nullable=False),
-        pa.field("gloss", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # "ilsvrc1k" or "expanded"
-        pa.field("lexname", pa.string(), nullable=False),  # WordNet lexicographer file
-        pa.field("depth", pa.int16(), nullable=False),  # shortest hypernym path to entity.n.01
-        pa.field("nearest_ilsvrc", pa.string(), nullable=False),  # nearest ILSVRC class (itself for ILSVRC)
-        pa.field("ilsvrc_hops", pa.int16(), nullable=False),  # hypernym/hyponym edges to it (-1: unconnected)
-        pa.field("image_count", pa.int64(), nullable=True),  # images per class, when real counts were given
-        pa.field("image_count_source", pa.string(), nullable=False),
-    ]
-)
-register_schema("eic_classes", EIC_CLASSES_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -73,16 +73,53 @@ REJECTS_SCHEMA = pa.schema(
     ]
 )
 
+# --- class lists and the WordNet noun index -----------------------------------------------------
+
+EIC_CLASSES_SCHEMA = pa.schema(
+    [
+        pa.field("wnid", pa.string(), nullable=False),
+        pa.field("lemma", pa.string(), nullable=False),
+        pa.field("gloss", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # "ilsvrc1k" or "expanded"
+        pa.field("lexname", pa.string(), nullable=False),  # WordNet lexicographer file
+        pa.field("depth", pa.int16(), nullable=False),  # shortest hypernym path to entity.n.01
+        pa.field("nearest_ilsvrc", pa.string(), nullable=False),  # nearest ILSVRC class (itself for ILSVRC)
+        pa.field("ilsvrc_hops", pa.int16(), nullable=False),  # hypernym/hyponym edges to it (-1: unconnected)
+        pa.field("image_count", pa.int64(), nullable=True),  # images per class, when real counts were given
+        pa.field("image_count_source", pa.string(), nullable=False),
+    ]
+)
+
+NOUN_INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("wnid", pa.string(), nullable=False),
+        pa.field("lemma", pa.string(), nullable=False),  # first lemma, underscores as spaces
+        pa.field("gloss", pa.string(), nullable=False),
+        pa.field("lexname", pa.string(), nullable=False),  # lexicographer file, e.g. noun.animal
+        pa.field("depth", pa.int16(), nullable=False),  # shortest hypernym path to entity.n.01 (0)
+        pa.field("hypernyms", pa.list_(pa.string()), nullable=False),  # hypernyms + instance hypernyms
+    ]
+)
+
+ILSVRC_SCHEMA = pa.schema(
+    [
+        pa.field("class_index", pa.int32(), nullable=False),  # 0..999, the usual ILSVRC-2012 order
+        pa.field("wnid", pa.string(), nullable=False),
+        pa.field("lemma", pa.string(), nullable=False),
+        pa.field("gloss", pa.string(), nullable=False),
+    ]
+)
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "images": IMAGES_SCHEMA,
     "boxes": BOXES_SCHEMA,
     "rejects": REJECTS_SCHEMA,
+    "eic_classes": EIC_CLASSES_SCHEMA,
+    "wordnet_nouns": NOUN_INDEX_SCHEMA,
+    "ilsvrc_classes": ILSVRC_SCHEMA,
+    # "features" and "proposals" are added below, beside their helpers
 }
-
-
-def register_schema(kind: str, schema: pa.Schema) -> None:
-    """Add a table kind (used by later stages: classes, features, proposals)."""
-    SCHEMAS[kind] = schema
 
 
 def _schema_for(kind: str) -> pa.Schema:
@@ -237,7 +274,6 @@ FEATURES_SCHEMA = pa.schema(
         pa.field("feature", pa.binary(FEATURE_BYTES), nullable=False),  # fc6: 4096 x float16 ('<f2')
     ]
 )
-SCHEMAS["features"] = FEATURES_SCHEMA
 FEATURE_ROW_GROUP = 4096  # 32 MiB of features: what a streaming reader holds at once
 
 
@@ -301,4 +337,6 @@ PROPOSALS_SCHEMA = pa.schema(
         pa.field("y2", pa.float32(), nullable=False),
     ]
 )
+
+SCHEMAS["features"] = FEATURES_SCHEMA
 SCHEMAS["proposals"] = PROPOSALS_SCHEMA

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from eic_builder.errors import InputNotFoundError, WordNetError
-from eic_builder.manifest import read_table, register_schema, write_table
+from eic_builder.manifest import ILSVRC_SCHEMA, read_table, write_table
 
 DATA_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 ILSVRC_CLASSES_FILE = "ilsvrc1k_classes.parquet"
@@ -25,15 +25,6 @@ POOL_FILES = {
 }
 MIN500_FILE = "imagenet21k_miil_synsets.txt"  # ImageNet-21K-P classes with >= 500 images (timm)
 
-ILSVRC_SCHEMA = pa.schema(
-    [
-        pa.field("class_index", pa.int32(), nullable=False),  # 0..999, the usual ILSVRC-2012 order
-        pa.field("wnid", pa.string(), nullable=False),
-        pa.field("lemma", pa.string(), nullable=False),
-        pa.field("gloss", pa.string(), nullable=False),
-    ]
-)
-register_schema("ilsvrc_classes", ILSVRC_SCHEMA)
 
 
 def data_manifests_dir() -> Path:

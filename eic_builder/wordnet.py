@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.errors import WordNetError
-from eic_builder.manifest import read_metadata, read_table, register_schema, write_table
+from eic_builder.manifest import NOUN_INDEX_SCHEMA, read_metadata, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ LEXNAMES = (
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 _REQUIRED = ("data.noun", "index.noun", "noun.exc")
 
-NOUN_INDEX_SCHEMA = pa.schema(
-    [
-        pa.field("wnid", pa.string(), nullable=False),
-        pa.field("lemma", pa.string(), nullable=False),  # first lemma, underscores as spaces
-        pa.field("gloss", pa.string(), nullable=False),
-        pa.field("lexname", pa.string(), nullable=False),  # lexicographer file, e.g. noun.animal
-        pa.field("depth", pa.int16(), nullable=False),  # shortest hypernym path to entity.n.01 (0)
-        pa.field("hypernyms", pa.list_(pa.string()), nullable=False),  # hypernyms + instance hypernyms
-    ]
-)
-register_schema("wordnet_nouns", NOUN_INDEX_SCHEMA)
 
 
 def lexnames_text() -> str:

@@ -22,6 +22,10 @@ def test_synth_scan_filter_stats(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "removed" in r.output
     r = run("stats", f"train={m}", f"filtered={tmp_path / 'f'}", "--format", "csv")
     assert r.exit_code == 0 and r.output.startswith("Dataset split,train,filtered\n# of images,6,")
+    from eic_builder.reference_lists import data_manifests_dir
+
+    r = run("stats", f"train={m}", "--classes", str(data_manifests_dir() / "eic_classes.parquet"))
+    assert r.exit_code == 0 and "| EIC classes present | 2 of 2,686" in r.output, r.output
     r = run("stats", f"train={m}", "--out", str(tmp_path / "t.md"))
     assert r.exit_code == 0 and (tmp_path / "t.md").read_text().startswith("| Dataset split")
 
