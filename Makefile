@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 EIC := $(VENV)/bin/eic-build
 STAMP := $(VENV)/.installed
 DEMO ?= demo_out
-export EIC_NO_PROGRESS ?= 0
 
 .PHONY: demo test lint bench setup wordnet clean
 

@@ -1,8 +1,10 @@
-"""The one progress-bar helper: tqdm on stderr, off with ``EIC_NO_PROGRESS=1`` or ``enabled=False``."""
+"""The one progress-bar helper: tqdm on stderr when it is a terminal; off with ``EIC_NO_PROGRESS=1``,
+``--no-progress`` or when stderr goes to a file or a pipe (a log would fill with redrawn bars)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -20,8 +22,10 @@ def set_progress(enabled: bool) -> None:
 
 
 def progress_enabled() -> bool:
-    """Whether bars are shown: not when disabled, nor when ``EIC_NO_PROGRESS=1``."""
-    return _ENABLED and os.environ.get("EIC_NO_PROGRESS", "") not in ("1", "true", "yes")
+    """Whether bars are shown: on a terminal, unless disabled or ``EIC_NO_PROGRESS=1``."""
+    if not _ENABLED or os.environ.get("EIC_NO_PROGRESS", "") in ("1", "true", "yes"):
+        return False
+    return sys.stderr.isatty()
 
 
 def progress(iterable: Iterable[T] | None = None, *, total: float | None = None, desc: str = "",
