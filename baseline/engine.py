@@ -30,6 +30,7 @@ from baseline.sampling import BatchPlan
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.progress import progress
+from eic_builder.torch_files import load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,8 @@ def _save(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict:
     """A checkpoint written by :func:`train`; raises :class:`ModelError` for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+    # our own checkpoints hold numpy/python RNG states, which weights_only refuses
+    state = load_torch_file(path, "checkpoint", weights_only=False)
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
         raise ModelError(f"{path} is not an eic-build train-baseline checkpoint")
     return state
@@ -109,9 +105,9 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))
     if cfg.backbone_weights:
-        state = torch.load(cfg.backbone_weights, map_location="cpu", weights_only=True)
+        state = state_dict_of(load_torch_file(cfg.backbone_weights, "--backbone-weights"))
         try:
-            n = model.backbone.load_vgg16(state.get("state_dict", state))
+            n = model.backbone.load_vgg16(state)
         except ValueError as exc:
             raise ModelError(f"--backbone-weights {cfg.backbone_weights}: {exc}") from exc
         log.info("loaded %d VGG-16 tensors into the encoder", n)

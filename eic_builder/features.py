@@ -38,6 +38,7 @@ from eic_builder.image_batches import (
 )
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, read_manifest, read_metadata, write_table
 from eic_builder.progress import progress
+from eic_builder.torch_files import load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,7 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"--weights {weights!r} is neither 'imagenet', 'random' nor an existing file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(f"cannot read weights file {path}: {exc}") from exc
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = state_dict_of(load_torch_file(path, "weights file"))
         vgg = vgg16(weights=None)
         need = [k for k in vgg.state_dict() if k.startswith(("features.", "classifier.0."))]
         missing = [k for k in need if k not in state]

@@ -86,3 +86,13 @@ def test_ddp_two_gloo_ranks(train_manifest: Path, tmp_path: Path) -> None:
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["iteration"] == 3
     assert not any(k.startswith("module.") for k in state["model"])  # saved without the DDP wrapper
+
+
+def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
+    from torchvision.models import vgg16
+
+    with pytest.raises(ModelError, match=r"--backbone-weights .*none\.pt does not exist"):
+        train(train_manifest, tmp_path / "a", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "none.pt")))
+    torch.save(vgg16(weights=None).state_dict(), tmp_path / "vgg16.pt")
+    with pytest.raises(ModelError, match="not a VGG-16 features state dict for this width"):
+        train(train_manifest, tmp_path / "b", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "vgg16.pt")))

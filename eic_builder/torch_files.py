@@ -1,0 +1,34 @@
+"""Reading torch files (state dicts, checkpoints) with errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from eic_builder.errors import ModelError
+
+
+def load_torch_file(path: str | os.PathLike[str], what: str, weights_only: bool = True) -> Any:
+    """``torch.load`` on the CPU; a missing or unreadable file raises :class:`ModelError` naming ``what``.
+
+    ``weights_only`` (the default) refuses pickled code: right for state dicts from elsewhere.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def state_dict_of(obj: Any) -> dict:
+    """The state dict in a loaded file: the object itself, or its ``state_dict`` entry."""
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ModelError(f"expected a state dict, found a {type(obj).__name__}")
+    return obj
