@@ -16,10 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from eic_builder.errors import OptionError
+from eic_builder.image_batches import decode_cpu, normalise
 from eic_builder.manifest import read_manifest
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -34,8 +32,8 @@ class Record:
     boxes: torch.Tensor
 
 
-def load_records(manifest_dir: str | os.PathLike[str], with_boxes_only: bool = True) -> tuple[list[Record], str]:
-    """Records of the images that have files (and boxes, unless ``with_boxes_only`` is False), and their root."""
+def load_records(manifest_dir: str | os.PathLike[str]) -> tuple[list[Record], str]:
+    """Records of the images that have files and boxes, and the root their paths are relative to."""
     m = read_manifest(manifest_dir)
     root = m.meta.get("source_root", "")
     by_image: dict[str, list[list[float]]] = {}
@@ -44,12 +42,12 @@ def load_records(manifest_dir: str | os.PathLike[str], with_boxes_only: bool = T
         by_image.setdefault(i, []).append([x1, y1, x2, y2])
     records = []
     for r in m.images.select(["image_id", "path", "label", "width", "height", "has_image"]).to_pylist():
-        if not r["has_image"] or (with_boxes_only and r["image_id"] not in by_image):
+        if not r["has_image"] or r["image_id"] not in by_image:
             continue
         boxes = torch.tensor(by_image.get(r["image_id"], []), dtype=torch.float32).reshape(-1, 4)
         records.append(Record(r["image_id"], r["path"], r["label"], r["width"], r["height"], boxes))
     if not records:
-        raise OptionError(f"manifest {manifest_dir} has no images with files{' and boxes' if with_boxes_only else ''}")
+        raise OptionError(f"manifest {manifest_dir} has no images with files and boxes")
     return records, root
 
 
@@ -63,9 +61,9 @@ def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[in
 
 def read_rgb(path: str) -> torch.Tensor:
     """(3, H, W) uint8 RGB (JPEG, PNG; grayscale and CMYK converted)."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.io import read_file
 
-    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    return decode_cpu(read_file(path))
 
 
 def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, float]:
@@ -74,8 +72,7 @@ def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tenso
 
     _, h, w = image.shape
     nw, nh, f = resized_size(w, h, scale, max_size)
-    x = F.resize(image, [nh, nw], antialias=True).float() / 255.0
-    return (x - MEAN.to(x.device)) / STD.to(x.device), f
+    return normalise(F.resize(image, [nh, nw], antialias=True).float() / 255.0), f
 
 
 class DetectionDataset(Dataset):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -260,8 +260,3 @@ def _write_shard(out: Path, k: int, flat: list[Item], parts: list[tuple[np.ndarr
     table = features_table([r.image_id for r in rows], [r.box_index for r in rows], [r.label for r in rows],
                            feats[order])
     write_table(table, out / f"part-{k:06d}.parquet", "features", settings, row_group_size=FEATURE_ROW_GROUP)
-
-
-def config_dict(cfg: FeatureConfig) -> dict:
-    """The configuration as a plain dict (for logs)."""
-    return asdict(cfg)

@@ -113,12 +113,9 @@ def filter_manifest(
         raise OptionError(f"--out {out} is the input directory; choose another")
     m = read_manifest(src)
     boxes, images = m.boxes, m.images
-    size = images.select(["image_id", "width", "height"])
-    joined = boxes.select(["image_id"]).join(size, "image_id", join_type="left outer")
-    # join() does not keep order: map sizes back by image_id.
-    order = pc.index_in(boxes["image_id"], joined["image_id"])
-    width = pc.take(joined["width"], order).to_numpy(zero_copy_only=False)
-    height = pc.take(joined["height"], order).to_numpy(zero_copy_only=False)
+    row = pc.index_in(boxes["image_id"], images["image_id"])  # each box's image row
+    width = pc.take(images["width"], row).to_numpy(zero_copy_only=False)
+    height = pc.take(images["height"], row).to_numpy(zero_copy_only=False)
     cols = {c: boxes[c].to_numpy() for c in ("x1", "y1", "x2", "y2")}
     flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], width, height, small_px, twisted_ratio)
     named = {"small": flags.is_small, "twisted": flags.is_twisted}

@@ -56,7 +56,8 @@ def box_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, i
     return left, top, max(left + 1, math.ceil(x2)), max(top + 1, math.ceil(y2))
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) floats in [0, 1] -> ImageNet mean/std normalised, on the same device."""
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
@@ -74,7 +75,7 @@ def preprocess_uint8(image: torch.Tensor, box: tuple[float, float, float, float]
     else:
         image = F.resize(image, pp.resize, antialias=True)
         image = F.center_crop(image, [pp.crop, pp.crop])
-    return _normalise(image.float() / 255.0)
+    return normalise(image.float() / 255.0)
 
 
 def decode_cpu(data: torch.Tensor) -> torch.Tensor:

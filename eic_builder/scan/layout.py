@@ -22,6 +22,7 @@ from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.scan.annotations import WNID_RE
 
 FORMATS = ("auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco")
+WNID_FORMATS = ("ilsvrc-xml", "loc-csv")  # formats whose box labels are ImageNet wnids
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 LOC_CSV_RE = re.compile(r"^LOC_.*_solution\.csv$", re.IGNORECASE)
 SPLIT_NAMES = ("train", "val", "test")

@@ -33,7 +33,14 @@ from eic_builder.manifest import (
 )
 from eic_builder.progress import progress
 from eic_builder.scan.annotations import AnnotationError, RawAnnotation, read_coco, read_loc_csv
-from eic_builder.scan.layout import FileIndex, check_format, detect_format, index_tree, select_split
+from eic_builder.scan.layout import (
+    WNID_FORMATS,
+    FileIndex,
+    check_format,
+    detect_format,
+    index_tree,
+    select_split,
+)
 from eic_builder.scan.unit import Item, ScanConfig, scan_unit
 
 log = logging.getLogger(__name__)
@@ -214,7 +221,7 @@ def scan(
     if not items and not rejects:
         raise InputNotFoundError(f"ROOT {root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):
-        known_wnids = known_wnids() if resolved in ("ilsvrc-xml", "loc-csv") else None
+        known_wnids = known_wnids() if resolved in WNID_FORMATS else None
     cfg = ScanConfig(
         root=os.fspath(root), fmt=resolved, split=split_name, verify_images=verify_images,
         images_expected=bool(index.images),

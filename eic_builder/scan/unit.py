@@ -17,6 +17,7 @@ from eic_builder.filters import box_flags
 from eic_builder.imagesize import ImageHeaderError, read_image_header, verify_image
 from eic_builder.manifest import to_table, write_manifest
 from eic_builder.scan.annotations import AnnotationError, RawAnnotation, is_wnid, parse_xml
+from eic_builder.scan.layout import WNID_FORMATS
 
 # Boxes may overshoot the image by this many pixels (rounding in the source); they are clipped.
 CLIP_TOLERANCE_PX = 1.0
@@ -91,10 +92,6 @@ def _box_text(index: int, box: tuple, width: int, height: int) -> str:
     return f"box {index} {label} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) in {width}x{height}"
 
 
-def _wnid_labels(fmt: str) -> bool:
-    return fmt in ("ilsvrc-xml", "loc-csv")
-
-
 def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
     root = cfg.root
     ann = item.pre
@@ -142,7 +139,7 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
         source = ann_path or ""
         for detail in ann.bad_rows:
             rows.reject(source, item.image_id, "box", "malformed_box", detail)
-        check_wnid = _wnid_labels(cfg.fmt)
+        check_wnid = cfg.fmt in WNID_FORMATS
         for index, box in enumerate(ann.boxes):
             problem = _box_problem(box, width, height, check_wnid, cfg.known_wnids)
             if problem is not None:
