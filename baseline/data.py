@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from eic_builder.errors import OptionError
-from eic_builder.image_batches import decode_cpu, normalise
+from eic_builder.image_batches import bytes_tensor, decode_cpu, normalise
+from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
 from eic_builder.manifest import read_manifest
 
 
@@ -25,30 +26,31 @@ class Record:
     """One image of a manifest with its boxes (G, 4) in original pixels."""
 
     image_id: str
-    path: str
+    ref: ImageRef  # where the image's bytes are (a file, or an archive member)
     label: str | None
     width: int
     height: int
     boxes: torch.Tensor
 
 
-def load_records(manifest_dir: str | os.PathLike[str]) -> tuple[list[Record], str]:
-    """Records of the images that have files and boxes, and the root their paths are relative to."""
+def load_records(manifest_dir: str | os.PathLike[str],
+                 root: str | os.PathLike[str] | None = None) -> tuple[list[Record], str]:
+    """Records of the images that have files and boxes, and the image root (``root`` or the scan's)."""
     m = read_manifest(manifest_dir)
-    root = m.meta.get("source_root", "")
     by_image: dict[str, list[list[float]]] = {}
     b = m.boxes.select(["image_id", "x1", "y1", "x2", "y2"]).to_pydict()
     for i, x1, y1, x2, y2 in zip(b["image_id"], b["x1"], b["y1"], b["x2"], b["y2"]):
         by_image.setdefault(i, []).append([x1, y1, x2, y2])
     records = []
-    for r in m.images.select(["image_id", "path", "label", "width", "height", "has_image"]).to_pylist():
+    rows = m.images.select(["image_id", "label", "width", "height", "has_image"]).to_pylist()
+    for r, ref in zip(rows, image_refs(m.images)):
         if not r["has_image"] or r["image_id"] not in by_image:
             continue
         boxes = torch.tensor(by_image.get(r["image_id"], []), dtype=torch.float32).reshape(-1, 4)
-        records.append(Record(r["image_id"], r["path"], r["label"], r["width"], r["height"], boxes))
+        records.append(Record(r["image_id"], ref, r["label"], r["width"], r["height"], boxes))
     if not records:
         raise OptionError(f"manifest {manifest_dir} has no images with files and boxes")
-    return records, root
+    return records, image_root(m.meta, root)
 
 
 def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int, float]:
@@ -59,11 +61,9 @@ def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[in
     return max(1, round(width * f)), max(1, round(height * f)), f
 
 
-def read_rgb(path: str) -> torch.Tensor:
-    """(3, H, W) uint8 RGB (JPEG, PNG; grayscale and CMYK converted)."""
-    from torchvision.io import read_file
-
-    return decode_cpu(read_file(path))
+def read_rgb(reader: ImageReader, ref: ImageRef) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of the image ``ref`` (JPEG, PNG; grayscale and CMYK converted)."""
+    return decode_cpu(bytes_tensor(reader.read(ref)))
 
 
 def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, float]:
@@ -79,7 +79,7 @@ class DetectionDataset(Dataset):
     """Indexed by (record index, scale): (image (3, h, w), boxes (G, 4) resized, index)."""
 
     def __init__(self, records: list[Record], root: str, max_size: int = 1400) -> None:
-        self.records, self.root, self.max_size = records, root, max_size
+        self.records, self.reader, self.max_size = records, ImageReader(root), max_size
 
     def __len__(self) -> int:
         return len(self.records)
@@ -87,7 +87,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, scale = key
         r = self.records[i]
-        x, f = prepare(read_rgb(os.path.join(self.root, r.path)), scale, self.max_size)
+        x, f = prepare(read_rgb(self.reader, r.ref), scale, self.max_size)
         return x, r.boxes * f, i
 
 

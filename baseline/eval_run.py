@@ -25,6 +25,7 @@ from baseline.proposals import ProposalConfig, propose
 from baseline.report import metrics_markdown, recall_plot
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
+from eic_builder.image_source import ImageReader
 from eic_builder.manifest import to_table, write_table
 from eic_builder.progress import progress
 
@@ -60,6 +61,7 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         raise OptionError(f"--max-images {max_images} must be >= 1")
     dev = resolve_device(device)
     records, root = load_records(manifest_dir)
+    reader = ImageReader(root)
     records = records[:max_images] if max_images else records
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         t0 = time.perf_counter()
         for r in progress(records, desc=name, unit="img"):
-            found[r.image_id] = fn(read_rgb(os.path.join(root, r.path)))
+            found[r.image_id] = fn(read_rgb(reader, r.ref))
         took = time.perf_counter() - t0
         _write_proposals(out / name, found, ids)
         metrics = proposal_metrics(gts, {k: v[0] for k, v in found.items()}, MAX_DETS, recall_k)

@@ -61,7 +61,7 @@ def naive(manifest: Path, out: Path, device: torch.device, workers: int, batch_s
             return len(items)
 
         def __getitem__(self, i: int) -> torch.Tensor:
-            with Image.open(os.path.join(root, items[i].path)) as im:
+            with Image.open(os.path.join(root, items[i].ref.path)) as im:
                 return tf(im.convert("RGB"))
 
     model = build_model("random", "fc6").to(device)

@@ -25,6 +25,7 @@ from baseline.data import load_records, read_rgb
 from baseline.engine import model_from_checkpoint, train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
 from eic_builder.devices import resolve_device
+from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
 
@@ -57,7 +58,8 @@ def main() -> None:
     try:
         scan(tree, work / "train", split="train")
         recs, root = load_records(work / "train")
-        images = [read_rgb(os.path.join(root, r.path)) for r in recs[: args.images]]
+        reader = ImageReader(root)
+        images = [read_rgb(reader, r.ref) for r in recs[: args.images]]
         for name, amp in (("float32 eager", False), ("bf16 + channels_last", True)):
             if amp and device.type != "cuda":
                 continue

@@ -34,7 +34,7 @@ class _Group(click.Group):
 def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
     """Build, audit and measure the Extended ImageNet Classification (EIC) dataset.
 
-    Data flow: expand-classes -> scan -> filter -> features -> stats, and
+    Data flow: expand-classes -> scan -> assemble -> filter -> features -> stats, and
     train-baseline -> eval-baseline for the hourglass RPN. See CLI.md.
     """
     from eic_builder.progress import set_progress
@@ -46,47 +46,68 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
 
 @main.command("synth")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--classes", "n_classes", default=4, show_default=True, help="Number of classes (1-10, real wnids).")
-@click.option("--train-per-class", default=12, show_default=True, help="Train images per class.")
-@click.option("--val-per-class", default=4, show_default=True, help="Val images per class.")
-@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same tree.")
-def synth_cmd(root: Path, n_classes: int, train_per_class: int, val_per_class: int, seed: int) -> None:
-    """Write a small synthetic ILSVRC-style tree (JPEGs + XML boxes) under ROOT.
+@click.option("--layout", default="tree", show_default=True, type=click.Choice(["tree", "archives"]),
+              help="tree: an ILSVRC-style folder tree; archives: that tree under ROOT/ILSVRC plus the shapes of "
+              "the ImageNet-21K downloads, ROOT/fall11_whole.tar and ROOT/Annotation.tar.gz.")
+@click.option("--classes", "n_classes", default=4, show_default=True,
+              type=click.IntRange(1, 10), help="Number of ILSVRC classes (1-10, real wnids).")
+@click.option("--train-per-class", default=12, show_default=True, type=click.IntRange(1),
+              help="Train images per class.")
+@click.option("--val-per-class", default=4, show_default=True, type=click.IntRange(1), help="Val images per class.")
+@click.option("--new-per-class", default=30, show_default=True, type=click.IntRange(1),
+              help="archives: images per EIC-new synset in fall11_whole.tar.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same bytes.")
+def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val_per_class: int,
+              new_per_class: int, seed: int) -> None:
+    """Write small synthetic ImageNet-style data under ROOT (JPEGs + ILSVRC XML boxes).
 
-    Layout: ROOT/train/<wnid>/*.JPEG, ROOT/val/*.JPEG and ROOT/Annotations/{train,val}/...xml.
-    Used by `make demo` and the tests.
+    tree: ROOT/train/<wnid>/*.JPEG, ROOT/val/*.JPEG and ROOT/Annotations/{train,val}/...xml.
+    archives: that tree in ROOT/ILSVRC, plus ROOT/fall11_whole.tar (a tar of per-synset tars: four
+    EIC-new classes, two ILSVRC classes, one non-EIC synset, and one planted copy of an ILSVRC val
+    image) and ROOT/Annotation.tar.gz (per-synset .tar.gz of XMLs). Used by `make demo` and the tests.
     """
-    from eic_builder.synthetic import make_synthetic_tree
+    from eic_builder.synthetic import make_synthetic_archives, make_synthetic_tree
 
-    tree = make_synthetic_tree(root, n_classes, train_per_class, val_per_class, seed)
+    if layout == "archives":
+        made = make_synthetic_archives(root, n_classes, train_per_class, val_per_class, new_per_class, seed=seed)
+        tree = made.ilsvrc
+        click.echo(f"wrote {made.images_tar} ({made.images_in_tar} images, {made.annotated_in_tar} annotated in "
+                   f"{made.annotations_tgz.name}; planted copy of an ILSVRC val image: {made.planted_copy})")
+    else:
+        tree = make_synthetic_tree(root, n_classes, train_per_class, val_per_class, seed)
     click.echo(f"wrote {tree.train_images} train images ({tree.train_boxes} boxes) and "
                f"{tree.val_images} val images ({tree.val_boxes} boxes) under {tree.root}")
 
 
 @main.command("scan")
-@click.argument("root", type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Manifest directory to write (images/boxes/rejects.parquet).")
-@click.option("--split", default=None, help="Split to scan (train, val, ...) when ROOT holds several; "
-              "otherwise the name given to every image. Default: the split found, else ROOT's name.")
+@click.option("--split", default=None, help="Split to scan (train, val, ...) when the sources hold several; "
+              "otherwise the name given to every image. Default: the split found, else the first SOURCE's name.")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco"]),
               help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
 @click.option("--verify-images", is_flag=True, help="Decode every image fully (slow) instead of reading headers.")
+@click.option("--hash", "hash_files", is_flag=True,
+              help="Record the SHA-1 of loose image files too (archive members always get one); reads them whole.")
 @click.option("--workers", type=int, default=None, help="Worker processes. Default: one per CPU core.")
 @click.option("--wordnet-check/--no-wordnet-check", default=True, show_default=True,
               help="Reject ILSVRC/LOC boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data; "
               "not loaded for VOC/COCO).")
 @click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
               help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
-def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: bool, workers: int | None,
-             wordnet_check: bool, wordnet_dir: Path | None) -> None:
-    """Scan an ImageNet-style tree at ROOT into Parquet manifests.
+def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, verify_images: bool,
+             hash_files: bool, workers: int | None, wordnet_check: bool, wordnet_dir: Path | None) -> None:
+    """Scan ImageNet-style SOURCEs (folders, .tar, .tar.gz, annotation files) into Parquet manifests.
 
     Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
-    XML or a COCO instances JSON. Every file ends in images.parquet or
-    rejects.parquet (with a reason), or is counted as ignored. An interrupted
-    scan resumes: run the same command again.
+    XML or a COCO instances JSON, and tars (nested to any depth, as ImageNet-21K's
+    fall11_whole.tar) and .tar.gz (Annotation.tar.gz) in place, extracting nothing.
+    Images and annotations of all SOURCEs pair by image id:
+    `eic-build scan fall11_whole.tar Annotation.tar.gz --out m/21k`.
+    Every file ends in images.parquet or rejects.parquet (with a reason), or is
+    counted as ignored. An interrupted scan resumes: run the same command again.
     """
     from eic_builder.scan.scanner import scan
 
@@ -97,8 +118,10 @@ def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: 
         def known() -> frozenset[str]:
             return load_wordnet_index(wordnet_dir).noun_wnids()
 
-    s = scan(root, out, fmt=fmt, split=split, verify_images=verify_images, workers=workers, known_wnids=known)
-    click.echo(f"{root} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
+    s = scan(list(sources), out, fmt=fmt, split=split, verify_images=verify_images, workers=workers,
+             known_wnids=known, hash_files=hash_files)
+    named = " ".join(str(p) for p in sources)
+    click.echo(f"{named} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")
     for reason, n in s.reject_reasons.items():
         click.echo(f"  rejected {n:>8}  {reason}")
@@ -106,6 +129,51 @@ def scan_cmd(root: Path, out: Path, split: str | None, fmt: str, verify_images: 
         click.echo(f"  ignored  {n:>8}  {rule}")
     if s.units_resumed:
         click.echo(f"  resumed {s.units_resumed} of {s.units_total} units from an earlier run")
+
+
+@main.command("assemble")
+@click.argument("manifests", nargs=-1, required=True, metavar="MANIFEST...", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for OUT/train, OUT/val (manifests) and OUT/report.md.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="EIC class list (expand-classes output). Default: data_manifests/eic_classes.parquet.")
+@click.option("--val-per-class", default=50, show_default=True, type=int, help="Val images per new class.")
+@click.option("--max-train-per-class", default=1300, show_default=True, type=int,
+              help="At most this many train images per new class.")
+@click.option("--min-train-per-class", default=1, show_default=True, type=int,
+              help="New classes with fewer train images are short (see --short-classes).")
+@click.option("--short-classes", "short", default="skip", show_default=True,
+              type=click.Choice(["skip", "refuse", "keep"]),
+              help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the per-class draw: same seed, same bytes out.")
+@click.option("--hash-workers", default=8, show_default=True, type=int,
+              help="Threads reading images whose scan recorded no hash (scan --hash avoids this).")
+def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | None, val_per_class: int,
+                 max_train_per_class: int, min_train_per_class: int, short: str, seed: int, hash_workers: int) -> None:
+    """Build the EIC train/val manifests from ILSVRC-2012 and ImageNet-21K manifests.
+
+    Each MANIFEST's images play the role of their split: `train` (ILSVRC-2012 train), `val`
+    (ILSVRC-2012 val), anything else (a scan of fall11_whole.tar) is the pool of the new
+    classes. ILSVRC classes keep ILSVRC's split; each new class draws --val-per-class val
+    images and at most --max-train-per-class train images by hash of (seed, image id). No
+    image is in both splits and no training image has the bytes of any val image. See CLI.md.
+    """
+    from eic_builder.assemble import AssembleOptions, assemble
+    from eic_builder.reference_lists import data_manifests_dir
+
+    options = AssembleOptions(val_per_class=val_per_class, max_train_per_class=max_train_per_class,
+                              min_train_per_class=min_train_per_class, seed=seed, short=short,
+                              hash_workers=hash_workers)
+    r = assemble(list(manifests), classes_file or data_manifests_dir() / "eic_classes.parquet", out, options)
+    for split in ("train", "val"):
+        low, high = r.per_class[split]
+        click.echo(f"{split}: {r.images[split]:,} images, {r.boxes[split]:,} boxes, {r.classes[split]:,} classes "
+                   f"({low:,}-{high:,} images per class) -> {out / split}")
+    for rule, n in r.effects.items():
+        click.echo(f"  {n:>10,}  {rule}")
+    if r.short_classes:
+        click.echo(f"  {len(r.short_classes):>10,}  classes short of --min-train-per-class ({short})")
+    click.echo(f"report: {out / 'report.md'}")
 
 
 @main.command("filter")
@@ -154,8 +222,9 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        from eic_builder.manifest import write_text
+
+        write_text(out, text)
         click.echo(f"wrote {out}")
 
 

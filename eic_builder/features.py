@@ -36,6 +36,7 @@ from eic_builder.image_batches import (
     collate_bytes,
     decode_batch_on_device,
 )
+from eic_builder.image_source import image_refs, image_root
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, read_manifest, read_metadata, write_table
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_torch_file, state_dict_of
@@ -133,17 +134,21 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
     return VGG16FC6(vgg, relu=layer == "fc6-relu").eval()
 
 
-def manifest_items(directory: str | os.PathLike[str], on: str) -> tuple[list[Item], str]:
-    """The items of a manifest (images with files, or their boxes) and the image root they are relative to."""
+def manifest_items(directory: str | os.PathLike[str], on: str,
+                   root: str | os.PathLike[str] | None = None) -> tuple[list[Item], str]:
+    """The items of a manifest (images with files, or their boxes) and the image root (``root`` or the scan's)."""
     m = read_manifest(directory)
-    root = m.meta.get("source_root", "")
-    images = m.images.filter(m.images["has_image"]).select(["image_id", "label", "path"]).to_pylist()
+    images = m.images.filter(m.images["has_image"])
+    refs = image_refs(images)
+    cols = images.select(["image_id", "label"]).to_pydict()
     if on == "image":
-        return [Item(r["image_id"], -1, r["label"], r["path"], None) for r in images], root
-    path_of = {r["image_id"]: r["path"] for r in images}
+        return [Item(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
+            image_root(m.meta, root)
+    ref_of = dict(zip(cols["image_id"], refs))
     boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
-    return [Item(b["image_id"], b["box_index"], b["label"], path_of[b["image_id"]],
-                 (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in path_of], root
+    return [Item(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
+                 (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \
+        image_root(m.meta, root)
 
 
 def _settings(cfg: FeatureConfig, manifest: str) -> dict:
@@ -170,12 +175,9 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     """Embed every item of the manifest into fc6 shards under ``out`` (see the module doc)."""
     cfg.validate()
     out = Path(out)
-    items, scan_root = manifest_items(manifest_dir, cfg.on)
-    root = cfg.root or scan_root
+    items, root = manifest_items(manifest_dir, cfg.on, cfg.root)
     if not items:
         raise OptionError(f"manifest {manifest_dir} has no {cfg.on}s with image files to embed")
-    if not root or not Path(root).is_dir():
-        raise OptionError(f"image root {root!r} (from the manifest) does not exist; give --root DIR")
     rank, world = init_distributed(distributed)
     device = rank_device(resolve_device(cfg.device), distributed)
     settings = _settings(cfg, str(Path(manifest_dir).resolve()))

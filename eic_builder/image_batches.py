@@ -17,11 +17,13 @@ Output tensors are float32, shape (3, crop, crop), normalised.
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
+
+from eic_builder.image_source import ImageReader, ImageRef
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,7 +37,7 @@ class Item:
     image_id: str
     box_index: int
     label: str | None
-    path: str
+    ref: ImageRef  # where its bytes are: a file, or a member of an archive
     box: tuple[float, float, float, float] | None
 
 
@@ -85,11 +87,16 @@ def decode_cpu(data: torch.Tensor) -> torch.Tensor:
     return decode_image(data, mode=ImageReadMode.RGB)
 
 
+def bytes_tensor(data: bytes) -> torch.Tensor:
+    """Encoded image bytes as a 1-D uint8 tensor (what torchvision's decoders take)."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
 class _ItemDataset(Dataset):
-    """Items of one run, their image root and the preprocessing sizes."""
+    """Items of one run, the reader of their image root and the preprocessing sizes."""
 
     def __init__(self, items: list[Item], root: str, pp: Preprocess | None = None) -> None:
-        self.items, self.root, self.pp = items, root, pp or Preprocess()
+        self.items, self.reader, self.pp = items, ImageReader(root), pp or Preprocess()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -103,7 +110,7 @@ class PilDataset(_ItemDataset):
         from torchvision import transforms as T  # noqa: N812 - torchvision's own idiom
 
         item = self.items[i]
-        with Image.open(os.path.join(self.root, item.path)) as im:
+        with Image.open(io.BytesIO(self.reader.read(item.ref))) as im:
             im = im.convert("RGB")
             if item.box is not None:
                 im = im.crop(box_pixels(item.box))
@@ -119,10 +126,8 @@ class TensorCpuDataset(_ItemDataset):
     """The tensor recipe with decoding in CPU workers; yields (tensor (3, crop, crop), index)."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import read_file
-
         item = self.items[i]
-        image = decode_cpu(read_file(os.path.join(self.root, item.path)))
+        image = decode_cpu(bytes_tensor(self.reader.read(item.ref)))
         return preprocess_uint8(image, item.box, self.pp), i
 
 
@@ -130,9 +135,7 @@ class BytesDataset(_ItemDataset):
     """File bytes only (decoding happens in batches on the GPU); yields (uint8 1-D tensor, index)."""
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import read_file
-
-        return read_file(os.path.join(self.root, self.items[i].path)), i
+        return bytes_tensor(self.reader.read(self.items[i].ref)), i
 
 
 def collate_bytes(batch: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], list[int]]:

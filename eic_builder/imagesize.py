@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,12 +55,13 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _jpeg_size(fd: int, head: bytes) -> ImageHeader:
-    """Walk the marker segments from offset 2 to the first SOF; ``head`` holds the first bytes."""
+def _jpeg_size(read_at: Callable[[int, int], bytes], head: bytes) -> ImageHeader:
+    """Walk the marker segments from offset 2 to the first SOF; ``head`` holds the first bytes and
+    ``read_at(n, pos)`` returns up to ``n`` bytes from offset ``pos``."""
     buf, base, pos = head, 0, 2  # buf holds the file's bytes [base, base + len(buf))
     while True:
         if pos + 10 > base + len(buf):  # 10 bytes cover a marker, its length and a frame header
-            buf, base = os.pread(fd, _READ_SIZE, pos), pos
+            buf, base = read_at(_READ_SIZE, pos), pos
             if len(buf) < 4:
                 raise ImageHeaderError("truncated", "JPEG ends before its frame header")
         i = pos - base
@@ -86,6 +89,32 @@ def _jpeg_size(fd: int, head: bytes) -> ImageHeader:
         pos += 2 + length
 
 
+def _check_head(head: bytes, ext: str) -> str:
+    """The format of an image whose first bytes are ``head``, checked against its extension."""
+    expected = EXTENSION_FORMATS.get(ext)
+    if not head:
+        raise ImageHeaderError("empty_file", "zero-byte file")
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise ImageHeaderError("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
+    if expected is not None and fmt != expected:
+        raise ImageHeaderError("wrong_format", f"{fmt} data in a {ext} file")
+    return fmt
+
+
+def _png_header(head: bytes) -> ImageHeader:
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise ImageHeaderError("truncated", "PNG ends before its IHDR chunk")
+    width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
+    return ImageHeader("PNG", width, height, channels)
+
+
+def _check_jpeg_end(tail: bytes) -> None:
+    if b"\xff\xd9" not in tail:
+        raise ImageHeaderError("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
+
+
 def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> ImageHeader:
     """Read format and size of the image at ``path`` from its header.
 
@@ -94,38 +123,45 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
     ``corrupt_image``. Raw ``os`` calls keep the per-file cost to a few syscalls.
     """
     ext = os.path.splitext(path)[1].lower()
-    expected = EXTENSION_FORMATS.get(ext)
     fd = os.open(path, os.O_RDONLY)
     try:
         head = os.read(fd, _READ_SIZE)
-        if not head:
-            raise ImageHeaderError("empty_file", "zero-byte file")
-        fmt = sniff_format(head)
-        if fmt is None:
-            raise ImageHeaderError("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
-        if expected is not None and fmt != expected:
-            raise ImageHeaderError("wrong_format", f"{fmt} data in a {ext} file")
-        if fmt == "PNG":
-            if len(head) < 33 or head[12:16] != b"IHDR":
-                raise ImageHeaderError("truncated", "PNG ends before its IHDR chunk")
-            width, height, _, colour = struct.unpack(">IIBB", head[16:26])
-            channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
-            return ImageHeader("PNG", width, height, channels)
-        header = _jpeg_size(fd, head)
+        if _check_head(head, ext) == "PNG":
+            return _png_header(head)
+        header = _jpeg_size(lambda n, pos: os.pread(fd, n, pos), head)
         if check_end:
             if len(head) < _READ_SIZE:  # the first read reached the end of the file
                 tail = head[-_TAIL_BYTES:]
             else:
                 os.lseek(fd, -_TAIL_BYTES, os.SEEK_END)
                 tail = os.read(fd, _TAIL_BYTES)
-            if b"\xff\xd9" not in tail:
-                raise ImageHeaderError("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
+            _check_jpeg_end(tail)
         return header
     finally:
         os.close(fd)
 
 
-def verify_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> ImageHeader:
+    """:func:`read_image_header` for an image already in memory (an archive member, a hashed file);
+    ``name`` gives the extension the content must match."""
+    ext = os.path.splitext(name)[1].lower()
+    head = data[:_READ_SIZE]
+    if _check_head(head, ext) == "PNG":
+        return _png_header(head)
+    header = _jpeg_size(lambda n, pos: data[pos : pos + n], head)
+    if check_end:
+        _check_jpeg_end(data[-_TAIL_BYTES:])
+    return header
+
+
+def verify_image_bytes(data: bytes) -> tuple[int, int]:
+    """:func:`verify_image` for an image in memory."""
+    import io
+
+    return verify_image(io.BytesIO(data))
+
+
+def verify_image(path: str | os.PathLike[str] | BinaryIO) -> tuple[int, int]:
     """Decode the whole image with Pillow; return (width, height) or raise ImageHeaderError."""
     from PIL import Image
 

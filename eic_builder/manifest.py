@@ -44,6 +44,10 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("height", pa.int32(), nullable=False),  # pixels
         pa.field("has_image", pa.bool_(), nullable=False),
         pa.field("n_boxes", pa.int32(), nullable=False),
+        pa.field("archive", pa.string(), nullable=True),  # tar holding the image, relative to the root
+        pa.field("offset", pa.int64(), nullable=True),  # bytes: start of the image's data in the archive
+        pa.field("size", pa.int64(), nullable=True),  # bytes of the image file or member, when read
+        pa.field("sha1", pa.string(), nullable=True),  # content hash, hex (archives always; files with --hash)
     ]
 )
 
@@ -183,6 +187,20 @@ def write_table(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file (a report, a table) atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -29,7 +29,7 @@ def progress_enabled() -> bool:
 
 
 def progress(iterable: Iterable[T] | None = None, *, total: float | None = None, desc: str = "",
-             unit: str = "it") -> Iterator[T] | tqdm:
+             unit: str = "it", unit_scale: bool = False) -> Iterator[T] | tqdm:
     """Wrap ``iterable`` in a progress bar (or return a manual bar when ``iterable`` is None)."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress_enabled(),
+    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, disable=not progress_enabled(),
                 dynamic_ncols=True, leave=False)

@@ -161,11 +161,55 @@ def table_rows(stats: Sequence[SplitStats]) -> list[list[str]]:
     return rows
 
 
+def numeric_rows(stats: Sequence[SplitStats]) -> list[list[object]]:
+    """The table as plain numbers (csv): counts as integers, percentages as floats, empty when undefined."""
+    def num(value: float | None) -> object:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    rows: list[list[object]] = [
+        ["# of images", *[s.n_images for s in stats]],
+        ["Images per class (min)", *[num(s.images_per_class_min) for s in stats]],
+        ["Images per class (max)", *[num(s.images_per_class_max) for s in stats]],
+        ["Avg anno per im", *[num(s.anno_per_image) for s in stats]],
+        ["Avg obj scale %", *[num(s.obj_scale_pct) for s in stats]],
+        ["Small obj %", *[num(s.small_pct) for s in stats]],
+        ["Twisted obj %", *[num(s.twisted_pct) for s in stats]],
+        ["Inner-cls distance", *[num(s.inner_distance) for s in stats]],
+        ["Inter-cls distance", *[num(s.inter_distance) for s in stats]],
+    ]
+    if any(s.eic_classes_total is not None for s in stats):
+        rows.append(["EIC classes present", *[num(s.eic_classes_present) for s in stats]])
+    return rows
+
+
+# Display names of column groups (the paper's header) for the usual prefixes of NAME=DIR.
+GROUP_TITLES = {"EIC": "Extended ImageNet", "ILSVRC": "ILSVRC CLS 2012"}
+
+
+def column_groups(names: Sequence[str]) -> list[tuple[str, int]] | None:
+    """(group title, span) over the columns when names are ``GROUP/SUB`` and neighbours share a GROUP, else None."""
+    if not any("/" in n for n in names):
+        return None
+    groups: list[tuple[str, int]] = []
+    for name in names:
+        prefix = name.split("/", 1)[0] if "/" in name else ""
+        if groups and groups[-1][0] == prefix:
+            groups[-1] = (prefix, groups[-1][1] + 1)
+        else:
+            groups.append((prefix, 1))
+    return [(GROUP_TITLES.get(p, p), span) for p, span in groups]
+
+
 def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL_PX,
            twisted_ratio: float = TWISTED_RATIO) -> str:
-    """Render the table in ``fmt`` (md, csv, latex, json); md and latex end with the definitions."""
+    """Render the table in ``fmt`` (md, csv, latex, json); md and latex end with the definitions.
+
+    Names of the form ``GROUP/SUB`` (``EIC/Train``) give md and latex a two-level header, the
+    paper's layout; csv and json stay flat, csv with plain numbers.
+    """
     check_choice("--format", fmt, OUTPUT_FORMATS)
-    header = ["Dataset split", *[s.name for s in stats]]
+    names = [s.name for s in stats]
+    header = ["Dataset split", *names]
     rows = table_rows(stats)
     defs = definitions(small_px, twisted_ratio)
     if fmt == "json":
@@ -176,23 +220,42 @@ def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows(numeric_rows(stats))
         return buf.getvalue()
+    groups = column_groups(names)
+    subs = [n.split("/", 1)[1] if "/" in n else n for n in names]
     if fmt == "latex":
         def esc(text: str) -> str:
-            return text.replace("%", r"\%").replace("#", r"\#").replace("_", r"\_")
+            return text.replace("%", r"\%").replace("#", r"\#").replace("_", r"\_").replace("&", r"\&")
 
-        lines = [r"\begin{tabular}{l" + "r" * len(stats) + "}", r"\hline",
-                 " & ".join(esc(h) for h in header) + r" \\", r"\hline"]
+        lines = [r"\begin{tabular}{l" + "r" * len(stats) + "}", r"\hline"]
+        if groups:
+            cells, rules, col = ["Dataset split"], [], 2
+            for title, span in groups:
+                cells.append(rf"\multicolumn{{{span}}}{{c}}{{{esc(title)}}}" if span > 1 else esc(title))
+                if title:
+                    rules.append(rf"\cline{{{col}-{col + span - 1}}}")
+                col += span
+            lines += [" & ".join(cells) + r" \\", "".join(rules), " & ".join(["", *map(esc, subs)]) + r" \\"]
+        else:
+            lines.append(" & ".join(esc(h) for h in header) + r" \\")
+        lines.append(r"\hline")
         lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
         lines += [r"\hline", r"\end{tabular}", ""]
         lines += [f"% {name}: {text}" for name, text in defs]
         return "\n".join(lines) + "\n"
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    if groups:
+        top = ["Dataset split"]
+        for title, span in groups:
+            top += [title] + [""] * (span - 1)
+        table = [top, ["", *subs], *rows]
+    else:
+        table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in rows]
+    out = [line(table[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in table[1:]]
     out += ["", "Definitions:"] + [f"- {name}: {text}" for name, text in defs]
     return "\n".join(out) + "\n"
 

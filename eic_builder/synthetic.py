@@ -146,3 +146,113 @@ def make_synthetic_tree(
                 (ann_dir / f"{stem}.xml").write_text(ilsvrc_xml(wnid if split == "train" else "val", stem, w, h, boxes))
                 counts[split][1] += len(boxes)
     return SyntheticTree(root, counts["train"][0], counts["val"][0], counts["train"][1], counts["val"][1])
+
+
+# Real EIC classes that are not ILSVRC classes (source "expanded" in data_manifests/eic_classes.parquet):
+# European swift, barnacle, sand cat, leash.
+EIC_NEW_WNIDS = ("n01832493", "n01998183", "n02125010", "n03652932")
+# dog.n.01: an ancestor of ILSVRC classes, so never an EIC class (ImageNet-21K holds many such synsets).
+NOT_EIC_WNID = "n02084071"
+PLANTED_VAL_IMAGE = "ILSVRC2012_val_00000001"
+
+
+@dataclass(frozen=True)
+class SyntheticArchives:
+    """What :func:`make_synthetic_archives` wrote: an ILSVRC tree and the two ImageNet-21K archives."""
+
+    root: Path
+    ilsvrc: SyntheticTree
+    images_tar: Path  # fall11_whole.tar: a tar of per-synset tars of JPEGs
+    annotations_tgz: Path  # Annotation.tar.gz: a gzip tar of per-synset .tar.gz of ILSVRC XMLs
+    images_in_tar: int
+    annotated_in_tar: int
+    planted_copy: str  # the image id, in the tar, whose bytes are those of an ILSVRC val image
+
+
+def _tar_bytes(members: list[tuple[str, bytes]], gzip_level: int | None = None) -> bytes:
+    """A tar (gzip-compressed when ``gzip_level`` is set) of (name, bytes), byte-identical for the same input."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    target = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=gzip_level) \
+        if gzip_level is not None else raw
+    with tarfile.open(fileobj=target, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    if gzip_level is not None:
+        target.close()
+    return raw.getvalue()
+
+
+def make_synthetic_archives(
+    root: str | os.PathLike[str],
+    n_classes: int = 4,
+    train_per_class: int = 12,
+    val_per_class: int = 4,
+    new_per_class: int = 30,
+    other_per_class: int = 8,
+    annotated_share: float = 0.7,
+    seed: int = 0,
+) -> SyntheticArchives:
+    """Write the shapes of the real downloads under ``root``, small.
+
+    * ``ROOT/ILSVRC/``: an ILSVRC-2012 tree (:func:`make_synthetic_tree`, ``n_classes`` classes);
+    * ``ROOT/fall11_whole.tar``: per-synset tars ``<wnid>.tar`` of ``<wnid>_<n>.JPEG``, for the
+      EIC-new classes :data:`EIC_NEW_WNIDS` (``new_per_class`` images each), two of the ILSVRC
+      classes and :data:`NOT_EIC_WNID` (``other_per_class`` each);
+    * ``ROOT/Annotation.tar.gz``: per-synset ``<wnid>.tar.gz`` of ``Annotation/<wnid>/<wnid>_<n>.xml``
+      for ``annotated_share`` of those images;
+    * one planted copy: the bytes of the ILSVRC val image :data:`PLANTED_VAL_IMAGE` stored as
+      one more image of the first EIC-new class, as ImageNet-21K holds ILSVRC val images.
+    """
+    from eic_builder.errors import OptionError
+
+    for name, value in (("new_per_class", new_per_class), ("other_per_class", other_per_class)):
+        if value < 1:
+            raise OptionError(f"{name}={value} must be >= 1")
+    if not 0 <= annotated_share <= 1:
+        raise OptionError(f"annotated_share={annotated_share} must be in [0, 1]")
+    root = Path(root)
+    ilsvrc = make_synthetic_tree(root / "ILSVRC", n_classes, train_per_class, val_per_class, seed)
+    rng = np.random.default_rng(seed + 1)
+    synsets = [(w, new_per_class) for w in EIC_NEW_WNIDS]
+    synsets += [(w, other_per_class) for w in DEMO_WNIDS[: min(2, n_classes)]] + [(NOT_EIC_WNID, other_per_class)]
+    image_tars: list[tuple[str, bytes]] = []
+    annotation_tars: list[tuple[str, bytes]] = []
+    n_images = n_annotated = 0
+    planted = f"{EIC_NEW_WNIDS[0]}_{new_per_class + 1}"
+    for wnid, count in sorted(synsets):
+        images: list[tuple[str, bytes]] = []
+        xmls: list[tuple[str, bytes]] = []
+        for n in range(1, count + 1):
+            w, h = (int(v) for v in rng.integers(160, 321, size=2))
+            image, boxes = draw_image(rng, w, h, int(rng.integers(1, 4)), wnid)
+            stem = f"{wnid}_{n}"
+            buf = _jpeg_bytes(image)
+            images.append((f"{stem}.JPEG", buf))
+            if rng.random() < annotated_share:
+                xmls.append((f"Annotation/{wnid}/{stem}.xml", ilsvrc_xml(wnid, stem, w, h, boxes).encode()))
+        if wnid == EIC_NEW_WNIDS[0]:
+            images.append((f"{planted}.JPEG", (root / "ILSVRC/val" / f"{PLANTED_VAL_IMAGE}.JPEG").read_bytes()))
+        n_images += len(images)
+        n_annotated += len(xmls)
+        image_tars.append((f"{wnid}.tar", _tar_bytes(images)))
+        if xmls:
+            annotation_tars.append((f"{wnid}.tar.gz", _tar_bytes(xmls, gzip_level=6)))
+    images_tar = root / "fall11_whole.tar"
+    images_tar.write_bytes(_tar_bytes(image_tars))
+    annotations_tgz = root / "Annotation.tar.gz"
+    annotations_tgz.write_bytes(_tar_bytes(annotation_tars, gzip_level=6))
+    return SyntheticArchives(root, ilsvrc, images_tar, annotations_tgz, n_images, n_annotated, planted)
+
+
+def _jpeg_bytes(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

@@ -6,6 +6,7 @@ Roles by file name (case-insensitive):
 * XML annotations: ``.xml``;
 * Kaggle LOC tables: ``LOC_*_solution.csv``;
 * COCO instances: ``.json``;
+* archives: ``.tar``, ``.tar.gz``, ``.tgz`` (read in place, see :mod:`eic_builder.scan.archives`);
 * everything else, and hidden files or folders (``.name``), is ignored by rule
   and counted in the scan's log.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.scan.annotations import WNID_RE
+from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
 
 FORMATS = ("auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco")
 WNID_FORMATS = ("ilsvrc-xml", "loc-csv")  # formats whose box labels are ImageNet wnids
@@ -31,32 +34,53 @@ _NAME_RE = re.compile(rb"<name>\s*([^<]*?)\s*</name>")
 
 @dataclass
 class FileIndex:
-    """The files of a tree by role, as paths relative to its root (``/``-separated, sorted)."""
+    """The files of a tree by role, as paths relative to its root (``/``-separated, sorted).
+
+    ``archives`` are tars found (or given); once read, their image and XML members join ``images``
+    and ``xmls`` with their probes in ``member_images`` and their bytes in ``member_xmls``.
+    """
 
     root: Path
+    name: str = ""  # the split name when no split folder is found: the (first) source's name
     images: list[str] = field(default_factory=list)
     xmls: list[str] = field(default_factory=list)
     loc_csvs: list[str] = field(default_factory=list)
     jsons: list[str] = field(default_factory=list)
+    archives: list[str] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    member_images: dict[str, ImageProbe] = field(default_factory=dict)
+    member_xmls: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def n_files(self) -> int:
-        """Every file seen, ignored ones included."""
-        return len(self.images) + len(self.xmls) + len(self.loc_csvs) + len(self.jsons) + sum(self.ignored.values())
+        """Every file seen, ignored ones included (archives count once, their members are counted when read)."""
+        return (len(self.images) + len(self.xmls) + len(self.loc_csvs) + len(self.jsons) + len(self.archives)
+                + sum(self.ignored.values()))
+
+    def add_file(self, rel: str) -> None:
+        """Sort one file, ``rel`` relative to the root, by its role."""
+        name = rel.rsplit("/", 1)[-1]
+        dot = name.rfind(".")
+        ext = name[dot:].lower() if dot > 0 else ""
+        if name[0] == ".":
+            self.ignored["hidden file"] += 1
+        elif ext in IMAGE_EXTENSIONS:
+            self.images.append(rel)
+        elif ext == ".xml":
+            self.xmls.append(rel)
+        elif LOC_CSV_RE.match(name):
+            self.loc_csvs.append(rel)
+        elif ext == ".json":
+            self.jsons.append(rel)
+        elif archive_kind(name) is not None:
+            self.archives.append(rel)
+        else:
+            self.ignored[f"not an image or annotation ({ext or 'no extension'})"] += 1
 
 
-def index_tree(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None) -> FileIndex:
-    """Walk ``root`` in sorted order and sort its files by role; ``exclude`` is a folder to skip."""
-    root = Path(root)
-    if not root.exists():
-        raise InputNotFoundError(f"ROOT {root} does not exist")
-    if not root.is_dir():
-        raise InputNotFoundError(f"ROOT {root} is not a directory")
-    skip = Path(exclude).resolve() if exclude else None
-    index = FileIndex(root=root)
-    root_str = os.fspath(root)
-    for dirpath, dirnames, filenames in os.walk(root_str):
+def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None:
+    """Add the files under ``folder`` (sorted walk) with paths ``prefix + relative path``."""
+    for dirpath, dirnames, filenames in os.walk(folder):
         kept = []
         for d in sorted(dirnames):
             if d.startswith("."):
@@ -66,35 +90,64 @@ def index_tree(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | N
             else:
                 kept.append(d)
         dirnames[:] = kept
-        rel_dir = os.path.relpath(dirpath, root_str)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        images, xmls, jsons = index.images, index.xmls, index.jsons
+        rel_dir = os.path.relpath(dirpath, folder)
+        sub = prefix if rel_dir == "." else prefix + rel_dir.replace(os.sep, "/") + "/"
         for name in sorted(filenames):
-            dot = name.rfind(".")
-            ext = name[dot:].lower() if dot > 0 else ""
-            if name[0] == ".":
-                index.ignored["hidden file"] += 1
-            elif ext in IMAGE_EXTENSIONS:
-                images.append(prefix + name)
-            elif ext == ".xml":
-                xmls.append(prefix + name)
-            elif LOC_CSV_RE.match(name):
-                index.loc_csvs.append(prefix + name)
-            elif ext == ".json":
-                jsons.append(prefix + name)
-            else:
-                index.ignored[f"not an image or annotation ({ext or 'no extension'})"] += 1
+            index.add_file(sub + name)
+
+
+def index_tree(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None) -> FileIndex:
+    """Walk ``root`` in sorted order and sort its files by role; ``exclude`` is a folder to skip."""
+    return index_sources([root], exclude)
+
+
+def index_sources(sources: Sequence[str | os.PathLike[str]],
+                  exclude: str | os.PathLike[str] | None = None) -> FileIndex:
+    """Index every SOURCE (a folder, an archive, or an annotation file) under one root.
+
+    One folder is its own root (paths relative to it); otherwise the root is the
+    deepest folder holding every source, and each source's paths start with its
+    place under it (``fall11_whole.tar/n01440764.tar/n01440764_1.JPEG``).
+    """
+    if not sources:
+        raise InputNotFoundError("give at least one SOURCE (a folder, a .tar or a .tar.gz)")
+    paths = [Path(s) for s in sources]
+    for path in paths:
+        if not path.exists():
+            raise InputNotFoundError(f"SOURCE {path} does not exist")
+        if not (path.is_dir() or path.is_file()):
+            raise InputNotFoundError(f"SOURCE {path} is neither a folder nor a regular file")
+    if len(paths) == 1 and paths[0].is_dir():
+        root = paths[0]
+    else:
+        root = Path(os.path.commonpath([os.fspath((p if p.is_dir() else p.parent).resolve()) for p in paths]))
+    skip = Path(exclude).resolve() if exclude else None
+    index = FileIndex(root=root, name=strip_archive_suffix(paths[0].resolve().name))
+    seen: set[str] = set()
+    for path in paths:
+        rel = "" if path.is_dir() and path.resolve() == root.resolve() else \
+            os.path.relpath(path.resolve(), root.resolve()).replace(os.sep, "/")
+        if rel in seen:
+            raise InputNotFoundError(f"SOURCE {path} is given twice")
+        seen.add(rel)
+        if path.is_dir():
+            _walk(index, os.fspath(path), rel + "/" if rel else "", skip)
+        else:
+            index.add_file(rel)
+    for role in ("images", "xmls", "loc_csvs", "jsons", "archives"):
+        getattr(index, role).sort()
     return index
 
 
-def _xml_flavour(root: Path, xmls: list[str], sample: int = 20) -> str:
+def _xml_flavour(root: Path, xmls: list[str], members: dict[str, bytes], sample: int = 20) -> str:
     """``ilsvrc-xml`` when most objects in the sampled XMLs are named by wnid, else ``voc-xml``."""
     names: list[bytes] = []
     for rel in xmls[:sample]:
         try:
-            names += _NAME_RE.findall((root / rel).read_bytes()[:65536])
+            data = members[rel] if rel in members else (root / rel).read_bytes()
         except OSError:
             continue
+        names += _NAME_RE.findall(data[:65536])
     n_wnids = sum(WNID_RE.match(n.decode("utf-8", "replace")) is not None for n in names)
     return "ilsvrc-xml" if not names or n_wnids * 2 > len(names) else "voc-xml"
 
@@ -110,12 +163,12 @@ def detect_format(index: FileIndex) -> str:
     if index.loc_csvs:
         return "loc-csv"
     if index.xmls:
-        return _xml_flavour(index.root, index.xmls)
+        return _xml_flavour(index.root, index.xmls, index.member_xmls)
     if index.images:
         return "ilsvrc-xml"
     raise InputNotFoundError(
-        f"ROOT {index.root} holds no image (.JPEG/.jpg/.png) and no annotation (.xml, LOC_*_solution.csv, "
-        f"COCO .json): {index.n_files} files seen"
+        f"{index.root} holds no image (.JPEG/.jpg/.png) and no annotation (.xml, LOC_*_solution.csv, "
+        f"COCO .json), in folders or archives: {index.n_files} files seen"
     )
 
 
@@ -150,18 +203,18 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     holds several splits is an error, and a tree with none is named after its
     root folder.
     """
-    roles = ("images", "xmls", "loc_csvs", "jsons")
+    roles = ("images", "xmls", "loc_csvs", "jsons", "archives")
     splits = {role: [split_of(rel) for rel in getattr(index, role)] for role in roles}
     found = sorted({s for role in roles for s in splits[role] if s is not None})
     if split is None:
         if len(found) > 1:
             raise OptionError(
-                f"ROOT {index.root} holds several splits ({', '.join(found)}); scan one at a time with --split NAME"
+                f"{index.root} holds several splits ({', '.join(found)}); scan one at a time with --split NAME"
             )
-        return index, found[0] if found else index.root.resolve().name
+        return index, found[0] if found else index.name or index.root.resolve().name
     if not found:
         return index, split
-    kept = FileIndex(root=index.root, ignored=Counter(index.ignored))
+    kept = FileIndex(root=index.root, name=index.name, ignored=Counter(index.ignored))
     for role in roles:
         out = getattr(kept, role)
         for rel, s in zip(getattr(index, role), splits[role]):

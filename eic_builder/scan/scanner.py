@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +33,20 @@ from eic_builder.manifest import (
 )
 from eic_builder.progress import progress
 from eic_builder.scan.annotations import AnnotationError, RawAnnotation, read_coco, read_loc_csv
+from eic_builder.scan.archives import (
+    ArchiveEntries,
+    ArchivePlan,
+    ArchiveUnit,
+    ImageProbe,
+    plan_archive,
+    read_unit,
+)
 from eic_builder.scan.layout import (
     WNID_FORMATS,
     FileIndex,
     check_format,
     detect_format,
-    index_tree,
+    index_sources,
     select_split,
 )
 from eic_builder.scan.unit import Item, ScanConfig, scan_unit
@@ -107,7 +115,7 @@ def _items_from_tables(
     ids = sorted(set(images) | set(annotations))
     return [
         Item(i, images.get(i), annotations[i][0] if i in annotations else None,
-             annotations[i][1] if i in annotations else RawAnnotation())
+             annotations[i][1] if i in annotations else RawAnnotation(), probe=index.member_images.get(images.get(i)))
         for i in ids
     ]
 
@@ -117,12 +125,17 @@ def build_items(index: FileIndex, fmt: str) -> tuple[list[Item], list[tuple], Co
     rejects: list[tuple] = []
     ignored: Counter[str] = Counter(index.ignored)
     images = _first_by_stem(index.images, "image", rejects)
+    probes = index.member_images
     if fmt in ("ilsvrc-xml", "voc-xml"):
         xmls = _first_by_stem(index.xmls, "annotation", rejects)
         for _ in index.loc_csvs + index.jsons:
             ignored[f"annotation of another format ({fmt} scan)"] += 1
         ids = sorted(set(images) | set(xmls))
-        return [Item(i, images.get(i), xmls.get(i)) for i in ids], rejects, ignored
+        return [Item(i, images.get(i), xmls.get(i), probe=probes.get(images.get(i)),
+                     ann_bytes=index.member_xmls.get(xmls.get(i))) for i in ids], rejects, ignored
+    for _ in index.member_xmls:
+        ignored[f"XML annotation in an archive ({fmt} scan)"] += 1
+    index.xmls = [rel for rel in index.xmls if rel not in index.member_xmls]
     if fmt == "loc-csv":
         for _ in index.xmls + index.jsons:
             ignored["annotation of another format (loc-csv scan)"] += 1
@@ -168,7 +181,7 @@ def make_units(items: list[Item], unit_size: int = UNIT_SIZE) -> list[tuple[str,
 def _fingerprint(cfg: ScanConfig) -> str:
     record = {
         "root": str(Path(cfg.root).resolve()), "fmt": cfg.fmt, "split": cfg.split,
-        "verify": cfg.verify_images, "expected": cfg.images_expected,
+        "verify": cfg.verify_images, "expected": cfg.images_expected, "hash": cfg.hash_files,
         "wnids": len(cfg.known_wnids) if cfg.known_wnids is not None else None,
     }
     return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
@@ -190,42 +203,93 @@ def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
     return images, boxes, rejects
 
 
+def _read_archives(index: FileIndex, parts_root: Path, n_workers: int) -> tuple[list[tuple], int, int]:
+    """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
+    and add their members to the index. Returns (rejects, units resumed, units in all)."""
+    plan = ArchivePlan()
+    for rel in index.archives:
+        plan_archive(index.root, rel, plan)
+    index.ignored.update(plan.ignored)
+    root = os.fspath(index.root)
+    stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
+    keyed = [(f"archive-{unit.key(stats[unit.archive])}.json", unit) for unit in plan.units]
+    entries = ArchiveEntries()
+    done = {name for name, _ in keyed if (parts_root / name).is_file()}
+    for name in sorted(done):
+        entries.extend(ArchiveEntries.from_json((parts_root / name).read_text()))
+    todo = [(name, unit) for name, unit in keyed if name not in done]
+    bar = progress(total=sum(u.length if u.members is None else sum(m[2] for m in u.members) for _, u in todo),
+                   desc="archives", unit="B", unit_scale=True)
+
+    def keep(name: str, unit: ArchiveUnit, found: ArchiveEntries) -> None:
+        tmp = parts_root / f".{name}.tmp"
+        tmp.write_text(found.to_json())
+        os.replace(tmp, parts_root / name)
+        entries.extend(found)
+        bar.update(unit.length if unit.members is None else sum(m[2] for m in unit.members))
+
+    if n_workers == 1 or len(todo) <= 1:
+        for name, unit in todo:
+            keep(name, unit, read_unit(root, unit))
+    else:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            futures = {pool.submit(read_unit, root, unit): (name, unit) for name, unit in todo}
+            for future in as_completed(futures):
+                keep(*futures[future], future.result())
+    bar.close()
+    index.ignored.update(entries.ignored)
+    for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
+        index.member_images[path] = ImageProbe(archive, offset, size, sha1, width, height, reason, detail)
+    index.member_xmls.update(entries.xmls)
+    index.images = sorted(index.images + list(index.member_images))
+    index.xmls = sorted(index.xmls + list(entries.xmls))
+    return plan.rejects + entries.rejects, len(done), len(keyed)
+
+
 def scan(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     fmt: str = "auto",
     split: str | None = None,
     verify_images: bool = False,
     workers: int | None = None,
     known_wnids: frozenset[str] | Callable[[], frozenset[str]] | None = None,
+    hash_files: bool = False,
 ) -> ScanSummary:
-    """Scan the tree at ``root`` into the manifest directory ``out``.
+    """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``.
 
     ``fmt`` is one of :data:`~eic_builder.scan.layout.FORMATS`; ``split`` picks
     the split to scan (see :func:`~eic_builder.scan.layout.select_split`).
     ``known_wnids``, when given, is the set of WordNet noun ids a box's wnid
     must belong to, or a function returning it, called only when the format
-    labels boxes with wnids (ILSVRC XML, LOC CSV). Every file seen ends in
-    ``images`` or ``rejects``, or is counted as ignored in the summary.
+    labels boxes with wnids (ILSVRC XML, LOC CSV). ``hash_files`` records the
+    SHA-1 of loose image files too (archive members always get one). Every
+    file seen ends in ``images`` or ``rejects``, or is counted as ignored in the summary.
     """
     check_format(fmt)
     if workers is not None and workers < 1:
         raise OptionError(f"--workers={workers} must be >= 1")
-    root = Path(root)
+    sources = [root] if isinstance(root, (str, os.PathLike)) else list(root)
     out = Path(out)
-    index, split_name = select_split(index_tree(root, exclude=out), split)
+    index, split_name = select_split(index_sources(sources, exclude=out), split)
+    root = index.root
+    n_workers = workers or os.cpu_count() or 1
+    archive_parts = out / PARTS_DIR / "archives"
+    archive_parts.mkdir(parents=True, exist_ok=True)
+    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers)
     resolved = detect_format(index) if fmt == "auto" else fmt
     if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
         detect_format(index)  # raises the "nothing recognisable" error
     items, rejects, ignored = build_items(index, resolved)
+    rejects += archive_rejects
     if not items and not rejects:
-        raise InputNotFoundError(f"ROOT {root} holds no {resolved} annotation or image to scan")
+        raise InputNotFoundError(f"{root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):
         known_wnids = known_wnids() if resolved in WNID_FORMATS else None
     cfg = ScanConfig(
         root=os.fspath(root), fmt=resolved, split=split_name, verify_images=verify_images,
         images_expected=bool(index.images),
-        known_wnids=known_wnids,
+        known_wnids=known_wnids, hash_files=hash_files,
     )
     units = make_units(items, UNIT_SIZE)
     parts_root = out / PARTS_DIR / _fingerprint(cfg)
@@ -235,7 +299,6 @@ def scan(
     resumed = len(units) - len(todo)
     if resumed:
         log.info("resuming: %d of %d units already scanned", resumed, len(units))
-    n_workers = workers or os.cpu_count() or 1
     results = {}
     for name, _ in units:
         if name in done:
@@ -264,7 +327,7 @@ def scan(
     summary = ScanSummary(
         split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
         rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
-        units_resumed=resumed, units_total=len(units),
+        units_resumed=resumed + archives_resumed, units_total=len(units) + archive_units,
     )
     log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
              root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,

@@ -7,16 +7,25 @@ that finished.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from eic_builder.errors import EICError
 from eic_builder.filters import box_flags
-from eic_builder.imagesize import ImageHeaderError, read_image_header, verify_image
+from eic_builder.imagesize import (
+    ImageHeaderError,
+    image_header_of_bytes,
+    read_image_header,
+    verify_image,
+    verify_image_bytes,
+)
 from eic_builder.manifest import to_table, write_manifest
 from eic_builder.scan.annotations import AnnotationError, RawAnnotation, is_wnid, parse_xml
+from eic_builder.scan.archives import ImageProbe, strip_archive_suffix
 from eic_builder.scan.layout import WNID_FORMATS
 
 # Boxes may overshoot the image by this many pixels (rounding in the source); they are clipped.
@@ -33,20 +42,26 @@ class ScanConfig:
     verify_images: bool
     images_expected: bool
     known_wnids: frozenset[str] | None = None  # when set, box wnids must be among these
+    hash_files: bool = False  # read loose image files whole and record their SHA-1
 
 
 @dataclass
 class Item:
-    """One image to scan: its file and/or its annotation (an XML to parse, or pre-parsed)."""
+    """One image to scan: its file and/or its annotation (an XML to parse, or pre-parsed).
+
+    Archive members come with their image already probed (``probe``) and their XML as bytes (``ann_bytes``).
+    """
 
     image_id: str
     image_rel: str | None
     ann_rel: str | None
     pre: RawAnnotation | None = None
+    probe: ImageProbe | None = None
+    ann_bytes: bytes | None = None
 
 
 IMAGE_COLUMNS = ("image_id", "split", "label", "wnid", "path", "annotation", "width", "height", "has_image",
-                 "n_boxes")
+                 "n_boxes", "archive", "offset", "size", "sha1")
 BOX_COLUMNS = ("image_id", "box_index", "label", "wnid", "x1", "y1", "x2", "y2", "image_width", "image_height")
 REJECT_COLUMNS = ("path", "image_id", "level", "reason", "detail")
 
@@ -70,9 +85,10 @@ def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
 
 
 def _folder_label(rel: str | None) -> str | None:
+    """The wnid of the folder (or per-synset archive, ``n01440764.tar``) that holds ``rel``."""
     if rel is None or "/" not in rel:
         return None
-    parent = rel.rsplit("/", 2)[-2]
+    parent = strip_archive_suffix(rel.rsplit("/", 2)[-2])
     return parent if is_wnid(parent) else None
 
 
@@ -99,7 +115,8 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
     xml = cfg.fmt in ("ilsvrc-xml", "voc-xml")
     if xml and ann_path is not None:
         try:
-            ann = parse_xml(_read_file(f"{root}/{ann_path}"), "voc" if cfg.fmt == "voc-xml" else "ilsvrc")
+            data = item.ann_bytes if item.ann_bytes is not None else _read_file(f"{root}/{ann_path}")
+            ann = parse_xml(data, "voc" if cfg.fmt == "voc-xml" else "ilsvrc")
         except AnnotationError as exc:
             rows.reject(ann_path, item.image_id, "file", exc.reason, exc.detail)
             ann, ann_path = None, None
@@ -107,12 +124,29 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
             rows.reject(ann_path, item.image_id, "file", "unreadable", str(exc))
             ann, ann_path = None, None
 
+    location: tuple = (None, None, None, None)  # archive, offset, size, sha1
     if item.image_rel is not None:
         try:
-            header = read_image_header(f"{root}/{item.image_rel}")
-            width, height = header.width, header.height
-            if cfg.verify_images:
-                width, height = verify_image(f"{root}/{item.image_rel}")
+            if item.probe is not None:
+                probe = item.probe
+                location = (probe.archive, probe.offset, probe.size, probe.sha1)
+                if probe.reason is not None:
+                    raise ImageHeaderError(probe.reason, probe.detail or probe.reason)
+                width, height = probe.width, probe.height
+                if cfg.verify_images:
+                    width, height = verify_image_bytes(_read_member(root, item.image_rel, probe))
+            elif cfg.hash_files:
+                data = _read_file(f"{root}/{item.image_rel}")
+                location = (None, None, len(data), hashlib.sha1(data).hexdigest())
+                header = image_header_of_bytes(data, item.image_rel)
+                width, height = header.width, header.height
+                if cfg.verify_images:
+                    width, height = verify_image_bytes(data)
+            else:
+                header = read_image_header(f"{root}/{item.image_rel}")
+                width, height = header.width, header.height
+                if cfg.verify_images:
+                    width, height = verify_image(f"{root}/{item.image_rel}")
         except (ImageHeaderError, OSError) as exc:
             reason = exc.reason if isinstance(exc, ImageHeaderError) else "unreadable"
             rows.reject(item.image_rel, item.image_id, "file", reason, str(exc))
@@ -155,7 +189,19 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
 
     label = _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
     rows.images.append((item.image_id, cfg.split, label, label if label is not None and is_wnid(label) else None,
-                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept))
+                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept, *location))
+
+
+def _read_member(root: str, rel: str, probe: ImageProbe) -> bytes:
+    from eic_builder.image_source import ImageReader, ImageRef
+
+    reader = ImageReader(root)
+    try:
+        return reader.read(ImageRef(rel, probe.archive, probe.offset, probe.size))
+    except EICError as exc:
+        raise ImageHeaderError("unreadable", str(exc)) from exc
+    finally:
+        reader.close()
 
 
 def _box_problem(box: tuple, width: int, height: int, check_wnid: bool,

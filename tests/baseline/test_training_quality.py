@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from baseline.engine import model_from_checkpoint, train
 from baseline.evaluation import proposal_metrics
 from baseline.peers import sliding_window
 from baseline.proposals import ProposalConfig, propose
+from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
 
@@ -27,7 +27,8 @@ def test_tiny_training_reaches_recall_0_9(tmp_path: Path) -> None:
     model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
     records, root = load_records(tmp_path / "val")
     gts = {r.image_id: r.boxes for r in records}
-    images = {r.image_id: read_rgb(os.path.join(root, r.path)) for r in records}
+    reader = ImageReader(root)
+    images = {r.image_id: read_rgb(reader, r.ref) for r in records}
     cfg = ProposalConfig(scales=(256,), top_k=300)
     rpn = proposal_metrics(gts, {i: propose(model, im, cfg)[0] for i, im in images.items()}, (10, 100, 300))
     window = proposal_metrics(gts, {i: sliding_window(im, 300)[0] for i, im in images.items()}, (10, 100, 300))

@@ -33,7 +33,7 @@ def test_synth_scan_filter_stats(tmp_path: Path) -> None:
 def test_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     r = run("scan", str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
     assert r.exit_code == 2
-    assert r.output.strip().splitlines() == [f"eic-build: error: ROOT {tmp_path / 'missing'} does not exist"]
+    assert r.output.strip().splitlines() == [f"eic-build: error: SOURCE {tmp_path / 'missing'} does not exist"]
     r = run("filter", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--drop", "tiny")
     assert r.exit_code == 2 and "unknown box flag(s) tiny" in r.output
     r = run("stats")
@@ -62,3 +62,28 @@ def test_scan_checks_wnids_against_wordnet_by_default(tmp_path: Path, wordnet_in
     r = run("scan", str(tmp_path / "t"), "--out", str(tmp_path / "m"))
     assert r.exit_code == 0, r.output
     assert "rejected        1  not_a_wordnet_noun" in r.output
+
+
+def test_archives_demo_path(tmp_path: Path) -> None:
+    """synth --layout archives -> scan (tree and archives) -> assemble -> stats in the paper's layout."""
+    root, m = tmp_path / "dl", tmp_path / "m"
+    r = run("synth", str(root), "--layout", "archives", "--classes", "2", "--train-per-class", "3",
+            "--val-per-class", "2", "--new-per-class", "6")
+    assert r.exit_code == 0 and "planted copy of an ILSVRC val image: n01832493_7" in r.output, r.output
+    for split in ("train", "val"):
+        r = run("scan", str(root / "ILSVRC"), "--split", split, "--out", str(m / split), "--workers", "1",
+                "--no-wordnet-check")
+        assert r.exit_code == 0, r.output
+    r = run("scan", str(root / "fall11_whole.tar"), str(root / "Annotation.tar.gz"), "--out", str(m / "21k"),
+            "--workers", "1", "--no-wordnet-check")
+    assert r.exit_code == 0 and "(ilsvrc-xml, split fall11_whole)" in r.output, r.output
+    r = run("assemble", str(m / "train"), str(m / "val"), str(m / "21k"), "--out", str(tmp_path / "eic"),
+            "--val-per-class", "2", "--max-train-per-class", "3", "--min-train-per-class", "2")
+    assert r.exit_code == 0, r.output
+    assert "train: 18 images" in r.output and "val: 12 images" in r.output, r.output
+    assert "1  pool image with the bytes of an ILSVRC val image" in r.output
+    r = run("stats", f"EIC/Train={tmp_path / 'eic/train'}", f"EIC/Val={tmp_path / 'eic/val'}",
+            f"ILSVRC/Train={m / 'train'}", f"ILSVRC/Val={m / 'val'}")
+    assert r.exit_code == 0 and "Extended ImageNet" in r.output.splitlines()[0], r.output
+    r = run("assemble", str(m / "21k"), "--out", str(tmp_path / "bad"), "--short-classes", "drop")
+    assert r.exit_code == 2 and "Invalid value for '--short-classes'" in r.output

@@ -16,7 +16,8 @@ def _manifest(tmp_path: Path) -> Path:
     """3 images (2 of class a, 1 of b; one without boxes), 3 boxes in 100x100 images."""
     images = {"image_id": ["i1", "i2", "i3"], "split": ["val"] * 3, "label": ["a", "a", "b"],
               "wnid": [None] * 3, "path": ["1", "2", "3"], "annotation": [None] * 3, "width": [100] * 3,
-              "height": [100] * 3, "has_image": [True] * 3, "n_boxes": [2, 0, 1]}
+              "height": [100] * 3, "has_image": [True] * 3, "n_boxes": [2, 0, 1],
+              "archive": [None] * 3, "offset": [None] * 3, "size": [None] * 3, "sha1": [None] * 3}
     boxes = {"image_id": ["i1", "i1", "i3"], "box_index": [0, 1, 0], "label": ["a", "a", "b"], "wnid": [None] * 3,
              "x1": [0, 0, 0], "y1": [0, 0, 0], "x2": [10, 100, 50], "y2": [10, 20, 50],
              "area_ratio": [0.01, 0.2, 0.25], "is_small": [True, False, False], "is_twisted": [False, True, False]}
@@ -42,7 +43,8 @@ def test_render_formats(tmp_path: Path) -> None:
     assert "| # of images        | 3" in md and "| Avg im # per cls   | 1-2" in md and "Definitions:" in md
     assert "n/a (no features)" in md
     csv_text = dataset_table([f"A={d}"], "csv")
-    assert csv_text.splitlines()[:3] == ["Dataset split,A", "# of images,3", "Avg im # per cls,1-2"]
+    assert csv_text.splitlines()[:4] == ["Dataset split,A", "# of images,3", "Images per class (min),1",
+                                         "Images per class (max),2"]
     doc = json.loads(dataset_table([f"A={d}"], "json"))
     assert doc["splits"][0]["n_images"] == 3 and doc["table"][2] == {"Dataset split": "Avg anno per im", "A": "1.50"}
     tex = dataset_table([f"A={d}"], "latex")
@@ -92,7 +94,8 @@ def test_stats_on_large_random_manifest(tmp_path: Path) -> None:
     w = rng.uniform(1, 100, n)
     h = rng.uniform(1, 100, n)
     images = {"image_id": ["i"], "split": ["s"], "label": ["a"], "wnid": [None], "path": [None],
-              "annotation": [None], "width": [200], "height": [200], "has_image": [False], "n_boxes": [n]}
+              "annotation": [None], "width": [200], "height": [200], "has_image": [False], "n_boxes": [n],
+              "archive": [None], "offset": [None], "size": [None], "sha1": [None]}
     boxes = {"image_id": ["i"] * n, "box_index": np.arange(n, dtype=np.int32), "label": ["a"] * n,
              "wnid": [None] * n, "x1": x1, "y1": y1, "x2": x1 + w, "y2": y1 + h,
              "area_ratio": (w * h / 40000), "is_small": np.zeros(n, bool), "is_twisted": np.zeros(n, bool)}
@@ -115,3 +118,23 @@ def test_eic_classes_present(synthetic_tree: Path, tmp_path: Path) -> None:
     eic = frozenset(read_table(data_manifests_dir() / "eic_classes.parquet", "eic_classes")["wnid"].to_pylist())
     md = dataset_table([f"train={tmp_path / 'm'}"], eic_wnids=eic)
     assert "| EIC classes present | 4 of 2,686" in md  # the four synthetic classes are ILSVRC classes
+
+
+def test_two_level_header_in_the_papers_layout(tmp_path: Path) -> None:
+    d = _manifest(tmp_path)
+    specs = [f"EIC/Train={d}", f"EIC/Val={d}", f"ILSVRC/Train={d}", f"ILSVRC/Val={d}"]
+    md = dataset_table(specs, "md").splitlines()
+    assert [c.strip() for c in md[0].strip("|").split("|")] == ["Dataset split", "Extended ImageNet", "",
+                                                                "ILSVRC CLS 2012", ""]
+    assert [c.strip() for c in md[2].strip("|").split("|")] == ["", "Train", "Val", "Train", "Val"]
+    assert md[3].startswith("| # of images")
+    tex = dataset_table(specs, "latex")
+    assert (r"Dataset split & \multicolumn{2}{c}{Extended ImageNet} & \multicolumn{2}{c}{ILSVRC CLS 2012} \\"
+            in tex) and r"\cline{2-3}\cline{4-5}" in tex and r" & Train & Val & Train & Val \\" in tex
+    flat = dataset_table(specs, "csv").splitlines()
+    assert flat[0] == "Dataset split,EIC/Train,EIC/Val,ILSVRC/Train,ILSVRC/Val" and flat[1] == "# of images,3,3,3,3"
+    assert flat[4] == "Avg anno per im,1.5,1.5,1.5,1.5"
+    # a plain name beside grouped ones keeps its own column
+    md = dataset_table([f"A={d}", f"EIC/Train={d}", f"EIC/Val={d}"], "md").splitlines()
+    assert [c.strip() for c in md[0].strip("|").split("|")] == ["Dataset split", "", "Extended ImageNet", ""]
+    assert [c.strip() for c in md[2].strip("|").split("|")] == ["", "A", "Train", "Val"]

@@ -1,0 +1,282 @@
+"""``eic-build assemble``: the EIC train and val manifests, from ILSVRC-2012 and ImageNet-21K manifests.
+
+Each input manifest's images play a role by their ``split``: ``train`` is
+ILSVRC-2012 train, ``val`` is ILSVRC-2012 val, any other split (a scan of
+``fall11_whole.tar`` is named ``fall11_whole``) is the *pool* the new classes
+draw from. The rules, in this order, each counted in the report:
+
+1. Only EIC classes (the ``--classes`` list). ILSVRC-2012 classes keep
+   ILSVRC's own split, so they come from the train/val manifests; the new
+   classes come from the pool.
+2. Images without a file (annotation-only rows) are left out; a second row
+   with an image id already taken (by an earlier manifest) is left out.
+3. Every image gets a content hash (SHA-1 of its bytes): scans of archives
+   record it; the rest are read here.
+4. A pool image whose bytes are those of an ILSVRC val image is dropped:
+   ImageNet-21K holds ILSVRC-2012 val images.
+5. Each new class orders its images by ``sha1(seed:image_id)``: the first
+   ``val_per_class`` go to val, the rest are train candidates. A train image
+   (new or ILSVRC) whose bytes equal any val image's is dropped; then at most
+   ``max_train_per_class`` train images are kept per new class.
+6. New classes with fewer than ``min_train_per_class`` train images are skipped
+   (``short="skip"``), make the command fail (``"refuse"``), or stay (``"keep"``).
+
+Boxes follow their images; images without boxes are kept (the paper's table
+counts every image). Paths are rewritten relative to the deepest folder
+holding every input's image root. The same inputs give the same bytes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from eic_builder.errors import OptionError, check_choice
+from eic_builder.image_source import ImageReader, image_refs, image_root
+from eic_builder.manifest import command_line, read_manifest, read_table, to_table, write_manifest
+from eic_builder.progress import progress
+
+log = logging.getLogger(__name__)
+
+SHORT_POLICIES = ("skip", "refuse", "keep")
+ILSVRC_SPLITS = ("train", "val")
+# The paper's "Extended ImageNet" columns (dataset table slide).
+PAPER = {"classes": 2686, "train_images": 2_456_727, "val_images": 273_140, "train_per_class": (251, 1300),
+         "val_per_class": (34, 50)}
+
+
+@dataclass(frozen=True)
+class AssembleOptions:
+    """The knobs of ``assemble`` (see the module docstring for the rules they drive)."""
+
+    val_per_class: int = 50
+    max_train_per_class: int = 1300
+    min_train_per_class: int = 1
+    seed: int = 0
+    short: str = "skip"
+    hash_workers: int = 8
+
+    def validate(self) -> None:
+        check_choice("--short-classes", self.short, SHORT_POLICIES)
+        if self.val_per_class < 1:
+            raise OptionError(f"--val-per-class={self.val_per_class} must be >= 1")
+        if self.max_train_per_class < 1:
+            raise OptionError(f"--max-train-per-class={self.max_train_per_class} must be >= 1")
+        if not 0 <= self.min_train_per_class <= self.max_train_per_class:
+            raise OptionError(f"--min-train-per-class={self.min_train_per_class} must be in "
+                              f"[0, --max-train-per-class={self.max_train_per_class}]")
+        if self.hash_workers < 1:
+            raise OptionError(f"hash_workers={self.hash_workers} must be >= 1")
+
+
+@dataclass
+class AssembleResult:
+    """What ``assemble`` wrote and every rule's effect (image counts unless named otherwise)."""
+
+    out: Path
+    classes_listed: int
+    classes: dict[str, int]  # split -> classes with images
+    images: dict[str, int]
+    boxes: dict[str, int]
+    per_class: dict[str, tuple[int, int]]  # split -> (min, max) images per class
+    effects: dict[str, int] = field(default_factory=dict)
+    short_classes: list[tuple[str, int]] = field(default_factory=list)  # (wnid, train images)
+    missing_classes: list[str] = field(default_factory=list)
+
+
+def rank_key(image_id: str, seed: int) -> int:
+    """The deterministic draw order of an image: the first 8 bytes of ``sha1(seed:image_id)``."""
+    return int.from_bytes(hashlib.sha1(f"{seed}:{image_id}".encode()).digest()[:8], "big")
+
+
+def _rebase(column: pa.ChunkedArray, prefix: str) -> pa.Array:
+    if not prefix:
+        return column
+    return pc.if_else(pc.is_null(column), column, pc.binary_join_element_wise(prefix, column, "/"))
+
+
+def _read_inputs(manifests: list[Path]) -> tuple[pd.DataFrame, list, str]:
+    """One frame of every input image (paths rebased on the common root), the manifests, and that root."""
+    read = [read_manifest(m) for m in manifests]
+    roots = [image_root(m.meta) for m in read]
+    common = os.path.commonpath([os.path.abspath(r) for r in roots])
+    frames = []
+    for number, (m, root) in enumerate(zip(read, roots)):
+        prefix = os.path.relpath(os.path.abspath(root), common).replace(os.sep, "/")
+        prefix = "" if prefix == "." else prefix
+        images = m.images
+        for name in ("path", "annotation", "archive"):
+            images = images.set_column(images.schema.get_field_index(name), name, _rebase(images[name], prefix))
+        frame = images.to_pandas()
+        frame["manifest"] = number
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True), read, common
+
+
+def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:
+    """Compute the SHA-1 of rows that have none (reading their bytes); returns how many."""
+    missing = frame.index[frame["sha1"].isna()]
+    if len(missing) == 0:
+        return 0
+    log.info("hashing %d images that their scan did not hash (scan --hash avoids this)", len(missing))
+    reader = ImageReader(common)
+    refs = image_refs(pa.Table.from_pandas(frame.loc[missing, ["path", "archive", "offset", "size"]],
+                                           preserve_index=False))
+    bar = progress(total=len(refs), desc="hash", unit="img")
+
+    def digest(ref) -> str:
+        value = hashlib.sha1(reader.read(ref)).hexdigest()
+        bar.update(1)
+        return value
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        frame.loc[missing, "sha1"] = list(pool.map(digest, refs))
+    bar.close()
+    reader.close()
+    return len(missing)
+
+
+def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.PathLike[str],
+             out: str | os.PathLike[str], options: AssembleOptions | None = None) -> AssembleResult:
+    """Write ``OUT/train``, ``OUT/val`` and ``OUT/report.md`` from the input ``manifests``."""
+    options = options or AssembleOptions()
+    options.validate()
+    if not manifests:
+        raise OptionError("give at least one MANIFEST (ILSVRC train/val scans and ImageNet-21K scans)")
+    out = Path(out)
+    paths = [Path(m) for m in manifests]
+    for path in paths:
+        if path.resolve() == out.resolve() or out.resolve() in path.resolve().parents:
+            raise OptionError(f"--out {out} would overwrite the input manifest {path}")
+    classes = read_table(classes_file, "eic_classes").select(["wnid", "source"]).to_pandas()
+    source_of = dict(zip(classes["wnid"], classes["source"]))
+    frame, read, common = _read_inputs(paths)
+    effects: Counter[str] = Counter()
+
+    role = np.where(frame["split"].isin(ILSVRC_SPLITS), frame["split"], "pool")
+    frame["role"] = role
+    frame["class_source"] = frame["label"].map(source_of)
+    effects["not an EIC class"] = int(frame["class_source"].isna().sum())
+    wrong_role = frame["class_source"].notna() & (
+        ((frame["class_source"] == "ilsvrc1k") & (frame["role"] == "pool"))
+        | ((frame["class_source"] != "ilsvrc1k") & (frame["role"] != "pool")))
+    effects["ILSVRC class image in a pool manifest, or new class image in an ILSVRC split"] = int(wrong_role.sum())
+    frame = frame[frame["class_source"].notna() & ~wrong_role]
+    effects["no image file (annotation-only row)"] = int((~frame["has_image"]).sum())
+    frame = frame[frame["has_image"]]
+    duplicated = frame["image_id"].duplicated(keep="first")
+    rejects = [_reject_row(r, "duplicate_image_id", "image id taken by an earlier manifest")
+               for r in frame[duplicated].itertuples()]
+    effects["image id already taken by an earlier manifest"] = int(duplicated.sum())
+    frame = frame[~duplicated].copy()
+    effects["content hashes computed here (not in the scan)"] = _fill_hashes(frame, common, options.hash_workers)
+
+    ilsvrc_val = frame[frame["role"] == "val"]
+    ilsvrc_val_hash = dict(zip(ilsvrc_val["sha1"], ilsvrc_val["image_id"]))
+    pool = frame[frame["role"] == "pool"]
+    copies = pool["sha1"].isin(ilsvrc_val_hash.keys())
+    rejects += [_reject_row(r, "copy_of_val_image", f"same bytes as ILSVRC val image {ilsvrc_val_hash[r.sha1]}")
+                for r in pool[copies].itertuples()]
+    effects["pool image with the bytes of an ILSVRC val image"] = int(copies.sum())
+    pool = pool[~copies].copy()
+    pool["rank"] = [rank_key(i, options.seed) for i in pool["image_id"]]
+    pool = pool.sort_values(["label", "rank", "image_id"], kind="stable")
+    pool["place"] = pool.groupby("label").cumcount()
+    new_val = pool[pool["place"] < options.val_per_class]
+    val_hash = {**dict(zip(new_val["sha1"], new_val["image_id"])), **ilsvrc_val_hash}
+
+    train_candidates = pd.concat([frame[frame["role"] == "train"], pool[pool["place"] >= options.val_per_class]])
+    copies = train_candidates["sha1"].isin(val_hash.keys())
+    rejects += [_reject_row(r, "copy_of_val_image", f"same bytes as val image {val_hash[r.sha1]}")
+                for r in train_candidates[copies].itertuples()]
+    effects["training image with the bytes of a val image"] = int(copies.sum())
+    train = train_candidates[~copies].copy()
+    is_new = train["role"] == "pool"
+    place = train[is_new].groupby("label").cumcount()
+    over = pd.Series(False, index=train.index)
+    over.loc[place.index] = place >= options.max_train_per_class
+    effects[f"over --max-train-per-class={options.max_train_per_class} (new classes)"] = int(over.sum())
+    train = train[~over]
+    val = pd.concat([frame[frame["role"] == "val"], new_val])
+
+    new_classes = sorted(w for w, s in source_of.items() if s != "ilsvrc1k")
+    train_counts = train[train["role"] == "pool"]["label"].value_counts()
+    short = [(w, int(train_counts.get(w, 0))) for w in new_classes
+             if w in set(pool["label"]) and train_counts.get(w, 0) < options.min_train_per_class]
+    if short and options.short == "refuse":
+        listed = ", ".join(f"{w} ({n})" for w, n in short[:10])
+        raise OptionError(f"{len(short)} new classes have fewer than --min-train-per-class="
+                          f"{options.min_train_per_class} training images: {listed}"
+                          f"{' ...' if len(short) > 10 else ''}; use --short-classes skip or keep")
+    if short and options.short == "skip":
+        dropped = {w for w, _ in short}
+        effects["images of classes skipped for too few training images"] = int(
+            train["label"].isin(dropped).sum() + val["label"].isin(dropped).sum())
+        train, val = train[~train["label"].isin(dropped)], val[~val["label"].isin(dropped)]
+    present = set(train["label"]) | set(val["label"])
+    missing = sorted(set(source_of) - present)
+
+    meta = {"command": command_line(), "source_root": common, "assembled_from": [str(p) for p in paths],
+            "seed": options.seed, "val_per_class": options.val_per_class,
+            "max_train_per_class": options.max_train_per_class, "min_train_per_class": options.min_train_per_class}
+    counts: dict[str, dict] = {"classes": {}, "images": {}, "boxes": {}, "per_class": {}}
+    for split, part in (("train", train), ("val", val)):
+        images, boxes = _split_tables(split, part, read)
+        split_rejects = _rejects_table([r for r in rejects if r[5] == split])
+        write_manifest(out / split, images, boxes, split_rejects, {**meta, "part": split})
+        per = part["label"].value_counts()
+        counts["classes"][split] = len(per)
+        counts["images"][split] = len(images)
+        counts["boxes"][split] = len(boxes)
+        counts["per_class"][split] = (int(per.min()), int(per.max())) if len(per) else (0, 0)
+    result = AssembleResult(out, len(source_of), counts["classes"], counts["images"], counts["boxes"],
+                            counts["per_class"], dict(effects), short, missing)
+    from eic_builder.assemble_report import write_report
+
+    write_report(result, out / "report.md", options, meta)
+    return result
+
+
+def _reject_row(row, reason: str, detail: str) -> tuple:
+    """A rejects row for an image left out, remembering which output it would have gone to."""
+    bound = "train" if row.role in ("train", "pool") else "val"
+    return (row.path, row.image_id, "file", reason, detail, bound)
+
+
+def _rejects_table(rows: list[tuple]) -> pa.Table:
+    rows = sorted(r[:5] for r in rows)
+    names = ("path", "image_id", "level", "reason", "detail")
+    return to_table("rejects", {n: [r[k] for r in rows] for k, n in enumerate(names)})
+
+
+def _split_tables(split: str, part: pd.DataFrame, read: list) -> tuple[pa.Table, pa.Table]:
+    """The images and boxes tables of one output split (rows in (label, image_id) order)."""
+    from eic_builder.manifest import IMAGES_SCHEMA
+
+    part = part.sort_values(["label", "image_id"], kind="stable")
+    columns = {name: part[name].tolist() for name in IMAGES_SCHEMA.names}
+    columns["split"] = [split] * len(part)
+    columns["offset"] = [None if pd.isna(v) else int(v) for v in columns["offset"]]
+    columns["size"] = [None if pd.isna(v) else int(v) for v in columns["size"]]
+    columns = {k: [None if (v is not None and not isinstance(v, str) and pd.isna(v)) else v for v in vals]
+               if k in ("label", "wnid", "path", "annotation", "archive", "sha1") else vals
+               for k, vals in columns.items()}
+    images = to_table("images", columns)
+    boxes = []
+    for number, m in enumerate(read):
+        ids = pa.array(part.loc[part["manifest"] == number, "image_id"].tolist(), pa.string())
+        if len(ids):
+            boxes.append(m.boxes.filter(pc.is_in(m.boxes["image_id"], ids)))
+    box_table = pa.concat_tables(boxes) if boxes else read[0].boxes.slice(0, 0)
+    box_table = box_table.sort_by([("label", "ascending"), ("image_id", "ascending"), ("box_index", "ascending")])
+    return images, box_table

@@ -1,0 +1,111 @@
+"""The one image reader of the toolkit: loose files and archive members alike, by the manifest's columns.
+
+A manifest row locates its image by ``path`` (relative to the image root) and,
+for an image inside an archive, by ``archive`` (the physical tar, relative to
+the root), ``offset`` and ``size`` (bytes of the member's data). An archive
+member is read with one ``pread`` on a file descriptor kept open per process,
+which is as fast as opening a loose file (``benchmarks/bench_archive.py``).
+
+The image root is resolved in one place for every stage: ``--root`` when
+given, else the ``source_root`` the manifest records.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from eic_builder.errors import InputNotFoundError, OptionError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where an image's bytes are: a file at ``path``, or ``size`` bytes at ``offset`` of ``archive``."""
+
+    path: str
+    archive: str | None = None
+    offset: int | None = None
+    size: int | None = None
+
+
+REF_COLUMNS = ("path", "archive", "offset", "size")
+
+
+def image_refs(images: pa.Table) -> list[ImageRef]:
+    """The :class:`ImageRef` of every row of an images table, in order."""
+    cols = images.select(list(REF_COLUMNS)).to_pydict()
+    return [ImageRef(*row) for row in zip(*(cols[c] for c in REF_COLUMNS))]
+
+
+def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None) -> str:
+    """The folder image paths are relative to: ``override`` (``--root``) or the manifest's ``source_root``."""
+    root = os.fspath(override) if override else str(meta.get("source_root", ""))
+    if not root or not Path(root).is_dir():
+        where = "given with --root" if override else "recorded in the manifest"
+        raise OptionError(f"image root {root!r} ({where}) does not exist; give --root DIR (the folder the "
+                          "manifest's image paths are relative to)")
+    return root
+
+
+class ImageReader:
+    """Reads image bytes under ``root``; archives stay open (per process, so it is safe in DataLoader workers)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+        self._fds: dict[str, int] = {}
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
+    def read(self, ref: ImageRef) -> bytes:
+        """The bytes of the image ``ref``; raises :class:`InputNotFoundError` naming it when they cannot be read."""
+        if ref.archive is None:
+            try:
+                with open(os.path.join(self.root, ref.path), "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise InputNotFoundError(f"cannot read image {ref.path} under {self.root}: {exc.strerror}") from exc
+        if ref.offset is None or ref.size is None:
+            raise InputNotFoundError(
+                f"image {ref.path} lies under a compressed layer inside {ref.archive}, which cannot be read by "
+                "offset; unpack that member (tar -xf) and scan the result")
+        fd = self._archive_fd(ref)
+        data = os.pread(fd, ref.size, ref.offset)
+        if len(data) != ref.size:
+            raise InputNotFoundError(f"archive {ref.archive} ends before image {ref.path} "
+                                     f"({ref.size} bytes at {ref.offset}); has it changed since the scan?")
+        return data
+
+    def _archive_fd(self, ref: ImageRef) -> int:
+        if os.getpid() != self._pid:  # forked: descriptors are shared with the parent's file offsets
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(ref.archive)
+        if fd is None:
+            path = os.path.join(self.root, ref.archive)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise InputNotFoundError(f"cannot open archive {path} (image {ref.path}): {exc.strerror}") from exc
+            if os.pread(fd, 2, 0) == _GZIP_MAGIC:
+                os.close(fd)
+                raise InputNotFoundError(
+                    f"image {ref.path} lies in the gzip-compressed archive {ref.archive}, which cannot be read by "
+                    f"offset; decompress it once (gunzip -k {ref.archive}) and scan the .tar instead")
+            self._fds[ref.archive] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}

@@ -1,0 +1,423 @@
+"""Tar archives as scan sources, read in place: nothing is extracted to disk.
+
+What users download, and how each is read:
+
+* ``fall11_whole.tar`` (ImageNet-21K, 1.31 TB): an uncompressed tar of per-synset
+  uncompressed tars of JPEGs. Large tars are *listed* (their top-level headers
+  only, seeking over the data), and each nested archive, or each run of at most
+  :data:`RUN_MEMBERS` plain members, becomes one unit of work that a worker reads
+  sequentially, each byte once. A folder of the per-synset tars works the same way.
+* ``winter21_whole.tar.gz``, ``Annotation.tar.gz`` and the per-synset
+  ``<wnid>.tar.gz`` inside it: gzip cannot seek, so a compressed archive is one
+  unit, decompressed once as a stream; nested archives inside it are streamed too.
+
+Every image member is hashed (SHA-1 of its bytes) and its header checked from
+memory; its location is recorded so that later stages read it by seeking:
+``archive`` (the physical file, relative to the scan root), ``offset`` (of the
+member's data in that file, or in the decompressed stream of a ``.tar.gz``) and
+``size`` in bytes. An image under a compressed layer *inside* an archive has no
+offset (it can only be read by unpacking that layer). XML members are kept as
+bytes and parsed later with the loose XMLs, once the format is known.
+
+Bad input is reported like any bad file (see ``data_manifests/SCHEMA.md``):
+a truncated tar or a gzip CRC error (``corrupt_archive``; members read before
+the damage keep their own checks), member names with ``..`` or an absolute path
+(``unsafe_member_name``; never extracted, so never a risk, but not scanned
+either), a second member of the same name (``duplicate_member``) and archives
+nested deeper than :data:`MAX_DEPTH` (``archive_too_deep``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eic_builder.imagesize import ImageHeaderError, image_header_of_bytes
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+# An uncompressed tar up to this size is one unit, read sequentially; a larger one is listed first
+# and cut into units (per nested archive, or per run of plain members).
+WHOLE_ARCHIVE_BYTES = 1 << 30
+RUN_MEMBERS = 2000
+MAX_DEPTH = 16
+_GZIP_MAGIC = b"\x1f\x8b"
+_READ_BUFFER = 1 << 20
+
+# Exceptions that a damaged tar or gzip stream raises while it is read.
+ARCHIVE_ERRORS = (tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+
+
+def archive_kind(name: str) -> str | None:
+    """``"tar"``, ``"tar.gz"`` or None, from a file or member name."""
+    low = name.lower()
+    if low.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if low.endswith(".tar"):
+        return "tar"
+    return None
+
+
+def strip_archive_suffix(name: str) -> str:
+    """``n01440764.tar.gz`` -> ``n01440764`` (other names unchanged)."""
+    low = name.lower()
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_gzip_file(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts with the gzip magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """An image already read from an archive: where its bytes are, their hash, and what its header said
+    (``reason``/``detail`` set when the header check failed)."""
+
+    archive: str
+    offset: int | None
+    size: int
+    sha1: str
+    width: int
+    height: int
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveUnit:
+    """One unit of archive work: a byte window of a physical archive, read sequentially.
+
+    ``members`` is set for a run of plain members of a listed tar: their
+    (name, data offset, size); otherwise the window holds a whole tar
+    (``compression`` "tar" or "tar.gz") whose members carry the path ``prefix``.
+    """
+
+    archive: str  # physical file, relative to the scan root
+    start: int
+    length: int
+    prefix: str  # display path of the window's content, e.g. "fall11_whole.tar/n01440764.tar"
+    compression: str
+    depth: int = 1
+    members: tuple[tuple[str, int, int], ...] | None = None
+
+    def key(self, stat: os.stat_result) -> str:
+        """A name that changes when the unit or its archive file changes (for resuming)."""
+        record = [self.archive, self.start, self.length, self.prefix, self.compression, self.members,
+                  stat.st_size, stat.st_mtime_ns]
+        return hashlib.sha1(json.dumps(record).encode()).hexdigest()[:20]
+
+
+@dataclass
+class ArchiveEntries:
+    """What the units of archives yielded.
+
+    ``images``: (path, archive, offset or None, size, sha1, width, height, reason, detail), with
+    width/height 0 and a reject ``reason`` when the header check failed;
+    ``xmls``: path -> the XML's bytes; ``rejects``: rows of the rejects table; ``ignored``: counts by rule.
+    """
+
+    images: list[tuple] = field(default_factory=list)
+    xmls: dict[str, bytes] = field(default_factory=dict)
+    rejects: list[tuple] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+
+    def extend(self, other: ArchiveEntries) -> None:
+        self.images += other.images
+        self.xmls.update(other.xmls)
+        self.rejects += other.rejects
+        self.ignored.update(other.ignored)
+
+    def to_json(self) -> str:
+        return json.dumps({"images": self.images, "xmls": {k: v.decode("latin-1") for k, v in self.xmls.items()},
+                           "rejects": self.rejects, "ignored": dict(self.ignored)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchiveEntries:
+        doc = json.loads(text)
+        return cls([tuple(r) for r in doc["images"]], {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
+                   [tuple(r) for r in doc["rejects"]], Counter(doc["ignored"]))
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes at ``start`` of an open file (no copy on open)."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self.fd, self.start, self.length, self.pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self.length - self.pos))
+        data = os.pread(self.fd, n, self.start + self.pos) if n else b""
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """``n`` bytes at ``offset`` of the window."""
+        n = max(0, min(n, self.length - offset))
+        return os.pread(self.fd, n, self.start + offset) if n else b""
+
+
+def _unsafe_name(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
+
+
+def _stem(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return os.path.splitext(base)[0]
+
+
+class _Reader:
+    """Reads the members of one unit into :class:`ArchiveEntries`."""
+
+    def __init__(self, unit: ArchiveUnit) -> None:
+        self.unit = unit
+        self.out = ArchiveEntries()
+
+    def member(self, path: str, name: str, data: bytes, offset: int | None) -> None:
+        low = name.lower()
+        if low.endswith(IMAGE_SUFFIXES):
+            sha1 = hashlib.sha1(data).hexdigest()
+            try:
+                header = image_header_of_bytes(data, name)
+                row = (path, self.unit.archive, offset, len(data), sha1, header.width, header.height, None, None)
+            except ImageHeaderError as exc:
+                row = (path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
+            self.out.images.append(row)
+        elif low.endswith(".xml"):
+            self.out.xmls[path] = data
+        else:
+            ext = os.path.splitext(name)[1].lower()
+            self.out.ignored[f"not an image or annotation in an archive ({ext or 'no extension'})"] += 1
+
+    def reject(self, path: str, reason: str, detail: str, image_id: str | None = None) -> None:
+        self.out.rejects.append((path, image_id, "file", reason, detail))
+
+    def tar(self, tf: tarfile.TarFile, prefix: str, depth: int, base: int | None, stream: bool,
+            window: _Window | None) -> None:
+        """Read every member of an open tar; ``base`` is the absolute offset of its byte 0 (None: unknown).
+        A damaged tar raises one of :data:`ARCHIVE_ERRORS`; a damaged nested one is reported and skipped."""
+        seen: set[str] = set()
+        for info in _members(tf):
+            path = f"{prefix}/{info.name}"
+            if not info.isfile():
+                if not info.isdir():
+                    self.out.ignored["not a regular file in an archive (link, device)"] += 1
+                continue
+            if _unsafe_name(info.name):
+                self.reject(path, "unsafe_member_name", f"member name {info.name!r} escapes the archive; "
+                            "it is reported, never extracted or scanned")
+                continue
+            if info.name in seen:
+                self.reject(path, "duplicate_member", f"a second member named {info.name!r} in {prefix}",
+                            _stem(info.name))
+                continue
+            seen.add(info.name)
+            offset = None if base is None else base + info.offset_data
+            kind = archive_kind(info.name)
+            if kind is not None:
+                self.nested(tf, info, path, kind, depth + 1, offset, stream, window)
+            elif info.name.lower().endswith((*IMAGE_SUFFIXES, ".xml")):
+                data = tf.extractfile(info).read() if stream else window.pread(info.size, info.offset_data)
+                if len(data) != info.size:
+                    raise tarfile.ReadError(f"unexpected end of data in member {info.name}")
+                self.member(path, info.name, data, offset)
+            else:
+                self.member(path, info.name, b"", None)
+        _check_end(tf)
+
+    def nested(self, tf: tarfile.TarFile, info: tarfile.TarInfo, path: str, kind: str, depth: int,
+               offset: int | None, stream: bool, window: _Window | None) -> None:
+        if depth > MAX_DEPTH:
+            self.reject(path, "archive_too_deep", f"archives nested {depth} deep (at most {MAX_DEPTH} are read)")
+            return
+        if stream:  # inside a compressed layer: stream the member's bytes
+            self.open_and_read(tf.extractfile(info), kind, path, depth, offset if kind == "tar" else None, None)
+        else:
+            sub = _Window(window.fd, window.start + info.offset_data, info.size)
+            self.open_and_read(sub, kind, path, depth, offset if kind == "tar" else None,
+                               sub if kind == "tar" else None)
+
+    def open_and_read(self, fileobj, kind: str, path: str, depth: int, base: int | None,
+                      window: _Window | None) -> None:
+        """Open a tar (``kind`` "tar" or "tar.gz") over ``fileobj`` and read its members. With a ``window`` the
+        tar is read by seeking; otherwise, and always when compressed, as a stream."""
+        if isinstance(fileobj, _Window) and window is None:
+            fileobj = io.BufferedReader(fileobj, _READ_BUFFER)
+        # gzip.GzipFile, unlike tarfile's own "r|gz", checks the CRC and length at the end of the stream
+        source = gzip.GzipFile(fileobj=fileobj, mode="rb") if kind == "tar.gz" else fileobj
+        try:
+            tf = tarfile.open(fileobj=source, mode="r:" if window is not None else "r|",  # noqa: SIM115
+                              bufsize=_READ_BUFFER, tarinfo=_RecordedTarInfo)
+        except ARCHIVE_ERRORS as exc:  # a damaged inner archive; an outer one reads on
+            self.reject(path, "corrupt_archive", f"not a readable {kind}: {type(exc).__name__}: {exc}")
+            return
+        images_before, xmls_before = len(self.out.images), set(self.out.xmls)
+        try:
+            with tf:
+                self.tar(tf, path, depth, base, window is None, window)
+            if kind == "tar.gz":
+                while source.read(_READ_BUFFER):  # the rest of the stream, to its CRC
+                    pass
+        except ARCHIVE_ERRORS as exc:
+            detail = f"reading stopped: {type(exc).__name__}: {exc}"
+            if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+                # corrupted compressed bytes: no member of this layer can be trusted, wherever the damage is
+                added = [x for x in self.out.xmls if x not in xmls_before]
+                n_dropped = len(self.out.images) - images_before + len(added)
+                del self.out.images[images_before:]
+                for x in added:
+                    del self.out.xmls[x]
+                detail += f"; its {n_dropped} images and annotations are left out"
+            else:
+                detail += "; members read before the damage were kept after their own checks"
+            self.reject(path, "corrupt_archive", detail)
+
+
+class _RecordedTarInfo(tarfile.TarInfo):
+    """A TarInfo that remembers, on its tar, the last header block read: tarfile ends an archive silently at
+    a truncated or invalid header, and only the block itself tells that from the end-of-archive marker."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+        tarfile_.eic_last_block = buf
+        obj = cls.frombuf(buf, tarfile_.encoding, tarfile_.errors)
+        obj.offset = tarfile_.fileobj.tell() - tarfile.BLOCKSIZE
+        return obj._proc_member(tarfile_)
+
+
+def _check_end(tf: tarfile.TarFile) -> None:
+    """Raise unless the tar ended at its end-of-archive marker (a zero block)."""
+    last = getattr(tf, "eic_last_block", None)
+    if last is not None and last != bytes(tarfile.BLOCKSIZE):
+        what = "ends inside a header" if len(last) < tarfile.BLOCKSIZE else "holds an invalid header"
+        raise tarfile.ReadError(f"the tar {what} at byte {tf.offset}: truncated or damaged")
+
+
+def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members of a tar in order, without keeping them all (a 1.3 TB tar has millions)."""
+    while True:
+        info = tf.next()
+        if info is None:
+            return
+        tf.members = []  # tarfile remembers every member it read; we stream
+        yield info
+
+
+def read_unit(root: str, unit: ArchiveUnit) -> ArchiveEntries:
+    """Read one unit (in a worker process) into entries."""
+    reader = _Reader(unit)
+    path = os.path.join(root, unit.archive)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        reader.reject(unit.archive, "unreadable", str(exc))
+        return reader.out
+    try:
+        window = _Window(fd, unit.start, unit.length)
+        if unit.members is not None:
+            for name, offset, size in unit.members:
+                data = window.pread(size, offset)
+                if len(data) != size:
+                    reader.reject(f"{unit.prefix}/{name}", "corrupt_archive", "member data ends early: truncated tar")
+                    continue
+                reader.member(f"{unit.prefix}/{name}", name, data, unit.start + offset)
+        elif unit.compression == "tar":
+            reader.open_and_read(window, "tar", unit.prefix, unit.depth, unit.start, window)
+        else:
+            # offsets in the decompressed stream of a whole .tar.gz file (usable with a gzip seek index);
+            # none for a .tar.gz member of another archive
+            reader.open_and_read(window, "tar.gz", unit.prefix, unit.depth, 0 if unit.start == 0 else None, None)
+    finally:
+        os.close(fd)
+    return reader.out
+
+
+@dataclass
+class ArchivePlan:
+    """The units of every archive of a scan, and what planning found on the way."""
+
+    units: list[ArchiveUnit] = field(default_factory=list)
+    rejects: list[tuple] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+
+
+def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whole_bytes: int | None = None) -> None:
+    """Add the units of the archive ``rel`` (relative to ``root``) to ``plan``; an uncompressed tar larger
+    than ``whole_bytes`` (default :data:`WHOLE_ARCHIVE_BYTES`) is listed and cut into units."""
+    whole_bytes = WHOLE_ARCHIVE_BYTES if whole_bytes is None else whole_bytes
+    path = Path(root) / rel
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        plan.rejects.append((rel, None, "file", "unreadable", str(exc)))
+        return
+    kind = archive_kind(rel) or "tar"
+    if kind == "tar.gz" or size <= whole_bytes:
+        plan.units.append(ArchiveUnit(rel, 0, size, rel, kind))
+        return
+    run: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if run:
+            plan.units.append(ArchiveUnit(rel, 0, size, rel, "tar", members=tuple(run)))
+            run.clear()
+
+    try:
+        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tf:
+            for info in _members(tf):
+                member_path = f"{rel}/{info.name}"
+                if not info.isfile():
+                    if not info.isdir():
+                        plan.ignored["not a regular file in an archive (link, device)"] += 1
+                    continue
+                if _unsafe_name(info.name):
+                    plan.rejects.append((member_path, None, "file", "unsafe_member_name",
+                                         f"member name {info.name!r} escapes the archive; reported, never extracted"))
+                    continue
+                if info.name in seen:
+                    plan.rejects.append((member_path, _stem(info.name), "file", "duplicate_member",
+                                         f"a second member named {info.name!r} in {rel}"))
+                    continue
+                seen.add(info.name)
+                inner = archive_kind(info.name)
+                if inner is not None:
+                    plan.units.append(ArchiveUnit(rel, info.offset_data, info.size, member_path, inner, depth=2))
+                else:
+                    run.append((info.name, info.offset_data, info.size))
+                    if len(run) >= RUN_MEMBERS:
+                        flush()
+    except ARCHIVE_ERRORS as exc:
+        plan.rejects.append((rel, None, "file", "corrupt_archive",
+                             f"listing stopped: {type(exc).__name__}: {exc}; members listed before were kept"))
+    flush()
