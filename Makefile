@@ -32,16 +32,20 @@ wordnet:
 
 demo: setup
 	rm -rf $(DEMO)
-	$(EIC) synth $(DEMO)/tree
-	$(EIC) scan $(DEMO)/tree --split train --out $(DEMO)/manifests/train
-	$(EIC) scan $(DEMO)/tree --split val --out $(DEMO)/manifests/val
+	$(EIC) synth $(DEMO)/downloads --layout archives
+	$(EIC) scan $(DEMO)/downloads/ILSVRC --split train --out $(DEMO)/manifests/train
+	$(EIC) scan $(DEMO)/downloads/ILSVRC --split val --out $(DEMO)/manifests/val
+	$(EIC) scan $(DEMO)/downloads/fall11_whole.tar $(DEMO)/downloads/Annotation.tar.gz --out $(DEMO)/manifests/21k
 	$(EIC) expand-classes --out $(DEMO)/eic_classes.parquet
 	$(EIC) expand-classes --explain n02084071
-	$(EIC) features $(DEMO)/manifests/val --out $(DEMO)/features/val --weights random --crop 64 --resize 73
-	$(EIC) stats train=$(DEMO)/manifests/train val=$(DEMO)/manifests/val --classes $(DEMO)/eic_classes.parquet \
-	  --features val=$(DEMO)/features/val
-	$(EIC) train-baseline $(DEMO)/manifests/train --out $(DEMO)/rpn --tiny
-	$(EIC) eval-baseline $(DEMO)/manifests/val --out $(DEMO)/eval --checkpoint $(DEMO)/rpn/last.pt \
+	$(EIC) assemble $(DEMO)/manifests/train $(DEMO)/manifests/val $(DEMO)/manifests/21k --out $(DEMO)/eic \
+	  --classes $(DEMO)/eic_classes.parquet --val-per-class 5 --max-train-per-class 20 --min-train-per-class 10
+	$(EIC) features $(DEMO)/eic/val --out $(DEMO)/features/val --weights random --crop 64 --resize 73
+	$(EIC) stats EIC/Train=$(DEMO)/eic/train EIC/Val=$(DEMO)/eic/val \
+	  ILSVRC/Train=$(DEMO)/manifests/train ILSVRC/Val=$(DEMO)/manifests/val \
+	  --classes $(DEMO)/eic_classes.parquet --features EIC/Val=$(DEMO)/features/val
+	$(EIC) train-baseline $(DEMO)/eic/train --out $(DEMO)/rpn --tiny
+	$(EIC) eval-baseline $(DEMO)/eic/val --out $(DEMO)/eval --checkpoint $(DEMO)/rpn/last.pt \
 	  --method selective-search --method sliding-window --scales 256
 
 test: setup
@@ -50,6 +54,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/bench_archive.py
 	$(PY) benchmarks/bench_stats.py
 	$(PY) benchmarks/bench_expand.py
 	$(PY) benchmarks/bench_features.py

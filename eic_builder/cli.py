@@ -92,13 +92,17 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
 @click.option("--hash", "hash_files", is_flag=True,
               help="Record the SHA-1 of loose image files too (archive members always get one); reads them whole.")
 @click.option("--workers", type=int, default=None, help="Worker processes. Default: one per CPU core.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Scan only the synsets of shard K of N (0 <= K < N), for one scan split over machines; "
+              "assemble merges the shard manifests.")
 @click.option("--wordnet-check/--no-wordnet-check", default=True, show_default=True,
               help="Reject ILSVRC/LOC boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data; "
               "not loaded for VOC/COCO).")
 @click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
               help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
 def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, verify_images: bool,
-             hash_files: bool, workers: int | None, wordnet_check: bool, wordnet_dir: Path | None) -> None:
+             hash_files: bool, workers: int | None, shard: str | None, wordnet_check: bool,
+             wordnet_dir: Path | None) -> None:
     """Scan ImageNet-style SOURCEs (folders, .tar, .tar.gz, annotation files) into Parquet manifests.
 
     Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
@@ -109,7 +113,7 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
     Every file ends in images.parquet or rejects.parquet (with a reason), or is
     counted as ignored. An interrupted scan resumes: run the same command again.
     """
-    from eic_builder.scan.scanner import scan
+    from eic_builder.scan.scanner import parse_shard, scan
 
     known = None
     if wordnet_check:
@@ -119,7 +123,7 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
             return load_wordnet_index(wordnet_dir).noun_wnids()
 
     s = scan(list(sources), out, fmt=fmt, split=split, verify_images=verify_images, workers=workers,
-             known_wnids=known, hash_files=hash_files)
+             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard))
     named = " ".join(str(p) for p in sources)
     click.echo(f"{named} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -32,7 +33,7 @@ from eic_builder.manifest import (
     write_manifest,
 )
 from eic_builder.progress import progress
-from eic_builder.scan.annotations import AnnotationError, RawAnnotation, read_coco, read_loc_csv
+from eic_builder.scan.annotations import WNID_RE, AnnotationError, RawAnnotation, read_coco, read_loc_csv
 from eic_builder.scan.archives import (
     ArchiveEntries,
     ArchivePlan,
@@ -40,6 +41,7 @@ from eic_builder.scan.archives import (
     ImageProbe,
     plan_archive,
     read_unit,
+    strip_archive_suffix,
 )
 from eic_builder.scan.layout import (
     WNID_FORMATS,
@@ -203,12 +205,34 @@ def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
     return images, boxes, rejects
 
 
-def _read_archives(index: FileIndex, parts_root: Path, n_workers: int) -> tuple[list[tuple], int, int]:
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` -> (K, N) with 0 <= K < N; None stays None."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(k) < int(n):
+        raise OptionError(f"--shard {text!r} is not K/N with 0 <= K < N (e.g. 0/4 ... 3/4)")
+    return int(k), int(n)
+
+
+def shard_of(name: str, n_shards: int) -> int:
+    """The shard of an image id or file name: by its synset (``n01440764_18``, ``n01440764.tar`` ->
+    ``n01440764``) when it starts with a wnid, so a synset's images and boxes share a shard; else by itself."""
+    base = strip_archive_suffix(name.rsplit("/", 1)[-1])
+    key = base[:9] if WNID_RE.match(base[:9]) else base
+    return zlib.crc32(key.encode()) % n_shards
+
+
+def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
+                   shard: tuple[int, int] | None = None) -> tuple[list[tuple], int, int]:
     """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
     and add their members to the index. Returns (rejects, units resumed, units in all)."""
     plan = ArchivePlan()
     for rel in index.archives:
         plan_archive(index.root, rel, plan)
+    if shard is not None:  # per-synset units of other shards are not read at all
+        plan.units = [u for u in plan.units if not WNID_RE.match(strip_archive_suffix(u.prefix.rsplit("/", 1)[-1]))
+                      or shard_of(u.prefix, shard[1]) == shard[0]]
     index.ignored.update(plan.ignored)
     root = os.fspath(index.root)
     stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
@@ -255,6 +279,7 @@ def scan(
     workers: int | None = None,
     known_wnids: frozenset[str] | Callable[[], frozenset[str]] | None = None,
     hash_files: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> ScanSummary:
     """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``.
 
@@ -263,8 +288,10 @@ def scan(
     ``known_wnids``, when given, is the set of WordNet noun ids a box's wnid
     must belong to, or a function returning it, called only when the format
     labels boxes with wnids (ILSVRC XML, LOC CSV). ``hash_files`` records the
-    SHA-1 of loose image files too (archive members always get one). Every
-    file seen ends in ``images`` or ``rejects``, or is counted as ignored in the summary.
+    SHA-1 of loose image files too (archive members always get one). ``shard``
+    (K, N) scans only the images whose synset falls in shard K of N (see
+    :func:`shard_of`), for scans split over machines. Every file seen ends in
+    ``images`` or ``rejects``, or is counted as ignored in the summary.
     """
     check_format(fmt)
     if workers is not None and workers < 1:
@@ -276,7 +303,7 @@ def scan(
     n_workers = workers or os.cpu_count() or 1
     archive_parts = out / PARTS_DIR / "archives"
     archive_parts.mkdir(parents=True, exist_ok=True)
-    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers)
+    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard)
     resolved = detect_format(index) if fmt == "auto" else fmt
     if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
         detect_format(index)  # raises the "nothing recognisable" error
@@ -291,6 +318,9 @@ def scan(
         images_expected=bool(index.images),
         known_wnids=known_wnids, hash_files=hash_files,
     )
+    if shard is not None:  # an empty shard is a valid (empty) manifest
+        items = [item for item in items if shard_of(item.image_id, shard[1]) == shard[0]]
+        rejects = [r for r in rejects if shard_of(r[1] or r[0], shard[1]) == shard[0]]
     units = make_units(items, UNIT_SIZE)
     parts_root = out / PARTS_DIR / _fingerprint(cfg)
     parts_root.mkdir(parents=True, exist_ok=True)
@@ -320,6 +350,7 @@ def scan(
     bar.close()
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,
+            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "ignored": dict(sorted(ignored.items()))}
     write_manifest(out, images, boxes, rejected, meta)
     shutil.rmtree(out / PARTS_DIR, ignore_errors=True)

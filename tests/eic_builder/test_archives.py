@@ -220,3 +220,52 @@ def test_real_images_packed_as_the_downloads_scan_as_the_folder(ilsvrc_val_1300:
     b = asdict(compute_split_stats("x", tmp_path / "archives"))
     assert a == b
     assert _all_bytes_match(tmp_path / "archives")
+
+
+def test_shards_partition_the_scan_by_synset(downloads, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from eic_builder.errors import OptionError
+    from eic_builder.scan.scanner import parse_shard
+
+    sources = [downloads.images_tar, downloads.annotations_tgz]
+    scan(sources, tmp_path / "all", workers=1)
+    whole = read_manifest(tmp_path / "all")
+    parts = []
+    for k in range(3):
+        scan(sources, tmp_path / f"s{k}", workers=1, shard=(k, 3))
+        parts.append(read_manifest(tmp_path / f"s{k}"))
+    ids = [set(p.images["image_id"].to_pylist()) for p in parts]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+    assert set().union(*ids) == set(whole.images["image_id"].to_pylist())
+    for p in parts:  # a synset lies in one shard, with its boxes
+        labels = set(p.images["label"].to_pylist())
+        assert all(set(o.images["label"].to_pylist()).isdisjoint(labels) for o in parts if o is not p)
+    merged = pa.concat_tables([p.boxes for p in parts]).sort_by(
+        [("label", "ascending"), ("image_id", "ascending"), ("box_index", "ascending")])
+    assert merged.equals(whole.boxes)
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for bad in ("3/3", "a/2", "1", "-1/2"):
+        with pytest.raises(OptionError, match=r"--shard .* is not K/N with 0 <= K < N"):
+            parse_shard(bad)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_formats_read_alike(fmt: int, tmp_path: Path) -> None:
+    """Headers the direct parser reads (ustar) and those it leaves to tarfile (pax, GNU long names) agree."""
+    long_dir = "d" * 120  # longer than a ustar name field: a pax header or a GNU long-name record
+    members = [(f"{long_dir}/n01440764_{i}.JPEG", _jpeg(i)) for i in range(3)] if fmt != tarfile.USTAR_FORMAT \
+        else [(f"n01440764_{i}.JPEG", _jpeg(i)) for i in range(3)]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "n01440764.tar").write_bytes(buf.getvalue())
+    scan(tmp_path / "n01440764.tar", tmp_path / "m", workers=1)
+    m = read_manifest(tmp_path / "m")
+    assert m.images["image_id"].to_pylist() == [f"n01440764_{i}" for i in range(3)]
+    assert m.images["sha1"].to_pylist() == [hashlib.sha1(d).hexdigest() for _, d in members]
+    assert m.images["path"][0].as_py() == f"n01440764.tar/{members[0][0]}"
+    assert _all_bytes_match(tmp_path / "m") and len(m.rejects) == 0
