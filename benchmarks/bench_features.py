@@ -7,7 +7,8 @@ baseline, measured in the same run.
 * fast: ``eic-build features`` with ``--loader tensor`` (batched decode on the device:
   nvJPEG on a GPU), channels_last, ``--dtype bfloat16`` and, on CUDA, ``--compile``.
 
-Generates (once, cached) N photo-like 500x375 JPEGs and scans them into a manifest.
+Generates (once, cached) N photo-like 500x375 JPEGs, or links N files to the real JPEGs of
+``--source`` (repeated as needed), and scans them into a manifest.
 On this project's 2-core CPU machine use a small N; on a GPU, N=20000 or more.
 
 Usage: python benchmarks/bench_features.py [--images 64] [--device auto] [--workers 2] [--batch-size 64]
@@ -45,6 +46,22 @@ def make_jpegs(root: Path, n: int, seed: int = 0) -> None:
         low = rng.uniform(0, 255, (12, 16, 3))
         img = np.kron(low, np.ones((32, 32, 1)))[:375, :500] + rng.normal(0, 18, (375, 500, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{wnid}_{i}.JPEG", quality=90)
+
+
+def link_jpegs(source: Path, root: Path, n: int) -> None:
+    """``n`` hard links (copies across file systems) to the JPEGs of ``source``, cycling through them."""
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+    if not files:
+        raise SystemExit(f"no JPEG under {source}")
+    for i in range(n):
+        wnid = DEMO_WNIDS[i % len(DEMO_WNIDS)]
+        d = root / "val" / wnid
+        d.mkdir(parents=True, exist_ok=True)
+        target = d / f"{wnid}_{i}.JPEG"
+        try:
+            os.link(files[i % len(files)], target)
+        except OSError:
+            shutil.copyfile(files[i % len(files)], target)
 
 
 def naive(manifest: Path, out: Path, device: torch.device, workers: int, batch_size: int) -> int:
@@ -86,15 +103,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-features")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="a folder of real JPEGs, linked (repeated as needed) to make --images files")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the fast path (default: on CUDA)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    root = args.cache / f"jpegs-{args.images}"
+    root = args.cache / (f"real-{args.images}" if args.source else f"jpegs-{args.images}")
     if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         t = time.perf_counter()
-        make_jpegs(root, args.images)
+        if args.source:
+            link_jpegs(args.source, root, args.images)
+        else:
+            make_jpegs(root, args.images)
         (root / ".complete").write_text("ok")
-        print(f"wrote {args.images} JPEGs (500x375) in {time.perf_counter() - t:.1f} s")
+        what = f"links to the JPEGs of {args.source}" if args.source else "JPEGs (500x375)"
+        print(f"wrote {args.images} {what} in {time.perf_counter() - t:.1f} s")
     work = Path(tempfile.mkdtemp(prefix="eic-bench-feat-"))
     try:
         scan(root, work / "m", split="val")
@@ -102,7 +127,8 @@ def main() -> None:
         n = naive(work / "m", work / "naive", device, args.workers, args.batch_size)
         naive_s = time.perf_counter() - t
         cfg = FeatureConfig(weights="random", device=args.device, workers=args.workers, batch_size=args.batch_size,
-                            loader="tensor", dtype="bfloat16", compile=device.type == "cuda")
+                            loader="tensor", dtype="bfloat16",
+                            compile=device.type == "cuda" if args.compile is None else args.compile)
         t = time.perf_counter()
         extract_features(work / "m", work / "fast", cfg)
         fast_s = time.perf_counter() - t
