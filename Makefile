@@ -50,7 +50,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=10
 
 bench: setup
 	$(PY) benchmarks/bench_scan.py

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.image_source import ImageReader, image_refs, image_root
-from eic_builder.manifest import command_line, read_manifest, read_table, to_table, write_manifest
+from eic_builder.manifest import IMAGES_SCHEMA, command_line, read_manifest, read_table, to_table, write_manifest
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ def _rebase(column: pa.ChunkedArray, prefix: str) -> pa.Array:
 def _read_inputs(manifests: list[Path]) -> tuple[pd.DataFrame, list, str]:
     """One frame of every input image (paths rebased on the common root), the manifests, and that root."""
     read = [read_manifest(m) for m in manifests]
-    roots = [image_root(m.meta) for m in read]
+    roots = [image_root(m.meta, remedy=f"the images of {path} must be where it was scanned (or scan them again)")
+             for m, path in zip(read, manifests)]
     common = os.path.commonpath([os.path.abspath(r) for r in roots])
     frames = []
     for number, (m, root) in enumerate(zip(read, roots)):
@@ -261,17 +262,8 @@ def _rejects_table(rows: list[tuple]) -> pa.Table:
 
 def _split_tables(split: str, part: pd.DataFrame, read: list) -> tuple[pa.Table, pa.Table]:
     """The images and boxes tables of one output split (rows in (label, image_id) order)."""
-    from eic_builder.manifest import IMAGES_SCHEMA
-
-    part = part.sort_values(["label", "image_id"], kind="stable")
-    columns = {name: part[name].tolist() for name in IMAGES_SCHEMA.names}
-    columns["split"] = [split] * len(part)
-    columns["offset"] = [None if pd.isna(v) else int(v) for v in columns["offset"]]
-    columns["size"] = [None if pd.isna(v) else int(v) for v in columns["size"]]
-    columns = {k: [None if (v is not None and not isinstance(v, str) and pd.isna(v)) else v for v in vals]
-               if k in ("label", "wnid", "path", "annotation", "archive", "sha1") else vals
-               for k, vals in columns.items()}
-    images = to_table("images", columns)
+    part = part.sort_values(["label", "image_id"], kind="stable").assign(split=split)
+    images = pa.Table.from_pandas(part[IMAGES_SCHEMA.names], schema=IMAGES_SCHEMA, preserve_index=False)
     boxes = []
     for number, m in enumerate(read):
         ids = pa.array(part.loc[part["manifest"] == number, "image_id"].tolist(), pa.string())

@@ -44,13 +44,14 @@ def image_refs(images: pa.Table) -> list[ImageRef]:
     return [ImageRef(*row) for row in zip(*(cols[c] for c in REF_COLUMNS))]
 
 
-def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None) -> str:
-    """The folder image paths are relative to: ``override`` (``--root``) or the manifest's ``source_root``."""
+def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None,
+               remedy: str = "give --root DIR (the folder the manifest's image paths are relative to)") -> str:
+    """The folder image paths are relative to: ``override`` (``--root``) or the manifest's ``source_root``.
+    ``remedy`` ends the error raised when that folder does not exist."""
     root = os.fspath(override) if override else str(meta.get("source_root", ""))
     if not root or not Path(root).is_dir():
         where = "given with --root" if override else "recorded in the manifest"
-        raise OptionError(f"image root {root!r} ({where}) does not exist; give --root DIR (the folder the "
-                          "manifest's image paths are relative to)")
+        raise OptionError(f"image root {root!r} ({where}) does not exist; {remedy}")
     return root
 
 

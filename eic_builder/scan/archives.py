@@ -114,6 +114,11 @@ class ArchiveUnit:
     depth: int = 1
     members: tuple[tuple[str, int, int], ...] | None = None
 
+    @property
+    def n_bytes(self) -> int:
+        """Bytes of archive the unit reads."""
+        return self.length if self.members is None else sum(size for _, _, size in self.members)
+
     def key(self, stat: os.stat_result) -> str:
         """A name that changes when the unit or its archive file changes (for resuming)."""
         record = [self.archive, self.start, self.length, self.prefix, self.compression, self.members,

@@ -31,6 +31,7 @@ from eic_builder.manifest import (
     read_manifest,
     to_table,
     write_manifest,
+    write_text,
 )
 from eic_builder.progress import progress
 from eic_builder.scan.annotations import WNID_RE, AnnotationError, RawAnnotation, read_coco, read_loc_csv
@@ -205,6 +206,19 @@ def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
     return images, boxes, rejects
 
 
+def _run_units(work: Callable, jobs: list[tuple], n_workers: int, done: Callable) -> None:
+    """Call ``work(*args)`` for each ``(key, args)`` of ``jobs``, in ``n_workers`` processes (in this one when
+    there is a single worker or job), and ``done(key, result)`` as each finishes."""
+    if n_workers == 1 or len(jobs) <= 1:
+        for key, args in jobs:
+            done(key, work(*args))
+        return
+    with ProcessPoolExecutor(max_workers=n_workers) as pool:
+        futures = {pool.submit(work, *args): key for key, args in jobs}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"K/N"`` -> (K, N) with 0 <= K < N; None stays None."""
     if text is None:
@@ -215,12 +229,16 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(k), int(n)
 
 
+def synset_of(name: str) -> str | None:
+    """The wnid an image id or file name starts with (``n01440764_18``, ``dir/n01440764.tar``), else None."""
+    base = strip_archive_suffix(name.rsplit("/", 1)[-1])[:9]
+    return base if WNID_RE.match(base) else None
+
+
 def shard_of(name: str, n_shards: int) -> int:
-    """The shard of an image id or file name: by its synset (``n01440764_18``, ``n01440764.tar`` ->
-    ``n01440764``) when it starts with a wnid, so a synset's images and boxes share a shard; else by itself."""
-    base = strip_archive_suffix(name.rsplit("/", 1)[-1])
-    key = base[:9] if WNID_RE.match(base[:9]) else base
-    return zlib.crc32(key.encode()) % n_shards
+    """The shard of an image id or file name: by its synset when it has one, so that a synset's images
+    and boxes share a shard; else by the name itself."""
+    return zlib.crc32((synset_of(name) or name).encode()) % n_shards
 
 
 def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
@@ -231,8 +249,7 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
     for rel in index.archives:
         plan_archive(index.root, rel, plan)
     if shard is not None:  # per-synset units of other shards are not read at all
-        plan.units = [u for u in plan.units if not WNID_RE.match(strip_archive_suffix(u.prefix.rsplit("/", 1)[-1]))
-                      or shard_of(u.prefix, shard[1]) == shard[0]]
+        plan.units = [u for u in plan.units if synset_of(u.prefix) is None or shard_of(u.prefix, shard[1]) == shard[0]]
     index.ignored.update(plan.ignored)
     root = os.fspath(index.root)
     stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
@@ -242,24 +259,15 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
     for name in sorted(done):
         entries.extend(ArchiveEntries.from_json((parts_root / name).read_text()))
     todo = [(name, unit) for name, unit in keyed if name not in done]
-    bar = progress(total=sum(u.length if u.members is None else sum(m[2] for m in u.members) for _, u in todo),
-                   desc="archives", unit="B", unit_scale=True)
+    bar = progress(total=sum(u.n_bytes for _, u in todo), desc="archives", unit="B", unit_scale=True)
 
-    def keep(name: str, unit: ArchiveUnit, found: ArchiveEntries) -> None:
-        tmp = parts_root / f".{name}.tmp"
-        tmp.write_text(found.to_json())
-        os.replace(tmp, parts_root / name)
+    def keep(job: tuple[str, ArchiveUnit], found: ArchiveEntries) -> None:
+        name, unit = job
+        write_text(parts_root / name, found.to_json())
         entries.extend(found)
-        bar.update(unit.length if unit.members is None else sum(m[2] for m in unit.members))
+        bar.update(unit.n_bytes)
 
-    if n_workers == 1 or len(todo) <= 1:
-        for name, unit in todo:
-            keep(name, unit, read_unit(root, unit))
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            futures = {pool.submit(read_unit, root, unit): (name, unit) for name, unit in todo}
-            for future in as_completed(futures):
-                keep(*futures[future], future.result())
+    _run_units(read_unit, [((name, unit), (root, unit)) for name, unit in todo], n_workers, keep)
     bar.close()
     index.ignored.update(entries.ignored)
     for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
@@ -335,18 +343,12 @@ def scan(
             m = read_manifest(parts_root / name)
             results[name] = (m.images, m.boxes, m.rejects)
     bar = progress(total=sum(len(c) for _, c in todo), desc="scan", unit="img")
-    if n_workers == 1 or len(todo) <= 1:
-        for name, chunk in todo:
-            results[name] = scan_unit(os.fspath(parts_root / name), chunk, cfg)
-            bar.update(len(chunk))
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            futures = {pool.submit(scan_unit, os.fspath(parts_root / name), chunk, cfg): (name, len(chunk))
-                       for name, chunk in todo}
-            for future in as_completed(futures):
-                name, n = futures[future]
-                results[name] = future.result()
-                bar.update(n)
+    def keep(job: tuple[str, int], tables: tuple) -> None:
+        results[job[0]] = tables
+        bar.update(job[1])
+
+    _run_units(scan_unit, [((name, len(chunk)), (os.fspath(parts_root / name), chunk, cfg)) for name, chunk in todo],
+               n_workers, keep)
     bar.close()
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,

@@ -1,4 +1,13 @@
-"""A short CPU training on the synthetic demo data must reach Rec@0.5 >= 0.9 (top 300) on held-out images."""
+"""A short CPU training on the synthetic demo data must find the held-out boxes far better than a centre prior.
+
+The bar is measured on hundreds of boxes (433 in 200 held-out images) and set from several runs with
+a margin, so that it holds on any x86 CPU: its kernels change the numerics of training, which acts
+like another seed. Eight runs (training seeds 0-4 with 2 threads, 0-2 with 1 thread; 2-core Xeon,
+AVX-512) gave Rec@0.5 (top 300) from 0.885 to 0.910 and AR@100 from 0.28 to 0.30, 2.0-2.2x the
+sliding window's 0.137. The bars, 0.80 and 1.5x, lie about six standard deviations of that spread
+(and of the binomial noise of 433 boxes, 0.014) below the worst run, and far above what an untrained
+network reaches (after one iteration: Rec@0.5 0.34, AR@100 0.039, 0.28x the sliding window).
+"""
 
 from __future__ import annotations
 
@@ -16,22 +25,25 @@ from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
 
+REC_BAR = 0.80
+WINDOW_RATIO_BAR = 1.5
+
 
 @pytest.mark.slow
-def test_tiny_training_reaches_recall_0_9(tmp_path: Path) -> None:
-    make_synthetic_tree(tmp_path / "tree", n_classes=4, train_per_class=16, val_per_class=6, seed=0)
+def test_tiny_training_finds_held_out_boxes(tmp_path: Path) -> None:
+    make_synthetic_tree(tmp_path / "tree", n_classes=4, train_per_class=16, val_per_class=50, seed=0)
     scan(tmp_path / "tree", tmp_path / "train", split="train")
     scan(tmp_path / "tree", tmp_path / "val", split="val")
     result = train(tmp_path / "train", tmp_path / "run", TrainConfig.tiny())
     assert result.iteration == 500
     model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
     records, root = load_records(tmp_path / "val")
-    gts = {r.image_id: r.boxes for r in records}
     reader = ImageReader(root)
+    gts = {r.image_id: r.boxes for r in records}
     images = {r.image_id: read_rgb(reader, r.ref) for r in records}
     cfg = ProposalConfig(scales=(256,), top_k=300)
     rpn = proposal_metrics(gts, {i: propose(model, im, cfg)[0] for i, im in images.items()}, (10, 100, 300))
     window = proposal_metrics(gts, {i: sliding_window(im, 300)[0] for i, im in images.items()}, (10, 100, 300))
-    assert len(gts) == 24 and rpn["n_boxes"] == 48
-    assert rpn["Rec@0.5@300"] >= 0.9, rpn
-    assert rpn["AR@100"] > window["AR@100"]  # it learnt more than a centre prior
+    assert len(gts) == 200 and rpn["n_boxes"] == 433
+    assert rpn["Rec@0.5@300"] >= REC_BAR, rpn
+    assert rpn["AR@100"] >= WINDOW_RATIO_BAR * window["AR@100"], (rpn, window)

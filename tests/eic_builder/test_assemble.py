@@ -155,3 +155,11 @@ def test_bad_input(manifests, tmp_path: Path) -> None:
     write_manifest(tmp_path / "empty", m.images.slice(0, 0), m.boxes.slice(0, 0), m.rejects, m.meta)
     r = assemble([tmp_path / "empty"], CLASSES, tmp_path / "out")
     assert r.images == {"train": 0, "val": 0} and len(r.missing_classes) == 2686
+
+
+def test_moved_images_are_a_clear_error(manifests, tmp_path: Path) -> None:
+    m = read_manifest(manifests["21k"])
+    write_manifest(tmp_path / "moved", m.images, m.boxes, m.rejects, {**m.meta, "source_root": str(tmp_path / "gone")})
+    with pytest.raises(OptionError, match=r"image root .*gone.* \(recorded in the manifest\) does not exist; "
+                                          r"the images of .*moved must be where it was scanned"):
+        assemble([tmp_path / "moved"], CLASSES, tmp_path / "x")
