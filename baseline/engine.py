@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from eic_builder.torch_files import load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: RNG states and config as plain data (weights_only)
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
@@ -59,12 +59,39 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def rng_state() -> dict:
+    """The torch, numpy and Python RNG states as tensors and plain data (what ``weights_only`` loads)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+            "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss_next": gauss_next}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict:
-    """A checkpoint written by :func:`train`; raises :class:`ModelError` for anything else."""
-    # our own checkpoints hold numpy/python RNG states, which weights_only refuses
-    state = load_torch_file(path, "checkpoint", weights_only=False)
+    """A checkpoint written by :func:`train`; raises :class:`ModelError` for anything else.
+
+    Checkpoints hold tensors and plain data only (the config as JSON text), so they are loaded
+    with ``weights_only=True``: a file that needs more (pickled objects, code) is refused, never run.
+    """
+    state = load_torch_file(path, "checkpoint", weights_only=True)
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
-        raise ModelError(f"{path} is not an eic-build train-baseline checkpoint")
+        found = state.get("version") if isinstance(state, dict) else None
+        raise ModelError(f"{path} is not an eic-build train-baseline checkpoint of version {CHECKPOINT_VERSION}"
+                         f"{f' (its version is {found})' if found is not None else ''}")
+    state["config"] = json.loads(state["config"])
     return state
 
 
@@ -131,9 +158,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        set_rng_state(state["rng"])
         log.info("resumed from %s at iteration %d", last, start)
     elif last.is_file():
         raise OptionError(f"{run} already holds a run (last.pt); pass --resume to continue it or use a new --out")
@@ -203,9 +228,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
 def _checkpoint(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                 it: int) -> None:
     state = {
-        "version": CHECKPOINT_VERSION, "iteration": it, "config": asdict(cfg), "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "version": CHECKPOINT_VERSION, "iteration": it, "config": cfg.to_json(), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "rng": rng_state(),
     }
     _save(run / f"ckpt-{it:07d}.pt", state)
     _save(run / "last.pt", state)

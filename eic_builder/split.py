@@ -9,7 +9,9 @@ the split needs no stored state.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +31,12 @@ def split_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str
     """Write the two parts of ``src``; returns (train images, held-out images)."""
     if not 0 < fraction < 1:
         raise OptionError(f"--test-fraction {fraction} must be between 0 and 1 (exclusive)")
+    named = {"SRC": Path(src).resolve(), "--train-out": Path(train_out).resolve(),
+             "--test-out": Path(test_out).resolve()}
+    for (name_a, path_a), (name_b, path_b) in itertools.combinations(named.items(), 2):
+        if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
+            raise OptionError(f"{name_a} {path_a} and {name_b} {path_b} overlap; split writes two new manifests "
+                              "and never overwrites one: give separate folders")
     m = read_manifest(src)
     mask = pa.array([held_out(i, fraction, seed) for i in m.images["image_id"].to_pylist()], pa.bool_())
     test_ids = m.images["image_id"].filter(mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,18 @@ def load_torch_file(path: str | os.PathLike[str], what: str, weights_only: bool 
         raise ModelError(f"{what} {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        # torch's message is many lines of advice to load the file unsafely: not ours to give
+        text = str(exc)
+        if weights_only and "global" in text.lower():  # "Unsupported global", "unsupported GLOBAL os.system"
+            raise ModelError(f"refused {what} {path}: it holds objects other than tensors and plain data "
+                             "(pickled code or classes), which are never loaded") from exc
+        reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line),
+                      text.strip().splitlines()[0] if text.strip() else "not a torch file")
+        raise ModelError(f"cannot read {what} {path}: {reason}") from exc
     except Exception as exc:  # torch raises many types for a bad file
-        raise ModelError(f"cannot read {what} {path}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot read {what} {path}: {first}") from exc
 
 
 def state_dict_of(obj: Any) -> dict:

@@ -15,10 +15,11 @@ the fast C parser of the standard library (annotation XMLs have no DTD).
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree.ElementTree import fromstring as _fast_fromstring
@@ -57,11 +58,28 @@ def is_wnid(label: str) -> bool:
     return WNID_RE.match(label) is not None
 
 
+def finite_number(value: object, text_allowed: bool = True) -> float:
+    """``value`` as a finite float; raises ValueError naming it otherwise.
+
+    Numbers of XML and CSV are text; a JSON value must be a number itself (``"1234"`` is not one,
+    nor is ``true``). ``nan``, ``inf`` and overflowing text (``1e309``) are refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str) if text_allowed else (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 def _int_text(node, tag: str) -> float:
     text = node.findtext(tag)
     if text is None:
         raise ValueError(f"missing <{tag}>")
-    return float(text.strip())
+    return finite_number(text.strip())
 
 
 def _needs_defused(data: bytes) -> bool:
@@ -108,68 +126,138 @@ def parse_xml(data: bytes, flavour: str) -> RawAnnotation:
     return ann
 
 
-def read_loc_csv(path: str | os.PathLike[str]) -> dict[str, RawAnnotation]:
+# A problem found in a whole-split table: (image id or None, level, reason, detail), for the rejects table.
+TableProblem = tuple[str | None, str, str, str]
+
+
+def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], list[TableProblem]]:
     """Read a Kaggle ``LOC_*_solution.csv``: ``ImageId,PredictionString`` with repeated
-    ``wnid x1 y1 x2 y2`` (0-based inclusive). Returns annotations by image id (no sizes)."""
+    ``wnid x1 y1 x2 y2`` (0-based inclusive). Returns annotations by image id (no sizes) and the
+    rows it could not use.
+
+    The format has no quoting, so it is read line by line: a bad line (not UTF-8, not two columns)
+    is a problem of its own and the other lines stay; a UTF-8 byte order mark is allowed.
+    """
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    header = lines[0].decode("utf-8-sig", "replace").strip().split(",") if lines else []
+    if [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"] or len(header) != 2:
+        raise AnnotationError("malformed_csv", f"header {header!r} is not 'ImageId,PredictionString'")
     out: dict[str, RawAnnotation] = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-            raise AnnotationError("malformed_csv", f"header {header!r} is not 'ImageId,PredictionString'")
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
+    problems: list[TableProblem] = []
+    for line_no, raw in enumerate(lines[1:], start=2):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as exc:
+            problems.append((None, "box", "malformed_row", f"line {line_no}: not UTF-8 ({exc.reason} at byte "
+                             f"{exc.start}): {raw[:80]!r}"))
+            continue
+        if not line.strip():
+            continue
+        row = line.split(",")
+        image_id = row[0].strip()
+        if len(row) != 2 or not image_id:
+            problems.append((image_id or None, "box", "malformed_row",
+                             f"line {line_no}: {len(row)} columns, expected ImageId,PredictionString: {line[:80]!r}"))
+            continue
+        ann = out.setdefault(image_id, RawAnnotation())
+        parts = row[1].split()
+        if len(parts) % 5:
+            ann.bad_rows.append(f"line {line_no}: {len(parts)} fields, not a multiple of 5")
+            parts = parts[: len(parts) - len(parts) % 5]
+        for i in range(0, len(parts), 5):
+            label = parts[i]
+            try:
+                x1, y1, x2, y2 = (finite_number(v) for v in parts[i + 1 : i + 5])
+            except ValueError as exc:
+                ann.bad_rows.append(f"line {line_no}: non-numeric box {parts[i:i + 5]} ({exc})")
                 continue
-            image_id = row[0].strip()
-            ann = out.setdefault(image_id, RawAnnotation())
-            parts = row[1].split() if len(row) > 1 else []
-            if len(parts) % 5:
-                ann.bad_rows.append(f"line {line_no}: {len(parts)} fields, not a multiple of 5")
-                parts = parts[: len(parts) - len(parts) % 5]
-            for i in range(0, len(parts), 5):
-                label = parts[i]
-                try:
-                    x1, y1, x2, y2 = (float(v) for v in parts[i + 1 : i + 5])
-                except ValueError:
-                    ann.bad_rows.append(f"line {line_no}: non-numeric box {parts[i:i + 5]}")
-                    continue
-                ann.boxes.append((label, x1, y1, x2 + 1.0, y2 + 1.0))
-    return out
+            ann.boxes.append((label, x1, y1, x2 + 1.0, y2 + 1.0))
+    return out, problems
 
 
-def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], list[str]]:
+def _image_size(img: dict) -> tuple[int | None, int | None, str | None]:
+    """(width, height, problem) of a COCO image entry: positive whole numbers, or a problem text."""
+    try:
+        w, h = (finite_number(img.get(k), text_allowed=False) for k in ("width", "height"))
+    except ValueError as exc:
+        return None, None, f"width/height {img.get('width')!r}/{img.get('height')!r}: {exc}"
+    if w <= 0 or h <= 0 or w != int(w) or h != int(h):
+        return None, None, f"width/height {img.get('width')!r}/{img.get('height')!r} are not positive whole numbers"
+    return int(w), int(h), None
+
+
+def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], list[TableProblem]]:
     """Read a COCO instances JSON.
 
-    Returns annotations keyed by image file stem, and a description of each
-    annotation whose ``image_id`` the file does not list (so none is lost).
-    The label of a box is its category name; ``bbox = [x, y, w, h]`` converts directly.
+    Returns annotations keyed by image file stem, and the problems that keep an image's entry or a
+    box out, so that none is lost or moved: an image id or file stem given twice (the entries
+    concerned are refused, with their boxes, since a box cannot be told which one it is of; an image
+    file of that stem then scans without boxes), a size that is not a
+    positive whole number, an annotation whose ``image_id`` is not listed (``orphan_annotation``),
+    whose ``category_id`` is not among ``categories`` (``unknown_category``), or whose ``bbox`` is
+    not four finite numbers (``malformed_box``). The label of a box is its category name;
+    ``bbox = [x, y, w, h]`` converts directly.
     """
     try:
         with open(path, "rb") as f:
             doc = json.load(f)
-        images = {img["id"]: img for img in doc["images"]}
-        names = {cat["id"]: cat["name"] for cat in doc.get("categories", [])}
-        anns = doc.get("annotations", [])
+        image_list = list(doc["images"])
+        names = {cat["id"]: str(cat["name"]) for cat in doc.get("categories", [])}
+        anns = list(doc.get("annotations", []))
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise AnnotationError("malformed_json", f"not a COCO instances file: {exc}") from exc
+    problems: list[TableProblem] = []
+    images = [img for img in image_list if isinstance(img, dict)]
+    if len(images) != len(image_list):
+        problems.append((None, "file", "malformed_json", f"{len(image_list) - len(images)} entries of 'images' "
+                         "are not objects"))
+    ids = Counter(repr(img.get("id")) for img in images)
+    stems = Counter(Path(str(img.get("file_name", ""))).stem for img in images)
     out: dict[str, RawAnnotation] = {}
-    orphans: list[str] = []
-    by_id: dict[object, RawAnnotation] = {}
-    for image_key, img in images.items():
-        stem = Path(str(img.get("file_name", ""))).stem
-        ann = RawAnnotation(width=img.get("width"), height=img.get("height"))
-        out[stem] = ann
-        by_id[image_key] = ann
+    by_id: dict[str, RawAnnotation | None] = {}
+    for img in images:
+        key, stem = repr(img.get("id")), Path(str(img.get("file_name", ""))).stem
+        if ids[key] > 1 or stems[stem] > 1:
+            twice = f"image id {img.get('id')!r}" if ids[key] > 1 else f"file stem {stem!r}"
+            problems.append((stem or None, "file", "duplicate_image_id",
+                             f"{twice} is given {max(ids[key], stems[stem])} times in 'images': which image a "
+                             "box belongs to is unknown, so none is used"))
+            by_id[key] = None
+            continue
+        width, height, bad_size = _image_size(img)
+        if bad_size:
+            problems.append((stem, "file", "malformed_size", f"image {img.get('id')!r}: {bad_size}"))
+            by_id[key] = None
+            continue
+        out[stem] = by_id[key] = RawAnnotation(width=width, height=height)
+    known = ", ".join(repr(k) for k in list(names)[:5]) + (" ..." if len(names) > 5 else "") or "none"
     for a in anns:
-        ann = by_id.get(a.get("image_id"))
+        if not isinstance(a, dict):
+            problems.append((None, "box", "malformed_box", f"annotation {a!r} is not an object"))
+            continue
+        key = repr(a.get("image_id"))
+        if key not in by_id:
+            problems.append((None, "box", "orphan_annotation",
+                             f"annotation {a.get('id')}: image_id {a.get('image_id')!r} is not in 'images'"))
+            continue
+        ann = by_id[key]
         if ann is None:
-            orphans.append(f"annotation {a.get('id')}: image_id {a.get('image_id')!r} is not in 'images'")
+            problems.append((None, "box", "image_rejected",
+                             f"annotation {a.get('id')} of the refused image {a.get('image_id')!r}"))
             continue
+        category = a.get("category_id")
+        if category not in names:
+            problems.append((None, "box", "unknown_category", f"annotation {a.get('id')}: category_id "
+                             f"{category!r} is not in 'categories' (known: {known})"))
+            continue
+        bbox = a.get("bbox")
         try:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            label = str(names.get(a["category_id"], a["category_id"]))
-        except (KeyError, TypeError, ValueError):
-            ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox {a.get('bbox')!r}")
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError(f"{bbox!r} is not a list of 4 numbers")
+            x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+        except ValueError as exc:
+            ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox ({exc})")
             continue
-        ann.boxes.append((label, x, y, x + w, y + h))
-    return out, orphans
+        ann.boxes.append((names[category], x, y, x + w, y + h))
+    return out, problems

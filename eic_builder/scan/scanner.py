@@ -106,9 +106,8 @@ def _items_from_tables(
         except (OSError, UnicodeDecodeError) as exc:
             rejects.append((rel, None, "file", "unreadable", str(exc)))
             continue
-        found, orphans = result if isinstance(result, tuple) else (result, [])
-        for detail in orphans:
-            rejects.append((rel, None, "box", "orphan_annotation", detail))
+        found, problems = result
+        rejects += [(rel, *problem) for problem in problems]
         for image_id, ann in found.items():
             if image_id in annotations:
                 rejects.append((rel, image_id, "file", "duplicate_image_id",

@@ -96,3 +96,35 @@ def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
     torch.save(vgg16(weights=None).state_dict(), tmp_path / "vgg16.pt")
     with pytest.raises(ModelError, match="not a VGG-16 features state dict for this width"):
         train(train_manifest, tmp_path / "b", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "vgg16.pt")))
+
+
+class _Payload:
+    """Pickles as a call to ``os.system``: what a crafted checkpoint would run when loaded unsafely."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_never_run_code(train_manifest: Path, tmp_path: Path) -> None:
+    """Checkpoints hold tensors and plain data, loaded with weights_only: a crafted one is refused, not run."""
+    train(train_manifest, tmp_path / "run", TrainConfig.tiny(**FAST))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)  # loads without any allow-list
+    assert isinstance(state["config"], str) and state["rng"]["numpy"]["keys"].dtype == torch.int64
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil" / "last.pt"
+    evil.parent.mkdir()
+    torch.save({**state, "extra": _Payload(marker)}, evil)
+    for load in (lambda: load_checkpoint(evil), lambda: model_from_checkpoint(evil),
+                 lambda: train(train_manifest, evil.parent, TrainConfig.tiny(**FAST), resume=True)):
+        with pytest.raises(ModelError, match=r"refused checkpoint .*evil/last\.pt: it holds objects other than "
+                                             r"tensors and plain data"):
+            load()
+    assert not marker.exists()
+    old = tmp_path / "old.pt"
+    torch.save({**state, "version": 1}, old)
+    with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 2 "
+                                         r"\(its version is 1\)"):
+        load_checkpoint(old)
