@@ -81,10 +81,16 @@ def preprocess_uint8(image: torch.Tensor, box: tuple[float, float, float, float]
 
 
 def decode_cpu(data: torch.Tensor) -> torch.Tensor:
-    """Decode JPEG/PNG bytes (uint8 1-D tensor) to (3, H, W) uint8 RGB on the CPU."""
-    from torchvision.io import ImageReadMode, decode_image
+    """Decode JPEG/PNG bytes (uint8 1-D tensor) to (3, H, W) uint8 RGB on the CPU.
 
-    return decode_image(data, mode=ImageReadMode.RGB)
+    A 16-bit PNG decodes to uint16: it is scaled to uint8 (by 255/65535), so that it gives the
+    same pixels as its 8-bit copy rather than values 256 times too large.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
+
+    image = decode_image(data, mode=ImageReadMode.RGB)
+    return image if image.dtype == torch.uint8 else F.to_dtype(image, torch.uint8, scale=True)
 
 
 def bytes_tensor(data: bytes) -> torch.Tensor:
@@ -102,6 +108,17 @@ class _ItemDataset(Dataset):
         return len(self.items)
 
 
+def rgb_8bit(image):
+    """A PIL image as 8-bit RGB; 16-bit grey (modes ``I;16*``, ``I``) is scaled by 255/65535, not clipped."""
+    if image.mode.startswith("I"):
+        import numpy as np
+        from PIL import Image
+
+        grey = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 class PilDataset(_ItemDataset):
     """The reference recipe on PIL images; yields (tensor (3, crop, crop), index)."""
 
@@ -111,7 +128,7 @@ class PilDataset(_ItemDataset):
 
         item = self.items[i]
         with Image.open(io.BytesIO(self.reader.read(item.ref))) as im:
-            im = im.convert("RGB")
+            im = rgb_8bit(im)
             if item.box is not None:
                 im = im.crop(box_pixels(item.box))
                 im = im.resize((self.pp.crop, self.pp.crop), Image.BILINEAR)

@@ -20,7 +20,8 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers that stand alone, without a length field.
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 # Entropy-coded data never holds FF D9 (FF is stuffed as FF 00), so an EOI in the
-# last bytes means the file was written to its end. Some encoders pad after EOI.
+# last bytes means the file was written to its end. Some encoders pad after EOI, and
+# many cameras append data after it: then the scan data is searched for the EOI.
 _TAIL_BYTES = 1024
 _READ_SIZE = 4096
 
@@ -89,6 +90,34 @@ def _jpeg_size(read_at: Callable[[int, int], bytes], head: bytes) -> ImageHeader
         pos += 2 + length
 
 
+def _eoi_after_scan(read_at: Callable[[int, int], bytes], pos: int = 2) -> bool:
+    """Whether an end-of-image marker (FF D9) follows the image's first scan. A JPEG whose last bytes hold
+    no FF D9 may carry trailing data after its end (common in real photos) or be truncated; only the
+    scan data tells which. The segments before the scan are skipped by their lengths, so that an EXIF
+    thumbnail's own FF D9 is not taken for the image's."""
+    while True:
+        seg = read_at(4, pos)
+        if len(seg) < 4 or seg[0] != 0xFF:
+            return False
+        marker = seg[1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker in _STANDALONE:
+            pos += 2
+        elif marker == 0xD9:
+            return False
+        else:
+            pos += 2 + ((seg[2] << 8) | seg[3])
+            if marker == 0xDA:
+                break
+    carry = b""
+    while chunk := read_at(1 << 20, pos):
+        if b"\xff\xd9" in carry + chunk:  # entropy-coded data stuffs FF as FF 00: only the EOI is FF D9
+            return True
+        carry, pos = chunk[-1:], pos + len(chunk)
+    return False
+
+
 def _check_head(head: bytes, ext: str) -> str:
     """The format of an image whose first bytes are ``head``, checked against its extension."""
     expected = EXTENSION_FORMATS.get(ext)
@@ -106,12 +135,14 @@ def _png_header(head: bytes) -> ImageHeader:
     if len(head) < 33 or head[12:16] != b"IHDR":
         raise ImageHeaderError("truncated", "PNG ends before its IHDR chunk")
     width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+    if width == 0 or height == 0:
+        raise ImageHeaderError("corrupt_image", f"PNG header says {width}x{height}")
     channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
     return ImageHeader("PNG", width, height, channels)
 
 
-def _check_jpeg_end(tail: bytes) -> None:
-    if b"\xff\xd9" not in tail:
+def _check_jpeg_end(tail: bytes, read_at: Callable[[int, int], bytes]) -> None:
+    if b"\xff\xd9" not in tail and not _eoi_after_scan(read_at):
         raise ImageHeaderError("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
 
 
@@ -128,14 +159,17 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
         head = os.read(fd, _READ_SIZE)
         if _check_head(head, ext) == "PNG":
             return _png_header(head)
-        header = _jpeg_size(lambda n, pos: os.pread(fd, n, pos), head)
+        def read_at(n: int, pos: int) -> bytes:
+            return os.pread(fd, n, pos)
+
+        header = _jpeg_size(read_at, head)
         if check_end:
             if len(head) < _READ_SIZE:  # the first read reached the end of the file
                 tail = head[-_TAIL_BYTES:]
             else:
                 os.lseek(fd, -_TAIL_BYTES, os.SEEK_END)
                 tail = os.read(fd, _TAIL_BYTES)
-            _check_jpeg_end(tail)
+            _check_jpeg_end(tail, read_at)
         return header
     finally:
         os.close(fd)
@@ -148,9 +182,12 @@ def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> Ima
     head = data[:_READ_SIZE]
     if _check_head(head, ext) == "PNG":
         return _png_header(head)
-    header = _jpeg_size(lambda n, pos: data[pos : pos + n], head)
+    def read_at(n: int, pos: int) -> bytes:
+        return data[pos : pos + n]
+
+    header = _jpeg_size(read_at, head)
     if check_end:
-        _check_jpeg_end(data[-_TAIL_BYTES:])
+        _check_jpeg_end(data[-_TAIL_BYTES:], read_at)
     return header
 
 

@@ -65,3 +65,49 @@ def test_real_imagenet_headers(ilsvrc_val_1300: Path) -> None:
         h = read_image_header(f)
         with PILImage.open(f) as im:
             assert (h.width, h.height) == im.size == (227, 227)
+
+
+def _noisy_jpeg(size=(80, 60), seed=0) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+        buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_trailing_bytes_after_the_end_are_not_truncation(tmp_path: Path) -> None:
+    """Cameras append data after FF D9; a truncated file has no FF D9 after its scan, even when an EXIF
+    thumbnail (a whole JPEG inside APP1) holds one."""
+    from eic_builder.imagesize import image_header_of_bytes
+
+    data = _noisy_jpeg()
+    trailed = data + b"\x00TRAILER" * 1000  # 8 kB after the end marker, beyond the tail that is read first
+    (tmp_path / "t.jpg").write_bytes(trailed)
+    assert (read_image_header(tmp_path / "t.jpg").width, image_header_of_bytes(trailed, "t.jpg").height) == (80, 60)
+    thumb = _noisy_jpeg((16, 12), seed=1)
+    app1 = b"Exif\x00\x00" + thumb
+    with_thumb = data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:]
+    (tmp_path / "ok.jpg").write_bytes(with_thumb)
+    assert read_image_header(tmp_path / "ok.jpg").width == 80
+    cut = with_thumb[: len(with_thumb) - 500] + b"\x00" * 2000  # truncated, then padded past the tail window
+    (tmp_path / "cut.jpg").write_bytes(cut)
+    for check in (lambda: read_image_header(tmp_path / "cut.jpg"), lambda: image_header_of_bytes(cut, "c.jpg")):
+        with pytest.raises(ImageHeaderError, match="no end-of-image marker") as info:
+            check()
+        assert info.value.reason == "truncated"
+
+
+def test_zero_size_png_is_corrupt(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 40
+    (tmp_path / "z.png").write_bytes(png)
+    with pytest.raises(ImageHeaderError, match=r"PNG header says 0x0") as info:
+        read_image_header(tmp_path / "z.png")
+    assert info.value.reason == "corrupt_image"
