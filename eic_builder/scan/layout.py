@@ -48,6 +48,7 @@ class FileIndex:
     jsons: list[str] = field(default_factory=list)
     archives: list[str] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    rejects: list[tuple] = field(default_factory=list)  # rows of the rejects table found while walking
     member_images: dict[str, ImageProbe] = field(default_factory=dict)
     member_xmls: dict[str, bytes] = field(default_factory=dict)
 
@@ -79,21 +80,48 @@ class FileIndex:
 
 
 def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None:
-    """Add the files under ``folder`` (sorted walk) with paths ``prefix + relative path``."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        kept = []
-        for d in sorted(dirnames):
-            if d.startswith("."):
-                index.ignored["hidden folder"] += 1
-            elif skip is not None and Path(dirpath, d).resolve() == skip:
-                continue
+    """Add the files under ``folder`` (sorted, depth first, without recursion, so any depth works) with
+    paths ``prefix + relative path``. Symlinked folders are followed, once each (a loop is counted);
+    an unreadable folder is a reject; FIFOs, sockets, devices and broken links are counted, never opened."""
+    def identity(path: str) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+
+    # folders by (device, inode): one stat each, where a realpath would walk every level of a deep tree
+    seen = {identity(folder)}
+    skip_id = identity(skip) if skip is not None and skip.is_dir() else None
+    stack = [(folder, prefix)]
+    while stack:
+        path, sub = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            index.rejects.append((sub.rstrip("/") or ".", None, "file", "unreadable",
+                                  f"folder not readable: {exc.strerror}; its files are not scanned"))
+            continue
+        folders = []
+        for entry in entries:
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow symlinks
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                st = entry.stat()
+                if entry.name.startswith("."):
+                    index.ignored["hidden folder"] += 1
+                elif (st.st_dev, st.st_ino) == skip_id:
+                    index.ignored["the output folder (--out) inside a source"] += 1
+                elif (st.st_dev, st.st_ino) in seen:
+                    index.ignored["symlinked folder already scanned (a loop or a second link)"] += 1
+                else:
+                    seen.add((st.st_dev, st.st_ino))
+                    folders.append((entry.path, f"{sub}{entry.name}/"))
+            elif is_file:
+                index.add_file(sub + entry.name)
             else:
-                kept.append(d)
-        dirnames[:] = kept
-        rel_dir = os.path.relpath(dirpath, folder)
-        sub = prefix if rel_dir == "." else prefix + rel_dir.replace(os.sep, "/") + "/"
-        for name in sorted(filenames):
-            index.add_file(sub + name)
+                index.ignored["not a regular file (FIFO, socket, device or broken link)"] += 1
+        stack.extend(reversed(folders))
 
 
 def index_tree(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None) -> FileIndex:
@@ -214,7 +242,7 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
         return index, found[0] if found else index.name or index.root.resolve().name
     if not found:
         return index, split
-    kept = FileIndex(root=index.root, name=index.name, ignored=Counter(index.ignored))
+    kept = FileIndex(root=index.root, name=index.name, ignored=Counter(index.ignored), rejects=list(index.rejects))
     for role in roles:
         out = getattr(kept, role)
         for rel, s in zip(getattr(index, role), splits[role]):

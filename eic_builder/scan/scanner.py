@@ -315,7 +315,7 @@ def scan(
     if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
         detect_format(index)  # raises the "nothing recognisable" error
     items, rejects, ignored = build_items(index, resolved)
-    rejects += archive_rejects
+    rejects += archive_rejects + index.rejects
     if not items and not rejects:
         raise InputNotFoundError(f"{root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):

@@ -276,3 +276,47 @@ def test_wordnet_vocabulary_loaded_only_for_wnid_formats(tmp_path: Path, voc_85:
     _xml(root / "ann/n01440764_1.xml", [("n01440764", 1, 1, 50, 50), ("n01443537", 1, 1, 50, 50)])
     s = scan(root, tmp_path / "m", known_wnids=vocabulary)
     assert calls == [1] and s.reject_reasons == {"not_a_wordnet_noun": 1}
+
+
+def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Symlinked folders are scanned (a loop once), an unreadable folder is a reject, FIFOs and devices are
+    counted and never opened (no hang), the --out folder inside a source is counted, any depth works."""
+    import os
+
+    root = tmp_path / "tree"
+    wnid = "n01440764"
+    real = tmp_path / "elsewhere" / wnid
+    real.mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(real / f"{wnid}_1.JPEG")
+    (root / "train").mkdir(parents=True)
+    (root / "train" / wnid).symlink_to(real, target_is_directory=True)
+    (root / "train" / "loop").symlink_to(root, target_is_directory=True)
+    os.mkfifo(root / "train" / "pipe.JPEG")
+    (root / "train" / "zero.xml").symlink_to("/dev/zero")
+    (root / "train" / "broken.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    (root / "locked").mkdir()
+    Image.new("RGB", (40, 30)).save(root / "locked" / "n01443537_1.JPEG")
+    deep = str(root / "deep")
+    os.mkdir(deep)
+    for _ in range(1200):  # Path.mkdir(parents=True) itself would recurse too deep
+        deep = os.path.join(deep, "d")
+        os.mkdir(deep)
+    Image.new("RGB", (40, 30)).save(os.path.join(deep, "n01443537_2.JPEG"))
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    (root / "out").mkdir()  # an earlier scan's output, inside the tree
+    s = scan(root, root / "out", workers=1)
+    m = read_manifest(root / "out")
+    assert sorted(m.images["image_id"].to_pylist()) == [f"{wnid}_1", "n01443537_2"]
+    assert m.images.to_pylist()[0]["label"] in (wnid, None)
+    rejects = m.rejects.to_pylist()
+    assert [(r["path"], r["reason"]) for r in rejects] == [("locked", "unreadable")]
+    assert s.ignored["not a regular file (FIFO, socket, device or broken link)"] == 3
+    assert s.ignored["symlinked folder already scanned (a loop or a second link)"] == 1
+    assert s.ignored["the output folder (--out) inside a source"] == 1
