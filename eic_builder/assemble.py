@@ -43,7 +43,14 @@ import pyarrow.compute as pc
 
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.image_source import ImageReader, image_refs, image_root
-from eic_builder.manifest import IMAGES_SCHEMA, command_line, read_manifest, read_table, to_table, write_manifest
+from eic_builder.manifest import (
+    IMAGES_SCHEMA,
+    derived_metadata,
+    read_manifest,
+    read_table,
+    to_table,
+    write_manifest,
+)
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
@@ -227,9 +234,10 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     present = set(train["label"]) | set(val["label"])
     missing = sorted(set(source_of) - present)
 
-    meta = {"command": command_line(), "source_root": common, "assembled_from": [str(p) for p in paths],
-            "seed": options.seed, "val_per_class": options.val_per_class,
-            "max_train_per_class": options.max_train_per_class, "min_train_per_class": options.min_train_per_class}
+    meta = derived_metadata({str(p): m.meta for p, m in zip(paths, read)}, source_root=common,
+                            assembled_from=[str(p) for p in paths], seed=options.seed,
+                            val_per_class=options.val_per_class, max_train_per_class=options.max_train_per_class,
+                            min_train_per_class=options.min_train_per_class)
     counts: dict[str, dict] = {"classes": {}, "images": {}, "boxes": {}, "per_class": {}}
     for split, part in (("train", train), ("val", val)):
         images, boxes = _split_tables(split, part, read)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eic_builder.errors import OptionError, choices_text
-from eic_builder.manifest import read_manifest, write_manifest
+from eic_builder.manifest import derived_metadata, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,9 @@ def filter_manifest(
         kept_boxes=len(new_boxes),
         kept_images=len(new_images),
     )
-    meta = {
-        "source_manifest": str(Path(src).resolve()),
-        "filter": {"drop": sorted(drop), "keep": sorted(keep), "min_side": min_side,
-                   "small_px": small_px, "twisted_ratio": twisted_ratio},
-    }
+    meta = derived_metadata({str(src): m.meta}, filter={"drop": sorted(drop), "keep": sorted(keep),
+                                                        "min_side": min_side, "small_px": small_px,
+                                                        "twisted_ratio": twisted_ratio})
     write_manifest(out, new_images, new_boxes, m.rejects, meta)
     log.info(
         "removed %d boxes, %d images; %d boxes, %d images left",

@@ -147,6 +147,19 @@ def build_metadata(kind: str, extra: Mapping[str, Any] | None = None) -> dict[st
     return meta
 
 
+def derived_metadata(parents: Mapping[str, Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The provenance record of a manifest made from others (``filter``, ``split``, ``assemble``):
+    this command, the image root of its parents (one parent's, or ``extra["source_root"]``), and the
+    lineage, each parent with its own command and lineage. ``parents`` maps a parent's path to its meta."""
+    roots = {str(meta.get("source_root", "")) for meta in parents.values()}
+    record: dict[str, Any] = {"command": command_line(),
+                              "source_root": roots.pop() if len(roots) == 1 else None,
+                              "lineage": [{"manifest": str(Path(path).resolve()), "command": meta.get("command"),
+                                           "lineage": meta.get("lineage", [])} for path, meta in parents.items()]}
+    record.update(extra)
+    return record
+
+
 def empty_table(kind: str) -> pa.Table:
     """A zero-row table with the schema of ``kind``."""
     return _schema_for(kind).empty_table()

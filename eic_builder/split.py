@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eic_builder.errors import OptionError
-from eic_builder.manifest import read_manifest, write_manifest
+from eic_builder.manifest import derived_metadata, read_manifest, write_manifest
 
 
 def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
@@ -40,12 +40,16 @@ def split_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str
     m = read_manifest(src)
     mask = pa.array([held_out(i, fraction, seed) for i in m.images["image_id"].to_pylist()], pa.bool_())
     test_ids = m.images["image_id"].filter(mask)
-    meta = {"split_of": str(src), "test_fraction": fraction, "seed": seed}
+    # a reject goes with its image id, as its image would have; one without an id stays with the train part
+    rejects_held_out = pa.array([i is not None and held_out(i, fraction, seed)
+                                 for i in m.rejects["image_id"].to_pylist()], pa.bool_())
     for out, keep_test in ((train_out, False), (test_out, True)):
         images = m.images.filter(mask if keep_test else pc.invert(mask))
         in_test = pc.is_in(m.boxes["image_id"], test_ids)
         boxes = m.boxes.filter(in_test if keep_test else pc.invert(in_test))
-        write_manifest(out, images, boxes, m.rejects.slice(0, 0), {**m.meta, **meta, "part": "test" if keep_test
-                                                                   else "train"})
+        rejects = m.rejects.filter(rejects_held_out if keep_test else pc.invert(rejects_held_out))
+        meta = derived_metadata({str(src): m.meta}, test_fraction=fraction, seed=seed,
+                                part="test" if keep_test else "train")
+        write_manifest(out, images, boxes, rejects, meta)
     n_test = int(pc.sum(mask).as_py() or 0)
     return len(m.images) - n_test, n_test

@@ -46,3 +46,29 @@ def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "r2"), "--train-scales", "1,x")
     assert r.exit_code == 2 and "is not a comma list of integers" in r.output
+
+
+def test_derived_manifests_compose(synthetic_tree: Path, tmp_path: Path) -> None:
+    """scan -> filter -> split -> features -> train-baseline -> eval-baseline, each reading what the last wrote."""
+    m = tmp_path / "m"
+    scan(synthetic_tree, m / "scan", split="train", workers=1)
+    steps = [
+        ("filter", str(m / "scan"), "--out", str(m / "filtered"), "--drop", "small"),
+        ("split", str(m / "filtered"), "--train-out", str(m / "train"), "--test-out", str(m / "test"),
+         "--test-fraction", "0.25"),
+        ("features", str(m / "train"), "--out", str(tmp_path / "f"), "--weights", "random", "--crop", "32",
+         "--resize", "36", "--workers", "0", "--device", "cpu"),
+        ("train-baseline", str(m / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "2",
+         "--images-per-batch", "2", "--train-scales", "96", "--checkpoint-every", "2", "--device", "cpu"),
+        ("eval-baseline", str(m / "test"), "--out", str(tmp_path / "eval"), "--checkpoint",
+         str(tmp_path / "run" / "last.pt"), "--scales", "96", "--max-images", "2", "--device", "cpu"),
+    ]
+    for step in steps:
+        r = run(*step)
+        assert r.exit_code == 0, (step[0], r.output)
+    test = read_manifest(m / "test")
+    assert test.meta["source_root"] == str(synthetic_tree.resolve()) and test.meta["part"] == "test"
+    lineage = test.meta["lineage"][0]
+    assert lineage["manifest"] == str((m / "filtered").resolve())
+    assert lineage["lineage"][0]["manifest"] == str((m / "scan").resolve()) and lineage["lineage"][0]["command"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()

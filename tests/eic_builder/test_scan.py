@@ -278,7 +278,8 @@ def test_wordnet_vocabulary_loaded_only_for_wnid_formats(tmp_path: Path, voc_85:
     assert calls == [1] and s.reject_reasons == {"not_a_wordnet_noun": 1}
 
 
-def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    request: pytest.FixtureRequest) -> None:
     """Symlinked folders are scanned (a loop once), an unreadable folder is a reject, FIFOs and devices are
     counted and never opened (no hang), the --out folder inside a source is counted, any depth works."""
     import os
@@ -296,6 +297,18 @@ def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch:
     (root / "train" / "broken.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
     (root / "locked").mkdir()
     Image.new("RGB", (40, 30)).save(root / "locked" / "n01443537_1.JPEG")
+    def remove_deep() -> None:  # shutil.rmtree (and so pytest's clean-up of old tmp dirs) would recurse too deep
+        level = str(root / "deep")
+        while os.path.isdir(os.path.join(level, "d")):
+            level = os.path.join(level, "d")
+        while level != str(root):
+            for name in os.listdir(level):
+                if name != "d":
+                    os.remove(os.path.join(level, name))
+            os.rmdir(level)
+            level = os.path.dirname(level)
+
+    request.addfinalizer(remove_deep)
     deep = str(root / "deep")
     os.mkdir(deep)
     for _ in range(1200):  # Path.mkdir(parents=True) itself would recurse too deep

@@ -19,13 +19,27 @@ def manifest(synthetic_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-def test_split_is_a_partition_by_hash(manifest: Path, tmp_path: Path) -> None:
-    n_train, n_test = split_manifest(manifest, tmp_path / "a", tmp_path / "b", 0.25, seed=3)
-    src, a, b = read_manifest(manifest), read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
-    ids_a, ids_b = set(a.images["image_id"].to_pylist()), set(b.images["image_id"].to_pylist())
-    assert not ids_a & ids_b and ids_a | ids_b == set(src.images["image_id"].to_pylist())
-    assert ids_b == {i for i in src.images["image_id"].to_pylist() if held_out(i, 0.25, 3)}
-    assert (n_train, n_test) == (len(ids_a), len(ids_b)) and len(a.boxes) + len(b.boxes) == len(src.boxes)
+def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path: Path) -> None:
+    src = read_manifest(manifest)
+    assert len(src.rejects) == 0
+    import pyarrow as pa
+
+    from eic_builder.manifest import to_table, write_manifest
+
+    ids = src.images["image_id"].to_pylist()[:6]
+    rejects = to_table("rejects", {"path": [f"{i}.xml" for i in ids] + ["x.json"], "image_id": [*ids, None],
+                                   "level": ["box"] * 7, "reason": ["degenerate_box"] * 7, "detail": ["d"] * 7})
+    write_manifest(tmp_path / "src", src.images, src.boxes, rejects, src.meta)
+    split_manifest(tmp_path / "src", tmp_path / "a", tmp_path / "b", 0.5, seed=1)
+    a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    assert len(a.rejects) + len(b.rejects) == 7
+    assert set(b.rejects["image_id"].to_pylist()) == {i for i in ids if held_out(i, 0.5, 1)}
+    assert None in a.rejects["image_id"].to_pylist()
+    assert pa.concat_tables([a.images, b.images]).num_rows == src.images.num_rows
+    for part in (a, b):
+        assert part.meta["source_root"] == src.meta["source_root"]
+        assert part.meta["lineage"][0]["manifest"] == str((tmp_path / "src").resolve())
+        assert part.meta["lineage"][0]["command"] == src.meta["command"]
 
 
 def test_split_never_overwrites(manifest: Path, tmp_path: Path) -> None:
