@@ -29,6 +29,7 @@ from baseline.rpn import TargetConfig, rpn_loss
 from baseline.sampling import BatchPlan
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
+from eic_builder.manifest import write_text
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_torch_file, state_dict_of
 
@@ -78,6 +79,21 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop the logged iterations after ``iteration`` (the checkpoint a resumed run starts from), so that a
+    resumed run logs each iteration once; a line cut by a kill is dropped too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iteration:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict:
@@ -159,6 +175,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         optimizer.load_state_dict(state["optimizer"])
         start = state["iteration"]
         set_rng_state(state["rng"])
+        if rank == 0:
+            _truncate_metrics(run / "metrics.jsonl", start)
         log.info("resumed from %s at iteration %d", last, start)
     elif last.is_file():
         raise OptionError(f"{run} already holds a run (last.pt); pass --resume to continue it or use a new --out")

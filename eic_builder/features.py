@@ -15,6 +15,7 @@ goes to rank ``k % world_size``; shards do not depend on the world size.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
-from eic_builder.errors import ModelError, OptionError, check_choice
+from eic_builder.errors import ManifestError, ModelError, OptionError, check_choice
 from eic_builder.image_batches import (
     LOADERS,
     BytesDataset,
@@ -187,11 +188,20 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     done = set()
     for k in mine:
         shard = out / f"part-{k:06d}.parquet"
-        if shard.is_file():
-            old = {key: read_metadata(shard).get(key) for key in settings}
-            if old != settings:
-                raise OptionError(f"{out} holds shards made with other settings ({old}); use a new --out")
+        if not shard.is_file():
+            continue
+        try:
+            meta = read_metadata(shard)
+        except (OSError, ValueError, ManifestError) as exc:  # pyarrow's errors are OSError/ValueError kinds
+            log.warning("%s is unreadable (%s): it is made again", shard, exc)
+            continue
+        old = {key: meta.get(key) for key in settings}
+        if old != settings:
+            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new --out")
+        if meta.get("inputs") == chunk_digest(chunks[k]):
             done.add(k)
+        else:
+            log.info("%s was made from other images (the manifest changed): it is made again", shard)
     todo = [k for k in mine if k not in done]
     if done:
         log.info("rank %d: resuming, %d of %d shards already written", rank, len(done), len(mine))
@@ -253,6 +263,15 @@ def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path,
     bar.close()
 
 
+def chunk_digest(items: list[Item]) -> str:
+    """A digest of what a shard embeds: each item's id, box and image location, in order."""
+    h = hashlib.sha1()
+    for it in items:
+        h.update(repr((it.image_id, it.box_index, it.box, it.ref.path, it.ref.archive, it.ref.offset,
+                       it.ref.size)).encode())
+    return h.hexdigest()
+
+
 def _write_shard(out: Path, k: int, flat: list[Item], parts: list[tuple[np.ndarray, np.ndarray]],
                  settings: dict) -> None:
     index = np.concatenate([i for i, _ in parts])
@@ -261,4 +280,5 @@ def _write_shard(out: Path, k: int, flat: list[Item], parts: list[tuple[np.ndarr
     rows = [flat[i] for i in index[order]]
     table = features_table([r.image_id for r in rows], [r.box_index for r in rows], [r.label for r in rows],
                            feats[order])
-    write_table(table, out / f"part-{k:06d}.parquet", "features", settings, row_group_size=FEATURE_ROW_GROUP)
+    write_table(table, out / f"part-{k:06d}.parquet", "features", {**settings, "inputs": chunk_digest(rows)},
+                row_group_size=FEATURE_ROW_GROUP)

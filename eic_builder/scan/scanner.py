@@ -52,7 +52,7 @@ from eic_builder.scan.layout import (
     index_sources,
     select_split,
 )
-from eic_builder.scan.unit import Item, ScanConfig, scan_unit
+from eic_builder.scan.unit import Item, ScanConfig, inputs_digest, scan_unit
 
 log = logging.getLogger(__name__)
 
@@ -331,16 +331,20 @@ def scan(
     units = make_units(items, UNIT_SIZE)
     parts_root = out / PARTS_DIR / _fingerprint(cfg)
     parts_root.mkdir(parents=True, exist_ok=True)
-    done = {p.name for p in parts_root.iterdir() if (p / MANIFEST_FILES["images"]).is_file()}
-    todo = [(name, chunk) for name, chunk in units if name not in done]
-    resumed = len(units) - len(todo)
-    if resumed:
-        log.info("resuming: %d of %d units already scanned", resumed, len(units))
     results = {}
-    for name, _ in units:
-        if name in done:
+    stale = 0
+    for name, chunk in units:  # a finished unit is reused only if its input files are unchanged
+        if (parts_root / name / MANIFEST_FILES["images"]).is_file():
             m = read_manifest(parts_root / name)
-            results[name] = (m.images, m.boxes, m.rejects)
+            if m.meta.get("inputs") == inputs_digest(chunk, cfg.root):
+                results[name] = (m.images, m.boxes, m.rejects)
+            else:
+                stale += 1
+    todo = [(name, chunk) for name, chunk in units if name not in results]
+    resumed = len(results)
+    if resumed or stale:
+        log.info("resuming: %d of %d units already scanned (%d redone: their files changed)", resumed,
+                 len(units), stale)
     bar = progress(total=sum(len(c) for _, c in todo), desc="scan", unit="img")
     def keep(job: tuple[str, int], tables: tuple) -> None:
         results[job[0]] = tables

@@ -237,9 +237,30 @@ def scan_items(items: list[Item], cfg: ScanConfig) -> tuple:
             to_table("rejects", _columns(rows.rejects, REJECT_COLUMNS)))
 
 
+def inputs_digest(items: list[Item], root: str) -> str:
+    """A digest of what a unit's rows are made from: each loose file's size and modification time, each
+    archive member's location and hash, each in-memory annotation's bytes. One stat per file."""
+    h = hashlib.sha1()
+    for item in items:
+        for rel in (item.image_rel, item.ann_rel):
+            if rel is None:
+                continue
+            try:
+                st = os.stat(f"{root}/{rel}")
+                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{rel}\0missing\n".encode())
+        if item.probe is not None:
+            h.update(f"{item.probe.archive}\0{item.probe.offset}\0{item.probe.size}\0{item.probe.sha1}\n".encode())
+        if item.ann_bytes is not None:
+            h.update(hashlib.sha1(item.ann_bytes).digest())
+    return h.hexdigest()
+
+
 def scan_unit(part_dir: str, items: list[Item], cfg: ScanConfig) -> tuple:
-    """Scan a unit, keep its rows as a manifest directory at ``part_dir`` (for resuming),
-    and return them: (images, boxes, rejects) tables."""
+    """Scan a unit, keep its rows as a manifest directory at ``part_dir`` (for resuming, with the digest
+    of its inputs), and return them: (images, boxes, rejects) tables."""
+    digest = inputs_digest(items, cfg.root)  # before reading: a file changed meanwhile is not taken as done
     tables = scan_items(items, cfg)
-    write_manifest(Path(part_dir), *tables, {"unit_items": len(items)})
+    write_manifest(Path(part_dir), *tables, {"unit_items": len(items), "inputs": digest})
     return tables

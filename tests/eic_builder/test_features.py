@@ -12,7 +12,7 @@ import torch
 
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.features import FeatureConfig, build_model, extract_features
-from eic_builder.manifest import iter_feature_batches, read_manifest
+from eic_builder.manifest import iter_feature_batches, read_manifest, write_manifest
 from eic_builder.scan.scanner import scan
 
 SMALL = {"weights": "random", "crop": 32, "resize": 37, "workers": 0, "batch_size": 4}
@@ -102,6 +102,32 @@ def test_shards_resume_and_settings(real_subset: Path, tmp_path: Path) -> None:
     assert np.array_equal(_feats(out)[1], first)
     with pytest.raises(OptionError, match="holds shards made with other settings"):
         extract_features(real_subset, out, FeatureConfig(**{**SMALL, "crop": 33}, shard_size=5))
+    # a shard cut short (a kill during a copy, a full disk) is made again, not a traceback
+    shard = out / "part-000002.parquet"
+    shard.write_bytes(shard.read_bytes()[:100])
+    s = extract_features(real_subset, out, FeatureConfig(**SMALL, shard_size=5))
+    assert s.shards_resumed == 2 and np.array_equal(_feats(out)[1], first)
+
+
+def test_shards_of_a_changed_manifest_are_made_again(real_subset: Path, tmp_path: Path, first_images) -> None:
+    """A shard is reused only if it embeds the same images: after the manifest changes, stale shards are
+    made again and the features are those of a fresh run."""
+    out = tmp_path / "f"
+    extract_features(first_images(real_subset, tmp_path / "m6", 6), out, FeatureConfig(**SMALL, shard_size=5))
+    write_manifest(tmp_path / "m6", *_tables(real_subset, 1, 7))  # the manifest now holds images 1-6
+    s = extract_features(tmp_path / "m6", out, FeatureConfig(**SMALL, shard_size=5))
+    assert s.shards_resumed == 0
+    extract_features(tmp_path / "m6", tmp_path / "fresh", FeatureConfig(**SMALL, shard_size=5))
+    assert _feats(out)[0] == _feats(tmp_path / "fresh")[0]
+    assert np.array_equal(_feats(out)[1], _feats(tmp_path / "fresh")[1])
+
+
+def _tables(manifest: Path, start: int, stop: int) -> tuple:
+    import pyarrow.compute as pc
+
+    m = read_manifest(manifest)
+    images = m.images.slice(start, stop - start)
+    return images, m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"])), m.rejects, m.meta
 
 
 def test_box_features(real_subset: Path, tmp_path: Path) -> None:

@@ -333,3 +333,37 @@ def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch:
     assert s.ignored["not a regular file (FIFO, socket, device or broken link)"] == 3
     assert s.ignored["symlinked folder already scanned (a loop or a second link)"] == 1
     assert s.ignored["the output folder (--out) inside a source"] == 1
+
+
+def test_resume_redoes_units_whose_files_changed(synthetic_tree: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished unit is reused only while its files are unchanged: an XML edited between the
+    interruption and the resume gives its new boxes, not the old ones."""
+    import eic_builder.scan.scanner as scanner
+
+    tree = tmp_path / "tree"
+    shutil.copytree(synthetic_tree, tree)
+    out = tmp_path / "m"
+    real = scanner.scan_unit
+    calls = []
+
+    def flaky(part_dir, items, cfg):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(items[0].image_id)
+        return real(part_dir, items, cfg)
+
+    monkeypatch.setattr(scanner, "UNIT_SIZE", 12)
+    monkeypatch.setattr(scanner, "scan_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        scan(tree, out, split="train", workers=1)
+    wnid = calls[0].split("_")[0]  # a class whose unit finished
+    xml = sorted((tree / "Annotations" / "train" / wnid).glob("*.xml"))[0]
+    text = xml.read_text()
+    xml.write_text(text.replace("<xmin>", "<xmin>1", 1))  # e.g. xmin 5 -> 15: other boxes
+    monkeypatch.setattr(scanner, "scan_unit", real)
+    s = scan(tree, out, split="train", workers=1)
+    assert (s.units_resumed, s.units_total) == (1, 4)
+    fresh = tmp_path / "fresh"
+    scan(tree, fresh, split="train", workers=1)
+    assert read_manifest(out).boxes.equals(read_manifest(fresh).boxes)
