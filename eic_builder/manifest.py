@@ -196,11 +196,13 @@ def write_table(
     record = build_metadata(kind, meta)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(record, sort_keys=True).encode()})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: the old file, if any, is left as it was
+        raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -210,11 +212,13 @@ def write_table(
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a text file (a report, a table) atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -264,12 +268,18 @@ def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | No
     missing = [name for name in MANIFEST_FILES.values() if not (directory / name).is_file()]
     if missing:
         raise ManifestError(f"{directory} is not a manifest directory: missing {', '.join(missing)}")
+    meta = read_metadata(directory / MANIFEST_FILES["images"])
+    for name, size in meta.get("written_with", {}).items():
+        found = (directory / name).stat().st_size
+        if found != size:
+            raise ManifestError(f"{directory} is a mix of two writes: its {name} ({found} bytes) is not the one "
+                                f"its images.parquet was written with ({size} bytes); write the manifest again")
     return Manifest(
         root=directory,
         images=read_table(directory / MANIFEST_FILES["images"], "images"),
         boxes=read_table(directory / MANIFEST_FILES["boxes"], "boxes", columns=box_columns),
         rejects=read_table(directory / MANIFEST_FILES["rejects"], "rejects"),
-        meta=read_metadata(directory / MANIFEST_FILES["images"]),
+        meta=meta,
     )
 
 
@@ -280,12 +290,29 @@ def write_manifest(
     rejects: pa.Table,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the three tables of a manifest directory (each atomically; images last)."""
+    """Write the three tables of a manifest directory as a whole or not at all.
+
+    All three are written under temporary names first, so that a full disk or a kill leaves the old
+    manifest as it was; then they are renamed into place, images.parquet last (its presence marks a
+    complete manifest). images.parquet records the sizes of the other two, and :func:`read_manifest`
+    refuses a directory whose files come from two different writes.
+    """
     directory = Path(directory)
-    write_table(boxes, directory / MANIFEST_FILES["boxes"], "boxes", meta)
-    write_table(rejects, directory / MANIFEST_FILES["rejects"], "rejects", meta)
-    # images.parquet last: its presence marks a complete manifest.
-    write_table(images, directory / MANIFEST_FILES["images"], "images", meta)
+    meta = {k: v for k, v in (meta or {}).items() if k != "written_with"}  # a read manifest's own record
+    staged = {name: directory / f".{name}.new-{os.getpid()}" for name in MANIFEST_FILES.values()}
+    try:
+        write_table(boxes, staged["boxes.parquet"], "boxes", meta)
+        write_table(rejects, staged["rejects.parquet"], "rejects", meta)
+        sizes = {name: staged[name].stat().st_size for name in ("boxes.parquet", "rejects.parquet")}
+        write_table(images, staged["images.parquet"], "images", {**meta, "written_with": sizes})
+        for name in ("boxes.parquet", "rejects.parquet", "images.parquet"):
+            os.replace(staged[name], directory / name)
+    except OSError as exc:
+        raise ManifestError(f"cannot write the manifest {directory}: {exc.strerror or exc}") from exc
+    finally:
+        for path in staged.values():
+            if path.exists():
+                path.unlink()
     return directory
 
 

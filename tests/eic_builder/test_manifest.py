@@ -35,3 +35,42 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with pytest.raises(ManifestError, match=r"missing images\.parquet, boxes\.parquet, rejects\.parquet"):
         read_manifest(tmp_path / "d")
+
+
+def test_a_manifest_is_replaced_whole_or_not_at_all(synthetic_tree: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills while a scan writes over an existing manifest leaves the old one intact, and a
+    directory mixing files of two writes is refused by every reader."""
+    import shutil
+
+    from eic_builder.scan.scanner import scan
+
+    out = tmp_path / "m"
+    scan(synthetic_tree, out, split="val", workers=1)
+    old = read_manifest(out)
+    real = pq.write_table
+
+    def disk_full(table, where, **kw):
+        if "images" in str(where):
+            raise OSError(28, "No space left on device")
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(pq, "write_table", disk_full)
+    with pytest.raises(ManifestError, match=r"cannot write .*images\.parquet.*: No space left on device"):
+        scan(synthetic_tree, out, split="train", workers=1)
+    monkeypatch.setattr(pq, "write_table", real)
+    now = read_manifest(out)
+    assert now.images.equals(old.images) and now.boxes.equals(old.boxes) and now.rejects.equals(old.rejects)
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".parquet")) == [
+        "boxes.parquet", "images.parquet", "rejects.parquet"]
+    scan(synthetic_tree, tmp_path / "t", split="train", workers=1)
+    shutil.copy(tmp_path / "t" / "boxes.parquet", out / "boxes.parquet")  # half old, half new
+    with pytest.raises(ManifestError, match=r"is a mix of two writes: its boxes\.parquet"):
+        read_manifest(out)
+
+
+def test_unwritable_output_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    t = empty_table("rejects")
+    with pytest.raises(ManifestError, match=r"cannot write .*file/r\.parquet"):
+        write_table(t, tmp_path / "file" / "r.parquet", "rejects")
