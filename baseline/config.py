@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -63,6 +64,10 @@ class TrainConfig:
             raise OptionError(f"--train-scales {self.train_scales} must be sizes of at least 32 pixels")
         if not 0 < self.width <= 4:
             raise OptionError(f"--width={self.width} must be in (0, 4]")
+        if not math.isfinite(self.neg_ratio) or self.neg_ratio < 0:
+            raise OptionError(f"--neg-ratio={self.neg_ratio} must be a finite number >= 0")
+        if not math.isfinite(self.lr):
+            raise OptionError(f"--lr={self.lr} must be finite")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:

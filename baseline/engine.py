@@ -31,7 +31,7 @@ from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.manifest import write_text
 from eic_builder.progress import progress
-from eic_builder.torch_files import load_torch_file, state_dict_of
+from eic_builder.torch_files import load_matching, load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def model_from_checkpoint(path: str | os.PathLike[str]) -> tuple[HourglassRPN, T
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
     model = HourglassRPN(model_config(cfg))
-    model.load_state_dict(state["model"])
+    load_matching(model, state["model"], f"checkpoint {path}")
     return model.eval(), cfg
 
 
@@ -171,8 +171,11 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         state = load_checkpoint(last)
         if TrainConfig.from_dict(state["config"]) != cfg:
             raise OptionError(f"--resume: {last} was trained with another configuration; see {run / 'config.json'}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_matching(model, state["model"], f"checkpoint {last}")
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"checkpoint {last}: its optimizer state does not fit this run ({exc})") from exc
         start = state["iteration"]
         set_rng_state(state["rng"])
         if rank == 0:

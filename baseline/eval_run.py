@@ -51,6 +51,9 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
                      device: str = "auto", amp: bool = False, max_images: int | None = None) -> dict[str, dict]:
     """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
     cfg = cfg or ProposalConfig()
+    cfg.validate()
+    if recall_k < 1:
+        raise OptionError(f"--recall-k={recall_k} must be >= 1")
     for m in methods:
         if m not in METHODS:
             raise OptionError(f"--method {m!r} is not known; choose from {', '.join(METHODS)}")

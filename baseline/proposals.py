@@ -20,6 +20,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_
 from baseline.data import pad_batch, prepare
 from baseline.model import HourglassRPN
 from baseline.rpn import BACKGROUND
+from eic_builder.errors import OptionError
 
 TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
 
@@ -36,6 +37,17 @@ class ProposalConfig:
     scale_nms: float = 0.5
     top_k: int = 1000
     min_size: float = 1.0
+
+    def validate(self) -> None:
+        """Refuse values that make no sense (they would give empty or meaningless proposals)."""
+        if not self.scales or min(self.scales) < 16:
+            raise OptionError(f"--scales {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
+        if self.top_k < 1:
+            raise OptionError(f"--top-k={self.top_k} must be >= 1")
+        for name in ("level_nms", "scale_nms"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise OptionError(f"{name}={value} must be in (0, 1]")
 
 
 @torch.inference_mode()

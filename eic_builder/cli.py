@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,12 +18,37 @@ from eic_builder import __version__
 from eic_builder.errors import EICError
 
 
+def _one_line(message: str) -> str:
+    """An error message on one line: an error raised in a DataLoader worker arrives wrapped in the
+    worker's traceback, whose last line is the error itself."""
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith("Original Traceback") for line in lines):
+        return re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1])
+    return " ".join(lines)
+
+
 class _Group(click.Group):
+    """Every error a user can fix, ours or click's (a bad option, a missing argument), is one line on
+    stderr and exit code 2; anything else is a bug and keeps its traceback."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `eic-build` alone: the help, as usual
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.ClickException as exc:
+            click.echo(f"eic-build: error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("eic-build: aborted", err=True)
+            sys.exit(1)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EICError as exc:
-            click.echo(f"eic-build: error: {exc}", err=True)
+            click.echo(f"eic-build: error: {_one_line(str(exc))}", err=True)
             sys.exit(2)
 
 

@@ -40,7 +40,7 @@ from eic_builder.image_batches import (
 from eic_builder.image_source import image_refs, image_root
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, read_manifest, read_metadata, write_table
 from eic_builder.progress import progress
-from eic_builder.torch_files import load_torch_file, state_dict_of
+from eic_builder.torch_files import load_matching, load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
         missing = [k for k in need if k not in state]
         if missing:
             raise ModelError(f"{path} is not a torchvision VGG-16 state dict: missing {', '.join(missing[:4])}...")
-        vgg.load_state_dict({k: v for k, v in state.items() if k in vgg.state_dict()}, strict=False)
+        load_matching(vgg, state, f"weights file {path}", strict=False)
     return VGG16FC6(vgg, relu=layer == "fc6-relu").eval()
 
 

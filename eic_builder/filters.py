@@ -8,6 +8,7 @@ Defaults follow the paper: a box is *small* when both sides are under 32 px,
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,8 @@ def filter_manifest(
     """
     if drop and keep:
         raise OptionError("--drop and --keep exclude each other; give one of them")
-    if min_side < 0:
-        raise OptionError(f"--min-side={min_side} must be >= 0")
+    if not math.isfinite(min_side) or min_side < 0:
+        raise OptionError(f"--min-side={min_side} must be a finite number >= 0")
     if Path(out).resolve() == Path(src).resolve():
         raise OptionError(f"--out {out} is the input directory; choose another")
     m = read_manifest(src)

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from eic_builder.errors import FormatError
 from eic_builder.image_source import ImageReader, ImageRef
+from eic_builder.imagesize import ImageHeaderError, image_header_of_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,6 +91,11 @@ def decode_cpu(data: torch.Tensor) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
 
+    try:  # the header first: an image too large to decode (a decompression bomb) is refused, not decoded
+        image_header_of_bytes(data[:65536].numpy().tobytes(), "", check_end=False)
+    except ImageHeaderError as exc:
+        if exc.reason == "image_too_large":
+            raise FormatError(f"refused to decode an image: {exc.detail}") from exc
     image = decode_image(data, mode=ImageReadMode.RGB)
     return image if image.dtype == torch.uint8 else F.to_dtype(image, torch.uint8, scale=True)
 

@@ -26,8 +26,6 @@ _TAIL_BYTES = 1024
 _READ_SIZE = 4096
 
 EXTENSION_FORMATS = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG"}
-
-
 class ImageHeaderError(Exception):
     """The file is not a readable image; ``reason`` is a rejects code."""
 
@@ -45,6 +43,19 @@ class ImageHeader:
     width: int
     height: int
     channels: int
+
+
+# Pillow's decompression-bomb limit (2 x its warning threshold, about 13,000 x 13,000 pixels): an image
+# larger than this is refused at scan and never decoded, since decoding it would take gigabytes.
+MAX_PIXELS = 2 * 89_478_485
+
+
+def check_pixels(header: ImageHeader) -> ImageHeader:
+    """``header`` unchanged, or :class:`ImageHeaderError` ``image_too_large`` above :data:`MAX_PIXELS`."""
+    if header.width * header.height > MAX_PIXELS:
+        raise ImageHeaderError("image_too_large", f"{header.width}x{header.height} pixels is more than the "
+                               f"{MAX_PIXELS:,} an image may have (decoding it would take gigabytes)")
+    return header
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -83,7 +94,7 @@ def _jpeg_size(read_at: Callable[[int, int], bytes], head: bytes) -> ImageHeader
             _, height, width, channels = struct.unpack_from(">BHHB", buf, i + 4)
             if width == 0 or height == 0:
                 raise ImageHeaderError("corrupt_image", f"JPEG frame header says {width}x{height}")
-            return ImageHeader("JPEG", width, height, channels)
+            return check_pixels(ImageHeader("JPEG", width, height, channels))
         length = (buf[i + 2] << 8) | buf[i + 3]
         if length < 2:
             raise ImageHeaderError("corrupt_image", f"JPEG marker FF{marker:02X} has length {length}")
@@ -138,7 +149,7 @@ def _png_header(head: bytes) -> ImageHeader:
     if width == 0 or height == 0:
         raise ImageHeaderError("corrupt_image", f"PNG header says {width}x{height}")
     channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
-    return ImageHeader("PNG", width, height, channels)
+    return check_pixels(ImageHeader("PNG", width, height, channels))
 
 
 def _check_jpeg_end(tail: bytes, read_at: Callable[[int, int], bytes]) -> None:
@@ -150,8 +161,8 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
     """Read format and size of the image at ``path`` from its header.
 
     Raises :class:`ImageHeaderError` with reason ``empty_file``, ``not_an_image``,
-    ``wrong_format`` (content does not match the extension), ``truncated`` or
-    ``corrupt_image``. Raw ``os`` calls keep the per-file cost to a few syscalls.
+    ``wrong_format`` (content does not match the extension), ``truncated``, ``corrupt_image``
+    or ``image_too_large``. Raw ``os`` calls keep the per-file cost to a few syscalls.
     """
     ext = os.path.splitext(path)[1].lower()
     fd = os.open(path, os.O_RDONLY)
@@ -159,6 +170,7 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
         head = os.read(fd, _READ_SIZE)
         if _check_head(head, ext) == "PNG":
             return _png_header(head)
+
         def read_at(n: int, pos: int) -> bytes:
             return os.pread(fd, n, pos)
 
@@ -182,6 +194,7 @@ def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> Ima
     head = data[:_READ_SIZE]
     if _check_head(head, ext) == "PNG":
         return _png_header(head)
+
     def read_at(n: int, pos: int) -> bytes:
         return data[pos : pos + n]
 

@@ -225,25 +225,52 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance record of a Parquet file written by the toolkit."""
-    path = Path(path)
+def _parquet_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file; a missing, empty, damaged or non-Parquet file is a ManifestError."""
     if not path.is_file():
         raise ManifestError(f"no such manifest file: {path}")
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(f"{path} is not a readable Parquet file ({first})") from exc
+
+
+def schema_difference(found: pa.Schema, expected: pa.Schema) -> str:
+    """The first difference between two schemas, in a few words."""
+    for i, field_ in enumerate(expected):
+        if i >= len(found):
+            return f"column {field_.name!r} ({field_.type}) is missing"
+        other = found.field(i)
+        if other.name != field_.name:
+            return f"column {i} is {other.name!r}, expected {field_.name!r}"
+        if not other.type.equals(field_.type) or other.nullable != field_.nullable:
+            return f"column {field_.name!r} is {other.type}{'' if other.nullable else ' not null'}, expected " \
+                   f"{field_.type}{'' if field_.nullable else ' not null'}"
+    return f"it has {len(found) - len(expected)} more column(s): {', '.join(found.names[len(expected):])}"
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance record of a Parquet file written by the toolkit."""
+    raw = (_parquet_schema(Path(path)).metadata or {}).get(METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ManifestError(f"{path} holds damaged toolkit metadata: {exc}") from exc
 
 
 def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file and check that it has the schema of ``kind``."""
+    """Read a Parquet file and check that it has the schema of ``kind`` (errors name the first difference)."""
     schema = _schema_for(kind)
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"no such manifest file: {path}")
-    found = pq.read_schema(path)
-    if not found.remove_metadata().equals(schema):
-        raise ManifestError(f"{path} is not a {kind} table: its schema is {found.remove_metadata()}, expected {schema}")
-    return pq.read_table(path, columns=columns)
+    found = _parquet_schema(path).remove_metadata()
+    if not found.equals(schema):
+        raise ManifestError(f"{path} is not a {kind} table: {schema_difference(found, schema)}")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(f"{path} is damaged: {first}") from exc
 
 
 @dataclass(frozen=True)

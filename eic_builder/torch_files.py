@@ -43,3 +43,21 @@ def state_dict_of(obj: Any) -> dict:
     if not isinstance(obj, dict):
         raise ModelError(f"expected a state dict, found a {type(obj).__name__}")
     return obj
+
+
+def load_matching(module: Any, state: dict, what: str, strict: bool = True) -> None:
+    """``module.load_state_dict(state)`` after checking names and shapes: a state dict of another
+    architecture or width raises :class:`ModelError` naming the first differences (``strict=False``
+    loads the module's tensors found in ``state`` and ignores the others, which must still fit)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state] if strict else []
+    unexpected = [k for k in state if k not in own] if strict else []
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items()
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        parts = [f"missing {', '.join(missing[:3])}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+                 f"other shapes: {'; '.join(shapes[:3])}" if shapes else ""]
+        raise ModelError(f"{what} does not fit this model (another architecture or width?): "
+                         + "; ".join(p for p in parts if p))
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)

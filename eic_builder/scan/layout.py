@@ -103,6 +103,13 @@ def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None
         folders = []
         for entry in entries:
             try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8: no Parquet string can hold the name
+                shown = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                index.rejects.append((sub + shown, None, "file", "bad_file_name",
+                                      "the name is not UTF-8; rename it (its bytes are shown escaped)"))
+                continue
+            try:
                 is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow symlinks
             except OSError:
                 is_dir = is_file = False

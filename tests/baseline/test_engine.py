@@ -130,3 +130,14 @@ def test_checkpoints_never_run_code(train_manifest: Path, tmp_path: Path) -> Non
     with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 2 "
                                          r"\(its version is 1\)"):
         load_checkpoint(old)
+
+
+def test_checkpoints_of_another_width_are_one_error(train_manifest: Path, tmp_path: Path) -> None:
+    train(train_manifest, tmp_path / "run", TrainConfig.tiny(**FAST))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    config = json.loads(state["config"])
+    config["width"] = 0.25  # the tensors are of width 0.125
+    torch.save({**state, "config": json.dumps(config)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match=r"checkpoint .*other\.pt does not fit this model \(another architecture or "
+                                         r"width\?\): other shapes: "):
+        model_from_checkpoint(tmp_path / "other.pt")

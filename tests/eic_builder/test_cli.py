@@ -87,3 +87,27 @@ def test_archives_demo_path(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "Extended ImageNet" in r.output.splitlines()[0], r.output
     r = run("assemble", str(m / "21k"), "--out", str(tmp_path / "bad"), "--short-classes", "drop")
     assert r.exit_code == 2 and "Invalid value for '--short-classes'" in r.output
+
+
+def test_nonsense_values_and_click_errors_are_one_line(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    run("synth", str(tmp_path / "tree"), "--classes", "1", "--train-per-class", "2", "--val-per-class", "1")
+    assert run("scan", str(tmp_path / "tree"), "--split", "val", "--out", str(m), "--workers", "1",
+               "--no-wordnet-check").exit_code == 0
+    cases = [
+        (("filter", str(m), "--out", str(tmp_path / "f"), "--min-side", "nan"), "--min-side=nan must be a finite"),
+        (("eval-baseline", str(m), "--out", str(tmp_path / "e"), "--method", "sliding-window", "--scales", "0"),
+         "--scales 0: each test scale must be >= 16 pixels"),
+        (("eval-baseline", str(m), "--out", str(tmp_path / "e"), "--method", "sliding-window", "--top-k", "0"),
+         "--top-k=0 must be >= 1"),
+        (("train-baseline", str(m), "--out", str(tmp_path / "r"), "--tiny", "--neg-ratio", "-1"),
+         "--neg-ratio=-1.0 must be a finite number >= 0"),
+        (("synth", str(tmp_path / "s"), "--train-per-class", "-3"), "Invalid value for '--train-per-class'"),
+        (("scan", "--out", str(m)), "Missing argument 'SOURCE...'"),
+        (("stats", "x=" + str(tmp_path)), "is not a manifest directory"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("eic-build: error: "), (args, r.output)
+        assert message in lines[0], (args, lines[0])

@@ -111,3 +111,25 @@ def test_zero_size_png_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(ImageHeaderError, match=r"PNG header says 0x0") as info:
         read_image_header(tmp_path / "z.png")
     assert info.value.reason == "corrupt_image"
+
+
+def test_decompression_bombs_are_refused_from_the_header(tmp_path: Path) -> None:
+    """A 60000x60000 JPEG header is rejected at scan and never decoded (a decode would take ~10 GiB)."""
+    import io
+
+    import torch
+
+    from eic_builder.errors import FormatError
+    from eic_builder.image_batches import decode_cpu
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5: sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    (tmp_path / "bomb.jpg").write_bytes(bytes(data))
+    with pytest.raises(ImageHeaderError, match=r"60000x60000 pixels is more than") as info:
+        read_image_header(tmp_path / "bomb.jpg")
+    assert info.value.reason == "image_too_large"
+    with pytest.raises(FormatError, match="refused to decode an image: 60000x60000"):
+        decode_cpu(torch.frombuffer(bytearray(data), dtype=torch.uint8))

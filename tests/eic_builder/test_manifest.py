@@ -74,3 +74,23 @@ def test_unwritable_output_is_one_error(tmp_path: Path) -> None:
     t = empty_table("rejects")
     with pytest.raises(ManifestError, match=r"cannot write .*file/r\.parquet"):
         write_table(t, tmp_path / "file" / "r.parquet", "rejects")
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1", b"not parquet at all", b"PAR1" + b"\0" * 100 + b"PAR1"])
+def test_damaged_or_foreign_files_are_one_error(content: bytes, tmp_path: Path) -> None:
+    for name in ("images.parquet", "boxes.parquet", "rejects.parquet"):
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ManifestError, match=r"is not a readable Parquet file \(") as info:
+        read_manifest(tmp_path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ManifestError, match=r"is not a readable Parquet file"):
+        read_table(tmp_path / "boxes.parquet", "eic_classes")
+
+
+def test_schema_errors_name_the_first_difference(tmp_path: Path) -> None:
+    schema = pa.schema([pa.field("image_id", pa.string(), nullable=False), pa.field("box_index", pa.int64())])
+    pq.write_table(pa.table({"image_id": ["a"], "box_index": [1]}, schema=schema), tmp_path / "b.parquet")
+    with pytest.raises(ManifestError, match=r"is not a boxes table: column 'box_index' is int64, expected int32 not "
+                                            r"null$") as info:
+        read_table(tmp_path / "b.parquet", "boxes")
+    assert "\n" not in str(info.value)

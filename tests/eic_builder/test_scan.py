@@ -367,3 +367,18 @@ def test_resume_redoes_units_whose_files_changed(synthetic_tree: Path, tmp_path:
     fresh = tmp_path / "fresh"
     scan(tree, fresh, split="train", workers=1)
     assert read_manifest(out).boxes.equals(read_manifest(fresh).boxes)
+
+
+def test_names_that_are_not_utf8_are_rejects(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    Image.new("RGB", (20, 20)).save(root / "ok_1.JPEG")
+    raw = os.path.join(os.fsencode(root), b"bad\xff_2.JPEG")
+    with open(raw, "wb") as f:
+        f.write((root / "ok_1.JPEG").read_bytes())
+    s = scan(root, tmp_path / "m", workers=1)
+    m = read_manifest(tmp_path / "m")
+    assert s.images == 1 and [(r["path"], r["reason"]) for r in m.rejects.to_pylist()] == [
+        ("bad\\xff_2.JPEG", "bad_file_name")]
