@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -131,11 +132,12 @@ class TrainResult:
 
 
 def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
-          resume: bool = False, distributed: bool = False, stop_after: int | None = None) -> TrainResult:
+          resume: bool = False, distributed: bool = False, stop_after: int | None = None,
+          root: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train the RPN on the images with boxes of a manifest; see the module doc.
 
-    ``stop_after`` ends the loop early after that many iterations of this call (a
-    stand-in for an interruption, used by the tests).
+    ``root`` is the image root (``--root``; default: the manifest's). ``stop_after`` ends the loop early
+    after that many iterations of this call (a stand-in for an interruption, used by the tests).
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -144,7 +146,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     if cfg.images_per_batch % world:
         raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
     device = rank_device(resolve_device(cfg.device), distributed)
-    records, root = load_records(manifest_dir)
+    records, root = load_records(manifest_dir, root)
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))
     if cfg.backbone_weights:
@@ -184,7 +186,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     elif last.is_file():
         raise OptionError(f"{run} already holds a run (last.pt); pass --resume to continue it or use a new --out")
     if rank == 0:
-        (run / "config.json").write_text(cfg.to_json())
+        write_text(run / "config.json", cfg.to_json())
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -215,6 +217,11 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, deltas, anchors = net(images)
         loss, terms = rpn_loss(logits, deltas, anchors, boxes, tcfg, coder, gen)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
+            kept = sorted(run.glob("ckpt-*.pt"))
+            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; the last good checkpoint is "
+                             f"{kept[-1] if kept else 'none (none was written yet)'}; lower --lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -222,7 +229,6 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         optimizer.step()
         it += 1
         seen += len(images) * world
-        loss_value = float(loss.detach())
         if rank == 0:
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")

@@ -26,7 +26,7 @@ from baseline.report import metrics_markdown, recall_plot
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader
-from eic_builder.manifest import to_table, write_table
+from eic_builder.manifest import to_table, write_table, write_text
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: 
 
 def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None,
                      methods: list[str], cfg: ProposalConfig | None = None, recall_k: int = 300,
-                     device: str = "auto", amp: bool = False, max_images: int | None = None) -> dict[str, dict]:
-    """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
+                     device: str = "auto", amp: bool = False, max_images: int | None = None,
+                     root: str | os.PathLike[str] | None = None) -> dict[str, dict]:
+    """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc;
+    ``root`` is the image root (``--root``; default: the manifest's)."""
     cfg = cfg or ProposalConfig()
     cfg.validate()
     if recall_k < 1:
@@ -63,14 +65,14 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     if max_images is not None and max_images < 1:
         raise OptionError(f"--max-images {max_images} must be >= 1")
     dev = resolve_device(device)
-    records, root = load_records(manifest_dir)
+    records, root = load_records(manifest_dir, root)
     reader = ImageReader(root)
     records = records[:max_images] if max_images else records
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gts = {r.image_id: r.boxes for r in records}
     gt_json, ids = coco_ground_truth(gts)
-    (out / "gt_coco.json").write_text(json.dumps(gt_json))
+    write_text(out / "gt_coco.json", json.dumps(gt_json))
     results: dict[str, dict] = {}
     for name in names:
         fn = _proposer(name, checkpoint, cfg, dev, amp)
@@ -86,8 +88,8 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", name, metrics["AR@100"], recall_k, metrics[f"Rec@0.5@{recall_k}"])
     doc = {"manifest": str(Path(manifest_dir).resolve()), "checkpoint": checkpoint, "proposal_config": asdict(cfg),
            "recall_k": recall_k, "device": str(dev), "results": results}
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2))
-    (out / "metrics.md").write_text(metrics_markdown(results, recall_k))
+    write_text(out / "metrics.json", json.dumps(doc, indent=2))
+    write_text(out / "metrics.md", metrics_markdown(results, recall_k))
     recall_plot(results, out / "recall_iou.png", recall_k)
     return results
 
@@ -103,4 +105,4 @@ def _write_proposals(folder: Path, found: dict[str, tuple[torch.Tensor, torch.Te
         for j, c in enumerate(("x1", "y1", "x2", "y2")):
             cols[c] += boxes[:, j].tolist()
     write_table(to_table("proposals", cols), folder / "proposals.parquet", "proposals")
-    (folder / "proposals_coco.json").write_text(json.dumps(coco_results(found, ids)))
+    write_text(folder / "proposals_coco.json", json.dumps(coco_results(found, ids)))

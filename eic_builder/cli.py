@@ -363,6 +363,22 @@ def split_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, 
     click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
 
 
+def _default_help(name: str, text: str) -> str:
+    """An option's help with its default and --tiny's value, read from TrainConfig (one source of both)."""
+    from dataclasses import fields
+
+    from baseline.config import TrainConfig
+
+    default = {f.name: f.default for f in fields(TrainConfig)}[name]
+    tiny = getattr(TrainConfig.tiny(), name)
+
+    def shown(value: object) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    extra = f"; --tiny: {shown(tiny)}" if tiny != default else ""
+    return f"{text} (default {shown(default)}{extra})".strip()
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -378,52 +394,65 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Held-out manifest scored (Rec@0.5, AR@100, single scale) at the end of training.")
-@click.option("--sampling", default="random", show_default=True, type=click.Choice(["base", "random", "balanced"]))
-@click.option("--iters", type=int, default=None, help="Iterations (default 2000; --tiny: 300).")
-@click.option("--images-per-batch", type=int, default=None, help="Images per iteration, all ranks (default 8).")
-@click.option("--lr", type=float, default=None, help="Base learning rate (default 1e-4, the paper's).")
-@click.option("--lr-step", type=int, default=None, help="Halve the learning rate every N iterations (7000).")
+@click.option("--sampling", default=None, type=click.Choice(["base", "random", "balanced"]),
+              help=_default_help("sampling", "Order of the training images."))
+@click.option("--iters", type=int, default=None, help=_default_help("iters", "Iterations."))
+@click.option("--images-per-batch", type=int, default=None,
+              help=_default_help("images_per_batch", "Images per iteration, all ranks."))
+@click.option("--lr", type=float, default=None, help=_default_help("lr", "Base learning rate (the paper's 1e-4)."))
+@click.option("--lr-step", type=int, default=None,
+              help=_default_help("lr_step", "Halve the learning rate every N iterations."))
 @click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
-              help="sgd (the paper's; default) or adamw (--tiny's).")
-@click.option("--pos-iou", type=float, default=None, help="IoU for an object anchor (0.7; --tiny: 0.5).")
-@click.option("--train-scales", default=None, help="Shorter sides drawn per batch (default 400,500,600,700,800).")
-@click.option("--arch", default="hourglass", show_default=True, type=click.Choice(["hourglass", "downsample"]))
-@click.option("--width", type=float, default=None, help="Channel multiplier of the VGG-16 encoder (1.0).")
-@click.option("--norm", default="bn", show_default=True, type=click.Choice(["bn", "none"]),
-              help="bn: vgg16_bn layout (trains from scratch); none: vgg16 layout.")
-@click.option("--gray/--no-gray", default=True, show_default=True, help="Train the gray class (remark c).")
-@click.option("--neg-ratio", type=float, default=3.0, show_default=True, help="Negatives per positive (remark b).")
-@click.option("--anchors-per-image", type=int, default=300, show_default=True)
+              help=_default_help("optimizer", "sgd is the paper's."))
+@click.option("--pos-iou", type=float, default=None, help=_default_help("pos_iou", "IoU for an object anchor."))
+@click.option("--train-scales", default=None,
+              help=_default_help("train_scales", "Shorter sides drawn per batch (comma list)."))
+@click.option("--arch", default=None, type=click.Choice(["hourglass", "downsample"]), help=_default_help("arch", ""))
+@click.option("--width", type=float, default=None,
+              help=_default_help("width", "Channel multiplier of the VGG-16 encoder."))
+@click.option("--norm", default=None, type=click.Choice(["bn", "none"]),
+              help=_default_help("norm", "bn: vgg16_bn layout (trains from scratch); none: vgg16 layout."))
+@click.option("--gray/--no-gray", default=None, help=_default_help("gray", "Train the gray class (remark c)."))
+@click.option("--neg-ratio", type=float, default=None,
+              help=_default_help("neg_ratio", "Negatives per positive (remark b)."))
+@click.option("--anchors-per-image", type=int, default=None, help=_default_help("anchors_per_image", ""))
 @click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="torchvision vgg16 (--norm none) or vgg16_bn (--norm bn) state dict for the encoder.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bfloat16 autocast on CUDA.")
-@click.option("--workers", type=int, default=None, help="DataLoader workers (default 4; --tiny: 0).")
-@click.option("--checkpoint-every", type=int, default=None, help="Iterations between checkpoints (500).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests and `make demo`.")
+@click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]), help=_default_help("device", ""))
+@click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA."))
+@click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers."))
+@click.option("--checkpoint-every", type=int, default=None,
+              help=_default_help("checkpoint_every", "Iterations between checkpoints."))
+@click.option("--seed", type=int, default=None, help=_default_help("seed", ""))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root (default: the manifest's scan root).")
+@click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests and `make demo`; options "
+              "given on the command line override it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: DistributedDataParallel.")
-def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str, iters: int | None,
+def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str | None, iters: int | None,
               images_per_batch: int | None, lr: float | None, lr_step: int | None, optimizer: str | None,
-              pos_iou: float | None, train_scales: str | None,
-              arch: str, width: float | None, norm: str, gray: bool, neg_ratio: float, anchors_per_image: int,
-              backbone_weights: Path | None, device: str, amp: bool, workers: int | None,
-              checkpoint_every: int | None, seed: int, tiny: bool, resume: bool, distributed: bool) -> None:
-    """Train the hourglass RPN on the images with boxes of MANIFEST (see CLI.md)."""
+              pos_iou: float | None, train_scales: str | None, arch: str | None, width: float | None,
+              norm: str | None, gray: bool | None, neg_ratio: float | None, anchors_per_image: int | None,
+              backbone_weights: Path | None, device: str | None, amp: bool | None, workers: int | None,
+              checkpoint_every: int | None, seed: int | None, root: Path | None, tiny: bool, resume: bool,
+              distributed: bool) -> None:
+    """Train the hourglass RPN on the images with boxes of MANIFEST (see CLI.md).
+
+    Options not given take the defaults (or --tiny's values) shown in their help.
+    """
     from baseline.config import TrainConfig
     from baseline.engine import train
 
     given = {"iters": iters, "images_per_batch": images_per_batch, "lr": lr, "lr_step": lr_step,
              "optimizer": optimizer, "pos_iou": pos_iou,
              "train_scales": _ints(train_scales) if train_scales else None, "width": width, "workers": workers,
-             "checkpoint_every": checkpoint_every}
-    fields = {k: v for k, v in given.items() if v is not None}
-    fields |= {"sampling": sampling, "arch": arch, "norm": norm, "gray": gray, "neg_ratio": neg_ratio,
-               "anchors_per_image": anchors_per_image, "device": device, "amp": amp, "seed": seed,
-               "backbone_weights": str(backbone_weights) if backbone_weights else None}
+             "checkpoint_every": checkpoint_every, "sampling": sampling, "arch": arch, "norm": norm, "gray": gray,
+             "neg_ratio": neg_ratio, "anchors_per_image": anchors_per_image, "device": device, "amp": amp,
+             "seed": seed, "backbone_weights": str(backbone_weights) if backbone_weights else None}
+    fields = {k: v for k, v in given.items() if v is not None}  # what was typed overrides a preset
     cfg = TrainConfig.tiny(**fields) if tiny else TrainConfig(**fields)
-    r = train(manifest, out, cfg, resume=resume, distributed=distributed)
+    r = train(manifest, out, cfg, resume=resume, distributed=distributed, root=root)
     click.echo(f"trained to iteration {r.iteration} on {r.device} ({r.images_per_second:.1f} img/s), "
                f"last loss {r.last_loss:.4f}; checkpoint {r.checkpoint}")
     if val is not None:
@@ -432,7 +461,7 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str, iters:
 
         scale = int(sum(cfg.train_scales) / len(cfg.train_scales))
         res = evaluate_methods(val, out / "val_eval", str(r.checkpoint), [],
-                               ProposalConfig(scales=(scale,), top_k=1000), device=device)["rpn"]
+                               ProposalConfig(scales=(scale,), top_k=1000), device=cfg.device, root=root)["rpn"]
         click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
 
 
@@ -450,15 +479,17 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str, iters:
 @click.option("--max-images", type=int, default=None, help="Score only the first N images.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--amp/--no-amp", default=False, show_default=True, help="bfloat16 autocast on CUDA.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root (default: the manifest's scan root).")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
-             recall_k: int, max_images: int | None, device: str, amp: bool) -> None:
+             recall_k: int, max_images: int | None, device: str, amp: bool, root: Path | None) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
     from baseline.eval_run import evaluate_methods
     from baseline.proposals import ProposalConfig
 
     cfg = ProposalConfig(scales=_ints(scales), top_k=top_k)
     evaluate_methods(manifest, out, str(checkpoint) if checkpoint else None, list(methods), cfg, recall_k, device,
-                     amp, max_images)
+                     amp, max_images, root=root)
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eic_builder.manifest import write_text
+
 if TYPE_CHECKING:
     from eic_builder.expand import Expansion
 
@@ -75,6 +77,6 @@ def bar_chart(before: dict[str, int], after: dict[str, int], path: Path, width: 
 def write_report(result: Expansion, path: Path) -> tuple[Path, Path]:
     """Write ``path`` (Markdown) and the chart beside it (same name, ``.png``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report_markdown(result))
+    write_text(path, report_markdown(result))
     png = bar_chart(dict(result.lexname_before), dict(result.lexname_after), path.with_suffix(".png"))
     return path, png

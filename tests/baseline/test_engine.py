@@ -141,3 +141,34 @@ def test_checkpoints_of_another_width_are_one_error(train_manifest: Path, tmp_pa
     with pytest.raises(ModelError, match=r"checkpoint .*other\.pt does not fit this model \(another architecture or "
                                          r"width\?\): other shapes: "):
         model_from_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_loss_that_becomes_nan_stops_the_run(train_manifest: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import baseline.engine as engine
+
+    real, calls = engine.rpn_loss, []
+
+    def diverging(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 3 else loss), terms
+
+    monkeypatch.setattr(engine, "rpn_loss", diverging)
+    with pytest.raises(ModelError, match=r"the loss became nan at iteration 3; the last good checkpoint is "
+                                         r".*run/ckpt-0000002\.pt"):
+        train(train_manifest, tmp_path / "run", TrainConfig.tiny(**FAST))
+
+
+def test_options_typed_override_a_preset_and_defaults_do_not(train_manifest: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from eic_builder.cli import main
+
+    r = CliRunner().invoke(main, ["--no-progress", "train-baseline", str(train_manifest), "--out", str(tmp_path / "r"),
+                                  "--tiny", "--iters", "1", "--train-scales", "96", "--checkpoint-every", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    tiny = TrainConfig.tiny()
+    assert (cfg["device"], cfg["amp"], cfg["width"], cfg["optimizer"]) == (tiny.device, tiny.amp, tiny.width, "adamw")
+    assert (cfg["iters"], cfg["train_scales"]) == (1, [96])
