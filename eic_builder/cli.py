@@ -157,6 +157,9 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
         click.echo(f"  rejected {n:>8}  {reason}")
     for rule, n in s.ignored.items():
         click.echo(f"  ignored  {n:>8}  {rule}")
+    if s.size_disagreements:
+        click.echo(f"  {s.size_disagreements} images whose annotation states another size than their header "
+                   "(kept, header's size used; compare ann_width/ann_height with width/height)")
     if s.units_resumed:
         click.echo(f"  resumed {s.units_resumed} of {s.units_total} units from an earlier run")
 

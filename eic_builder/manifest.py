@@ -48,6 +48,8 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("offset", pa.int64(), nullable=True),  # bytes: start of the image's data in the archive
         pa.field("size", pa.int64(), nullable=True),  # bytes of the image file or member, when read
         pa.field("sha1", pa.string(), nullable=True),  # content hash, hex (archives always; files with --hash)
+        pa.field("ann_width", pa.int32(), nullable=True),  # pixels: the size the annotation states, if any;
+        pa.field("ann_height", pa.int32(), nullable=True),  # it may disagree with width/height (the header's)
     ]
 )
 

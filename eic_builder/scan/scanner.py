@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.manifest import (
@@ -74,6 +75,7 @@ class ScanSummary:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     units_resumed: int = 0
     units_total: int = 0
+    size_disagreements: int = 0  # images whose annotation states another size than their header
 
 
 def _stem(rel: str) -> str:
@@ -216,6 +218,14 @@ def _run_units(work: Callable, jobs: list[tuple], n_workers: int, done: Callable
         futures = {pool.submit(work, *args): key for key, args in jobs}
         for future in as_completed(futures):
             done(futures[future], future.result())
+
+
+def _size_disagreements(images: pa.Table) -> int:
+    """Images with a file whose annotation states another size than the file's header."""
+    stated = pc.and_(images["has_image"], pc.is_valid(images["ann_width"]))
+    differ = pc.or_(pc.not_equal(images["ann_width"], images["width"]),
+                    pc.not_equal(images["ann_height"], images["height"]))
+    return int(pc.sum(pc.and_(stated, differ)).as_py() or 0)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -364,6 +374,7 @@ def scan(
         split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
         rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
         units_resumed=resumed + archives_resumed, units_total=len(units) + archive_units,
+        size_disagreements=_size_disagreements(images),
     )
     log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
              root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,

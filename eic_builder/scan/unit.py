@@ -61,7 +61,7 @@ class Item:
 
 
 IMAGE_COLUMNS = ("image_id", "split", "label", "wnid", "path", "annotation", "width", "height", "has_image",
-                 "n_boxes", "archive", "offset", "size", "sha1")
+                 "n_boxes", "archive", "offset", "size", "sha1", "ann_width", "ann_height")
 BOX_COLUMNS = ("image_id", "box_index", "label", "wnid", "x1", "y1", "x2", "y2", "image_width", "image_height")
 REJECT_COLUMNS = ("path", "image_id", "level", "reason", "detail")
 
@@ -189,7 +189,8 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
 
     label = _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
     rows.images.append((item.image_id, cfg.split, label, label if label is not None and is_wnid(label) else None,
-                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept, *location))
+                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept, *location,
+                        ann.width if ann is not None else None, ann.height if ann is not None else None))
 
 
 def _read_member(root: str, rel: str, probe: ImageProbe) -> bytes:

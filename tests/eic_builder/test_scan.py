@@ -382,3 +382,18 @@ def test_names_that_are_not_utf8_are_rejects(tmp_path: Path) -> None:
     m = read_manifest(tmp_path / "m")
     assert s.images == 1 and [(r["path"], r["reason"]) for r in m.rejects.to_pylist()] == [
         ("bad\\xff_2.JPEG", "bad_file_name")]
+
+
+def test_stated_size_disagreeing_with_the_header_is_recorded(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "train" / "n01440764").mkdir(parents=True)
+    (root / "Annotations" / "n01440764").mkdir(parents=True)
+    for i, stated in enumerate(((40, 30), (80, 60))):
+        Image.new("RGB", (40, 30)).save(root / "train" / "n01440764" / f"n01440764_{i}.JPEG")
+        (root / "Annotations" / "n01440764" / f"n01440764_{i}.xml").write_text(
+            ilsvrc_xml("n01440764", f"n01440764_{i}", *stated, [SyntheticBox("n01440764", 1, 1, 20, 20)]))
+    s = scan(root, tmp_path / "m", workers=1, split="train")
+    rows = read_manifest(tmp_path / "m").images.to_pylist()
+    assert [(r["width"], r["height"], r["ann_width"], r["ann_height"]) for r in rows] == [(40, 30, 40, 30),
+                                                                                        (40, 30, 80, 60)]
+    assert s.size_disagreements == 1

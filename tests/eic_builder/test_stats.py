@@ -17,7 +17,8 @@ def _manifest(tmp_path: Path) -> Path:
     images = {"image_id": ["i1", "i2", "i3"], "split": ["val"] * 3, "label": ["a", "a", "b"],
               "wnid": [None] * 3, "path": ["1", "2", "3"], "annotation": [None] * 3, "width": [100] * 3,
               "height": [100] * 3, "has_image": [True] * 3, "n_boxes": [2, 0, 1],
-              "archive": [None] * 3, "offset": [None] * 3, "size": [None] * 3, "sha1": [None] * 3}
+              "archive": [None] * 3, "offset": [None] * 3, "size": [None] * 3, "sha1": [None] * 3,
+              "ann_width": [None] * 3, "ann_height": [None] * 3}
     boxes = {"image_id": ["i1", "i1", "i3"], "box_index": [0, 1, 0], "label": ["a", "a", "b"], "wnid": [None] * 3,
              "x1": [0, 0, 0], "y1": [0, 0, 0], "x2": [10, 100, 50], "y2": [10, 20, 50],
              "area_ratio": [0.01, 0.2, 0.25], "is_small": [True, False, False], "is_twisted": [False, True, False]}
@@ -95,7 +96,8 @@ def test_stats_on_large_random_manifest(tmp_path: Path) -> None:
     h = rng.uniform(1, 100, n)
     images = {"image_id": ["i"], "split": ["s"], "label": ["a"], "wnid": [None], "path": [None],
               "annotation": [None], "width": [200], "height": [200], "has_image": [False], "n_boxes": [n],
-              "archive": [None], "offset": [None], "size": [None], "sha1": [None]}
+              "archive": [None], "offset": [None], "size": [None], "sha1": [None],
+              "ann_width": [None], "ann_height": [None]}
     boxes = {"image_id": ["i"] * n, "box_index": np.arange(n, dtype=np.int32), "label": ["a"] * n,
              "wnid": [None] * n, "x1": x1, "y1": y1, "x2": x1 + w, "y2": y1 + h,
              "area_ratio": (w * h / 40000), "is_small": np.zeros(n, bool), "is_twisted": np.zeros(n, bool)}
