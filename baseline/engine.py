@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torchvision.models.detection._utils import BoxCoder
 
+from baseline import memory
 from baseline.config import TrainConfig
 from baseline.data import DetectionDataset, collate, load_records
 from baseline.model import HourglassRPN, ModelConfig
@@ -80,6 +81,21 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+def _check_cpu_memory(cfg: TrainConfig, model: HourglassRPN, world: int) -> None:
+    """Refuse, with advice, a CPU run that cannot fit in memory (the kernel would kill it silently)."""
+    available = memory.available_bytes()
+    if available is None:
+        return
+    needed = memory.training_bytes(cfg, model, world)
+    if needed > memory.SAFETY * available:
+        gib = 1 << 30
+        raise OptionError(
+            f"training on the CPU would need about {needed / gib:.1f} GiB (width {cfg.width:g}, "
+            f"{cfg.images_per_batch} images per batch at scales up to {max(cfg.train_scales)}), and "
+            f"{available / gib:.1f} GiB is available: use --tiny, fewer --images-per-batch, smaller "
+            "--train-scales or --width, or a GPU (--device cuda)")
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
@@ -149,6 +165,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     records, root = load_records(manifest_dir, root)
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))
+    if device.type == "cpu":
+        _check_cpu_memory(cfg, model, world)
     if cfg.backbone_weights:
         state = state_dict_of(load_torch_file(cfg.backbone_weights, "--backbone-weights"))
         try:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from baseline.config import TrainConfig
-from baseline.engine import load_checkpoint, lr_at, model_from_checkpoint, train
+from baseline.engine import load_checkpoint, lr_at, model_config, model_from_checkpoint, train
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.scan.scanner import scan
 
@@ -172,3 +172,20 @@ def test_options_typed_override_a_preset_and_defaults_do_not(train_manifest: Pat
     tiny = TrainConfig.tiny()
     assert (cfg["device"], cfg["amp"], cfg["width"], cfg["optimizer"]) == (tiny.device, tiny.amp, tiny.width, "adamw")
     assert (cfg["iters"], cfg["train_scales"]) == (1, [96])
+
+
+def test_a_cpu_run_that_cannot_fit_is_refused_with_advice(train_manifest: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (GPU-sized) configuration on a 24 GiB machine: refused before it starts, not killed."""
+    from baseline import memory
+    from baseline.model import HourglassRPN
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 20 << 30)
+    cfg = TrainConfig(device="cpu", workers=0)
+    assert memory.training_bytes(cfg, HourglassRPN()) > 20 << 30
+    with pytest.raises(OptionError, match=r"training on the CPU would need about \d+\.\d GiB .* and 20\.0 GiB is "
+                                          r"available: use --tiny, fewer --images-per-batch"):
+        train(train_manifest, tmp_path / "run", cfg)
+    assert not (tmp_path / "run" / "last.pt").exists()
+    tiny = TrainConfig.tiny(**FAST)
+    assert memory.training_bytes(tiny, HourglassRPN(model_config(tiny))) < 1 << 30
