@@ -141,11 +141,21 @@ def balanced_choice(by_lexname: dict[str, list[str]], need: int) -> list[str]:
     return [w for name, items in by_lexname.items() for w in items[: take[name]]]
 
 
+def base_classes(options: ExpandOptions) -> list[str]:
+    """The base classes: ``--base FILE`` (which must name at least one wnid), else the 1,000 ILSVRC ones."""
+    if not options.base:
+        return ilsvrc_classes()["wnid"].to_pylist()
+    base = read_wnid_list(options.base)
+    if not base:
+        raise OptionError(f"--base {options.base} holds no wnid; give a list of base classes, one wnid a line")
+    return base
+
+
 def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()) -> Expansion:
     """Apply the rules of this module; raises :class:`OptionError` when too few candidates qualify."""
     if options.min_images < 0:
         raise OptionError(f"--min-images {options.min_images} must be >= 0")
-    base = read_wnid_list(options.base) if options.base else ilsvrc_classes()["wnid"].to_pylist()
+    base = base_classes(options)
     _check_known(index, base, "base list")
     if len(set(base)) != len(base):
         raise OptionError("the base list holds duplicate wnids")
@@ -263,7 +273,7 @@ def explain(index: WordNetIndex, wnid: str, options: ExpandOptions = ExpandOptio
     """Why ``wnid`` is or is not an EIC class, rule by rule (lines of text)."""
     i = index.position(wnid)
     lines = [f"{wnid} {index.lemmas[i]!r} ({index.lexnames[i]}, depth {index.depths[i]}): {index.glosses[i]}"]
-    base = read_wnid_list(options.base) if options.base else ilsvrc_classes()["wnid"].to_pylist()
+    base = base_classes(options)
     pool, pool_name = _pool_wnids(options.pool)
     in_base = wnid in set(base)
     lines.append(f"  in pool ({pool_name}): {'yes' if wnid in set(pool) else 'no'}")
