@@ -28,15 +28,10 @@ os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
 from bench_features import link_jpegs
 
-from eic_builder.devices import resolve_device
+from eic_builder.devices import resolve_device, synchronize
 from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items
 from eic_builder.image_batches import BytesDataset, Preprocess, collate_bytes, decode_batch_on_device
 from eic_builder.scan.scanner import scan
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -71,7 +66,7 @@ def main() -> None:
             t = time.perf_counter()
             for batch, index in loader():
                 decode_batch_on_device(batch, [items[i] for i in index], pp, device)
-            sync(device)
+            synchronize(device)
             return time.perf_counter() - t
 
         model = build_model("random", "fc6").to(device).to(memory_format=torch.channels_last).eval()
@@ -81,11 +76,11 @@ def main() -> None:
             n_batches = max(1, args.images // args.batch_size)
             with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 model(x)
-                sync(device)
+                synchronize(device)
                 t = time.perf_counter()
                 for _ in range(n_batches):
                     model(x).float().cpu()
-                sync(device)
+                synchronize(device)
             return (time.perf_counter() - t) * args.images / (n_batches * args.batch_size)
 
         def end_to_end() -> float:

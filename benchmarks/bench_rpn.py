@@ -24,15 +24,10 @@ from baseline.config import TrainConfig
 from baseline.data import load_records, read_rgb
 from baseline.engine import model_from_checkpoint, train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
-from eic_builder.devices import resolve_device
+from eic_builder.devices import resolve_device, synchronize
 from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -70,7 +65,7 @@ def main() -> None:
             run = work / f"run-{amp}"
             train(work / "train", run, cfg, stop_after=2)  # warm-up: cuDNN autotuning, allocator
             shutil.rmtree(run)
-            sync(device)
+            synchronize(device)
             r = train(work / "train", run, cfg)
             model, _ = model_from_checkpoint(run / "last.pt")
             model.to(device)
@@ -78,11 +73,11 @@ def main() -> None:
                 model = model.to(memory_format=torch.channels_last)
             pc = ProposalConfig(scales=scales, top_k=1000)
             propose(model, images[0], pc, device, amp)
-            sync(device)
+            synchronize(device)
             t = time.perf_counter()
             for im in images:
                 propose(model, im, pc, device, amp)
-            sync(device)
+            synchronize(device)
             rows.append((name, r.images_per_second, len(images) / (time.perf_counter() - t)))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -40,3 +40,9 @@ def rank_device(device: torch.device, distributed: bool) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a timer measures it; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
