@@ -207,6 +207,15 @@ def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
     return images, boxes, rejects
 
 
+def _reads_files(items: list[Item], cfg: ScanConfig) -> bool:
+    """Whether scanning ``items`` reads files (loose images or XMLs), rather than only checking what the
+    archive phase already read."""
+    return cfg.verify_images or any(
+        (item.image_rel is not None and item.probe is None)
+        or (item.ann_rel is not None and item.pre is None and item.ann_bytes is None and cfg.fmt.endswith("xml"))
+        for item in items)
+
+
 def _run_units(work: Callable, jobs: list[tuple], n_workers: int, done: Callable) -> None:
     """Call ``work(*args)`` for each ``(key, args)`` of ``jobs``, in ``n_workers`` processes (in this one when
     there is a single worker or job), and ``done(key, result)`` as each finishes."""
@@ -356,12 +365,17 @@ def scan(
         log.info("resuming: %d of %d units already scanned (%d redone: their files changed)", resumed,
                  len(units), stale)
     bar = progress(total=sum(len(c) for _, c in todo), desc="scan", unit="img")
+
     def keep(job: tuple[str, int], tables: tuple) -> None:
         results[job[0]] = tables
         bar.update(job[1])
 
-    _run_units(scan_unit, [((name, len(chunk)), (os.fspath(parts_root / name), chunk, cfg)) for name, chunk in todo],
-               n_workers, keep)
+    # Units of archive members were read in the archive phase: what is left is checking boxes, cheaper
+    # here than sending the items to a worker process and their rows back.
+    jobs = [((name, len(chunk)), (os.fspath(parts_root / name), chunk, cfg)) for name, chunk in todo]
+    read_already = [job for job in jobs if not _reads_files(job[1][1], cfg)]
+    _run_units(scan_unit, read_already, 1, keep)
+    _run_units(scan_unit, [job for job in jobs if _reads_files(job[1][1], cfg)], n_workers, keep)
     bar.close()
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,
