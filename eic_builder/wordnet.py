@@ -95,7 +95,10 @@ def _lay_out(src: Path) -> Path:
     Copies, not links: nltk refuses to read through links that leave its data roots. The folder
     must be named ``corpora/wordnet``: nltk's reader looks its own version up by that name.
     """
-    digest = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:12]
+    # keyed by the folder and its files' sizes and times: a folder fixed after a failed try is laid out anew
+    record = [str(src.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                     for p in sorted(src.iterdir()) if p.is_file()]
+    digest = hashlib.sha1("\n".join(record).encode()).hexdigest()[:12]
     dest = cache_dir() / f"nltk_data-{digest}" / "corpora" / "wordnet"
     if (dest / "lexnames").is_file():
         return dest
@@ -117,13 +120,16 @@ def _lay_out(src: Path) -> Path:
 
 
 def _authorise(folder: Path) -> None:
-    """Put the data root of a ``<root>/corpora/wordnet`` folder on ``nltk.data.path``:
+    """Put the data root of a ``<root>/corpora/wordnet`` folder first on ``nltk.data.path``:
     nltk reads only below those roots."""
     import nltk.data
 
     root = str(folder.resolve().parent.parent)
-    if root not in nltk.data.path:
-        nltk.data.path.append(root)
+    # first on the path: nltk also looks files up by name ("corpora/wordnet/index.sense") from the first
+    # root that has them, which must be this folder's rather than one laid out earlier in this process
+    if root in nltk.data.path:
+        nltk.data.path.remove(root)
+    nltk.data.path.insert(0, root)
 
 
 @dataclass(frozen=True)
@@ -330,7 +336,14 @@ def load_wordnet_index(wordnet_dir: str | os.PathLike[str] | None = None, rebuil
     if path.is_file() and not rebuild:
         return WordNetIndex(read_table(path, "wordnet_nouns"), source=read_metadata(path).get("origin", ""))
     log.info("building the WordNet %s noun index from %s (once; cached in %s)", WORDNET_VERSION, source.origin, path)
-    table = build_noun_index(open_reader(source))
+    try:
+        table = build_noun_index(open_reader(source))
+    except WordNetError:
+        raise
+    except Exception as exc:  # nltk fails in many ways on files that are not WordNet's
+        raise WordNetError(f"WordNet data from {source.origin} cannot be read ({type(exc).__name__}: {exc}); it "
+                           "must be WordNet 3.0: Debian's wordnet-base + wordnet-sense-index, or "
+                           "`python -m nltk.downloader wordnet`") from exc
     write_table(table, path, "wordnet_nouns", {"wordnet_version": WORDNET_VERSION, "origin": source.origin,
                                                "found_by": source.how})
     return WordNetIndex(table, source=source.origin)

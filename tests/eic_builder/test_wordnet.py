@@ -90,3 +90,25 @@ def test_nearest(wordnet_index) -> None:
     nearest, hops = idx.nearest(["n02085620"])  # Chihuahua
     dog = idx.position("n02084071")
     assert idx.wnids[nearest[dog]] == "n02085620" and hops[dog] == 2  # dog -> toy dog -> Chihuahua
+
+
+@pytest.mark.slow
+def test_junk_folder_then_fixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Junk in --wordnet-dir is a one-line error; once the folder holds WordNet, the cache notices."""
+    import shutil
+
+    real = Path("/usr/share/wordnet")
+    if not (real / "data.noun").is_file():
+        pytest.skip("no WordNet 3.0 in /usr/share/wordnet; `make test` installs it as root")
+    monkeypatch.setenv("EIC_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "wn"
+    folder.mkdir()
+    for f in real.iterdir():
+        (folder / f.name).write_text("junk\n")
+    with pytest.raises(WordNetError, match=r"(nltk cannot read WordNet at|WordNet data from) .*/wn") as info:
+        wordnet.load_wordnet_index(folder)
+    assert "\n" not in str(info.value)
+    for f in real.iterdir():
+        shutil.copyfile(f, folder / f.name)
+    index = wordnet.load_wordnet_index(folder)
+    assert "n02084071" in index.noun_wnids()
