@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
 from baseline.evaluation import IOU_THRESHOLDS
+from eic_builder.manifest import write_bytes
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 
@@ -55,5 +57,7 @@ def recall_plot(results: Mapping[str, Mapping[str, float]], path: Path, recall_k
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         d.line([left + pw + 15, top + 20 * n + 6, left + pw + 35, top + 20 * n + 6], fill=colour, width=3)
         d.text((left + pw + 40, top + 20 * n), name, fill="black")
-    im.save(path)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
     return path

@@ -28,8 +28,9 @@ def _one_line(message: str) -> str:
 
 
 class _Group(click.Group):
-    """Every error a user can fix, ours or click's (a bad option, a missing argument), is one line on
-    stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    """Every error a user can fix, ours, click's (a bad option, a missing argument) or the operating
+    system's (a full disk, a read-only folder), is one line on stderr and exit code 2; anything else is
+    a bug and keeps its traceback."""
 
     def main(self, *args, **kwargs):
         try:
@@ -49,6 +50,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EICError as exc:
             click.echo(f"eic-build: error: {_one_line(str(exc))}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # the machine's refusal (a full disk, a read-only or missing folder): not a bug
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"eic-build: error: {exc.strerror or _one_line(str(exc))}{where}", err=True)
             sys.exit(2)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eic_builder.manifest import write_text
+from eic_builder.manifest import write_bytes, write_text
 
 if TYPE_CHECKING:
     from eic_builder.expand import Expansion
@@ -70,7 +71,9 @@ def bar_chart(before: dict[str, int], after: dict[str, int], path: Path, width: 
         draw.rectangle([left, y + 13, left + max(1, int(b * scale)), y + 22], fill=(160, 160, 160))
         draw.text((left + int(a * scale) + 6, y + 1), f"{a:,}", fill=(60, 110, 200))
         draw.text((left + int(b * scale) + 6, y + 12), f"{b:,}", fill=(90, 90, 90))
-    image.save(path)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
     return path
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
-from eic_builder.errors import ManifestError, ModelError, OptionError, check_choice
+from eic_builder.errors import FormatError, ManifestError, ModelError, OptionError, check_choice
 from eic_builder.image_batches import (
     LOADERS,
     BytesDataset,
@@ -146,6 +146,11 @@ def manifest_items(directory: str | os.PathLike[str], on: str,
         return [Item(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
             image_root(m.meta, root)
     ref_of = dict(zip(cols["image_id"], refs))
+    coords = m.boxes.select(["x1", "y1", "x2", "y2"]).to_pandas().to_numpy()
+    if len(coords) and not np.isfinite(coords).all():  # scans never store one; a manifest made otherwise may
+        bad = m.boxes.slice(int(np.argmin(np.isfinite(coords).all(axis=1))), 1).to_pylist()[0]
+        raise FormatError(f"manifest {directory} holds a box that is not finite: image {bad['image_id']} box "
+                          f"{bad['box_index']} ({bad['x1']}, {bad['y1']}, {bad['x2']}, {bad['y2']}); scan it again")
     boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
     return [Item(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
                  (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \

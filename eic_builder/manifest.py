@@ -211,13 +211,13 @@ def write_table(
     return path
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file (a report, a table) atomically: a temporary file in the same folder, then a rename."""
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a file (a report, a plot) atomically: a temporary file in the same folder, then a rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
         raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -225,6 +225,11 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`write_bytes` for text (UTF-8)."""
+    return write_bytes(path, text.encode())
 
 
 def _parquet_schema(path: Path) -> pa.Schema:

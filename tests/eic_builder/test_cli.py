@@ -111,3 +111,15 @@ def test_nonsense_values_and_click_errors_are_one_line(tmp_path: Path) -> None:
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("eic-build: error: "), (args, r.output)
         assert message in lines[0], (args, lines[0])
+
+
+def test_a_read_only_output_is_one_line(tmp_path: Path) -> None:
+    """The operating system's refusals (here: an output under a file) are one line, exit 2, for any command."""
+    run("synth", str(tmp_path / "tree"), "--classes", "1", "--train-per-class", "1", "--val-per-class", "1")
+    (tmp_path / "file").write_text("x")
+    for args in (("scan", str(tmp_path / "tree"), "--split", "val", "--out", str(tmp_path / "file" / "m"),
+                  "--no-wordnet-check"),
+                 ("synth", str(tmp_path / "file" / "t"))):
+        r = run(*args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("eic-build: error: "), (args, r.output)

@@ -212,3 +212,17 @@ def test_16_bit_png_reads_as_its_8_bit_copy(loader: str, tmp_path: Path) -> None
     dataset = (TensorCpuDataset if loader == "tensor" else PilDataset)(items, str(tmp_path))
     eight, sixteen = dataset[0][0], dataset[1][0]
     assert torch.allclose(eight, sixteen, atol=1e-5), (eight - sixteen).abs().max()
+
+
+def test_a_box_that_is_not_finite_is_one_error(real_subset: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from eic_builder.errors import FormatError
+
+    m = read_manifest(real_subset)
+    x1 = m.boxes["x1"].to_pylist()
+    x1[2] = float("nan")
+    boxes = m.boxes.set_column(m.boxes.schema.get_field_index("x1"), "x1", pa.array(x1, pa.float32()))
+    write_manifest(tmp_path / "m", m.images, boxes, m.rejects, m.meta)
+    with pytest.raises(FormatError, match=r"holds a box that is not finite: image \S+ box \d+ \(nan"):
+        extract_features(tmp_path / "m", tmp_path / "f", FeatureConfig(**SMALL, on="box"))
