@@ -147,3 +147,13 @@ def test_loc_csv_rows_stand_alone(tmp_path: Path) -> None:
     assert anns["d"].boxes == [("n01440764", 0.0, 0.0, 5.0, 6.0)] and anns["f"].boxes[0][1] == 1.0
     assert [(q[0], q[2]) for q in problems] == [("b", "malformed_row"), (None, "malformed_row")]
     assert "line 3: 3 columns" in problems[0][3] and "line 6: not UTF-8" in problems[1][3]
+
+
+def test_coco_entries_that_are_not_objects(tmp_path: Path) -> None:
+    p = tmp_path / "i.json"
+    p.write_text('{"images":[{"id":1,"file_name":"a.jpg","width":10,"height":8},[1,2]],'
+                 '"categories":[{"id":3,"name":"c"}],'
+                 '"annotations":["box",{"id":2,"image_id":1,"category_id":3,"bbox":[1,2,3,4]}]}')
+    anns, problems = read_coco(p)
+    assert anns["a"].boxes == [("c", 1.0, 2.0, 4.0, 6.0)]
+    assert sorted((q[1], q[2]) for q in problems) == [("box", "malformed_box"), ("file", "malformed_json")]

@@ -226,3 +226,30 @@ def test_a_box_that_is_not_finite_is_one_error(real_subset: Path, tmp_path: Path
     write_manifest(tmp_path / "m", m.images, boxes, m.rejects, m.meta)
     with pytest.raises(FormatError, match=r"holds a box that is not finite: image \S+ box \d+ \(nan"):
         extract_features(tmp_path / "m", tmp_path / "f", FeatureConfig(**SMALL, on="box"))
+
+
+def test_images_deleted_after_the_scan_and_weights_of_another_shape(real_subset: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from eic_builder.cli import main
+    from eic_builder.errors import ModelError
+
+    m = read_manifest(real_subset)
+    root = tmp_path / "images"
+    (root / "val").mkdir(parents=True)
+    for rel in m.images["path"].to_pylist()[1:]:  # the first image is gone
+        (root / rel).write_bytes((Path(m.meta["source_root"]) / rel).read_bytes())
+    for workers in ("0", "2"):  # in this process, and in DataLoader workers (their error comes back wrapped)
+        r = CliRunner().invoke(main, ["--no-progress", "features", str(real_subset), "--out", str(tmp_path / workers),
+                                      "--weights", "random", "--crop", "32", "--resize", "36", "--workers", workers,
+                                      "--root", str(root)])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1, r.output
+        assert lines[0].startswith("eic-build: error: cannot read image ") and "No such file" in lines[0]
+    from torchvision.models import vgg16
+
+    state = vgg16(weights=None).state_dict()
+    state["classifier.0.weight"] = state["classifier.0.weight"][:, :100]
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ModelError, match=r"w\.pt does not fit this model .*other shapes: classifier\.0\.weight"):
+        build_model(str(tmp_path / "w.pt"), "fc6")
