@@ -50,7 +50,6 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 WHOLE_ARCHIVE_BYTES = 1 << 30
 RUN_MEMBERS = 2000
 MAX_DEPTH = 16
-_GZIP_MAGIC = b"\x1f\x8b"
 _READ_BUFFER = 1 << 20
 
 # Exceptions that a damaged tar or gzip stream raises while it is read.
@@ -74,12 +73,6 @@ def strip_archive_suffix(name: str) -> str:
         if low.endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def is_gzip_file(path: str | os.PathLike[str]) -> bool:
-    """Whether the file starts with the gzip magic bytes."""
-    with open(path, "rb") as f:
-        return f.read(2) == _GZIP_MAGIC
 
 
 @dataclass(frozen=True)
