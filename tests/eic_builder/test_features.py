@@ -38,6 +38,7 @@ def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory,
     return first_images(d / "full", d / "m", 12)
 
 
+@pytest.mark.slow
 def test_model_shapes_and_weights(tmp_path: Path) -> None:
     model = build_model("random", "fc6", seed=0)
     x = torch.randn(2, 3, 32, 32)
@@ -228,6 +229,7 @@ def test_a_box_that_is_not_finite_is_one_error(real_subset: Path, tmp_path: Path
         extract_features(tmp_path / "m", tmp_path / "f", FeatureConfig(**SMALL, on="box"))
 
 
+@pytest.mark.slow
 def test_images_deleted_after_the_scan_and_weights_of_another_shape(real_subset: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
