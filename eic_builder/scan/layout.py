@@ -157,7 +157,10 @@ def index_sources(sources: Sequence[str | os.PathLike[str]],
     else:
         root = Path(os.path.commonpath([os.fspath((p if p.is_dir() else p.parent).resolve()) for p in paths]))
     skip = Path(exclude).resolve() if exclude else None
-    index = FileIndex(root=root, name=strip_archive_suffix(paths[0].resolve().name))
+    first = paths[0].resolve()
+    name = first.name if first.is_dir() else strip_archive_suffix(first.name) if archive_kind(first.name) \
+        else first.stem
+    index = FileIndex(root=root, name=name)
     seen: set[str] = set()
     for path in paths:
         rel = "" if path.is_dir() and path.resolve() == root.resolve() else \

@@ -330,9 +330,14 @@ def scan(
     archive_parts = out / PARTS_DIR / "archives"
     archive_parts.mkdir(parents=True, exist_ok=True)
     archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard)
-    resolved = detect_format(index) if fmt == "auto" else fmt
-    if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
-        detect_format(index)  # raises the "nothing recognisable" error
+    try:
+        resolved = detect_format(index) if fmt == "auto" else fmt
+        if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
+            detect_format(index)  # raises the "nothing recognisable" error
+    except InputNotFoundError:
+        if not (archive_rejects or index.rejects):
+            raise
+        resolved = fmt if fmt != "auto" else "ilsvrc-xml"  # only damaged input: its rejects are the manifest
     items, rejects, ignored = build_items(index, resolved)
     rejects += archive_rejects + index.rejects
     if not items and not rejects:

@@ -269,3 +269,11 @@ def test_tar_formats_read_alike(fmt: int, tmp_path: Path) -> None:
     assert m.images["sha1"].to_pylist() == [hashlib.sha1(d).hexdigest() for _, d in members]
     assert m.images["path"][0].as_py() == f"n01440764.tar/{members[0][0]}"
     assert _all_bytes_match(tmp_path / "m") and len(m.rejects) == 0
+
+
+def test_a_source_that_is_only_damage_is_a_manifest_of_rejects(tmp_path: Path) -> None:
+    (tmp_path / "fake.tar.gz").write_bytes(b"not gzip at all")
+    s = scan(tmp_path / "fake.tar.gz", tmp_path / "m", workers=1)
+    m = read_manifest(tmp_path / "m")
+    assert (s.images, s.split) == (0, "fake")
+    assert [(r["path"], r["reason"]) for r in m.rejects.to_pylist()] == [("fake.tar.gz", "corrupt_archive")]
