@@ -156,29 +156,58 @@ class TensorCpuDataset(_ItemDataset):
 
 
 class BytesDataset(_ItemDataset):
-    """File bytes only (decoding happens in batches on the GPU); yields (uint8 1-D tensor, index)."""
+    """File bytes only (decoding happens in batches on the GPU); yields (bytes, index).
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return bytes_tensor(self.reader.read(self.items[i].ref)), i
+    Plain ``bytes`` travel from the workers in the batch's one pickle; a tensor per file would cost a
+    shared-memory handle each, which capped this loader at 3,600 img/s on an H100 machine.
+    """
+
+    def __getitem__(self, i: int) -> tuple[bytes, int]:
+        return self.reader.read(self.items[i].ref), i
 
 
-def collate_bytes(batch: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], list[int]]:
-    """Keep variable-length byte tensors as a list."""
+def collate_bytes(batch: list[tuple[bytes, int]]) -> tuple[list[bytes], list[int]]:
+    """Keep the variable-length encoded images as a list."""
     return [b for b, _ in batch], [i for _, i in batch]
 
 
-def decode_batch_on_device(data: list[torch.Tensor], items: list[Item], pp: Preprocess,
+def preprocess_batch(images: list[torch.Tensor], items: list[Item], pp: Preprocess) -> torch.Tensor:
+    """:func:`preprocess_uint8` for many images at once: whole images of the same size are resized,
+    cropped and normalised as one batch (one kernel per step instead of one per image), box crops one
+    by one. Returns (B, 3, crop, crop) float32, in the order of ``images``."""
+    from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
+
+    out: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, (image, item) in enumerate(zip(images, items)):
+        if item.box is None:
+            groups.setdefault(tuple(image.shape), []).append(k)
+        else:
+            out[k] = preprocess_uint8(image, item.box, pp)
+    for members in groups.values():
+        batch = torch.stack([images[k] for k in members])
+        batch = F.center_crop(F.resize(batch, pp.resize, antialias=True), [pp.crop, pp.crop])
+        mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+        batch = (batch.float() / 255.0 - mean) / std
+        for k, x in zip(members, batch):
+            out[k] = x
+    return torch.stack(out)
+
+
+def decode_batch_on_device(data: list[bytes], items: list[Item], pp: Preprocess,
                            device: torch.device) -> torch.Tensor:
     """Batched nvJPEG decode + preprocessing on ``device``; per-file CPU fallback. Returns (B, 3, crop, crop)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    tensors = [bytes_tensor(d) if isinstance(d, (bytes, bytearray)) else d for d in data]
     try:
-        images = decode_jpeg(data, device=device, mode=ImageReadMode.RGB)
+        images = decode_jpeg(tensors, device=device, mode=ImageReadMode.RGB)
     except RuntimeError:
         images = []
-        for d in data:
+        for d in tensors:
             try:
                 images.append(decode_jpeg(d, device=device, mode=ImageReadMode.RGB))
             except RuntimeError:  # PNG, CMYK or anything nvJPEG refuses
                 images.append(decode_cpu(d).to(device, non_blocking=True))
-    return torch.stack([preprocess_uint8(im, it.box, pp) for im, it in zip(images, items)])
+    return preprocess_batch(images, items, pp)

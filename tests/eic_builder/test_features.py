@@ -255,3 +255,20 @@ def test_images_deleted_after_the_scan_and_weights_of_another_shape(real_subset:
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(ModelError, match=r"w\.pt does not fit this model .*other shapes: classifier\.0\.weight"):
         build_model(str(tmp_path / "w.pt"), "fc6")
+
+
+def test_batched_preprocessing_equals_per_image(real_subset: Path) -> None:
+    """The GPU path's batched resize/crop/normalise gives what the per-image recipe gives (on the CPU here)."""
+    from eic_builder.features import manifest_items
+    from eic_builder.image_batches import BytesDataset, Preprocess, decode_cpu, preprocess_batch, preprocess_uint8
+
+    items, root = manifest_items(real_subset, "image")
+    items += manifest_items(real_subset, "box")[0][:3]  # box crops mixed in
+    data = BytesDataset(items, root)
+    images = [decode_cpu(torch.frombuffer(bytearray(data[k][0]), dtype=torch.uint8)) for k in range(len(items))]
+    images[1] = images[1][:, :200, :150].contiguous()  # another size among the 227x227 ones
+    pp = Preprocess(resize=64, crop=56)
+    batched = preprocess_batch(images, items, pp)
+    one_by_one = torch.stack([preprocess_uint8(im, it.box, pp) for im, it in zip(images, items)])
+    assert batched.shape == (len(items), 3, 56, 56)
+    assert torch.allclose(batched, one_by_one, atol=1e-6)
