@@ -247,6 +247,25 @@ def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path,
     pending: dict[int, list[tuple[int, np.ndarray]]] = {}
     remaining = {k: len(chunks[k]) for k in todo}
     bar = progress(total=len(flat), desc=f"features ({device.type})", unit="img")
+
+    def finish(host: torch.Tensor, ready, index: list[int]) -> None:
+        """Store a batch's features once their copy to the host is done; write the shards it completes."""
+        if ready is not None:
+            ready.synchronize()
+        feats = host.numpy().astype(np.float16)
+        index = np.asarray(index)
+        for k in np.unique(owner[index]):
+            sel = owner[index] == k
+            pending.setdefault(int(k), []).append((index[sel], feats[sel]))
+            remaining[int(k)] -= int(sel.sum())
+            if remaining[int(k)] == 0:
+                _write_shard(out, int(k), flat, pending.pop(int(k)), settings)
+        bar.update(len(index))
+
+    # On a GPU, batch t's features are copied to pinned memory asynchronously and stored only after
+    # batch t+1's decoding and forward pass are queued: the host's work (nvJPEG's CPU part, the next
+    # batch, writing shards) overlaps the device's instead of waiting for it.
+    in_flight = None
     with torch.inference_mode():
         for batch, index in loader:
             if gpu_decode:
@@ -255,16 +274,19 @@ def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path,
                 x = batch.to(device, non_blocking=True)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
-                y = forward(x)
-            feats = y.float().cpu().numpy().astype(np.float16)
-            index = np.asarray(index)
-            for k in np.unique(owner[index]):
-                sel = owner[index] == k
-                pending.setdefault(int(k), []).append((index[sel], feats[sel]))
-                remaining[int(k)] -= int(sel.sum())
-                if remaining[int(k)] == 0:
-                    _write_shard(out, int(k), flat, pending.pop(int(k)), settings)
-            bar.update(len(index))
+                y = forward(x).float()
+            if device.type == "cuda":
+                host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(y, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+            else:
+                host, ready = y.cpu(), None
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (host, ready, index)
+        if in_flight is not None:
+            finish(*in_flight)
     bar.close()
 
 
