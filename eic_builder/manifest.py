@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,13 +197,20 @@ def write_table(
             raise ManifestError(f"cannot write {kind} table: schema {table.schema} does not match {schema}") from exc
     record = build_metadata(kind, meta)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(record, sort_keys=True).encode()})
+    return _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
+                                                              row_group_size=row_group_size))
+
+
+def _write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``. A full disk or a
+    read-only folder raises :class:`ManifestError` and leaves the old file, if any, as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:  # a full disk, a read-only folder: the old file, if any, is left as it was
+    except OSError as exc:
         raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         if tmp.exists():
@@ -213,18 +220,7 @@ def write_table(
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write a file (a report, a plot) atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ManifestError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
