@@ -38,6 +38,12 @@ class ModelError(EICError):
     """Model weights or checkpoints cannot be loaded."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def choices_text(allowed: Iterable[object]) -> str:
     """Format the allowed values of an option for an error message."""
     return ", ".join(repr(a) for a in allowed)

@@ -61,7 +61,7 @@ def box_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, i
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) floats in [0, 1] -> ImageNet mean/std normalised, on the same device."""
+    """(3, H, W) or (B, 3, H, W) floats in [0, 1] -> ImageNet mean/std normalised, on the same device."""
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
@@ -187,9 +187,7 @@ def preprocess_batch(images: list[torch.Tensor], items: list[Item], pp: Preproce
     for members in groups.values():
         batch = torch.stack([images[k] for k in members])
         batch = F.center_crop(F.resize(batch, pp.resize, antialias=True), [pp.crop, pp.crop])
-        mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
-        batch = (batch.float() / 255.0 - mean) / std
+        batch = normalise(batch.float() / 255.0)
         for k, x in zip(members, batch):
             out[k] = x
     return torch.stack(out)

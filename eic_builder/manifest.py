@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eic_builder.errors import ManifestError, choices_text
+from eic_builder.errors import ManifestError, choices_text, first_line
 
 METADATA_KEY = b"eic"
 
@@ -235,8 +235,7 @@ def _parquet_schema(path: Path) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(f"{path} is not a readable Parquet file ({first})") from exc
+        raise ManifestError(f"{path} is not a readable Parquet file ({first_line(exc)})") from exc
 
 
 def schema_difference(found: pa.Schema, expected: pa.Schema) -> str:
@@ -272,8 +271,7 @@ def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | Non
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(f"{path} is damaged: {first}") from exc
+        raise ManifestError(f"{path} is damaged: {first_line(exc)}") from exc
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from eic_builder.errors import ModelError
+from eic_builder.errors import ModelError, first_line
 
 
 def load_torch_file(path: str | os.PathLike[str], what: str, weights_only: bool = True) -> Any:
@@ -29,11 +29,10 @@ def load_torch_file(path: str | os.PathLike[str], what: str, weights_only: bool 
             raise ModelError(f"refused {what} {path}: it holds objects other than tensors and plain data "
                              "(pickled code or classes), which are never loaded") from exc
         reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line),
-                      text.strip().splitlines()[0] if text.strip() else "not a torch file")
+                      first_line(exc))
         raise ModelError(f"cannot read {what} {path}: {reason}") from exc
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read {what} {path}: {first}") from exc
+        raise ModelError(f"cannot read {what} {path}: {first_line(exc)}") from exc
 
 
 def state_dict_of(obj: Any) -> dict:
