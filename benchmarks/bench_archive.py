@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import io
 import os
-import platform
 import shutil
 import tarfile
 import tempfile
@@ -36,21 +35,10 @@ import numpy as np
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
 import eic_builder.scan.archives as archives
+from eic_builder.hardware import machine_line
 from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    try:
-        import torch
-
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # torch is optional here
-        capability = "n/a"
-    return f"{model}, {os.cpu_count()} cores, torch CPU capability {capability}"
 
 
 def make_data(root: Path, n_images: int, n_classes: int) -> None:
@@ -131,7 +119,7 @@ def main() -> None:
     archive = data / "fall11_whole.tar"
     size_mb = archive.stat().st_size / 1e6
     out = Path(tempfile.mkdtemp(prefix="eic_bench_archive_"))
-    print(f"machine: {machine()}")
+    print(machine_line())
     print(f"data: {args.images:,} JPEGs in {args.classes} synsets, {size_mb:,.0f} MB "
           f"({archive.stat().st_size / args.images / 1e3:.1f} kB per image); page cache warm")
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from eic_builder.hardware import machine_line
 from eic_builder.reference_lists import MIN500_FILE, POOL_FILES, data_manifests_dir, ilsvrc_classes
 
 
@@ -61,7 +62,7 @@ def main() -> None:
         cold = run_command(cache, out)
         warm = min(run_command(cache, out) for _ in range(3))
         n_naive, naive_s = naive(cache)
-    print(f"machine: {os.cpu_count()} CPU cores")
+    print(machine_line())
     print(f"cold (lay out WordNet + build the noun index from nltk + expand): {cold:6.2f} s")
     print(f"warm (cached index, best of 3):                                  {warm:6.2f} s")
     print(f"naive all-nltk rules 1-5 ({n_naive} qualified; ours 1688):         {naive_s:6.2f} s")

@@ -5,7 +5,12 @@ baseline, measured in the same run.
   with PIL and applies Resize(256) / CenterCrop(224) / ToTensor / Normalize, a DataLoader,
   the float32 eager model, outputs written as one Parquet shard per 4,096 images;
 * fast: ``eic-build features`` with ``--loader tensor`` (batched decode on the device:
-  nvJPEG on a GPU), channels_last, ``--dtype bfloat16`` and, on CUDA, ``--compile``.
+  nvJPEG on a GPU), channels_last, ``--dtype auto`` (bf16 only where the device runs it natively:
+  eic_builder.hardware) and, with ``--compile``, torch.compile.
+
+The machine's limit, measured in the same run: the model's forward pass alone (random input,
+the fast path's dtype) in GFLOP/s (2 FLOP per multiply-add of VGG-16 up to fc6, counted from the
+model: 15.5 G multiply-adds at 224x224) against a large matmul's GFLOP/s in the same dtype.
 
 Generates (once, cached) N photo-like 500x375 JPEGs, or links N files to the real JPEGs of
 ``--source`` (repeated as needed), and scans them into a manifest.
@@ -30,6 +35,7 @@ os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
 from eic_builder.devices import resolve_device
 from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items
+from eic_builder.hardware import machine_line, matmul_rate, resolve_dtype
 from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import DEMO_WNIDS
@@ -105,8 +111,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-features")
     parser.add_argument("--source", type=Path, default=None,
                         help="a folder of real JPEGs, linked (repeated as needed) to make --images files")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the fast path (default: on CUDA)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="torch.compile the fast path")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the fast path's dtype (auto: eic_builder.hardware's choice)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     root = args.cache / (f"real-{args.images}" if args.source else f"jpegs-{args.images}")
@@ -127,19 +135,58 @@ def main() -> None:
         n = naive(work / "m", work / "naive", device, args.workers, args.batch_size)
         naive_s = time.perf_counter() - t
         cfg = FeatureConfig(weights="random", device=args.device, workers=args.workers, batch_size=args.batch_size,
-                            loader="tensor", dtype="bfloat16",
-                            compile=device.type == "cuda" if args.compile is None else args.compile)
+                            loader="tensor", dtype=args.dtype, compile=args.compile)
         t = time.perf_counter()
         extract_features(work / "m", work / "fast", cfg)
         fast_s = time.perf_counter() - t
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    dtype = resolve_dtype(args.dtype, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(machine_line())
     print(f"device: {name}; {n} images, batch {args.batch_size}, {args.workers} loader workers")
-    fast_name = f"fast (tensor decode + bf16{' + compile' if cfg.compile else ''})"
+    fast_name = f"fast (tensor decode + {dtype}{' + compile' if cfg.compile else ''})"
     print(f"{'naive (PIL DataLoader + float32 eager)':42s} {n / naive_s:8.1f} img/s ({naive_s:.1f} s)")
     print(f"{fast_name:42s} {n / fast_s:8.1f} img/s ({fast_s:.1f} s)")
     print(f"ratio fast / naive: {naive_s / fast_s:.2f}x")
+    forward_limit(device, dtype, args.batch_size if device.type == "cuda" else 8)
+
+
+def vgg_fc6_macs(size: int = 224) -> int:
+    """Multiply-adds of VGG-16 up to fc6 on one (3, size, size) image, counted layer by layer."""
+    from torch import nn
+
+    model, macs, side = build_model("random", "fc6"), 0, size
+    for layer in model.features:
+        if isinstance(layer, nn.Conv2d):
+            macs += layer.in_channels * layer.out_channels * layer.kernel_size[0] * layer.kernel_size[1] * side**2
+        elif isinstance(layer, nn.MaxPool2d):
+            side //= 2
+    return macs + model.fc6.in_features * model.fc6.out_features
+
+
+def forward_limit(device: torch.device, dtype: str, batch: int, seconds: float = 10.0) -> None:
+    """The forward pass alone, in GFLOP/s and as a fraction of a large matmul's rate in that dtype."""
+    torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    model = build_model("random", "fc6").to(device, dtype=torch_dtype).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device, dtype=torch_dtype).contiguous(memory_format=torch.channels_last)
+    done, spent = 0, 0.0
+    with torch.inference_mode():
+        model(x)
+        while spent < seconds or done < 2 * batch:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            spent += time.perf_counter() - t
+            done += batch
+    flop = 2 * vgg_fc6_macs()
+    model_gflops = done * flop / spent / 1e9
+    limit = matmul_rate(torch_dtype, 4096 if device.type == "cuda" else 2048, 2.0, device)
+    print(f"VGG-16 forward alone ({dtype}, batch {batch}): {done / spent:.1f} img/s = {model_gflops:,.0f} GFLOP/s "
+          f"({flop / 1e9:.1f} GFLOP per image); matmul {limit:,.0f} GFLOP/s: {model_gflops / limit:.0%} of it")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from bench_features import link_jpegs
 
 from eic_builder.devices import resolve_device, synchronize
 from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items
+from eic_builder.hardware import machine_line
 from eic_builder.image_batches import BytesDataset, Preprocess, collate_bytes, decode_batch_on_device
 from eic_builder.scan.scanner import scan
 
@@ -92,6 +93,7 @@ def main() -> None:
             return time.perf_counter() - t
 
         n = len(items)
+        print(machine_line())
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
         print(f"device: {name}; {n} images, batch {args.batch_size}, {args.workers} loader workers")
         for label, fn in (("read (DataLoader, bytes)", read_only), ("read + decode + preprocess", decode),

@@ -25,6 +25,7 @@ from baseline.data import load_records, read_rgb
 from baseline.engine import model_from_checkpoint, train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
 from eic_builder.devices import resolve_device, synchronize
+from eic_builder.hardware import machine_line
 from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
@@ -81,6 +82,7 @@ def main() -> None:
             rows.append((name, r.images_per_second, len(images) / (time.perf_counter() - t)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(machine_line())
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {dev}; width {args.width}; train scale {args.train_scale}, batch {args.images_per_batch}; "
           f"inference scales {scales}")

@@ -12,13 +12,13 @@ Usage: python benchmarks/bench_stats.py [--boxes 4000000] [--cache DIR]
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from eic_builder.hardware import machine_line
 from eic_builder.manifest import empty_table, read_manifest, to_table, write_manifest
 from eic_builder.stats import compute_split_stats
 
@@ -77,7 +77,7 @@ def main() -> None:
     rows = read_manifest(out).boxes.slice(0, sample).to_pylist()
     naive_stats(rows)
     naive_s = (time.perf_counter() - t) * args.boxes / sample
-    print(f"machine: {os.cpu_count()} CPU cores")
+    print(machine_line())
     print(f"stats over {s.n_boxes:,} boxes, {s.n_images:,} images: {fast_s:.2f} s (vectorised, Parquet read included)")
     print(f"naive per-row loop, extrapolated from {sample:,} boxes: {naive_s:.1f} s")
     print(f"ratio naive / vectorised: {naive_s / fast_s:.1f}x")

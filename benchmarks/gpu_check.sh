@@ -29,6 +29,8 @@ mkdir -p "$OUT"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 export EIC_NO_PROGRESS=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# small pure-Python wheels carried in .whl/ (defusedxml: the GPU machine lacks it) import from the zip
+for wheel in .whl/*.whl; do [ -e "$wheel" ] && PYTHONPATH="$PYTHONPATH:$PWD/$wheel"; done
 EIC="$PY -m eic_builder.cli"
 if [ "$DRY" = 1 ]; then
   DEV=cpu; N=48; WORKERS=2; BATCH=16; TRAIN_SECONDS=90

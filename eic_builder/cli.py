@@ -280,11 +280,13 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="DataLoader workers.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16"]),
-              help="bfloat16 runs the model under autocast (GPU fast path).")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
+              help="bfloat16 runs the model under autocast. auto: bfloat16 on GPUs that have it and on CPUs with "
+              "native bf16 (AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is several times slower).")
 @click.option("--loader", default="tensor", show_default=True, type=click.Choice(["tensor", "pil"]),
               help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (GPU).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model (worth it on long GPU runs; never chosen for you).")
 @click.option("--shard-size", default=4096, show_default=True, help="Items per output shard (the resume unit).")
 @click.option("--resize", default=256, show_default=True, help="Shorter side before the centre crop.")
 @click.option("--crop", default=224, show_default=True, help="Centre crop (and box-crop) size.")
@@ -306,8 +308,8 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
                         dtype=dtype, loader=loader, compile=compile_model, shard_size=shard_size, seed=seed,
                         resize=resize, crop=crop, root=str(root) if root else None)
     s = extract_features(manifest, out, cfg, distributed=distributed)
-    click.echo(f"{s.items} {on}s -> {s.shards_total} shards in {out} ({s.shards_resumed} resumed) on {s.device}; "
-               f"weights: {s.settings['weights']}")
+    click.echo(f"{s.items} {on}s -> {s.shards_total} shards in {out} ({s.shards_resumed} resumed) on {s.device} "
+               f"({s.settings['dtype']}); weights: {s.settings['weights']}")
 
 
 @main.command("expand-classes")

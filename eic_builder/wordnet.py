@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,12 +138,45 @@ class WordNetSource:
     """Where WordNet was found: ``how`` (option, env, nltk, debian) and the folder nltk reads."""
 
     how: str
-    folder: object  # a Path, or an nltk path pointer (zip)
+    folder: Path  # a ``corpora/wordnet`` folder, or nltk's ``corpora/wordnet.zip``
     origin: str
 
 
+def nltk_data_roots() -> list[Path]:
+    """The folders nltk searches for its data, in its order (``nltk.data.path`` as nltk builds it),
+    computed without importing nltk: importing it costs seconds, and a warm run needs only the key."""
+    roots = [os.path.expanduser(d) for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d]
+    if "APPENGINE_RUNTIME" not in os.environ and os.path.expanduser("~/") != "~/":
+        roots.append(os.path.expanduser("~/nltk_data"))
+    if os.name == "nt":
+        roots += [os.path.join(sys.prefix, "nltk_data"), os.path.join(sys.prefix, "share", "nltk_data"),
+                  os.path.join(sys.prefix, "lib", "nltk_data"),
+                  os.path.join(os.environ.get("APPDATA", "C:\\"), "nltk_data"),
+                  r"C:\nltk_data", r"D:\nltk_data", r"E:\nltk_data"]
+    else:
+        roots += [os.path.join(sys.prefix, "nltk_data"), os.path.join(sys.prefix, "share", "nltk_data"),
+                  os.path.join(sys.prefix, "lib", "nltk_data"), "/usr/share/nltk_data",
+                  "/usr/local/share/nltk_data", "/usr/lib/nltk_data", "/usr/local/lib/nltk_data"]
+    return [Path(r) for r in roots]
+
+
+def _find_in_nltk_path() -> Path | None:
+    """``<root>/corpora/wordnet`` (a folder) or ``<root>/corpora/wordnet.zip`` as ``nltk.data.find``
+    would pick it: a folder on any root first, then a zip."""
+    roots = nltk_data_roots()
+    for root in roots:
+        if (root / "corpora" / "wordnet").is_dir():
+            return root / "corpora" / "wordnet"
+    for root in roots:
+        if (root / "corpora" / "wordnet.zip").is_file():
+            return root / "corpora" / "wordnet.zip"
+    return None
+
+
 def find_wordnet(wordnet_dir: str | os.PathLike[str] | None = None) -> WordNetSource:
-    """Locate WordNet data in the documented order, or raise :class:`WordNetError` naming the three ways."""
+    """Locate WordNet data in the documented order, or raise :class:`WordNetError` naming the three ways.
+
+    Imports no nltk: only building the index (:func:`open_reader`) needs it."""
     explicit = wordnet_dir or os.environ.get(ENV_WORDNET_DIR)
     if explicit:
         how = "option" if wordnet_dir else "env"
@@ -154,13 +188,9 @@ def find_wordnet(wordnet_dir: str | os.PathLike[str] | None = None) -> WordNetSo
             and path.resolve().name == "wordnet"
         folder = path if nltk_layout else _lay_out(path)
         return WordNetSource(how, folder, str(path))
-    try:
-        import nltk.data
-
-        pointer = nltk.data.find("corpora/wordnet")
-        return WordNetSource("nltk", pointer, str(pointer))
-    except LookupError:
-        pass
+    found = _find_in_nltk_path()
+    if found is not None:
+        return WordNetSource("nltk", found, str(found))
     if _has_wordnet_files(DEBIAN_WORDNET_DIR):
         return WordNetSource("debian", _lay_out(DEBIAN_WORDNET_DIR), str(DEBIAN_WORDNET_DIR))
     raise WordNetError(
@@ -189,19 +219,27 @@ def open_reader(source: WordNetSource):
 
 
 def _pointer(source: WordNetSource):
-    from nltk.data import FileSystemPathPointer
+    from nltk.data import FileSystemPathPointer, ZipFilePathPointer
 
-    if isinstance(source.folder, Path):
-        _authorise(source.folder)
-        return FileSystemPathPointer(str(source.folder))
-    return source.folder
+    if source.folder.suffix == ".zip":
+        return ZipFilePathPointer(str(source.folder), "wordnet/")
+    _authorise(source.folder)
+    return FileSystemPathPointer(str(source.folder))
 
 
 def _data_key(source: WordNetSource) -> str:
-    with _pointer(source).join("data.noun").open() as f:
-        head = f.read(1 << 16)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
+    """A key of the WordNet data: its ``data.noun``'s first 64 KiB and size (read without nltk)."""
+    if source.folder.suffix == ".zip":
+        import zipfile
+
+        with zipfile.ZipFile(source.folder) as archive:
+            size = archive.getinfo("wordnet/data.noun").file_size
+            with archive.open("wordnet/data.noun") as f:
+                head = f.read(1 << 16)
+    else:
+        with open(source.folder / "data.noun", "rb") as f:
+            head = f.read(1 << 16)
+            size = os.fstat(f.fileno()).st_size
     return hashlib.sha1(head + str(size).encode()).hexdigest()[:16]
 
 

@@ -114,4 +114,7 @@ def test_real_features_streaming_equals_brute_force(ilsvrc_val_1300: Path, tmp_p
         feats.append(f.astype(np.float64))
     inner, inter = brute_force(labels, np.concatenate(feats))
     d = feature_distances(tmp_path / "f", batch_rows=7)
-    assert d.inner == pytest.approx(inner, abs=1e-6) and d.inter == pytest.approx(inter, abs=1e-6)
+    # float32 normalisation (see the module doc): random-weight features of 1-3 images per class are
+    # near-parallel (mean cosine 0.98), the worst case; measured errors up to 9e-7 (float32 or
+    # bfloat16 features): the bound leaves a 6x margin and is far below the 3 decimals reported
+    assert d.inner == pytest.approx(inner, abs=5e-6) and d.inter == pytest.approx(inter, abs=5e-6)

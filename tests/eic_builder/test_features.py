@@ -272,3 +272,19 @@ def test_batched_preprocessing_equals_per_image(real_subset: Path) -> None:
     one_by_one = torch.stack([preprocess_uint8(im, it.box, pp) for im, it in zip(images, items)])
     assert batched.shape == (len(items), 3, 56, 56)
     assert torch.allclose(batched, one_by_one, atol=1e-6)
+
+
+@pytest.mark.parametrize(("flags", "dtype"), [(frozenset({"avx2"}), "float32"),
+                                               (frozenset({"avx2", "avx512_bf16", "amx_bf16"}), "bfloat16")])
+def test_auto_dtype_is_chosen_by_the_cpu_and_recorded(real_subset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, flags, dtype: str) -> None:
+    from eic_builder import hardware
+    from eic_builder.manifest import read_metadata
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    s = extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cpu", shard_size=6))
+    assert s.settings["dtype"] == dtype
+    assert read_metadata(tmp_path / "f" / "part-000000.parquet")["dtype"] == dtype
+    explicit = extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cpu", shard_size=6,
+                                                                            dtype=dtype))
+    assert explicit.shards_resumed == 2  # auto resolved to the same dtype: the same run

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -31,18 +36,50 @@ def test_offset_of() -> None:
 
 
 def test_no_wordnet_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nltk.data
-
     monkeypatch.delenv("EIC_WORDNET_DIR", raising=False)
     monkeypatch.setattr(wordnet, "DEBIAN_WORDNET_DIR", tmp_path / "none")
-
-    def not_found(name: str, *a, **k):
-        raise LookupError(name)
-
-    monkeypatch.setattr(nltk.data, "find", not_found)
+    monkeypatch.setattr(wordnet, "nltk_data_roots", lambda: [tmp_path / "nltk_data"])
     with pytest.raises(WordNetError, match=r"--wordnet-dir DIR.*nltk\.downloader wordnet.*apt-get install "
                                            r"wordnet-base wordnet-sense-index"):
         find_wordnet()
+
+
+def test_nltk_data_roots_are_nltks(tmp_path: Path) -> None:
+    # nltk builds its path at import: compare in a fresh process, with NLTK_DATA set
+    env = dict(os.environ, NLTK_DATA=f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    code = ("import nltk.data; from eic_builder.wordnet import nltk_data_roots; "
+            "print(nltk.data.path == [str(p) for p in nltk_data_roots()])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_wordnet_on_nltks_path_folder_before_zip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EIC_WORDNET_DIR", raising=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "corpora").mkdir(parents=True)
+    with zipfile.ZipFile(first / "corpora" / "wordnet.zip", "w") as z:
+        z.writestr("wordnet/data.noun", "zipped noun data")
+    folder = second / "corpora" / "wordnet"
+    folder.mkdir(parents=True)
+    (folder / "data.noun").write_text("plain noun data")
+    monkeypatch.setattr(wordnet, "nltk_data_roots", lambda: [first, second])
+    source = find_wordnet()
+    assert (source.how, source.folder) == ("nltk", folder)  # nltk.data.find takes folders first
+    expected = hashlib.sha1(b"plain noun data" + b"15").hexdigest()[:16]
+    assert wordnet._data_key(source) == expected
+    shutil.rmtree(folder)
+    source = find_wordnet()
+    assert source.folder == first / "corpora" / "wordnet.zip"
+    assert wordnet._data_key(source) == hashlib.sha1(b"zipped noun data" + b"16").hexdigest()[:16]
+
+
+def test_warm_index_imports_no_nltk(wordnet_index, wordnet_cache: Path) -> None:
+    # the cached index holds what expand-classes needs: nltk's import alone costs seconds
+    env = dict(os.environ, EIC_CACHE_DIR=str(wordnet_cache))
+    code = ("import sys; from eic_builder.wordnet import load_wordnet_index; idx = load_wordnet_index(); "
+            "print(len(idx), 'nltk' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["82115", "False"]
 
 
 def test_explicit_folder_missing_files(tmp_path: Path) -> None:
