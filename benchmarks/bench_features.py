@@ -186,7 +186,7 @@ def forward_limit(device: torch.device, dtype: str, batch: int, seconds: float =
     model_gflops = done * flop / spent / 1e9
     limit = matmul_rate(torch_dtype, 4096 if device.type == "cuda" else 2048, 2.0, device)
     print(f"VGG-16 forward alone ({dtype}, batch {batch}): {done / spent:.1f} img/s = {model_gflops:,.0f} GFLOP/s "
-          f"({flop / 1e9:.1f} GFLOP per image); matmul {limit:,.0f} GFLOP/s: {model_gflops / limit:.0%} of it")
+          f"({flop / 1e9:.1f} GFLOP per image); matmul {limit:,.1f} GFLOP/s: {model_gflops / limit:.0%} of it")
 
 
 if __name__ == "__main__":

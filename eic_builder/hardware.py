@@ -75,6 +75,10 @@ def native_bf16_cpu(flags: frozenset[str] | None = None) -> bool | None:
     flags = cpu_flags() if flags is None else flags
     if flags is None:
         return None
+    # oneDNN capped below its bf16 ISAs (ONEDNN_MAX_CPU_ISA=AVX2, say) emulates bf16 whatever the CPU has
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
+        return False
     return any(f in flags for f in NATIVE_BF16_FLAGS)
 
 

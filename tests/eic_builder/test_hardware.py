@@ -53,3 +53,10 @@ def test_probes_measure_something(tmp_path: Path) -> None:
     data = tmp_path / "blob"
     data.write_bytes(b"x" * 3_000_000)
     assert sequential_read_rate([data], block=1 << 16) > 1.0  # MB/s
+
+
+@pytest.mark.parametrize(("cap", "native"), [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                                             ("AVX512_CORE_AMX", True), ("ALL", True)])
+def test_onednn_isa_cap_turns_native_bf16_off(monkeypatch: pytest.MonkeyPatch, cap: str, native: bool) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert native_bf16_cpu(SAPPHIRE_RAPIDS) is native
