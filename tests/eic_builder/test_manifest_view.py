@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import eic_builder
+from eic_builder.errors import ManifestError, OptionError
+from eic_builder.scan.scanner import scan
+
+
+@pytest.fixture(scope="module")
+def val_folder_and_tar(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The real val images scanned as a folder, and the same images scanned from one tar of them."""
+    d = tmp_path_factory.mktemp("open")
+    scan(ilsvrc_val_1300, d / "folder")
+    with tarfile.open(d / "val.tar", "w") as tar:
+        tar.add(ilsvrc_val_1300 / "val", arcname="val")
+    scan([d / "val.tar", ilsvrc_val_1300 / "LOC_val_solution.csv"], d / "tar")
+    return d / "folder", d / "tar"
+
+
+def test_tables_and_images_from_a_folder_and_a_tar(val_folder_and_tar: tuple[Path, Path],
+                                                   ilsvrc_val_1300: Path) -> None:
+    folder, tar = (eic_builder.open_manifest(d) for d in val_folder_and_tar)
+    assert (len(folder), folder.boxes.num_rows, folder.rejects.num_rows) == (1300, 1943, 0)
+    assert folder.images.schema.equals(tar.images.schema)
+    assert repr(folder).startswith("ManifestView(") and repr(folder).endswith("1,300 images, 1,943 boxes, 0 rejects)")
+    assert folder.meta["source_root"] and folder.boxes.to_pandas().shape[0] == 1943
+    sizes = dict(zip(folder.image_ids, zip(folder.images["width"].to_pylist(), folder.images["height"].to_pylist())))
+    with tar:
+        for image_id in folder.image_ids[::260]:
+            raw = (ilsvrc_val_1300 / "val" / f"{image_id}.JPEG").read_bytes()
+            assert folder.read_bytes(image_id) == raw == tar.read_bytes(image_id)  # member read at its offset
+            image = tar.read_image(image_id)
+            assert image.mode == "RGB" and image.size == sizes[image_id]
+    assert tar.images["archive"].to_pylist()[0].endswith("/val.tar") and folder.images["archive"].null_count == 1300
+
+
+def test_bad_requests_are_one_line_errors(val_folder_and_tar: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = eic_builder.open_manifest(val_folder_and_tar[0])
+    with pytest.raises(ManifestError, match=r"image 'ILSVRC2012_val_99999999' is not in manifest .* \(1,300 images; "
+                                            r"see \.image_ids\)"):
+        folder.read_image("ILSVRC2012_val_99999999")
+    moved = eic_builder.open_manifest(val_folder_and_tar[0], root=tmp_path / "elsewhere")
+    assert len(moved) == 1300  # the tables open without the images
+    with pytest.raises(OptionError, match=r"image root .*elsewhere.* does not exist; pass root=DIR"):
+        moved.read_image(folder.image_ids[0])
+    with pytest.raises(ManifestError, match=r"manifest directory .*nothing does not exist"):
+        eic_builder.open_manifest(tmp_path / "nothing")
+    with pytest.raises(AttributeError, match="no attribute 'open_manifests'"):
+        eic_builder.open_manifests  # noqa: B018
+
+
+def test_importing_the_package_stays_light() -> None:
+    code = "import sys, eic_builder; print('pyarrow' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    assert isinstance(Image.new("RGB", (1, 1)), Image.Image)
