@@ -281,7 +281,7 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="DataLoader workers.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
-              help="bfloat16 runs the model under autocast. auto: bfloat16 on GPUs that have it and on CPUs with "
+              help="bfloat16 converts the model's weights once. auto: bfloat16 on GPUs that have it and on CPUs with "
               "native bf16 (AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is several times slower).")
 @click.option("--loader", default="tensor", show_default=True, type=click.Choice(["tensor", "pil"]),
               help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")

@@ -36,30 +36,30 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PROBE_MARGIN = 1.2
 
 
-@cache
-def cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags from ``/proc/cpuinfo``; None where that file is absent (not Linux)."""
+def _cpuinfo_value(keys: tuple[str, ...]) -> str | None:
+    """The value of the first ``/proc/cpuinfo`` line starting with one of ``keys``; None without that file."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(keys):
+                    return line.split(":", 1)[1]
     except OSError:
-        return None
+        pass
     return None
+
+
+@cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo``; None where that file is absent (not Linux)."""
+    value = _cpuinfo_value(("flags", "Features"))
+    return None if value is None else frozenset(value.split())
 
 
 @cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    value = _cpuinfo_value(("model name",))
+    return value.strip() if value else platform.processor() or platform.machine() or "unknown CPU"
 
 
 def usable_cores() -> int:

@@ -81,11 +81,11 @@ def _int_text(node, tag: str) -> float:
         raise ValueError(f"missing <{tag}>")
     try:  # the common case inline (float() skips surrounding blanks): ten per image on the scan's hot path
         number = float(text)
+        if math.isfinite(number):
+            return number
     except (ValueError, OverflowError):
-        return finite_number(text.strip())  # raises, naming the text
-    if not math.isfinite(number):
-        return finite_number(text.strip())
-    return number
+        pass
+    return finite_number(text.strip())  # raises, naming the text
 
 
 def _needs_defused(data: bytes) -> bool:
