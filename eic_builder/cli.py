@@ -66,7 +66,8 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
     """Build, audit and measure the Extended ImageNet Classification (EIC) dataset.
 
     Data flow: expand-classes -> scan -> assemble -> filter -> features -> stats, and
-    train-baseline -> eval-baseline for the hourglass RPN. See CLI.md.
+    train-baseline -> eval-baseline for the hourglass RPN; export hands a manifest to COCO, VOC or
+    Hugging Face tools. See CLI.md.
     """
     from eic_builder.progress import set_progress
 
@@ -371,6 +372,50 @@ def split_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, 
 
     n_train, n_test = split_manifest(src, train_out, test_out, test_fraction, seed)
     click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
+
+
+@main.command("export")
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
+@click.option("--format", "fmt", default="coco", show_default=True, type=click.Choice(["coco", "voc", "hf"]),
+              help="coco: annotations/instances_NAME.json; voc: Annotations/, JPEGImages/, ImageSets/Main/; "
+                   "hf: Parquet shards with the images inside and a dataset card (Hugging Face datasets).")
+@click.option("--materialize", is_flag=True,
+              help="coco/voc: copy the images (loose files and archive members) under --out, once; a rerun "
+                   "keeps the complete ones. Without it COCO points at the images where they are and VOC links them.")
+@click.option("--labels", default="wnid", show_default=True, type=click.Choice(["wnid", "name"]),
+              help="Class names: the wnids, or WordNet lemmas (a lemma two classes share gets its wnid in brackets).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root, when the images moved since the scan (default: the one the manifest records).")
+@click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
+              help="WordNet 3.0 files, for --labels name of wnids outside the committed class lists.")
+def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bool, labels: str, root: Path | None,
+               wordnet_dir: Path | None) -> None:
+    """Export manifest directories as COCO JSON, PASCAL VOC XML or a Hugging Face dataset folder.
+
+    Each MANIFEST is exported under its split's name (its folder's name when it has several). Boxes
+    are converted exactly: COCO [x, y, w, h], VOC 1-based corners, hf [x, y, w, h]; scanning the
+    export gives the manifest's boxes back. Only images with a file are exported.
+    """
+    from eic_builder.export import export_manifests
+
+    r = export_manifests(manifests, out, fmt, materialize, labels, root, wordnet_dir)
+    for name, n_images, n_boxes in r.splits:
+        click.echo(f"{name}: {n_images:,} images, {n_boxes:,} boxes")
+    if r.without_file:
+        click.echo(f"left out {r.without_file:,} images with no image file (and their {r.boxes_without_file:,} "
+                   "boxes): annotation-only images have nothing to train on")
+    if r.placement.written or r.placement.kept:
+        done = (f"{r.placement.written:,} copied ({r.placement.bytes_written / 1e6:,.1f} MB)" if materialize
+                else f"{r.placement.written:,} linked")
+        click.echo(f"images: {done}, {r.placement.kept:,} already in place")
+    for name, image_root in r.image_roots.items():
+        click.echo(f"{name}: COCO file_name is relative to {image_root}")
+    if r.archive_references:
+        click.echo(f"note: {r.archive_references:,} images lie inside archives; only eic-build reads them there "
+                   "(eic_archive keys): add --materialize for detectron2, FiftyOne or any reader of file_name")
+    for path in r.files:
+        click.echo(f"wrote {path}")
 
 
 def _default_help(name: str, text: str) -> str:

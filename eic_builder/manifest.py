@@ -317,6 +317,12 @@ def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | No
     )
 
 
+def manifest_name(directory: str | os.PathLike[str], images: pa.Table) -> str:
+    """The name a manifest goes by in ``export`` and ``audit``: its one split, else its folder's name."""
+    splits = sorted(set(images["split"].to_pylist()))
+    return splits[0] if len(splits) == 1 else Path(directory).resolve().name
+
+
 def write_manifest(
     directory: str | os.PathLike[str],
     images: pa.Table,
@@ -430,5 +436,79 @@ PROPOSALS_SCHEMA = pa.schema(
     ]
 )
 
+
+# --- duplicates found by ``audit`` --------------------------------------------------------------
+
+# One row per pair of images found alike by one method; side ``a`` comes first in the audit's order
+# (manifests as given, images in manifest order). ``score``: 1.0 for ``exact`` (same SHA-1),
+# ``1 - hamming / 64`` for ``perceptual`` (64-bit pHash), the cosine of the fc6 features for ``features``.
+_SIDE = [("manifest", pa.string(), False), ("split", pa.string(), False), ("image_id", pa.string(), False),
+         ("label", pa.string(), True)]
+AUDIT_PAIRS_SCHEMA = pa.schema(
+    [pa.field("method", pa.string(), nullable=False), pa.field("score", pa.float32(), nullable=False)]
+    + [pa.field(f"{name}_{side}", kind, nullable=nullable) for side in "ab" for name, kind, nullable in _SIDE]
+)
+# One row per image in a group: the connected components of the pairs (all methods together).
+AUDIT_GROUPS_SCHEMA = pa.schema(
+    [pa.field("group", pa.int32(), nullable=False), pa.field("size", pa.int32(), nullable=False)]
+    + [pa.field(name, kind, nullable=nullable) for name, kind, nullable in _SIDE]
+)
+
 SCHEMAS["features"] = FEATURES_SCHEMA
 SCHEMAS["proposals"] = PROPOSALS_SCHEMA
+SCHEMAS["audit_pairs"] = AUDIT_PAIRS_SCHEMA
+SCHEMAS["audit_groups"] = AUDIT_GROUPS_SCHEMA
+
+
+# --- Hugging Face export shards (``export --format hf``) -------------------------------------
+
+# One row per image, as the Hugging Face ``datasets`` object-detection sets are laid out: the image
+# (its encoded bytes), its size, and its boxes as ``objects`` (a struct of lists). ``bbox`` is
+# ``[x, y, w, h]`` in pixels (COCO's convention, the one ``datasets`` detection sets use); ``category``
+# indexes the class names stored in the ``huggingface`` schema metadata (a ``ClassLabel``).
+HF_IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+HF_OBJECTS_TYPE = pa.struct([pa.field("bbox", pa.list_(pa.list_(pa.float32(), 4))),
+                             pa.field("category", pa.list_(pa.int64()))])
+HF_SCHEMA = pa.schema(
+    [
+        pa.field("image", HF_IMAGE_TYPE),
+        pa.field("image_id", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("label", pa.string()),  # the image's class, named as --labels says; null without one
+        pa.field("objects", HF_OBJECTS_TYPE),
+    ]
+)
+HF_ROW_GROUP = 100  # images per row group: what the Hub's viewer and streaming readers expect of image sets
+
+
+def hf_schema(class_names: list[str]) -> pa.Schema:
+    """:data:`HF_SCHEMA` with the ``huggingface`` metadata ``datasets`` reads its features from.
+
+    The features are written in the ``Sequence`` form that every ``datasets`` release since 2.0 reads
+    (5.x still does; it writes ``List``), so that the files load there without conversion.
+    """
+    value = {"_type": "Value"}
+    features = {
+        "image": {"_type": "Image"},
+        "image_id": {**value, "dtype": "string"},
+        "width": {**value, "dtype": "int32"},
+        "height": {**value, "dtype": "int32"},
+        "label": {**value, "dtype": "string"},
+        "objects": {"_type": "Sequence", "feature": {
+            "bbox": {"_type": "Sequence", "length": 4, "feature": {**value, "dtype": "float32"}},
+            "category": {"_type": "ClassLabel", "names": list(class_names)},
+        }},
+    }
+    return HF_SCHEMA.with_metadata({b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+
+
+def write_hf_shard(table: pa.Table, path: str | os.PathLike[str], schema: pa.Schema) -> Path:
+    """Write one shard of an ``export --format hf`` folder atomically, with ``schema`` (see :func:`hf_schema`)."""
+    try:
+        table = table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        raise ManifestError(f"cannot write {path}: schema {table.schema} does not match {schema}") from exc
+    # zstd stores incompressible JPEG blocks raw at little cost, and shrinks the rest
+    return _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd",
+                                                              row_group_size=HF_ROW_GROUP))

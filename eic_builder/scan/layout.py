@@ -30,6 +30,7 @@ IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 LOC_CSV_RE = re.compile(r"^LOC_.*_solution\.csv$", re.IGNORECASE)
 SPLIT_NAMES = ("train", "val", "test")
 _NAME_RE = re.compile(rb"<name>\s*([^<]*?)\s*</name>")
+_DATABASE_RE = re.compile(rb"<database>\s*([^<]*?)\s*</database>")
 
 
 @dataclass
@@ -178,14 +179,31 @@ def index_sources(sources: Sequence[str | os.PathLike[str]],
 
 
 def _xml_flavour(root: Path, xmls: list[str], members: dict[str, bytes], sample: int = 20) -> str:
-    """``ilsvrc-xml`` when most objects in the sampled XMLs are named by wnid, else ``voc-xml``."""
+    """``voc-xml`` or ``ilsvrc-xml``, the two XML conventions (1-based vs 0-based corners), by the sampled XMLs.
+
+    A ``<database>`` that names its dataset decides (``The VOC2012 Database``, ``ILSVRC_2012``, and the
+    ``eic-build export --format voc`` files, which name PASCAL VOC): the convention belongs to the
+    dataset, not to its labels, and VOC-style XML labelled by wnid is common. Without one, the labels
+    decide: ``ilsvrc-xml`` when most objects are named by wnid.
+    """
     names: list[bytes] = []
+    votes: Counter[str] = Counter()
     for rel in xmls[:sample]:
         try:
             data = members[rel] if rel in members else (root / rel).read_bytes()
         except OSError:
             continue
-        names += _NAME_RE.findall(data[:65536])
+        head = data[:65536]
+        names += _NAME_RE.findall(head)
+        database = _DATABASE_RE.search(head)
+        if database is not None:
+            text = database.group(1).upper()
+            if b"VOC" in text:
+                votes["voc-xml"] += 1
+            elif b"ILSVRC" in text or b"IMAGENET" in text:
+                votes["ilsvrc-xml"] += 1
+    if votes:
+        return votes.most_common(1)[0][0]
     n_wnids = sum(WNID_RE.match(n.decode("utf-8", "replace")) is not None for n in names)
     return "ilsvrc-xml" if not names or n_wnids * 2 > len(names) else "voc-xml"
 

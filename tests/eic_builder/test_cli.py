@@ -44,8 +44,19 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path) -> None:
 
 def test_help_lists_commands() -> None:
     r = run("--help")
-    for cmd in ("scan", "filter", "stats", "synth"):
+    for cmd in ("scan", "filter", "stats", "synth", "export"):
         assert cmd in r.output
+
+
+def test_every_command_and_option_is_in_cli_md() -> None:
+    text = (Path(__file__).resolve().parents[2] / "CLI.md").read_text()
+    for name, command in main.commands.items():
+        assert f"## `{name}`" in text, name
+        section = text.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help":
+                    assert opt in section, f"{name} {opt}"
 
 
 def test_scan_checks_wnids_against_wordnet_by_default(tmp_path: Path, wordnet_index, wordnet_cache: Path,

@@ -397,3 +397,21 @@ def test_stated_size_disagreeing_with_the_header_is_recorded(tmp_path: Path) -> 
     assert [(r["width"], r["height"], r["ann_width"], r["ann_height"]) for r in rows] == [(40, 30, 40, 30),
                                                                                         (40, 30, 80, 60)]
     assert s.size_disagreements == 1
+
+
+@pytest.mark.parametrize(("database", "names", "flavour"), [
+    ("The VOC2012 Database", ["n01440764", "n01440764"], "voc-xml"),  # VOC convention, wnid labels
+    ("ILSVRC_2012", ["dog", "cat"], "ilsvrc-xml"),  # ImageNet convention, whatever the names
+    (None, ["n01440764", "dog"], "voc-xml"),  # no database: most names are not wnids
+    (None, ["n01440764", "n01443537", "dog"], "ilsvrc-xml"),
+])
+def test_xml_convention_follows_the_database_then_the_labels(tmp_path: Path, database: str | None, names: list[str],
+                                                              flavour: str) -> None:
+    from eic_builder.scan.layout import detect_format, index_tree
+
+    source = f"<source><database>{database}</database></source>" if database else ""
+    for i, name in enumerate(names):
+        box = "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox>"
+        (tmp_path / f"im{i}.xml").write_text(f"<annotation>{source}<object><name>{name}</name>{box}</object>"
+                                             "</annotation>")
+    assert detect_format(index_tree(tmp_path)) == flavour

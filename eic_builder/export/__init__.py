@@ -1,0 +1,166 @@
+"""``eic-build export``: hand manifests to the tools people train with, as COCO, PASCAL VOC or a
+Hugging Face dataset folder.
+
+Layouts under ``--out`` (``NAME`` is each manifest's split, or its folder's name):
+
+* ``coco``: ``annotations/instances_NAME.json``; the images stay where they are (``file_name``
+  relative to the image root the JSON's ``info.eic_image_root`` names), or with ``--materialize``
+  are copied to ``images/NAME/`` (and ``eic_image_root`` names that folder);
+* ``voc``: ``Annotations/ID.xml``, ``JPEGImages/ID.ext`` (symbolic links to the loose files, or
+  copies with ``--materialize``: VOC cannot point into an archive, so images inside one need it),
+  ``ImageSets/Main/NAME.txt``;
+* ``hf``: ``data/NAME-i-of-n.parquet`` with the images' bytes inside, and a ``README.md`` dataset card.
+
+Only images with a file are exported (annotation-only images have nothing to train on); how many
+were left out, with their boxes, is part of the result. Annotation files are rewritten on each run;
+materialized images are kept when already complete, so an interrupted export resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eic_builder.errors import OptionError, check_choice
+from eic_builder.export.files import Placement, link_images, materialize_images
+from eic_builder.export.labels import LABEL_STYLES, label_names
+from eic_builder.export.source import ExportSplit, load_split
+from eic_builder.progress import progress
+
+EXPORT_FORMATS = ("coco", "voc", "hf")
+
+__all__ = ["EXPORT_FORMATS", "LABEL_STYLES", "ExportResult", "export_manifests"]
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote: per manifest ``(name, images, boxes)``, the annotation/data files, the image
+    root of each COCO file, the images and boxes left out (no image file), and the image files placed."""
+
+    fmt: str
+    out: Path
+    splits: list[tuple[str, int, int]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    image_roots: dict[str, str] = field(default_factory=dict)
+    without_file: int = 0
+    boxes_without_file: int = 0
+    placement: Placement = field(default_factory=Placement)
+    archive_references: int = 0  # COCO images left inside archives (eic_archive keys): --materialize for others
+
+
+def _check_names(splits: Sequence[ExportSplit]) -> None:
+    seen: dict[str, Path] = {}
+    for s in splits:
+        if s.name in seen:
+            raise OptionError(f"manifests {seen[s.name]} and {s.directory} are both named {s.name!r} (their split); "
+                              "export them one at a time into different --out folders")
+        seen[s.name] = s.directory
+
+
+def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
+                 result: ExportResult) -> None:
+    from eic_builder.export.coco import coco_document
+    from eic_builder.manifest import write_text
+
+    for s in splits:
+        root = s.root if s.images else ""
+        if materialize:
+            folder = out / "images" / s.name
+            file_names = [f"{i.image_id}{i.extension}" for i in s.images]
+            result.placement += materialize_images(s.images, [folder / f for f in file_names], root)
+            image_root = str(folder.resolve())
+        else:
+            file_names = [i.ref.path for i in s.images]
+            image_root = str(Path(root).resolve()) if root else ""
+            result.archive_references += sum(i.in_archive for i in s.images)
+        doc = coco_document(s, names, file_names, image_root, reference_archives=not materialize)
+        path = out / "annotations" / f"instances_{s.name}.json"
+        result.files.append(write_text(path, json.dumps(doc, separators=(",", ":"))))
+        result.image_roots[s.name] = image_root
+
+
+def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
+                result: ExportResult) -> None:
+    from eic_builder.export.voc import voc_xml
+    from eic_builder.manifest import write_text
+
+    owner: dict[str, str] = {}
+    for s in splits:
+        for image in s.images:
+            if image.image_id in owner:
+                raise OptionError(f"image id {image.image_id!r} is in both {owner[image.image_id]!r} and {s.name!r}; "
+                                  "VOC keeps one Annotations/ folder for all splits: export them separately")
+            owner[image.image_id] = s.name
+        in_archives = sum(i.in_archive for i in s.images)
+        if in_archives and not materialize:
+            raise OptionError(f"{in_archives:,} images of {s.directory} lie inside archives, which VOC cannot point "
+                              "into; add --materialize to write them out once")
+    for s in splits:
+        file_names = [f"{i.image_id}{i.extension}" for i in s.images]
+        dests = [out / "JPEGImages" / f for f in file_names]
+        root = s.root if s.images else ""
+        place = materialize_images if materialize else link_images
+        result.placement += place(s.images, dests, root)
+        folder = out / "Annotations"
+        folder.mkdir(parents=True, exist_ok=True)
+        # one small file per image, rewritten whole on every run: plain writes (a rename each would
+        # double the metadata work) whose last run always completes them
+        for image, file_name in progress(list(zip(s.images, file_names)), desc=f"voc {s.name}", unit="img"):
+            text = voc_xml(image, file_name, s.boxes.get(image.image_id, []), names, folder=s.name)
+            (folder / f"{image.image_id}.xml").write_text(text, encoding="utf-8")
+        ids = "".join(f"{i.image_id}\n" for i in s.images)
+        result.files.append(write_text(out / "ImageSets" / "Main" / f"{s.name}.txt", ids))
+    result.files.insert(0, out / "Annotations")
+
+
+def _export_hf(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], result: ExportResult) -> None:
+    from eic_builder.export.hf import check_split_names, write_card, write_split_shards
+    from eic_builder.manifest import command_line
+    from eic_builder.stats import compute_split_stats, render
+
+    check_split_names([s.name for s in splits])
+    box_labels = sorted({b.label for s in splits for boxes in s.boxes.values() for b in boxes})
+    categories = [names[label] for label in box_labels]
+    data_dir = out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for s in splits:
+        result.files += write_split_shards(s, names, categories, data_dir)
+    table = render([compute_split_stats(s.name, s.directory) for s in splits], "md")
+    result.files.append(write_card(out, splits, table, command_line()))
+
+
+def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], fmt: str = "coco",
+                     materialize: bool = False, labels: str = "wnid", root: str | os.PathLike[str] | None = None,
+                     wordnet_dir: str | os.PathLike[str] | None = None) -> ExportResult:
+    """Export each manifest directory of ``manifests`` to ``out`` as ``fmt`` (see the module's doc).
+
+    ``labels`` names the classes: ``wnid`` (as in the manifest) or ``name`` (WordNet lemmas, see
+    :mod:`eic_builder.export.labels`); ``root`` is the image root when the manifests' recorded one moved.
+    """
+    check_choice("--format", fmt, EXPORT_FORMATS)
+    check_choice("--labels", labels, LABEL_STYLES)
+    if not manifests:
+        raise OptionError("give at least one MANIFEST directory to export")
+    if fmt == "hf" and materialize:
+        raise OptionError("--materialize is for --format coco and voc; --format hf always stores the images' "
+                          "bytes in its Parquet shards")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out} is a file; give a folder")
+    splits = [load_split(m, root) for m in manifests]
+    _check_names(splits)
+    names = label_names(set().union(*(s.labels() for s in splits)), labels, wordnet_dir)
+    result = ExportResult(fmt, out, [(s.name, len(s.images), s.n_boxes) for s in splits],
+                          without_file=sum(s.without_file for s in splits),
+                          boxes_without_file=sum(s.boxes_without_file for s in splits))
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "coco":
+        _export_coco(splits, out, names, materialize, result)
+    elif fmt == "voc":
+        _export_voc(splits, out, names, materialize, result)
+    else:
+        _export_hf(splits, out, names, result)
+    return result
