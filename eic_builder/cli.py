@@ -223,12 +223,26 @@ def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | No
 @click.option("--min-side", default=0.0, show_default=True, help="Drop boxes whose shorter side is under PX pixels.")
 @click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
 @click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
+@click.option("--exclude-audit", "audit_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="An `audit` folder: remove the images of SRC (not of a val/test split) that have a copy in a "
+                   "val/test split; each becomes a reject row naming the copy.")
+@click.option("--keep-one", is_flag=True,
+              help="With --exclude-audit: of each group of copies inside one split of SRC, keep only the first.")
 def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_side: float, small_px: float,
-               twisted_ratio: float) -> None:
+               twisted_ratio: float, audit_dir: Path | None, keep_one: bool) -> None:
     """Write a filtered copy of the manifest SRC (boxes, and images left without boxes, removed)."""
     from eic_builder.filters import filter_manifest, parse_flags
 
-    r = filter_manifest(src, out, parse_flags(drop), parse_flags(keep), min_side, small_px, twisted_ratio)
+    exclude = None
+    if keep_one and audit_dir is None:
+        raise click.UsageError("--keep-one needs --exclude-audit DIR")
+    if audit_dir is not None:
+        from eic_builder.audit.exclude import images_to_exclude
+
+        exclude = images_to_exclude(src, audit_dir, keep_one)
+    r = filter_manifest(src, out, parse_flags(drop), parse_flags(keep), min_side, small_px, twisted_ratio, exclude)
+    if audit_dir is not None:
+        click.echo(f"excluded {r.excluded_images} images found in the audit {audit_dir} (now rows of rejects.parquet)")
     click.echo(f"removed {r.removed_boxes} boxes, {r.removed_images} images; "
                f"{r.kept_boxes} boxes, {r.kept_images} images left; wrote {out}")
 
@@ -416,6 +430,75 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
                    "(eic_archive keys): add --materialize for detectron2, FiftyOne or any reader of file_name")
     for path in r.files:
         click.echo(f"wrote {path}")
+
+
+@main.command("audit")
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for pairs.parquet, groups.parquet, report.md and contact_sheet.png.")
+@click.option("--features", "feature_specs", multiple=True, metavar="NAME=FEATDIR",
+              help="Whole-image fc6 features (`features MANIFEST --on image`) of the manifest NAME (its split). "
+                   "Repeatable; enables the features method.")
+@click.option("--methods", default=None,
+              help="Comma list of exact, perceptual, features.  [default: exact,perceptual, plus features when "
+                   "--features is given]")
+@click.option("--max-hamming", default=6, show_default=True, type=int,
+              help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
+@click.option("--min-cosine", default=0.6, show_default=True, type=float,
+              help="features: pairs whose whitened features are at cosine >= C.")
+@click.option("--whiten", default=256, show_default=True, type=int,
+              help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
+@click.option("--index", default="auto", show_default=True, type=click.Choice(["auto", "exact", "ivf"]),
+              help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
+                   "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Device of the features search (exact): cpu or cuda; auto: cuda when present.")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Processes for hashing [default: the cores].")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root, when the images moved since the scan (default: the one each manifest records).")
+def audit_cmd(manifests: tuple[Path, ...], out: Path, feature_specs: tuple[str, ...], methods: str | None,
+              max_hamming: int, min_cosine: float, whiten: int, index: str, device: str, workers: int | None,
+              root: Path | None) -> None:
+    """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash, fc6 features.
+
+    Reports train/val leakage: `filter SRC --exclude-audit OUT` removes the copies from SRC.
+    """
+    from eic_builder.audit import audit_manifests, parse_methods
+    from eic_builder.stats import parse_named_dirs
+
+    features = dict(parse_named_dirs(feature_specs)) if feature_specs else None
+    r = audit_manifests(manifests, out, features, parse_methods(methods) if methods else None, max_hamming,
+                        min_cosine, whiten, index, device, workers, root)
+    click.echo(f"{r.n_images:,} images in {', '.join(r.names)}; pairs: "
+               + ", ".join(f"{m} {n:,}" for m, n in r.pairs.items())
+               + f"; {r.n_groups:,} groups of {r.n_grouped:,} images")
+    for (split, held_out), n in r.leaks.items():
+        click.echo(f"leakage: {n:,} images of {split} have a copy in {held_out}")
+    if not r.leaks:
+        click.echo("leakage: none found")
+    for path in r.files:
+        click.echo(f"wrote {path}")
+
+
+@main.command("plant-copies")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for images/<label>/<id>_<transform>.JPEG and planted.csv.")
+@click.option("--per-transform", default=10, show_default=True, type=click.IntRange(1),
+              help="Copies per transformation (exact, reencode, resize, crop, flip); each original used once.")
+@click.option("--seed", default=0, show_default=True, help="Which images are copied.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root (default: the manifest's scan root).")
+def plant_copies_cmd(manifest: Path, out: Path, per_transform: int, seed: int, root: Path | None) -> None:
+    """Write known near-copies of images of MANIFEST, to measure what `audit` finds.
+
+    Scan OUT/images as a split (e.g. --split train) and audit it with MANIFEST; OUT/planted.csv
+    lists each copy, its original and the transformation.
+    """
+    from eic_builder.planted_copies import TRUTH_FILE, plant_copies
+
+    copies = plant_copies(manifest, out, per_transform, seed, root)
+    click.echo(f"wrote {len(copies)} copies of images of {manifest} to {out / 'images'}; truth in {out / TRUTH_FILE}")
 
 
 def _default_help(name: str, text: str) -> str:

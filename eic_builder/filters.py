@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eic_builder.errors import OptionError, choices_text
-from eic_builder.manifest import derived_metadata, read_manifest, write_manifest
+from eic_builder.manifest import (
+    REJECTS_SCHEMA,
+    derived_metadata,
+    empty_table,
+    read_manifest,
+    to_table,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,7 @@ class FilterResult:
     removed_images: int
     kept_boxes: int
     kept_images: int
+    excluded_images: int = 0  # of removed_images: named by ``exclude`` (an audit), each now a reject row
 
 
 def filter_manifest(
@@ -97,8 +106,12 @@ def filter_manifest(
     min_side: float = 0.0,
     small_px: float = SMALL_PX,
     twisted_ratio: float = TWISTED_RATIO,
+    exclude: Mapping[str, tuple[str, str]] | None = None,
 ) -> FilterResult:
     """Write a manifest holding the boxes of ``src`` that pass the filter, and their images.
+
+    ``exclude`` maps image ids to remove, whatever their boxes, to the (reason, detail) of the reject
+    row each becomes (``filter --exclude-audit``: see :mod:`eic_builder.audit.exclude`).
 
     ``drop`` removes boxes with any of the named flags; ``keep`` keeps only boxes
     with at least one of them; ``min_side`` removes boxes whose shorter side is
@@ -113,7 +126,18 @@ def filter_manifest(
     if Path(out).resolve() == Path(src).resolve():
         raise OptionError(f"--out {out} is the input directory; choose another")
     m = read_manifest(src)
-    boxes, images = m.boxes, m.images
+    boxes, images, rejects = m.boxes, m.images, m.rejects
+    excluded = 0
+    if exclude:
+        gone = pc.is_in(images["image_id"], pa.array(sorted(exclude), pa.string()))
+        removed = images.filter(gone).select(["image_id", "path"]).to_pydict()
+        excluded = len(removed["image_id"])
+        images = images.filter(pc.invert(gone))
+        boxes = boxes.filter(pc.invert(pc.is_in(boxes["image_id"], pa.array(sorted(exclude), pa.string()))))
+        rows = [(path or image_id, image_id, "file", *exclude[image_id])
+                for image_id, path in zip(removed["image_id"], removed["path"])]
+        extra = to_table("rejects", dict(zip(REJECTS_SCHEMA.names, zip(*rows)))) if rows else empty_table("rejects")
+        rejects = pa.concat_tables([rejects, extra])
     row = pc.index_in(boxes["image_id"], images["image_id"])  # each box's image row
     width = pc.take(images["width"], row).to_numpy(zero_copy_only=False)
     height = pc.take(images["height"], row).to_numpy(zero_copy_only=False)
@@ -145,15 +169,17 @@ def filter_manifest(
     n_boxes = pc.fill_null(pc.take(counts.field("counts"), idx), 0).cast(pa.int32())
     new_images = new_images.set_column(new_images.schema.get_field_index("n_boxes"), "n_boxes", n_boxes)
     result = FilterResult(
-        removed_boxes=len(boxes) - len(new_boxes),
-        removed_images=len(images) - len(new_images),
+        removed_boxes=len(m.boxes) - len(new_boxes),
+        removed_images=len(m.images) - len(new_images),
         kept_boxes=len(new_boxes),
         kept_images=len(new_images),
+        excluded_images=excluded,
     )
     meta = derived_metadata({str(src): m.meta}, filter={"drop": sorted(drop), "keep": sorted(keep),
                                                         "min_side": min_side, "small_px": small_px,
-                                                        "twisted_ratio": twisted_ratio})
-    write_manifest(out, new_images, new_boxes, m.rejects, meta)
+                                                        "twisted_ratio": twisted_ratio,
+                                                        "excluded_images": excluded})
+    write_manifest(out, new_images, new_boxes, rejects, meta)
     log.info(
         "removed %d boxes, %d images; %d boxes, %d images left",
         result.removed_boxes, result.removed_images, result.kept_boxes, result.kept_images,

@@ -422,6 +422,29 @@ def iter_feature_batches(directory: str | os.PathLike[str], batch_rows: int = FE
             yield batch.column("label").to_pylist(), feature_matrix(batch.column("feature"))
 
 
+def read_image_features(directory: str | os.PathLike[str]) -> tuple[list[str], Any]:
+    """(image ids, (n, 4096) float16 array) of the whole-image features (``box_index == -1``) in
+    ``directory``, shard by shard; raises :class:`ManifestError` when it holds only box features."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids: list[str] = []
+    blocks = []
+    for shard in feature_shards(directory):
+        found = pq.read_schema(shard).remove_metadata()
+        if not found.equals(FEATURES_SCHEMA):
+            raise ManifestError(f"{shard} is not a features shard: schema {found}")
+        table = pq.read_table(shard, columns=["image_id", "box_index", "feature"])
+        whole = table.filter(pc.equal(table["box_index"], -1))
+        ids += whole["image_id"].to_pylist()
+        blocks.append(np.array(feature_matrix(whole["feature"])) if whole.num_rows else
+                      np.zeros((0, FEATURE_DIM), dtype="<f2"))
+    if not ids:
+        raise ManifestError(f"{directory} holds box features only; whole-image features come from "
+                            "`eic-build features MANIFEST --on image`")
+    return ids, np.concatenate(blocks)
+
+
 # --- region proposals (eval-baseline) -----------------------------------------------------------
 
 PROPOSALS_SCHEMA = pa.schema(

@@ -1,0 +1,225 @@
+"""audit's speed and quality, with ratios measured in the same run.
+
+1. Features search on N random 4,096-d float16 features (default 200,000) holding P planted
+   near-copies (cosine 0.74-0.98 to their original): our path (PCA-whiten to 256 dimensions, then the
+   exact block search, and FAISS IVF) against brute-force numpy (normalised 4,096-d rows, block
+   products). Each runs in a fresh process, which reports its time, its peak memory (RSS) and its
+   recall of the planted pairs. Brute force is timed on its first Q query rows (all originals of the
+   planted pairs among them) and extrapolated to all N rows (its cost is linear in the queries).
+2. pHash of the 1,300 real ILSVRC val images (../shared/data): images/s with 1 worker and with all cores.
+3. Precision and recall per method and per transformation on real planted copies: 10 copies per
+   transformation of the first 400 real val images, fc6 features with RANDOM weights (no ImageNet
+   weights here) at 112 px, float32.
+
+4. ``--search-only``: the exact search alone on --rows unit vectors drawn in the whitened space, on
+   ``--device`` (cpu, cuda): EIC's 2.7 million images fit a GPU this way.
+
+Usage: python benchmarks/bench_audit.py [--rows 200000] [--planted 1000] [--queries 2000] [--skip-quality]
+       python benchmarks/bench_audit.py --search-only --rows 2700000 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eic_builder.hardware import machine_line, usable_cores
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ilsvrc2012_val_1300"
+THRESHOLD = 0.6
+
+
+def make_features(path: Path, rows: int, planted: int, seed: int = 0) -> None:
+    """``path``: (rows, 4096) float16 .npy; the last ``planted`` rows are noisy copies of the first."""
+    rng = np.random.default_rng(seed)
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, 4096))
+    for s in range(0, rows, 20_000):
+        x[s:s + 20_000] = rng.standard_normal((min(20_000, rows - s), 4096), dtype=np.float32)
+    originals = np.asarray(x[:planted], dtype=np.float32)
+    noise = rng.standard_normal(originals.shape, dtype=np.float32) * rng.uniform(0.2, 0.9, (planted, 1))
+    x[rows - planted:] = originals + noise.astype(np.float32)
+    x.flush()
+
+
+def planted_pairs(rows: int, planted: int) -> set[tuple[int, int]]:
+    return {(i, rows - planted + i) for i in range(planted)}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_stage(stage: str, data: Path, planted: int, queries: int) -> dict:
+    """One measurement, in this process (called in a child)."""
+    x = np.load(data, mmap_mode="r")
+    rows = len(x)
+    truth = planted_pairs(rows, planted)
+    start = time.perf_counter()
+    if stage == "brute":
+        q = min(queries, rows)
+        unit = np.empty((rows, 4096), dtype=np.float32)
+        for s in range(0, rows, 20_000):
+            block = np.asarray(x[s:s + 20_000], dtype=np.float32)
+            unit[s:s + 20_000] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        prep = time.perf_counter() - start
+        found = set()
+        t0 = time.perf_counter()
+        for s in range(0, q, 1024):
+            sims = unit[s:min(q, s + 1024)] @ unit.T
+            r, c = np.nonzero(sims >= THRESHOLD)
+            found |= {(s + a, b) for a, b in zip(r.tolist(), c.tolist()) if s + a < b}
+        search = (time.perf_counter() - t0) * rows / q
+        seconds = prep + search
+        hits = len(truth & found)
+        return {"seconds": seconds, "peak_mb": peak_mb(), "recall": hits / len(truth), "queried": q}
+    from eic_builder.audit.neighbours import cosine_pairs, whiten
+
+    z = whiten(x, 256)
+    t_whiten = time.perf_counter() - start
+    i, j, _ = cosine_pairs(z, THRESHOLD, index=stage, device="cpu")
+    seconds = time.perf_counter() - start
+    found = set(zip(i.tolist(), j.tolist()))
+    return {"seconds": seconds, "whiten_seconds": t_whiten, "peak_mb": peak_mb(),
+            "recall": len(truth & found) / len(truth), "pairs": len(found), "false_pairs": len(found - truth)}
+
+
+def child(stage: str, data: Path, planted: int, queries: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--stage", stage, "--data", str(data), "--planted", str(planted),
+                          "--queries", str(queries)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_phash() -> None:
+    from eic_builder.audit.catalog import load_catalog
+    from eic_builder.audit.perceptual import compute_hashes
+    from eic_builder.scan.scanner import scan
+
+    if not SHARED.exists():
+        print(f"pHash: skipped ({SHARED} is absent)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        scan(SHARED, Path(tmp) / "m")
+        cat = load_catalog([Path(tmp) / "m"])
+        rates = {}
+        for workers in sorted({1, usable_cores()}):
+            start = time.perf_counter()
+            compute_hashes(cat, workers)
+            rates[workers] = len(cat) / (time.perf_counter() - start)
+    print("pHash of the 1,300 real val images (227 px JPEGs): "
+          + ", ".join(f"{w} worker(s) {r:,.0f} img/s" for w, r in rates.items())
+          + f"; {rates[1]:,.0f} img/s per core")
+
+
+def bench_quality() -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from eic_builder.audit import audit_manifests
+    from eic_builder.features import FeatureConfig, extract_features
+    from eic_builder.manifest import read_manifest, write_manifest
+    from eic_builder.planted_copies import TRANSFORMS, plant_copies, score_planted
+    from eic_builder.scan.scanner import scan
+
+    if not SHARED.exists():
+        print(f"quality: skipped ({SHARED} is absent)")
+        return
+    config = FeatureConfig(weights="random", on="image", resize=128, crop=112, device="cpu", dtype="float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        scan(SHARED, d / "all")
+        m = read_manifest(d / "all")
+        images = m.images.slice(0, 400)
+        write_manifest(d / "val", images, m.boxes.filter(pc.is_in(m.boxes["image_id"], images["image_id"])),
+                       m.rejects, m.meta)
+        extract_features(d / "val", d / "fval", config)
+        print(f"quality on real planted copies (400 val originals + 10 copies per transformation, 5 seeds; "
+              f"features: VGG-16 RANDOM weights, 112 px; thresholds: {6} bits, cosine {THRESHOLD}):")
+        print("| seed | method | pairs | precision | " + " | ".join(f"recall {t}" for t in TRANSFORMS) + " |")
+        print("|---|---|---:|---:|" + "---:|" * len(TRANSFORMS))
+        for seed in range(5):
+            s = d / f"seed{seed}"
+            copies = plant_copies(d / "val", s / "planted", per_transform=10, seed=seed)
+            scan(s / "planted" / "images", s / "train", split="train")
+            extract_features(s / "train", s / "ftrain", config)
+            audit_manifests([d / "val", s / "train"], s / "audit", features={"val": d / "fval", "train": s / "ftrain"},
+                            device="cpu")
+            for method, row in score_planted(pq.read_table(s / "audit" / "pairs.parquet"), copies).items():
+                print(f"| {seed} | {method} | {row['pairs']:.0f} | {row['precision']:.2f} | "
+                      + " | ".join(f"{row[t]:.1f}" for t in TRANSFORMS) + " |")
+
+
+def search_only(rows: int, planted: int, device: str, dims: int = 256) -> None:
+    """The exact search alone at EIC scale, on unit vectors drawn in the whitened space (no 4,096-d
+    features: 2.7 million of those are 22 GB): time and recall of planted pairs."""
+    import torch
+
+    from eic_builder.audit.neighbours import _exact_pairs
+
+    rng = np.random.default_rng(0)
+    z = np.empty((rows, dims), dtype=np.float32)
+    for s in range(0, rows, 500_000):
+        z[s:s + 500_000] = rng.standard_normal((min(500_000, rows - s), dims), dtype=np.float32)
+    noise = rng.standard_normal((planted, dims), dtype=np.float32) * rng.uniform(0.2, 0.9, (planted, 1))
+    z[rows - planted:] = z[:planted] + noise.astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    i, j, _ = _exact_pairs(z, THRESHOLD, device)
+    seconds = time.perf_counter() - start
+    found = set(zip(i.tolist(), j.tolist()))
+    truth = planted_pairs(rows, planted)
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else machine_line()
+    print(f"exact search alone, {rows:,} x {dims} unit vectors on {name}: {seconds:.1f} s, "
+          f"{rows * (rows - 1) / 2 / seconds / 1e9:,.1f} G pairs/s, recall {len(truth & found) / len(truth):.3f} "
+          f"of {planted:,} planted, {len(found - truth)} other pairs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--planted", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--search-only", action="store_true",
+                        help="only the exact search, on --rows unit vectors of 256 dimensions (EIC scale: 2700000)")
+    parser.add_argument("--device", default="cpu", help="--search-only: cpu or cuda")
+    parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(run_stage(args.stage, args.data, args.planted, args.queries)))
+        return
+    print(machine_line())
+    if args.search_only:
+        search_only(args.rows, args.planted, args.device)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "features.npy"
+        start = time.perf_counter()
+        make_features(data, args.rows, args.planted)
+        print(f"{args.rows:,} random 4,096-d float16 features, {args.planted:,} planted near-copies "
+              f"(made in {time.perf_counter() - start:.0f} s); pairs at cosine >= {THRESHOLD}")
+        brute = child("brute", data, args.planted, args.queries)
+        print(f"brute-force numpy, 4,096-d     {brute['seconds']:8.1f} s (extrapolated from {brute['queried']:,} query "
+              f"rows)  peak {brute['peak_mb']:7,.0f} MB  recall {brute['recall']:.3f}")
+        for stage in ("exact", "ivf"):
+            r = child(stage, data, args.planted, args.queries)
+            print(f"whiten 256 + {stage:5s} search     {r['seconds']:8.1f} s (whitening {r['whiten_seconds']:.1f} s)"
+                  f"{'':14s}  peak {r['peak_mb']:7,.0f} MB  recall {r['recall']:.3f}  false pairs {r['false_pairs']}"
+                  f"  ratio vs brute {brute['seconds'] / r['seconds']:.1f}x")
+    bench_phash()
+    if not args.skip_quality:
+        bench_quality()
+
+
+if __name__ == "__main__":
+    main()

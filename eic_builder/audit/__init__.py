@@ -1,0 +1,206 @@
+"""``eic-build audit``: duplicates inside and across manifests (train/val leakage), found three ways.
+
+* ``exact``: the same bytes (SHA-1; :mod:`eic_builder.audit.exact`);
+* ``perceptual``: pHash within a Hamming distance (:mod:`eic_builder.audit.perceptual`): re-encoded
+  and resized copies;
+* ``features``: whitened fc6 features at a cosine (:mod:`eic_builder.audit.neighbours`): crops too.
+
+Writes ``OUT/pairs.parquet`` (one row per pair and method), ``OUT/groups.parquet`` (connected groups
+of all pairs), ``OUT/report.md`` and ``OUT/contact_sheet.png`` (the closest cross-split pairs, side by
+side). Everything is checked before anything is written: a bad option, a missing image or features
+of another manifest is a one-line error and leaves ``OUT`` as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from eic_builder.audit.catalog import Catalog, load_catalog
+from eic_builder.errors import ManifestError, OptionError, check_choice, choices_text
+
+METHODS = ("exact", "perceptual", "features")
+HELD_OUT_SPLITS = ("val", "test")
+
+__all__ = ["HELD_OUT_SPLITS", "METHODS", "AuditResult", "audit_manifests", "parse_methods"]
+
+
+@dataclass
+class AuditResult:
+    """What an audit found: images compared, pairs per method, groups, and the files written."""
+
+    out: Path
+    names: list[str]
+    n_images: int
+    without_file: int
+    pairs: dict[str, int] = field(default_factory=dict)
+    n_groups: int = 0
+    n_grouped: int = 0
+    sha1_computed: int = 0
+    undecodable: int = 0
+    without_features: int = 0
+    leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
+    files: list[Path] = field(default_factory=list)
+
+
+def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``exact,perceptual`` -> ("exact", "perceptual"); raises :class:`OptionError` naming an unknown one."""
+    names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise OptionError(f"--methods {','.join(names) or text!r}: {', '.join(unknown) or 'none given'} is not a "
+                          f"method; choose from {choices_text(METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _feature_rows(cat: Catalog, features: Mapping[str, str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(catalog index of each feature row, (n, 4096) float16 features) for the manifests given features."""
+    from eic_builder.manifest import read_image_features
+
+    unknown = sorted(set(features) - set(cat.names))
+    if unknown:
+        raise OptionError(f"--features names {', '.join(unknown)}, which is no audited manifest; "
+                          f"names: {', '.join(cat.names)}")
+    rows, blocks = [], []
+    for name, directory in features.items():
+        k = cat.names.index(name)
+        ids, matrix = read_image_features(directory)
+        index = cat.index_of(k)
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise ManifestError(f"features {directory} are not of manifest {name}: {len(missing):,} of their "
+                                f"{len(ids):,} images (e.g. {missing[0]!r}) are not in {cat.directories[k]}")
+        rows.append(np.asarray([index[i] for i in ids], dtype=np.int64))
+        blocks.append(matrix)
+    return np.concatenate(rows), np.concatenate(blocks)
+
+
+def _pairs_table(cat: Catalog, found: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
+    from eic_builder.manifest import to_table
+
+    method = [m for m, i, _, _ in found for _ in range(len(i))]
+    first = np.concatenate([i for _, i, _, _ in found]) if found else np.zeros(0, dtype=np.int64)
+    second = np.concatenate([j for _, _, j, _ in found]) if found else np.zeros(0, dtype=np.int64)
+    score = np.concatenate([s for _, _, _, s in found]) if found else np.zeros(0, dtype=np.float32)
+    columns: dict[str, object] = {"method": method, "score": score}
+    for side, rows in (("a", first), ("b", second)):
+        columns[f"manifest_{side}"] = [cat.names[cat.manifest[r]] for r in rows]
+        columns[f"split_{side}"] = [cat.split[r] for r in rows]
+        columns[f"image_id_{side}"] = [cat.image_id[r] for r in rows]
+        columns[f"label_{side}"] = [cat.label[r] for r in rows]
+    return to_table("audit_pairs", columns)
+
+
+def _groups_table(cat: Catalog, first: np.ndarray, second: np.ndarray) -> pa.Table:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from eic_builder.manifest import to_table
+
+    n = len(cat)
+    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    members = np.unique(np.concatenate([first, second])) if len(first) else np.zeros(0, dtype=np.int64)
+    # groups numbered from 0 in the order of their first member
+    labels = component[members]
+    _, first_seen, inverse, sizes = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    rank = np.argsort(np.argsort(first_seen))
+    group = rank[inverse]
+    order = np.lexsort((members, group))
+    members, group = members[order], group[order]
+    return to_table("audit_groups", {
+        "group": group.astype(np.int32), "size": sizes[inverse][order].astype(np.int32),
+        "manifest": [cat.names[cat.manifest[r]] for r in members], "split": [cat.split[r] for r in members],
+        "image_id": [cat.image_id[r] for r in members], "label": [cat.label[r] for r in members]})
+
+
+def leak_counts(pairs: pa.Table) -> dict[tuple[str, str], int]:
+    """Images of each split with a pair in a held-out split (``val``, ``test``) other than their own."""
+    found: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    cols = pairs.select(["manifest_a", "split_a", "image_id_a", "manifest_b", "split_b", "image_id_b"]).to_pydict()
+    for ma, sa, ia, mb, sb, ib in zip(*cols.values()):
+        if sa == sb:
+            continue
+        if sb in HELD_OUT_SPLITS:
+            found.setdefault((sa, sb), set()).add((ma, ia))
+        if sa in HELD_OUT_SPLITS:
+            found.setdefault((sb, sa), set()).add((mb, ib))
+    return {key: len(images) for key, images in sorted(found.items())}
+
+
+def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                    features: Mapping[str, str | os.PathLike[str]] | None = None,
+                    methods: Sequence[str] | None = None, phash_threshold: int = 6, min_cosine: float = 0.6,
+                    whiten_dims: int = 256, index: str = "auto", device: str = "auto", workers: int | None = None,
+                    root: str | os.PathLike[str] | None = None, contact_pairs: int = 12) -> AuditResult:
+    """Audit ``manifests`` (see the module's doc) into the folder ``out``.
+
+    ``features`` maps a manifest's name (its split) to its whole-image fc6 features (``features --on
+    image``); ``methods`` defaults to exact and perceptual, plus features when features are given.
+    ``device`` (auto, cpu, cuda) runs the features search: FAISS on the CPU, torch block products on CUDA.
+    """
+    from eic_builder.audit import exact, neighbours, perceptual
+    from eic_builder.audit.report import write_contact_sheet, write_report
+    from eic_builder.hardware import usable_cores
+    from eic_builder.manifest import write_table
+
+    features = dict(features or {})
+    methods = parse_methods(methods or (METHODS if features else METHODS[:2]))
+    if "features" in methods and not features:
+        raise OptionError("--methods features needs --features NAME=FEATDIR (from `eic-build features MANIFEST "
+                          "--on image`)")
+    if not 0 <= phash_threshold < perceptual.HASH_BITS:
+        raise OptionError(f"--max-hamming={phash_threshold} must be in [0, {perceptual.HASH_BITS - 1}]")
+    check_choice("--index", index, neighbours.INDEXES)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out} is a file; give a folder")
+    workers = workers or usable_cores()
+    cat = load_catalog(manifests, root)
+    if len(cat) == 0:
+        raise OptionError(f"nothing to audit: {', '.join(map(str, manifests))} hold no image with a file")
+    feature_rows, feature_matrix = _feature_rows(cat, features) if "features" in methods else (None, None)
+    if "features" in methods:
+        from eic_builder.devices import resolve_device
+
+        device = str(resolve_device(device))
+    for k in sorted(set(cat.manifest.tolist())):
+        cat.root_of(k)  # a missing image root fails here, before any work
+    result = AuditResult(out, list(cat.names), len(cat), cat.without_file)
+    found = []
+    if "exact" in methods:
+        result.sha1_computed = exact.fill_sha1(cat, workers)
+        found.append(("exact", *exact.exact_pairs(cat)))
+    if "perceptual" in methods:
+        hashes, valid = perceptual.compute_hashes(cat, workers)
+        result.undecodable = int((~valid).sum())
+        found.append(("perceptual", *perceptual.perceptual_pairs(hashes, valid, phash_threshold)))
+    if "features" in methods:
+        z = neighbours.whiten(feature_matrix, whiten_dims)
+        i, j, score = neighbours.cosine_pairs(z, min_cosine, index, device)
+        a, b = feature_rows[i], feature_rows[j]
+        swap = a > b
+        a, b = np.where(swap, b, a), np.where(swap, a, b)
+        found.append(("features", a, b, score))
+        result.without_features = len(cat) - len(feature_rows)
+    result.pairs = {m: len(i) for m, i, _, _ in found}
+    pairs = _pairs_table(cat, found)
+    all_first = np.concatenate([i for _, i, _, _ in found])
+    all_second = np.concatenate([j for _, _, j, _ in found])
+    groups = _groups_table(cat, all_first, all_second)
+    result.n_groups = len(set(groups["group"].to_pylist()))
+    result.n_grouped = groups.num_rows
+    result.leaks = leak_counts(pairs)
+    meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))), "methods": list(methods),
+            "max_hamming": phash_threshold, "min_cosine": min_cosine, "whiten": whiten_dims, "index": index,
+            "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
+    result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
+    result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))
+    result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, contact_pairs))
+    result.files.append(write_report(out / "report.md", result, pairs, groups, meta))
+    return result

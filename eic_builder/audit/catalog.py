@@ -1,0 +1,86 @@
+"""The images an audit compares: every image with a file, of every manifest, in one numbered list.
+
+Image ``i`` of the catalog is row ``i`` of each per-image array; manifests keep the order given,
+images their manifest's order, so ``i < j`` orders each pair the same way on every run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eic_builder.errors import OptionError
+from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
+from eic_builder.manifest import manifest_name, read_manifest
+
+
+@dataclass
+class Catalog:
+    """Images of several manifests: ``names[k]``/``directories[k]`` name manifest ``k``; per image ``i``:
+    ``manifest[i]`` (its manifest's number), ``split``, ``image_id``, ``label``, ``ref`` and ``sha1``."""
+
+    names: list[str] = field(default_factory=list)
+    directories: list[Path] = field(default_factory=list)
+    roots: list[str | None] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    manifest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    split: list[str] = field(default_factory=list)
+    image_id: list[str] = field(default_factory=list)
+    label: list[str | None] = field(default_factory=list)
+    ref: list[ImageRef] = field(default_factory=list)
+    sha1: list[str | None] = field(default_factory=list)
+    without_file: int = 0
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def root_of(self, k: int) -> str:
+        """The image root of manifest ``k`` (raises a one-line error when it is missing)."""
+        root = self.roots[k]
+        if root is None:
+            root = self.roots[k] = image_root(self.metas[k], None)
+        return root
+
+    def reader(self, k: int) -> ImageReader:
+        return ImageReader(self.root_of(k))
+
+    def index_of(self, k: int) -> dict[str, int]:
+        """Image id -> catalog index, for the images of manifest ``k``."""
+        rows = np.flatnonzero(self.manifest == k)
+        return {self.image_id[i]: int(i) for i in rows}
+
+
+def load_catalog(directories: Sequence[str | os.PathLike[str]],
+                 root: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read the manifests ``directories`` (each named by :func:`manifest_name`; names must differ)."""
+    if not directories:
+        raise OptionError("give at least one MANIFEST directory to audit")
+    cat = Catalog()
+    manifests = []
+    for k, directory in enumerate(directories):
+        m = read_manifest(directory, box_columns=["image_id"])
+        name = manifest_name(Path(directory), m.images)
+        if name in cat.names:
+            raise OptionError(f"manifests {cat.directories[cat.names.index(name)]} and {directory} are both named "
+                              f"{name!r} (their split); audit manifests of different names")
+        cat.names.append(name)
+        cat.directories.append(Path(directory).resolve())
+        cat.roots.append(os.fspath(root) if root else None)
+        cat.metas.append(m.meta)
+        cols = m.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
+        refs = image_refs(m.images)
+        keep = [i for i, has in enumerate(cols["has_image"]) if has and refs[i].path is not None]
+        cat.without_file += len(refs) - len(keep)
+        manifests.append(np.full(len(keep), k, dtype=np.int32))
+        cat.split += [cols["split"][i] for i in keep]
+        cat.image_id += [cols["image_id"][i] for i in keep]
+        cat.label += [cols["label"][i] for i in keep]
+        cat.sha1 += [cols["sha1"][i] for i in keep]
+        cat.ref += [refs[i] for i in keep]
+    cat.manifest = np.concatenate(manifests) if manifests else cat.manifest
+    return cat

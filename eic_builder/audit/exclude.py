@@ -1,0 +1,63 @@
+"""What ``filter --exclude-audit`` removes from a manifest, by an audit's pairs and groups.
+
+* Leakage: an image of the manifest, in a split that is not held out, paired by any method with an
+  image of a held-out split (``val``, ``test``): reason ``copy_of_val_image``, the detail naming the
+  held-out image, the method and its score.
+* ``--keep-one``: inside each group, of the manifest's images of one split only the first (in
+  manifest order) stays: reason ``duplicate_in_split``, the detail naming the one kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from eic_builder.errors import OptionError
+
+
+def audited_name(audit_dir: Path, src: Path) -> str:
+    """The name ``src`` had in the audit at ``audit_dir``; raises when it was not audited there."""
+    from eic_builder.manifest import read_metadata
+
+    pairs_file = audit_dir / "pairs.parquet"
+    if not pairs_file.is_file():
+        raise OptionError(f"--exclude-audit {audit_dir} holds no pairs.parquet; run `eic-build audit ... --out "
+                          f"{audit_dir}` first")
+    manifests = read_metadata(pairs_file).get("manifests", {})
+    for name, directory in manifests.items():
+        if Path(directory) == src.resolve():
+            return name
+    raise OptionError(f"{src} was not audited in {audit_dir}; it audited: "
+                      + ", ".join(f"{n} ({d})" for n, d in manifests.items()))
+
+
+def images_to_exclude(src: str | os.PathLike[str], audit_dir: str | os.PathLike[str],
+                      keep_one: bool = False) -> dict[str, tuple[str, str]]:
+    """Image id -> (reject reason, detail) for the images of ``src`` to remove (see the module's doc)."""
+    from eic_builder.audit import HELD_OUT_SPLITS
+    from eic_builder.manifest import read_table
+
+    audit_dir, src = Path(audit_dir), Path(src)
+    name = audited_name(audit_dir, src)
+    pairs = read_table(audit_dir / "pairs.parquet", "audit_pairs").to_pydict()
+    drop: dict[str, tuple[str, str]] = {}
+    rows = zip(pairs["method"], pairs["score"], pairs["manifest_a"], pairs["split_a"], pairs["image_id_a"],
+               pairs["manifest_b"], pairs["split_b"], pairs["image_id_b"])
+    for method, score, ma, sa, ia, mb, sb, ib in rows:
+        for (m_self, s_self, i_self), (m_other, s_other, i_other) in (((ma, sa, ia), (mb, sb, ib)),
+                                                                      ((mb, sb, ib), (ma, sa, ia))):
+            if m_self == name and s_self not in HELD_OUT_SPLITS and s_other in HELD_OUT_SPLITS \
+                    and i_self not in drop:
+                drop[i_self] = ("copy_of_val_image", f"audit: {method} pair (score {score:.3f}) with {s_other} "
+                                                     f"image {i_other} of {m_other}")
+    if keep_one:
+        groups = read_table(audit_dir / "groups.parquet", "audit_groups").to_pydict()
+        kept: dict[tuple[int, str], str] = {}
+        for group, manifest, split, image_id in zip(groups["group"], groups["manifest"], groups["split"],
+                                                    groups["image_id"]):
+            if manifest != name or image_id in drop:
+                continue
+            first = kept.setdefault((group, split), image_id)
+            if first != image_id:
+                drop[image_id] = ("duplicate_in_split", f"audit group {group}: the same picture as {first}, kept")
+    return drop

@@ -1,0 +1,155 @@
+"""Feature duplicates: pairs of images whose fc6 features point the same way.
+
+Raw fc6 vectors share a large common component (two unrelated images are at cosine ~0.96 with random
+weights), which hides what makes an image itself. The features are therefore centred and
+PCA-whitened to ``dims`` dimensions (fitted on the audited images, or a sample of 20,000), then
+L2-normalised, as copy-detection descriptors are (SSCD, the ISC 2021 baselines); the cosine of two
+such vectors is the score. Whitening to 256 of 4,096 dimensions also makes the search 16x cheaper.
+
+Search, every pair at cosine >= ``threshold``:
+
+* ``exact``: block matrix products in torch, on the CPU or a CUDA device; bfloat16 where the device
+  runs it natively (AMX, CUDA), with a float32 rescoring that keeps the answer exact; the default up
+  to :data:`EXACT_LIMIT` images (FAISS's exact range search, measured 4x slower here, is not used);
+* ``ivf``: FAISS inverted lists (``sqrt(n)`` k-means cells, ``nprobe`` of them searched per query),
+  approximate, beyond; ``benchmarks/bench_audit.py`` measures its recall of planted copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from eic_builder.errors import OptionError, check_choice
+
+INDEXES = ("auto", "exact", "ivf")
+BF16_MARGIN = 0.02  # > 3 * 2^-8: the most bfloat16 rounding moves a cosine (see _exact_pairs)
+EXACT_LIMIT = 300_000
+DEFAULT_DIMS = 256
+DEFAULT_THRESHOLD = 0.6
+PCA_SAMPLE = 20_000
+BLOCK = 4096  # rows per block when whitening
+SIMS_BYTES = {"cpu": 1 << 29, "cuda": 1 << 32}  # one block of similarities: 512 MiB, 4 GiB on a GPU
+
+
+def whiten(features: np.ndarray, dims: int = DEFAULT_DIMS, seed: int = 0) -> np.ndarray:
+    """Centre, PCA-whiten to ``min(dims, n // 2, d)`` dimensions (0: no whitening) and L2-normalise.
+
+    ``features``: (n, d), any float dtype (float16 shards stay float16: they are converted a block at a
+    time); returns (n, dims') float32 unit rows. The components come from a randomized SVD of at most
+    :data:`PCA_SAMPLE` rows (scikit-learn), seconds where an exact eigendecomposition of the
+    4,096 x 4,096 covariance would take minutes.
+    """
+    n = len(features)
+    if dims < 0:
+        raise OptionError(f"--whiten={dims} must be >= 0 (0: centred raw features)")
+    picked = np.arange(n) if n <= PCA_SAMPLE else np.sort(np.random.default_rng(seed).choice(n, PCA_SAMPLE,
+                                                                                              replace=False))
+    sample = np.asarray(features[picked], dtype=np.float32)
+    keep = min(dims, n // 2, features.shape[1])
+    if keep >= 1:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=keep, whiten=True, svd_solver="randomized", random_state=seed).fit(sample)
+        mean = pca.mean_.astype(np.float32)
+        projection = (pca.components_.T / np.sqrt(pca.explained_variance_)).astype(np.float32)
+    else:
+        mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
+        projection = None
+    del sample
+    out = np.empty((n, keep if projection is not None else features.shape[1]), dtype=np.float32)
+    for s in range(0, n, BLOCK):
+        block = np.asarray(features[s:s + BLOCK], dtype=np.float32) - mean
+        out[s:s + BLOCK] = block @ projection if projection is not None else block
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _pairs_from_lists(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, offset: int = 0):
+    rows = np.repeat(np.arange(len(lims) - 1) + offset, np.diff(lims.astype(np.int64)))
+    keep = rows < ids
+    return rows[keep].astype(np.int64), ids[keep].astype(np.int64), scores[keep].astype(np.float32)
+
+
+def _ivf_pairs(z: np.ndarray, threshold: float, nprobe: int):
+    # FAISS logs each CPU variant it tries at INFO (four lines on every import): kept to warnings
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    n, d = z.shape
+    nlist = max(1, min(n // 39, int(math.sqrt(n))))  # FAISS wants >= 39 training points per cell
+    quantizer = faiss.IndexFlatIP(d)
+    search = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    train = z if n <= 64 * nlist else z[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+    search.cp.niter = 10
+    search.train(train)
+    search.nprobe = min(nprobe, nlist)
+    search.add(z)
+    found = []
+    for s in range(0, n, 65536):
+        lims, scores, ids = search.range_search(z[s:s + 65536], threshold)
+        found.append(_pairs_from_lists(lims, scores, ids, s))
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
+def _exact_pairs(z: np.ndarray, threshold: float, device: str):
+    """Every pair at cosine >= ``threshold``, by block matrix products in torch (only ``j >= i`` blocks).
+
+    Where the device runs bfloat16 natively (AMX, CUDA) the products are bfloat16 with a float32 sum,
+    3-5x faster: rounding each of two unit vectors' entries to bfloat16 moves their dot product by at
+    most 2 * 2^-8 (Cauchy-Schwarz), and rounding the product itself by 2^-8 more, so candidates are
+    taken at ``threshold - BF16_MARGIN`` and rescored in float32: exactly the float32 answer.
+    """
+    import torch
+
+    from eic_builder.hardware import resolve_dtype
+
+    dtype = getattr(torch, resolve_dtype("auto", torch.device(device)))
+    low = threshold - BF16_MARGIN if dtype == torch.bfloat16 else threshold
+    exact = torch.from_numpy(z).to(device)
+    x = exact.to(dtype)
+    first, second = [], []
+    rows_per_block = int(np.clip(SIMS_BYTES[exact.device.type] // (4 * len(x)), 64, 8192))
+    for s in range(0, len(x), rows_per_block):
+        sims = x[s:s + rows_per_block] @ x[s:].T  # j >= s only: the other half holds the same pairs
+        diagonal = torch.arange(len(sims), device=sims.device)
+        sims[diagonal, diagonal] = -2  # an image is not its own duplicate
+        # a row maximum first: one pass that leaves the few rows with any candidate to look into
+        rows = torch.nonzero(sims.amax(dim=1) >= low).squeeze(1)
+        if len(rows):
+            sub, cols = torch.nonzero(sims[rows] >= low, as_tuple=True)
+            rows = rows[sub]
+            keep = rows < cols
+            first.append(rows[keep] + s)
+            second.append(cols[keep] + s)
+    if not first:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    i, j = torch.cat(first), torch.cat(second)
+    score = (exact[i] * exact[j]).sum(dim=1)  # float32 rescoring of the candidates
+    close = score >= threshold
+    return (i[close].cpu().numpy().astype(np.int64), j[close].cpu().numpy().astype(np.int64),
+            score[close].cpu().numpy().astype(np.float32))
+
+
+def cosine_pairs(z: np.ndarray, threshold: float = DEFAULT_THRESHOLD, index: str = "auto", device: str = "cpu",
+                 nprobe: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``(i, j, cosine)``, ``i < j``, of the unit rows ``z`` (n, d) at cosine >= ``threshold``.
+
+    ``index``: ``exact`` (block products on ``device``), ``ivf`` (FAISS inverted lists, approximate, CPU)
+    or ``auto`` (exact up to :data:`EXACT_LIMIT` rows or on CUDA, else ivf).
+    """
+    check_choice("--index", index, INDEXES)
+    if not -1.0 <= threshold <= 1.0:
+        raise OptionError(f"--min-cosine={threshold} must be in [-1, 1]")
+    if len(z) < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    if index == "auto":
+        index = "exact" if len(z) <= EXACT_LIMIT or device.startswith("cuda") else "ivf"
+    if index == "exact":
+        return _exact_pairs(z, threshold, device)
+    return _ivf_pairs(z, threshold, nprobe)

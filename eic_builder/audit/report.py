@@ -1,0 +1,133 @@
+"""The audit's human side: ``report.md`` (counts by split pair and method, the leakage headline) and
+``contact_sheet.png`` (the closest cross-split pairs side by side: people judge duplicates by looking)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from eic_builder.audit.catalog import Catalog
+from eic_builder.manifest import write_bytes, write_text
+
+if TYPE_CHECKING:
+    from eic_builder.audit import AuditResult
+
+THUMB = 160  # pixels, the longer side of each image on the contact sheet
+CAPTION = 30
+METHOD_ORDER = {"exact": 0, "perceptual": 1, "features": 2}
+
+
+def _relations(pairs: pa.Table) -> dict[str, Counter[str]]:
+    cols = pairs.select(["method", "manifest_a", "split_a", "label_a", "manifest_b", "split_b", "label_b"])
+    counts: dict[str, Counter[str]] = {}
+    for method, ma, sa, la, mb, sb, lb in zip(*cols.to_pydict().values()):
+        c = counts.setdefault(method, Counter())
+        c["all pairs"] += 1
+        c["within one split" if (ma, sa) == (mb, sb) else "across splits"] += 1
+        c["across manifests"] += ma != mb
+        c["across classes"] += la != lb
+        split_pair = " / ".join(sorted((sa, sb)))
+        c[f"split pair {split_pair}"] += 1
+    return counts
+
+
+def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Table, meta: dict[str, Any]) -> Path:
+    """Write ``report.md``."""
+    lines = ["# Duplicate audit", "",
+             f"{result.n_images:,} images with a file in {len(result.names)} manifest(s): "
+             + ", ".join(f"`{n}` ({d})" for n, d in meta["manifests"].items()) + ".", ""]
+    if result.without_file:
+        lines += [f"{result.without_file:,} images without a file were not compared.", ""]
+    params = {"exact": "same SHA-1" + (f" ({result.sha1_computed:,} computed here)" if result.sha1_computed else ""),
+              "perceptual": f"pHash within {meta['max_hamming']} of 64 bits"
+                            + (f"; {result.undecodable:,} images could not be decoded" if result.undecodable else ""),
+              "features": f"cosine >= {meta['min_cosine']} of fc6 features whitened to {meta['whiten']} dimensions "
+                          f"({meta['index']} search)"
+                          + (f"; {result.without_features:,} images have no features" if result.without_features
+                             else "")}
+    lines += ["Methods: " + "; ".join(f"**{m}**: {params[m]}" for m in meta["methods"]) + ".", ""]
+    lines += ["## Leakage", ""]
+    if result.leaks:
+        lines += ["| images of | with a copy in | images |", "|---|---|---:|"]
+        lines += [f"| {a} | {b} | {n:,} |" for (a, b), n in result.leaks.items()]
+        lines += ["", "`eic-build filter SRC --out DIR --exclude-audit AUDIT` removes them from SRC.", ""]
+    else:
+        lines += ["No image of one split has a copy in a held-out split (val, test).", ""]
+    counts = _relations(pairs)
+    rows = sorted({r for c in counts.values() for r in c}, key=lambda r: (r.startswith("split pair"), r))
+    methods = [m for m in meta["methods"]]
+    lines += ["## Pairs by method", "", "| pairs | " + " | ".join(methods) + " |",
+              "|---|" + "---:|" * len(methods)]
+    fixed = ["all pairs", "within one split", "across splits", "across manifests", "across classes"]
+    for row in fixed + [r for r in rows if r not in fixed]:
+        lines.append(f"| {row} | " + " | ".join(f"{counts.get(m, Counter())[row]:,}" for m in methods) + " |")
+    sizes = Counter(groups.select(["group", "size"]).to_pydict()["size"])
+    n_groups = result.n_groups
+    largest = max(sizes) if sizes else 0
+    lines += ["", "## Groups", "",
+              f"{n_groups:,} groups (connected pairs of any method) hold {result.n_grouped:,} images; "
+              f"the largest has {largest:,}.", "",
+              "Files: `pairs.parquet` (one row per pair and method), `groups.parquet` (one row per image in a "
+              "group), `contact_sheet.png` (the closest pairs across splits, or within one when there are none).",
+              ""]
+    return write_text(path, "\n".join(lines))
+
+
+def _thumb(cat: Catalog, i: int, readers: dict) -> Any:
+    from PIL import Image
+
+    k = int(cat.manifest[i])
+    if k not in readers:
+        readers[k] = cat.reader(k)
+    with Image.open(io.BytesIO(readers[k].read(cat.ref[i]))) as image:
+        image.draft("RGB", (THUMB, THUMB))
+        thumb = image.convert("RGB")
+    thumb.thumbnail((THUMB, THUMB))
+    return thumb
+
+
+def write_contact_sheet(path: Path, cat: Catalog, found: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                        n_pairs: int = 12) -> Path:
+    """Write ``contact_sheet.png``: up to ``n_pairs`` pairs, two images a row with their ids, splits, method
+    and score; pairs across splits first, the methods taking turns, each method's closest first."""
+    from PIL import Image, ImageDraw
+
+    candidates = []
+    for method, first, second, score in found:
+        ranked = []
+        for i, j, s in zip(first.tolist(), second.tolist(), score.tolist()):
+            across = (cat.manifest[i], cat.split[i]) != (cat.manifest[j], cat.split[j])
+            ranked.append((not across, -s, method, i, j))
+        # the methods take turns, each closest first: one method's many identical pairs do not fill the sheet
+        candidates += [(key[0], rank, METHOD_ORDER[method], *key[1:]) for rank, key in enumerate(sorted(ranked))]
+    chosen, shown = [], set()
+    for c in sorted(candidates):  # a pair found by several methods is shown once, under the first
+        if (c[-2], c[-1]) not in shown and len(chosen) < n_pairs:
+            shown.add((c[-2], c[-1]))
+            chosen.append(c[:1] + c[2:])
+    width = 2 * THUMB + 30
+    sheet = Image.new("RGB", (width, max(1, len(chosen)) * (THUMB + CAPTION) + 10), "white")
+    draw = ImageDraw.Draw(sheet)
+    if not chosen:
+        draw.text((10, 10), "no pairs found", fill="black")
+    readers: dict = {}
+    try:
+        for row, (_, _, negative, method, i, j) in enumerate(chosen):
+            top = 10 + row * (THUMB + CAPTION)
+            for col, x in enumerate((i, j)):
+                sheet.paste(_thumb(cat, x, readers), (10 + col * (THUMB + 10), top))
+                text = f"{cat.split[x]}/{cat.image_id[x]}"
+                text = text if len(text) <= 27 else ".." + text[-25:]  # the end tells copies apart
+                draw.text((10 + col * (THUMB + 10), top + THUMB + 2), text, fill="black")
+            draw.text((10, top + THUMB + 14), f"{method} {-negative:.3f}", fill="darkred")
+    finally:
+        for reader in readers.values():
+            reader.close()
+    buf = io.BytesIO()
+    sheet.save(buf, "PNG")
+    return write_bytes(path, buf.getvalue())

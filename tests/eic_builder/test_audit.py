@@ -1,0 +1,239 @@
+"""audit: each search checked against brute force, and the whole command on real planted copies."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from eic_builder.audit import audit_manifests, parse_methods
+from eic_builder.audit.exact import exact_pairs
+from eic_builder.audit.neighbours import _exact_pairs, cosine_pairs, whiten
+from eic_builder.audit.perceptual import block_count, hamming_pairs, phash_bytes
+from eic_builder.cli import main
+from eic_builder.errors import InputNotFoundError, ManifestError, OptionError
+from eic_builder.manifest import empty_table, read_manifest, write_manifest
+from eic_builder.planted_copies import TRANSFORMS, plant_copies, read_planted, score_planted, transform_bytes
+from eic_builder.scan.scanner import scan
+
+
+def brute_hamming(hashes: np.ndarray, threshold: int) -> set[tuple[int, int, int]]:
+    d = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    i, j = np.nonzero(np.triu(d <= threshold, 1))
+    return {(a, b, int(d[a, b])) for a, b in zip(i.tolist(), j.tolist())}
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 6, 10])
+def test_multi_index_hashing_finds_exactly_the_brute_force_pairs(threshold: int) -> None:
+    rng = np.random.default_rng(threshold)
+    hashes = rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64) ^ (rng.integers(0, 2, 3000).astype(
+        np.uint64) << np.uint64(63))
+    # plant near pairs at every distance up to threshold + 2, and a bucket of equal hashes
+    for k in range(0, 600, 2):
+        flips = rng.choice(64, k % (threshold + 3), replace=False)
+        hashes[k + 1] = hashes[k] ^ np.uint64(sum(1 << int(b) for b in flips))
+    hashes[700:720] = hashes[700]
+    i, j, d = hamming_pairs(hashes, threshold, query_chunk=500)
+    assert set(zip(i.tolist(), j.tolist(), d.tolist())) == brute_hamming(hashes, threshold)
+    assert len(i) >= 190  # the 20 equal hashes alone give 190 pairs
+
+
+def test_block_count() -> None:
+    assert block_count(1300, 6) == 6 and block_count(2_700_000, 6) == 3  # about 64 / log2(n)
+    assert block_count(10, 2) == 3 and block_count(10**9, 0) == 1  # at most t + 1, at least 1
+
+
+def test_phash_is_robust_to_reencoding_and_resizing(ilsvrc_val_1300: Path) -> None:
+    first, second = sorted((ilsvrc_val_1300 / "val").glob("*.JPEG"))[:2]
+    data, other = first.read_bytes(), second.read_bytes()
+    h = phash_bytes(data)
+    distance = {t: bin(h ^ phash_bytes(transform_bytes(data, t))).count("1") for t in TRANSFORMS}
+    assert distance["exact"] == 0 and distance["reencode"] <= 3 and distance["resize"] <= 3
+    assert distance["flip"] > 10 and bin(h ^ phash_bytes(other)).count("1") > 10
+
+
+def test_cosine_search_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3000, 64)).astype(np.float32)
+    z[1500:1800] = z[:300] + rng.standard_normal((300, 64)).astype(np.float32) * rng.uniform(0.1, 1.0, (300, 1))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sims = z @ z.T
+    i, j = np.nonzero(np.triu(sims >= 0.6, 1))
+    brute = set(zip(i.tolist(), j.tolist()))
+    assert len(brute) > 250
+    for found in (cosine_pairs(z, 0.6, "exact"), _exact_pairs(z, 0.6, "cpu")):
+        pairs = dict(zip(zip(found[0].tolist(), found[1].tolist()), found[2].tolist()))
+        # pairs within float32 rounding of the threshold may fall either side
+        assert {p for p in brute if sims[p] > 0.6 + 1e-5} <= set(pairs) <= {p for p in brute} | {
+            p for p in pairs if sims[p] > 0.6 - 1e-5}
+        assert all(abs(s - sims[p]) < 1e-4 for p, s in pairs.items())
+    i, j, _ = cosine_pairs(z, 0.6, "ivf")
+    assert len(brute & set(zip(i.tolist(), j.tolist()))) >= 0.95 * len(brute)  # approximate, measured ~0.99
+
+
+def test_whiten() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((300, 50)) * np.linspace(10, 0.1, 50) + 5).astype(np.float16)
+    z = whiten(x, 32)
+    assert z.shape == (300, 32) and z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    assert whiten(x, 1000).shape == (300, 50) and whiten(x[:40], 32).shape == (40, 20)  # at most d, n // 2
+    raw = whiten(x, 0)
+    assert raw.shape == (300, 50) and abs(float((raw * np.linalg.norm(x.astype(np.float32) - x.astype(
+        np.float32).mean(0), axis=1, keepdims=True)).mean(0).max())) < 1e-3  # centred
+    with pytest.raises(OptionError, match=r"--whiten=-1 must be >= 0"):
+        whiten(x, -1)
+
+
+def test_exact_groups_are_cliques_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eic_builder.audit import exact
+    from eic_builder.audit.catalog import Catalog
+
+    cat = Catalog(sha1=["a", "b", "a", "c", "a", "b", None] + ["d"] * 5)
+    i, j, score = exact_pairs(cat)
+    assert set(score.tolist()) == {1.0}
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (0, 4), (1, 5), (2, 4), *[
+        (a, b) for a in range(7, 12) for b in range(a + 1, 12)]]
+    monkeypatch.setattr(exact, "CLIQUE_LIMIT", 4)
+    i, j, _ = exact_pairs(cat)
+    assert sorted(zip(i.tolist(), j.tolist()))[-4:] == [(7, 8), (7, 9), (7, 10), (7, 11)]  # star to the first
+
+
+def test_parse_methods() -> None:
+    assert parse_methods("exact, perceptual,exact") == ("exact", "perceptual")
+    with pytest.raises(OptionError, match=r"bogus is not a method; choose from 'exact', 'perceptual', 'features'"):
+        parse_methods("exact,bogus")
+
+
+@pytest.fixture(scope="module")
+def planted(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory, first_images) -> dict[str, Path]:
+    """400 real val images, 10 planted copies per transformation as a train split, fc6 features of both
+    with RANDOM weights (float32, 112 px) and the audit of the two."""
+    from eic_builder.features import FeatureConfig, extract_features
+
+    d = tmp_path_factory.mktemp("audit")
+    scan(ilsvrc_val_1300, d / "all")
+    first_images(d / "all", d / "val", 400)
+    plant_copies(d / "val", d / "planted", per_transform=10, seed=0)
+    scan(d / "planted" / "images", d / "train", split="train")
+    config = FeatureConfig(weights="random", on="image", resize=128, crop=112, device="cpu", dtype="float32")
+    extract_features(d / "val", d / "fval", config)
+    extract_features(d / "train", d / "ftrain", config)
+    audit_manifests([d / "val", d / "train"], d / "audit", features={"val": d / "fval", "train": d / "ftrain"},
+                    device="cpu")
+    return {"dir": d, "val": d / "val", "train": d / "train", "audit": d / "audit", "fval": d / "fval"}
+
+
+@pytest.mark.slow
+def test_each_method_finds_what_it_is_meant_to(planted: dict[str, Path]) -> None:
+    # bars measured over 5 seeds (benchmarks/bench_audit.py): features crop recall 0.7-0.9, flips 0-0.2,
+    # precision 1.0; everything else 1.0 or 0.0 as asserted
+    copies = read_planted(planted["dir"] / "planted" / "planted.csv")
+    assert len(copies) == 50 and {c.transform for c in copies} == set(TRANSFORMS)
+    scores = score_planted(pq.read_table(planted["audit"] / "pairs.parquet"), copies)
+    assert scores["exact"] == {"pairs": 10, "precision": 1.0, "exact": 1.0, "reencode": 0.0, "resize": 0.0,
+                               "crop": 0.0, "flip": 0.0}
+    perceptual, features = scores["perceptual"], scores["features"]
+    assert perceptual["precision"] >= 0.9 and features["precision"] >= 0.9
+    assert perceptual["exact"] == perceptual["reencode"] == perceptual["resize"] == 1.0
+    assert perceptual["flip"] == 0.0 and perceptual["crop"] <= 0.3
+    assert features["exact"] == features["reencode"] == features["resize"] == 1.0
+    assert features["crop"] >= 0.5  # crops: the features method's job, even with random weights (0.7-0.9 measured)
+
+
+@pytest.mark.slow
+def test_outputs_and_exclusion(planted: dict[str, Path], tmp_path: Path) -> None:
+    audit = planted["audit"]
+    pairs = pq.read_table(audit / "pairs.parquet")
+    groups = pq.read_table(audit / "groups.parquet").to_pandas()
+    found = {b for a, b in zip(pairs["split_a"].to_pylist(), pairs["image_id_b"].to_pylist()) if a == "val"}
+    # every pair's two images share a group; groups are numbered from 0
+    group_of = dict(zip(groups.image_id, groups.group))
+    assert all(group_of[a] == group_of[b] for a, b in zip(pairs["image_id_a"].to_pylist(),
+                                                          pairs["image_id_b"].to_pylist()))
+    assert sorted(set(groups.group)) == list(range(groups.group.nunique()))
+    assert (groups.groupby("group").size() == groups.groupby("group")["size"].first()).all()
+    report = (audit / "report.md").read_text()
+    leaked = {i for i in found if i.rsplit("_", 1)[-1] in TRANSFORMS}
+    assert f"| train | val | {len(leaked)} |" in report
+    with Image.open(audit / "contact_sheet.png") as sheet:
+        assert sheet.width == 350 and sheet.height > 12 * 160
+    r = CliRunner().invoke(main, ["--no-progress", "filter", str(planted["train"]), "--out", str(tmp_path / "clean"),
+                                  "--exclude-audit", str(audit)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"excluded {len(leaked)} images found in the audit")
+    clean = read_manifest(tmp_path / "clean")
+    assert clean.images.num_rows == 50 - len(leaked)
+    assert not set(clean.images["image_id"].to_pylist()) & leaked
+    rejects = clean.rejects.to_pandas()
+    assert set(rejects.image_id) == leaked and set(rejects.reason) == {"copy_of_val_image"}
+    assert rejects.detail.str.contains(r"^audit: (?:exact|perceptual|features) pair \(score ").all()
+    # --keep-one inside val: the val images the features paired with each other (if any) lose all but one
+    r = CliRunner().invoke(main, ["--no-progress", "filter", str(planted["val"]), "--out", str(tmp_path / "v"),
+                                  "--exclude-audit", str(audit), "--keep-one"], catch_exceptions=False)
+    val_groups = groups[groups.split == "val"].groupby("group").size()
+    assert r.exit_code == 0 and r.output.startswith(f"excluded {int((val_groups - 1).sum())} images")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(planted: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    val, train, out = planted["val"], planted["train"], tmp_path / "out"
+    with pytest.raises(OptionError, match=r"--methods features needs --features NAME=FEATDIR"):
+        audit_manifests([val], out, methods=["features"])
+    with pytest.raises(ManifestError, match=r"features .* are not of manifest train: 400 of their 400 images"):
+        audit_manifests([val, train], out, features={"train": planted["fval"]})
+    with pytest.raises(OptionError, match=r"--features names bogus, which is no audited manifest; names: val"):
+        audit_manifests([val], out, features={"bogus": planted["fval"]})
+    with pytest.raises(OptionError, match=r"are both named 'val'"):
+        audit_manifests([val, val], out)
+    with pytest.raises(OptionError, match=r"--max-hamming=64 must be in \[0, 63\]"):
+        audit_manifests([val], out, phash_threshold=64)
+    with pytest.raises(OptionError, match=r"--index='hnsw' is not allowed"):
+        audit_manifests([val], out, index="hnsw")
+    empty = tmp_path / "empty"
+    write_manifest(empty, empty_table("images"), empty_table("boxes"), empty_table("rejects"),
+                   {"source_root": str(tmp_path)})
+    with pytest.raises(OptionError, match=r"nothing to audit"):
+        audit_manifests([empty], out)
+    # an image deleted since the scan: the reader's one-line error, nothing written
+    broken = tmp_path / "copy"
+    (broken / "images").mkdir(parents=True)
+    for path in sorted((planted["dir"] / "planted" / "images").rglob("*.JPEG"))[:3]:
+        (broken / "images" / path.name).write_bytes(path.read_bytes())
+    scan(broken / "images", tmp_path / "bm", split="train")
+    (broken / "images" / path.name).unlink()
+    with pytest.raises(InputNotFoundError, match=rf"cannot read image {path.name}"):
+        audit_manifests([tmp_path / "bm"], out)
+    assert not out.exists()
+    r = CliRunner().invoke(main, ["--no-progress", "filter", str(val), "--out", str(tmp_path / "f"), "--keep-one"])
+    assert r.exit_code == 2 and "--keep-one needs --exclude-audit DIR" in r.output
+    r = CliRunner().invoke(main, ["--no-progress", "filter", str(empty), "--out", str(tmp_path / "f"),
+                                  "--exclude-audit", str(planted["audit"])])
+    assert r.exit_code == 2 and f"{empty} was not audited in {planted['audit']}" in r.output
+
+
+def test_box_features_are_refused(tmp_path: Path) -> None:
+    from eic_builder.manifest import features_table, read_image_features, write_table
+
+    table = features_table(["a"], [0], ["n01440764"], np.zeros((1, 4096), dtype=np.float16))
+    write_table(table, tmp_path / "part-000000.parquet", "features")
+    with pytest.raises(ManifestError, match=r"holds box features only; whole-image features come from"):
+        read_image_features(tmp_path)
+
+
+def test_plant_copies_cli(planted: dict[str, Path], tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["--no-progress", "plant-copies", str(planted["val"]), "--out", str(tmp_path),
+                                  "--per-transform", "2", "--seed", "3"], catch_exceptions=False)
+    assert r.exit_code == 0 and r.output.startswith("wrote 10 copies of images of")
+    rows = list(csv.DictReader((tmp_path / "planted.csv").open()))
+    assert [row["transform"] for row in rows] == [t for t in TRANSFORMS for _ in range(2)]
+    assert len({row["original_id"] for row in rows}) == 10
+    assert len(list((tmp_path / "images").rglob("*.JPEG"))) == 10
+    r = CliRunner().invoke(main, ["--no-progress", "plant-copies", str(planted["val"]), "--out", str(tmp_path),
+                                  "--per-transform", "100"])
+    assert r.exit_code == 2 and "has 400 images with a file; 100 per transformation needs 500" in r.output
