@@ -59,6 +59,8 @@ bench: setup
 	$(PY) benchmarks/bench_expand.py
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_distances.py
+	$(PY) benchmarks/bench_audit.py
+	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_rpn.py --width 0.125 --scales 256 --train-scale 256 --iters 10 --images-per-batch 4
 
 clean:

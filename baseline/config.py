@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from eic_builder.choices import OPTIMIZERS
 from eic_builder.errors import OptionError, check_choice
 
 
@@ -51,7 +52,7 @@ class TrainConfig:
         check_choice("--sampling", self.sampling, ("base", "random", "balanced"))
         check_choice("--arch", self.arch, ("hourglass", "downsample"))
         check_choice("--norm", self.norm, ("bn", "none"))
-        check_choice("--optimizer", self.optimizer, ("sgd", "adamw"))
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--device", self.device, ("auto", "cpu", "cuda"))
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.models.detection._utils import BoxCoder
 
 from baseline import memory
 from baseline.config import TrainConfig
 from baseline.data import DetectionDataset, collate, load_records
 from baseline.model import HourglassRPN, ModelConfig
-from baseline.rpn import TargetConfig, rpn_loss
+from baseline.rpn import TargetConfig, box_coder, rpn_loss
 from baseline.sampling import BatchPlan
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
@@ -216,7 +215,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     loader = torch.utils.data.DataLoader(
         DetectionDataset(records, root, cfg.max_size), batch_sampler=list(plan.batches(start, stop, rank, world)),
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    coder = box_coder()
     tcfg = target_config(cfg)
     gen = torch.Generator()
     amp = cfg.amp and device.type == "cuda"

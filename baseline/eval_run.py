@@ -20,9 +20,10 @@ import torch
 
 from baseline.data import load_records, read_rgb
 from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, proposal_metrics
-from baseline.peers import METHODS, selective_search, sliding_window
+from baseline.peers import selective_search, sliding_window
 from baseline.proposals import ProposalConfig, propose
 from baseline.report import metrics_markdown, recall_plot
+from eic_builder.choices import PEER_METHODS as METHODS
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader

@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from eic_builder.choices import ARCHS, NORMS
+
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-ARCHS = ("hourglass", "downsample")
-NORMS = ("bn", "none")  # bn: torchvision's vgg16_bn layout (trains from scratch); none: vgg16
 
 
 def _vgg_features(width: float, norm: str) -> tuple[nn.Sequential, list[int], list[int]]:

@@ -18,8 +18,6 @@ import torch
 
 from eic_builder.errors import OptionError
 
-METHODS = ("selective-search", "sliding-window")
-
 
 def selective_search(image: torch.Tensor, top_k: int = 1000, max_side: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Selective Search (fast) proposals of a uint8 (3, H, W) RGB image."""

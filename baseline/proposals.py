@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.models.detection._utils import BoxCoder
-from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 
 from baseline.data import pad_batch, prepare
 from baseline.model import HourglassRPN
-from baseline.rpn import BACKGROUND
+from baseline.rpn import BACKGROUND, box_coder
 from eic_builder.errors import OptionError
 
 TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
@@ -55,10 +54,9 @@ def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = Prop
             device: torch.device | None = None, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals for one uint8 (3, H, W) image: boxes (k, 4) and scores (k,), best first, on the CPU."""
     device = device or next(model.parameters()).device
-    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    coder = box_coder()
     _, height, width = image.shape
-    all_boxes, all_scores, all_groups = [], [], []
-    group = 0
+    all_boxes, all_scores = [], []
     for scale in cfg.scales:
         x, f = prepare(image.to(device), scale, cfg.max_size)
         h, w = x.shape[-2:]
@@ -78,10 +76,7 @@ def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = Prop
             keep = nms(boxes, score, cfg.level_nms)[: cfg.post_nms]
             all_boxes.append(boxes[keep] / f)
             all_scores.append(score[keep])
-            all_groups.append(torch.full((len(keep),), group, device=device))
-            group += 1
     boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
     scores = torch.cat(all_scores)
-    # one group for everything: NMS across levels and scales
-    keep = batched_nms(boxes, scores, torch.zeros_like(torch.cat(all_groups)), cfg.scale_nms)[: cfg.top_k]
+    keep = nms(boxes, scores, cfg.scale_nms)[: cfg.top_k]  # across levels and scales: one NMS over all
     return boxes[keep].cpu(), scores[keep].cpu()

@@ -95,13 +95,22 @@ def sample(labels: torch.Tensor, cfg: TargetConfig, generator: torch.Generator |
     return torch.cat([pos, neg, gray])
 
 
+# The one definition of how box deltas are encoded: training (targets) and inference (decoding)
+# both take their coder from here, so that the two cannot drift apart.
+BOX_CODER_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+
+
+def box_coder() -> BoxCoder:
+    """torchvision's ``BoxCoder`` with :data:`BOX_CODER_WEIGHTS` (dx, dy, dw, dh)."""
+    return BoxCoder(weights=BOX_CODER_WEIGHTS)
+
+
 @dataclass
 class LevelLoss:
     """One level's loss terms (for logging) and their sum."""
 
     cls: torch.Tensor
     reg: torch.Tensor
-    n_sampled: int
     n_positive: int
 
 
@@ -141,5 +150,5 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
         reg = F.smooth_l1_loss(dl.float(), tg, beta=1 / 9, reduction="sum") / len(dl) if len(dl) \
             else deltas[m].sum() * 0
         total = total + cls + reg
-        terms.append(LevelLoss(cls.detach(), reg.detach(), len(lb), len(dl)))
+        terms.append(LevelLoss(cls.detach(), reg.detach(), len(dl)))
     return total, terms

@@ -18,9 +18,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from eic_builder.choices import SAMPLING_STRATEGIES as STRATEGIES
 from eic_builder.errors import check_choice
-
-STRATEGIES = ("base", "random", "balanced")
 
 
 class BatchPlan:

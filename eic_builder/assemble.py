@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eic_builder.choices import SHORT_POLICIES
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.image_source import ImageReader, image_refs, image_root
 from eic_builder.manifest import (
@@ -55,7 +56,6 @@ from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
 
-SHORT_POLICIES = ("skip", "refuse", "keep")
 ILSVRC_SPLITS = ("train", "val")
 # The paper's "Extended ImageNet" columns (dataset table slide).
 PAPER = {"classes": 2686, "train_images": 2_456_727, "val_images": 273_140, "train_per_class": (251, 1300),

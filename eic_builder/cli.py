@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from eic_builder import __version__
+from eic_builder import __version__, choices
 from eic_builder.errors import EICError
 
 
@@ -78,7 +78,7 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
 
 @main.command("synth")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--layout", default="tree", show_default=True, type=click.Choice(["tree", "archives"]),
+@click.option("--layout", default="tree", show_default=True, type=click.Choice(choices.SYNTH_LAYOUTS),
               help="tree: an ILSVRC-style folder tree; archives: that tree under ROOT/ILSVRC plus the shapes of "
               "the ImageNet-21K downloads, ROOT/fall11_whole.tar and ROOT/Annotation.tar.gz.")
 @click.option("--classes", "n_classes", default=4, show_default=True,
@@ -118,7 +118,7 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
 @click.option("--split", default=None, help="Split to scan (train, val, ...) when the sources hold several; "
               "otherwise the name given to every image. Default: the split found, else the first SOURCE's name.")
 @click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco"]),
+              type=click.Choice(choices.SCAN_FORMATS),
               help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
 @click.option("--verify-images", is_flag=True, help="Decode every image fully (slow) instead of reading headers.")
 @click.option("--hash", "hash_files", is_flag=True,
@@ -182,7 +182,7 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
 @click.option("--min-train-per-class", default=1, show_default=True, type=int,
               help="New classes with fewer train images are short (see --short-classes).")
 @click.option("--short-classes", "short", default="skip", show_default=True,
-              type=click.Choice(["skip", "refuse", "keep"]),
+              type=click.Choice(choices.SHORT_POLICIES),
               help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the per-class draw: same seed, same bytes out.")
 @click.option("--hash-workers", default=8, show_default=True, type=int,
@@ -249,7 +249,7 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
 
 @main.command("stats")
 @click.argument("manifests", nargs=-1, metavar="NAME=DIR...")
-@click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(["md", "csv", "latex", "json"]))
+@click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(choices.STATS_FORMATS))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table to FILE instead of standard output.")
 @click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
@@ -288,17 +288,17 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet (torchvision VGG16_Weights.IMAGENET1K_V1), random (seeded, for tests) "
               "or a state-dict FILE.")
-@click.option("--on", "on", default="image", show_default=True, type=click.Choice(["image", "box"]),
+@click.option("--on", "on", default="image", show_default=True, type=click.Choice(choices.FEATURE_TARGETS),
               help="Embed whole images, or each box crop.")
-@click.option("--layer", default="fc6", show_default=True, type=click.Choice(["fc6", "fc6-relu"]),
+@click.option("--layer", default="fc6", show_default=True, type=click.Choice(choices.FEATURE_LAYERS),
               help="fc6 before (default) or after its ReLU.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="DataLoader workers.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES),
               help="bfloat16 converts the model's weights once. auto: bfloat16 on GPUs that have it and on CPUs with "
               "native bf16 (AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is several times slower).")
-@click.option("--loader", default="tensor", show_default=True, type=click.Choice(["tensor", "pil"]),
+@click.option("--loader", default="tensor", show_default=True, type=click.Choice(choices.LOADERS),
               help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model (worth it on long GPU runs; never chosen for you).")
@@ -391,13 +391,13 @@ def split_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, 
 @main.command("export")
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
-@click.option("--format", "fmt", default="coco", show_default=True, type=click.Choice(["coco", "voc", "hf"]),
+@click.option("--format", "fmt", default="coco", show_default=True, type=click.Choice(choices.EXPORT_FORMATS),
               help="coco: annotations/instances_NAME.json; voc: Annotations/, JPEGImages/, ImageSets/Main/; "
                    "hf: Parquet shards with the images inside and a dataset card (Hugging Face datasets).")
 @click.option("--materialize", is_flag=True,
               help="coco/voc: copy the images (loose files and archive members) under --out, once; a rerun "
                    "keeps the complete ones. Without it COCO points at the images where they are and VOC links them.")
-@click.option("--labels", default="wnid", show_default=True, type=click.Choice(["wnid", "name"]),
+@click.option("--labels", default="wnid", show_default=True, type=click.Choice(choices.LABEL_STYLES),
               help="Class names: the wnids, or WordNet lemmas (a lemma two classes share gets its wnid in brackets).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one the manifest records).")
@@ -448,10 +448,10 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
               help="features: pairs whose whitened features are at cosine >= C.")
 @click.option("--whiten", default=256, show_default=True, type=int,
               help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
-@click.option("--index", default="auto", show_default=True, type=click.Choice(["auto", "exact", "ivf"]),
+@click.option("--index", default="auto", show_default=True, type=click.Choice(choices.AUDIT_INDEXES),
               help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
                    "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES),
               help="Device of the features search (exact): cpu or cuda; auto: cuda when present.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes for hashing [default: the cores].")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -532,7 +532,7 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Held-out manifest scored (Rec@0.5, AR@100, single scale) at the end of training.")
-@click.option("--sampling", default=None, type=click.Choice(["base", "random", "balanced"]),
+@click.option("--sampling", default=None, type=click.Choice(choices.SAMPLING_STRATEGIES),
               help=_default_help("sampling", "Order of the training images."))
 @click.option("--iters", type=int, default=None, help=_default_help("iters", "Iterations."))
 @click.option("--images-per-batch", type=int, default=None,
@@ -540,15 +540,15 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--lr", type=float, default=None, help=_default_help("lr", "Base learning rate (the paper's 1e-4)."))
 @click.option("--lr-step", type=int, default=None,
               help=_default_help("lr_step", "Halve the learning rate every N iterations."))
-@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]),
+@click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS),
               help=_default_help("optimizer", "sgd is the paper's."))
 @click.option("--pos-iou", type=float, default=None, help=_default_help("pos_iou", "IoU for an object anchor."))
 @click.option("--train-scales", default=None,
               help=_default_help("train_scales", "Shorter sides drawn per batch (comma list)."))
-@click.option("--arch", default=None, type=click.Choice(["hourglass", "downsample"]), help=_default_help("arch", ""))
+@click.option("--arch", default=None, type=click.Choice(choices.ARCHS), help=_default_help("arch", ""))
 @click.option("--width", type=float, default=None,
               help=_default_help("width", "Channel multiplier of the VGG-16 encoder."))
-@click.option("--norm", default=None, type=click.Choice(["bn", "none"]),
+@click.option("--norm", default=None, type=click.Choice(choices.NORMS),
               help=_default_help("norm", "bn: vgg16_bn layout (trains from scratch); none: vgg16 layout."))
 @click.option("--gray/--no-gray", default=None, help=_default_help("gray", "Train the gray class (remark c)."))
 @click.option("--neg-ratio", type=float, default=None,
@@ -556,7 +556,7 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--anchors-per-image", type=int, default=None, help=_default_help("anchors_per_image", ""))
 @click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="torchvision vgg16 (--norm none) or vgg16_bn (--norm bn) state dict for the encoder.")
-@click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]), help=_default_help("device", ""))
+@click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_default_help("device", ""))
 @click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA."))
 @click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers."))
 @click.option("--checkpoint-every", type=int, default=None,
@@ -608,14 +608,14 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str | None,
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Evaluation folder.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A train-baseline checkpoint (RUN/last.pt): evaluated as 'rpn'.")
-@click.option("--method", "methods", multiple=True, type=click.Choice(["selective-search", "sliding-window"]),
+@click.option("--method", "methods", multiple=True, type=click.Choice(choices.PEER_METHODS),
               help="Peer methods scored by the same code. Repeatable.")
 @click.option("--scales", default="200,400,600,800,1000,1200,1400", show_default=True,
               help="Test scales (shorter side) of the RPN.")
 @click.option("--top-k", default=1000, show_default=True, help="Proposals kept per image.")
 @click.option("--recall-k", default=300, show_default=True, help="Proposals for Rec@0.5 and the recall plot.")
 @click.option("--max-images", type=int, default=None, help="Score only the first N images.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
 @click.option("--amp/--no-amp", default=False, show_default=True, help="bfloat16 autocast on CUDA.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")

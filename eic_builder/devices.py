@@ -6,9 +6,8 @@ import os
 
 import torch
 
+from eic_builder.choices import DEVICES
 from eic_builder.errors import OptionError, check_choice
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:

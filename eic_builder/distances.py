@@ -94,14 +94,6 @@ class ClassSums:
             raise ManifestError(f"feature label {exc.args[0]!r} is not among the {len(self.labels)} known classes") \
                 from exc
 
-    def merge(self, other: ClassSums) -> None:
-        """Add another accumulator over the same labels (e.g. another shard's)."""
-        if other.labels != self.labels:
-            raise ManifestError("cannot merge class sums over different label lists")
-        self.sums += other.sums
-        self.counts += other.counts
-        self.sq += other.sq
-
     def all_reduce(self) -> None:
         """Sum across the ranks of an initialised torch.distributed group (every rank gets the total)."""
         import torch

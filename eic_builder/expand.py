@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from eic_builder.choices import POOLS
 from eic_builder.errors import OptionError, WordNetError
 from eic_builder.manifest import EIC_CLASSES_SCHEMA, read_manifest, write_table
 from eic_builder.reference_lists import (
@@ -47,7 +48,6 @@ from eic_builder.wordnet import WORDNET_VERSION, WordNetIndex
 
 DEFAULT_TARGET = 2686
 DEFAULT_MIN_IMAGES = 500
-POOLS = ("bbox", "21k")
 
 
 

@@ -25,13 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from eic_builder.choices import FEATURE_LAYERS as LAYERS
+from eic_builder.choices import FEATURE_TARGETS as TARGETS
+from eic_builder.choices import LOADERS
 from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
 from eic_builder.errors import FormatError, ManifestError, ModelError, OptionError, check_choice
 from eic_builder.hardware import DTYPES, resolve_dtype
 from eic_builder.image_batches import (
-    LOADERS,
     BytesDataset,
-    Item,
+    FeatureItem,
     PilDataset,
     Preprocess,
     TensorCpuDataset,
@@ -45,8 +47,6 @@ from eic_builder.torch_files import load_matching, load_torch_file, state_dict_o
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("fc6", "fc6-relu")
-TARGETS = ("image", "box")
 
 
 @dataclass(frozen=True)
@@ -136,14 +136,14 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
 
 
 def manifest_items(directory: str | os.PathLike[str], on: str,
-                   root: str | os.PathLike[str] | None = None) -> tuple[list[Item], str]:
+                   root: str | os.PathLike[str] | None = None) -> tuple[list[FeatureItem], str]:
     """The items of a manifest (images with files, or their boxes) and the image root (``root`` or the scan's)."""
     m = read_manifest(directory)
     images = m.images.filter(m.images["has_image"])
     refs = image_refs(images)
     cols = images.select(["image_id", "label"]).to_pydict()
     if on == "image":
-        return [Item(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
+        return [FeatureItem(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
             image_root(m.meta, root)
     ref_of = dict(zip(cols["image_id"], refs))
     coords = m.boxes.select(["x1", "y1", "x2", "y2"]).to_pandas().to_numpy()
@@ -152,7 +152,7 @@ def manifest_items(directory: str | os.PathLike[str], on: str,
         raise FormatError(f"manifest {directory} holds a box that is not finite: image {bad['image_id']} box "
                           f"{bad['box_index']} ({bad['x1']}, {bad['y1']}, {bad['x2']}, {bad['y2']}); scan it again")
     boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
-    return [Item(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
+    return [FeatureItem(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
                  (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \
         image_root(m.meta, root)
 
@@ -227,7 +227,7 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     return FeatureSummary(len(items), len(chunks), len(done), str(device), settings)
 
 
-def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path, root: str, cfg: FeatureConfig,
+def _run(model: nn.Module, chunks: list[list[FeatureItem]], todo: list[int], out: Path, root: str, cfg: FeatureConfig,
          device: torch.device, settings: dict) -> None:
     from torch.utils.data import DataLoader
 
@@ -298,7 +298,7 @@ def _run(model: nn.Module, chunks: list[list[Item]], todo: list[int], out: Path,
     bar.close()
 
 
-def chunk_digest(items: list[Item]) -> str:
+def chunk_digest(items: list[FeatureItem]) -> str:
     """A digest of what a shard embeds: each item's id, box and image location, in order."""
     h = hashlib.sha1()
     for it in items:
@@ -307,7 +307,7 @@ def chunk_digest(items: list[Item]) -> str:
     return h.hexdigest()
 
 
-def _write_shard(out: Path, k: int, flat: list[Item], parts: list[tuple[np.ndarray, np.ndarray]],
+def _write_shard(out: Path, k: int, flat: list[FeatureItem], parts: list[tuple[np.ndarray, np.ndarray]],
                  settings: dict) -> None:
     index = np.concatenate([i for i, _ in parts])
     feats = np.concatenate([f for _, f in parts])

@@ -1,9 +1,5 @@
-"""Box flags (small, twisted, relative area) and the ``filter`` stage.
-
-Boxes are ``x1, y1, x2, y2`` float pixels, 0-based, ``x2``/``y2`` exclusive.
-Defaults follow the paper: a box is *small* when both sides are under 32 px,
-*twisted* when its aspect ratio ``w / h`` is above 4 or below 1/4.
-"""
+"""The ``filter`` stage: a manifest without (or with only) small, twisted or narrow boxes, or without
+the images an audit found to be copies of held-out images. Box geometry: :mod:`eic_builder.boxes`."""
 
 from __future__ import annotations
 
@@ -18,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.choices import BOX_FLAGS as FLAG_NAMES
 from eic_builder.errors import OptionError, choices_text
 from eic_builder.manifest import (
     REJECTS_SCHEMA,
@@ -29,52 +27,6 @@ from eic_builder.manifest import (
 )
 
 log = logging.getLogger(__name__)
-
-SMALL_PX = 32.0
-TWISTED_RATIO = 4.0
-FLAG_NAMES = ("small", "twisted")
-
-
-@dataclass(frozen=True)
-class BoxFlags:
-    """Per-box flags, each a numpy array of length N."""
-
-    area_ratio: np.ndarray  # float32, box area / image area
-    is_small: np.ndarray  # bool
-    is_twisted: np.ndarray  # bool
-
-
-def box_flags(
-    x1: np.ndarray,
-    y1: np.ndarray,
-    x2: np.ndarray,
-    y2: np.ndarray,
-    image_width: np.ndarray,
-    image_height: np.ndarray,
-    small_px: float = SMALL_PX,
-    twisted_ratio: float = TWISTED_RATIO,
-) -> BoxFlags:
-    """Flags of N boxes (arrays of shape (N,), pixels) in images of the given sizes.
-
-    small:   ``w < small_px and h < small_px``;
-    twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio``.
-    """
-    if small_px <= 0:
-        raise OptionError(f"small_px={small_px} must be > 0")
-    if twisted_ratio <= 1:
-        raise OptionError(f"twisted_ratio={twisted_ratio} must be > 1")
-    w = np.asarray(x2, dtype=np.float64) - np.asarray(x1, dtype=np.float64)
-    h = np.asarray(y2, dtype=np.float64) - np.asarray(y1, dtype=np.float64)
-    area = np.asarray(image_width, dtype=np.float64) * np.asarray(image_height, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        aspect = w / h
-        ratio = np.where(area > 0, (w * h) / area, 0.0)
-    return BoxFlags(
-        area_ratio=ratio.astype(np.float32),
-        is_small=(w < small_px) & (h < small_px),
-        is_twisted=(aspect > twisted_ratio) | (aspect < 1.0 / twisted_ratio),
-    )
-
 
 def parse_flags(text: str | None) -> frozenset[str]:
     """Parse a comma list such as ``"small,twisted"`` into flag names."""

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
+from eic_builder.choices import DTYPES
 from eic_builder.errors import check_choice
 
-DTYPES = ("auto", "float32", "bfloat16")
 # /proc/cpuinfo flags of CPUs that execute bfloat16 dot products natively
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # bf16 must beat float32 by this factor in the probe: a tie is not worth the precision

@@ -25,15 +25,15 @@ from torch.utils.data import Dataset
 
 from eic_builder.errors import FormatError
 from eic_builder.image_source import ImageReader, ImageRef
-from eic_builder.imagesize import ImageHeaderError, image_header_of_bytes
+from eic_builder.imagesize import image_header_of_bytes
+from eic_builder.rejects import Rejected
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LOADERS = ("tensor", "pil")
 
 
 @dataclass(frozen=True)
-class Item:
+class FeatureItem:
     """One thing to embed: an image (``box`` None) or a box of it (x1, y1, x2, y2 pixels)."""
 
     image_id: str
@@ -93,7 +93,7 @@ def decode_cpu(data: torch.Tensor) -> torch.Tensor:
 
     try:  # the header first: an image too large to decode (a decompression bomb) is refused, not decoded
         image_header_of_bytes(data[:65536].numpy().tobytes(), "", check_end=False)
-    except ImageHeaderError as exc:
+    except Rejected as exc:
         if exc.reason == "image_too_large":
             raise FormatError(f"refused to decode an image: {exc.detail}") from exc
     image = decode_image(data, mode=ImageReadMode.RGB)
@@ -108,7 +108,7 @@ def bytes_tensor(data: bytes) -> torch.Tensor:
 class _ItemDataset(Dataset):
     """Items of one run, the reader of their image root and the preprocessing sizes."""
 
-    def __init__(self, items: list[Item], root: str, pp: Preprocess | None = None) -> None:
+    def __init__(self, items: list[FeatureItem], root: str, pp: Preprocess | None = None) -> None:
         self.items, self.reader, self.pp = items, ImageReader(root), pp or Preprocess()
 
     def __len__(self) -> int:
@@ -171,7 +171,7 @@ def collate_bytes(batch: list[tuple[bytes, int]]) -> tuple[list[bytes], list[int
     return [b for b, _ in batch], [i for _, i in batch]
 
 
-def preprocess_batch(images: list[torch.Tensor], items: list[Item], pp: Preprocess) -> torch.Tensor:
+def preprocess_batch(images: list[torch.Tensor], items: list[FeatureItem], pp: Preprocess) -> torch.Tensor:
     """:func:`preprocess_uint8` for many images at once: whole images of the same size are resized,
     cropped and normalised as one batch (one kernel per step instead of one per image), box crops one
     by one. Returns (B, 3, crop, crop) float32, in the order of ``images``."""
@@ -193,7 +193,7 @@ def preprocess_batch(images: list[torch.Tensor], items: list[Item], pp: Preproce
     return torch.stack(out)
 
 
-def decode_batch_on_device(data: list[bytes], items: list[Item], pp: Preprocess,
+def decode_batch_on_device(data: list[bytes], items: list[FeatureItem], pp: Preprocess,
                            device: torch.device) -> torch.Tensor:
     """Batched nvJPEG decode + preprocessing on ``device``; per-file CPU fallback. Returns (B, 3, crop, crop)."""
     from torchvision.io import ImageReadMode, decode_jpeg

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from eic_builder.rejects import Rejected
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # SOF0..SOF15 carry the frame size, except DHT (C4), JPG (C8) and DAC (CC).
@@ -26,13 +28,6 @@ _TAIL_BYTES = 1024
 _READ_SIZE = 4096
 
 EXTENSION_FORMATS = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG"}
-class ImageHeaderError(Exception):
-    """The file is not a readable image; ``reason`` is a rejects code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -51,9 +46,9 @@ MAX_PIXELS = 2 * 89_478_485
 
 
 def check_pixels(header: ImageHeader) -> ImageHeader:
-    """``header`` unchanged, or :class:`ImageHeaderError` ``image_too_large`` above :data:`MAX_PIXELS`."""
+    """``header`` unchanged, or :class:`Rejected` ``image_too_large`` above :data:`MAX_PIXELS`."""
     if header.width * header.height > MAX_PIXELS:
-        raise ImageHeaderError("image_too_large", f"{header.width}x{header.height} pixels is more than the "
+        raise Rejected("image_too_large", f"{header.width}x{header.height} pixels is more than the "
                                f"{MAX_PIXELS:,} an image may have (decoding it would take gigabytes)")
     return header
 
@@ -75,10 +70,10 @@ def _jpeg_size(read_at: Callable[[int, int], bytes], head: bytes) -> ImageHeader
         if pos + 10 > base + len(buf):  # 10 bytes cover a marker, its length and a frame header
             buf, base = read_at(_READ_SIZE, pos), pos
             if len(buf) < 4:
-                raise ImageHeaderError("truncated", "JPEG ends before its frame header")
+                raise Rejected("truncated", "JPEG ends before its frame header")
         i = pos - base
         if buf[i] != 0xFF:
-            raise ImageHeaderError("corrupt_image", f"JPEG has no marker at byte {pos}")
+            raise Rejected("corrupt_image", f"JPEG has no marker at byte {pos}")
         marker = buf[i + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
@@ -87,17 +82,17 @@ def _jpeg_size(read_at: Callable[[int, int], bytes], head: bytes) -> ImageHeader
             pos += 2
             continue
         if marker in (0xD9, 0xDA):
-            raise ImageHeaderError("corrupt_image", "JPEG has no frame header before its scan data")
+            raise Rejected("corrupt_image", "JPEG has no frame header before its scan data")
         if marker in _SOF_MARKERS:
             if len(buf) < i + 10:
-                raise ImageHeaderError("truncated", "JPEG ends inside its frame header")
+                raise Rejected("truncated", "JPEG ends inside its frame header")
             _, height, width, channels = struct.unpack_from(">BHHB", buf, i + 4)
             if width == 0 or height == 0:
-                raise ImageHeaderError("corrupt_image", f"JPEG frame header says {width}x{height}")
+                raise Rejected("corrupt_image", f"JPEG frame header says {width}x{height}")
             return check_pixels(ImageHeader("JPEG", width, height, channels))
         length = (buf[i + 2] << 8) | buf[i + 3]
         if length < 2:
-            raise ImageHeaderError("corrupt_image", f"JPEG marker FF{marker:02X} has length {length}")
+            raise Rejected("corrupt_image", f"JPEG marker FF{marker:02X} has length {length}")
         pos += 2 + length
 
 
@@ -133,34 +128,34 @@ def _check_head(head: bytes, ext: str) -> str:
     """The format of an image whose first bytes are ``head``, checked against its extension."""
     expected = EXTENSION_FORMATS.get(ext)
     if not head:
-        raise ImageHeaderError("empty_file", "zero-byte file")
+        raise Rejected("empty_file", "zero-byte file")
     fmt = sniff_format(head)
     if fmt is None:
-        raise ImageHeaderError("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
+        raise Rejected("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
     if expected is not None and fmt != expected:
-        raise ImageHeaderError("wrong_format", f"{fmt} data in a {ext} file")
+        raise Rejected("wrong_format", f"{fmt} data in a {ext} file")
     return fmt
 
 
 def _png_header(head: bytes) -> ImageHeader:
     if len(head) < 33 or head[12:16] != b"IHDR":
-        raise ImageHeaderError("truncated", "PNG ends before its IHDR chunk")
+        raise Rejected("truncated", "PNG ends before its IHDR chunk")
     width, height, _, colour = struct.unpack(">IIBB", head[16:26])
     if width == 0 or height == 0:
-        raise ImageHeaderError("corrupt_image", f"PNG header says {width}x{height}")
+        raise Rejected("corrupt_image", f"PNG header says {width}x{height}")
     channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
     return check_pixels(ImageHeader("PNG", width, height, channels))
 
 
 def _check_jpeg_end(tail: bytes, read_at: Callable[[int, int], bytes]) -> None:
     if b"\xff\xd9" not in tail and not _eoi_after_scan(read_at):
-        raise ImageHeaderError("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
+        raise Rejected("truncated", "JPEG has no end-of-image marker (FF D9): truncated file")
 
 
 def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> ImageHeader:
     """Read format and size of the image at ``path`` from its header.
 
-    Raises :class:`ImageHeaderError` with reason ``empty_file``, ``not_an_image``,
+    Raises :class:`Rejected` with reason ``empty_file``, ``not_an_image``,
     ``wrong_format`` (content does not match the extension), ``truncated``, ``corrupt_image``
     or ``image_too_large``. Raw ``os`` calls keep the per-file cost to a few syscalls.
     """
@@ -212,7 +207,7 @@ def verify_image_bytes(data: bytes) -> tuple[int, int]:
 
 
 def verify_image(path: str | os.PathLike[str] | BinaryIO) -> tuple[int, int]:
-    """Decode the whole image with Pillow; return (width, height) or raise ImageHeaderError."""
+    """Decode the whole image with Pillow; return (width, height) or raise Rejected."""
     from PIL import Image
 
     try:
@@ -220,4 +215,4 @@ def verify_image(path: str | os.PathLike[str] | BinaryIO) -> tuple[int, int]:
             im.load()
             return im.size
     except Exception as exc:  # Pillow raises many types for bad data
-        raise ImageHeaderError("corrupt_image", f"decoding failed: {exc}") from exc
+        raise Rejected("corrupt_image", f"decoding failed: {exc}") from exc

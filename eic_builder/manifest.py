@@ -337,7 +337,12 @@ def write_manifest(
     complete manifest). images.parquet records the sizes of the other two, and :func:`read_manifest`
     refuses a directory whose files come from two different writes.
     """
+    from eic_builder.rejects import REJECT_REASONS
+
     directory = Path(directory)
+    unknown = sorted(set(rejects["reason"].to_pylist()) - REJECT_REASONS) if rejects.num_rows else []
+    if unknown:  # a code nobody documented: a bug, caught before it reaches a user's table
+        raise ManifestError(f"reject reason(s) {', '.join(unknown)} are not in eic_builder.rejects.REJECT_REASONS")
     meta = {k: v for k, v in (meta or {}).items() if k != "written_with"}  # a read manifest's own record
     staged = {name: directory / f".{name}.new-{os.getpid()}" for name in MANIFEST_FILES.values()}
     try:

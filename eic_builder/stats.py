@@ -28,22 +28,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.choices import STATS_FORMATS as OUTPUT_FORMATS
 from eic_builder.errors import OptionError, check_choice
-from eic_builder.filters import SMALL_PX, TWISTED_RATIO, box_flags
 from eic_builder.manifest import read_manifest
-
-OUTPUT_FORMATS = ("md", "csv", "latex", "json")
-
-ROW_NAMES = (
-    "# of images",
-    "Avg im # per cls",
-    "Avg anno per im",
-    "Avg obj scale",
-    "Small obj %",
-    "Twisted obj %",
-    "Inner-cls distance",
-    "Inter-cls distance",
-)
 
 
 def definitions(small_px: float = SMALL_PX, twisted_ratio: float = TWISTED_RATIO) -> list[tuple[str, str]]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eic_builder.boxes import to_inclusive
+
 # Real ILSVRC-2012 wnids (the Imagenette classes), so WordNet checks accept them.
 DEMO_WNIDS = (
     "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
@@ -90,7 +92,7 @@ def draw_image(rng: np.random.Generator, width: int, height: int, n_objects: int
             draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=colour, outline=outline, width=2)
         else:
             draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=colour, outline=outline, width=2)
-        boxes.append(SyntheticBox(wnid, x1, y1, x2 - 1, y2 - 1))
+        boxes.append(SyntheticBox(wnid, *(int(v) for v in to_inclusive(x1, y1, x2, y2))))
     return image, boxes
 
 

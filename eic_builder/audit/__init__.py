@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.audit.catalog import Catalog, load_catalog
+from eic_builder.choices import AUDIT_METHODS as METHODS
 from eic_builder.errors import ManifestError, OptionError, check_choice, choices_text
 
-METHODS = ("exact", "perceptual", "features")
 HELD_OUT_SPLITS = ("val", "test")
 
 __all__ = ["HELD_OUT_SPLITS", "METHODS", "AuditResult", "audit_manifests", "parse_methods"]

@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 
+from eic_builder.choices import AUDIT_INDEXES as INDEXES
 from eic_builder.errors import OptionError, check_choice
 
-INDEXES = ("auto", "exact", "ivf")
 BF16_MARGIN = 0.02  # > 3 * 2^-8: the most bfloat16 rounding moves a cosine (see _exact_pairs)
 EXACT_LIMIT = 300_000
 DEFAULT_DIMS = 256

@@ -24,13 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eic_builder.choices import EXPORT_FORMATS
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
 from eic_builder.progress import progress
-
-EXPORT_FORMATS = ("coco", "voc", "hf")
 
 __all__ = ["EXPORT_FORMATS", "LABEL_STYLES", "ExportResult", "export_manifests"]
 

@@ -16,6 +16,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from eic_builder.boxes import to_xywh
 from eic_builder.export.source import ExportSplit
 from eic_builder.scan.annotations import is_wnid
 
@@ -47,10 +48,10 @@ def coco_document(split: ExportSplit, names: Mapping[str, str], file_names: Sequ
             entry.update(eic_archive=image.ref.archive, eic_offset=image.ref.offset, eic_size=image.ref.size)
         images.append(entry)
         for box in split.boxes.get(image.image_id, []):
-            w, h = box.x2 - box.x1, box.y2 - box.y1
+            x, y, w, h = to_xywh(box.x1, box.y1, box.x2, box.y2)
             annotations.append({"id": len(annotations) + 1, "image_id": image_number,
                                 "category_id": category_ids[box.label],
-                                "bbox": [number(box.x1), number(box.y1), number(w), number(h)],
+                                "bbox": [number(x), number(y), number(w), number(h)],
                                 "area": number(w * h), "iscrowd": 0, "eic_box_index": box.box_index})
     info = {"description": f"EIC manifest {split.directory} ({split.name}), exported by eic-build",
             "version": __version__, "year": datetime.date.today().year,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from eic_builder.boxes import to_xywh
 from eic_builder.errors import OptionError
 from eic_builder.export.source import ExportSplit
 from eic_builder.image_source import ImageReader
@@ -68,7 +69,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
             rows["width"].append(image.width)
             rows["height"].append(image.height)
             rows["label"].append(names[image.label] if image.label is not None else None)
-            rows["objects"].append({"bbox": [[b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1] for b in boxes],
+            rows["objects"].append({"bbox": [list(to_xywh(b.x1, b.y1, b.x2, b.y2)) for b in boxes],
                                     "category": [category_of[b.label] for b in boxes]})
             held += len(data)
             if held >= shard_bytes:

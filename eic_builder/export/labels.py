@@ -13,10 +13,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 
+from eic_builder.choices import LABEL_STYLES
 from eic_builder.errors import check_choice
 from eic_builder.scan.annotations import is_wnid
-
-LABEL_STYLES = ("wnid", "name")
 
 
 def _committed_lemmas() -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape
 
+from eic_builder.boxes import to_one_based
 from eic_builder.export.coco import number
 from eic_builder.export.source import ExportBox, ExportImage
 
@@ -23,7 +24,7 @@ def voc_xml(image: ExportImage, file_name: str, boxes: Sequence[ExportBox], name
     """The VOC annotation of one image; ``file_name`` is its name in ``JPEGImages/``."""
     objects = []
     for box in boxes:
-        corners = (box.x1 + 1, box.y1 + 1, box.x2, box.y2)
+        corners = to_one_based(box.x1, box.y1, box.x2, box.y2)
         coords = "".join(f"<{tag}>{number(v)}</{tag}>" for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), corners))
         objects.append(f"  <object><name>{escape(names[box.label])}</name><pose>Unspecified</pose>"
                        f"<truncated>0</truncated><difficult>0</difficult><bndbox>{coords}</bndbox></object>\n")

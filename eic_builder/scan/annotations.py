@@ -1,7 +1,7 @@
 """Readers for the annotation formats a scan understands.
 
 Every reader returns boxes in the toolkit's convention (float pixels, 0-based,
-``x2``/``y2`` exclusive) and says how it converted:
+``x2``/``y2`` exclusive), converted by :mod:`eic_builder.boxes`:
 
 * ILSVRC XML and Kaggle LOC CSV: 0-based inclusive, so ``x2 = xmax + 1``;
 * PASCAL VOC XML: 1-based inclusive, so ``x1 = xmin - 1`` and ``x2 = xmax``;
@@ -28,19 +28,13 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError
 from defusedxml.ElementTree import fromstring as _defused_fromstring
 
+from eic_builder.boxes import from_inclusive, from_one_based, from_xywh
+from eic_builder.rejects import Rejected
+
 WNID_RE = re.compile(r"^n\d{8}$")
 
 # (label, x1, y1, x2, y2) in the toolkit's box convention.
 RawBox = tuple[str, float, float, float, float]
-
-
-class AnnotationError(Exception):
-    """An annotation file cannot be used; ``reason`` is a rejects code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -102,11 +96,11 @@ def parse_xml(data: bytes, flavour: str) -> RawAnnotation:
         else:
             root = _fast_fromstring(data)
     except DefusedXmlException as exc:
-        raise AnnotationError("unsafe_xml", f"refused: {type(exc).__name__}") from exc
+        raise Rejected("unsafe_xml", f"refused: {type(exc).__name__}") from exc
     except ParseError as exc:
-        raise AnnotationError("malformed_xml", str(exc)) from exc
+        raise Rejected("malformed_xml", str(exc)) from exc
     if root.tag != "annotation":
-        raise AnnotationError("malformed_xml", f"root element is <{root.tag}>, expected <annotation>")
+        raise Rejected("malformed_xml", f"root element is <{root.tag}>, expected <annotation>")
     ann = RawAnnotation()
     size = root.find("size")
     if size is not None:
@@ -116,7 +110,7 @@ def parse_xml(data: bytes, flavour: str) -> RawAnnotation:
                 ann.width, ann.height = w, h
         except ValueError:
             pass  # a broken <size> is as good as none: the image header decides
-    shift_lo, shift_hi = (-1.0, 0.0) if flavour == "voc" else (0.0, 1.0)
+    convert = from_one_based if flavour == "voc" else from_inclusive
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         bb = obj.find("bndbox")
@@ -128,7 +122,7 @@ def parse_xml(data: bytes, flavour: str) -> RawAnnotation:
         except ValueError as exc:
             ann.bad_rows.append(f"object {name or '?'}: {exc}")
             continue
-        ann.boxes.append((name, xmin + shift_lo, ymin + shift_lo, xmax + shift_hi, ymax + shift_hi))
+        ann.boxes.append((name, *convert(xmin, ymin, xmax, ymax)))
     return ann
 
 
@@ -148,7 +142,7 @@ def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation]
         lines = f.read().split(b"\n")
     header = lines[0].decode("utf-8-sig", "replace").strip().split(",") if lines else []
     if [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"] or len(header) != 2:
-        raise AnnotationError("malformed_csv", f"header {header!r} is not 'ImageId,PredictionString'")
+        raise Rejected("malformed_csv", f"header {header!r} is not 'ImageId,PredictionString'")
     out: dict[str, RawAnnotation] = {}
     problems: list[TableProblem] = []
     for line_no, raw in enumerate(lines[1:], start=2):
@@ -178,7 +172,7 @@ def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation]
             except ValueError as exc:
                 ann.bad_rows.append(f"line {line_no}: non-numeric box {parts[i:i + 5]} ({exc})")
                 continue
-            ann.boxes.append((label, x1, y1, x2 + 1.0, y2 + 1.0))
+            ann.boxes.append((label, *from_inclusive(x1, y1, x2, y2)))
     return out, problems
 
 
@@ -212,7 +206,7 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
         names = {cat["id"]: str(cat["name"]) for cat in doc.get("categories", [])}
         anns = list(doc.get("annotations", []))
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise AnnotationError("malformed_json", f"not a COCO instances file: {exc}") from exc
+        raise Rejected("malformed_json", f"not a COCO instances file: {exc}") from exc
     problems: list[TableProblem] = []
     images = [img for img in image_list if isinstance(img, dict)]
     if len(images) != len(image_list):
@@ -265,5 +259,5 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
         except ValueError as exc:
             ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox ({exc})")
             continue
-        ann.boxes.append((names[category], x, y, x + w, y + h))
+        ann.boxes.append((names[category], *from_xywh(x, y, w, h)))
     return out, problems

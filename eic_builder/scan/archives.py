@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eic_builder.imagesize import ImageHeaderError, image_header_of_bytes
+from eic_builder.imagesize import image_header_of_bytes
+from eic_builder.rejects import Rejected
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -207,7 +208,7 @@ class _Reader:
             try:
                 header = image_header_of_bytes(data, name)
                 row = (path, self.unit.archive, offset, len(data), sha1, header.width, header.height, None, None)
-            except ImageHeaderError as exc:
+            except Rejected as exc:
                 row = (path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
             self.out.images.append(row)
         elif low.endswith(".xml"):

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eic_builder.choices import SCAN_FORMATS as FORMATS
 from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.scan.annotations import WNID_RE
 from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
 
-FORMATS = ("auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco")
 WNID_FORMATS = ("ilsvrc-xml", "loc-csv")  # formats whose box labels are ImageNet wnids
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 LOC_CSV_RE = re.compile(r"^LOC_.*_solution\.csv$", re.IGNORECASE)

@@ -35,7 +35,8 @@ from eic_builder.manifest import (
     write_text,
 )
 from eic_builder.progress import progress
-from eic_builder.scan.annotations import WNID_RE, AnnotationError, RawAnnotation, read_coco, read_loc_csv
+from eic_builder.rejects import Rejected
+from eic_builder.scan.annotations import WNID_RE, RawAnnotation, read_coco, read_loc_csv
 from eic_builder.scan.archives import (
     ArchiveEntries,
     ArchivePlan,
@@ -53,7 +54,7 @@ from eic_builder.scan.layout import (
     index_sources,
     select_split,
 )
-from eic_builder.scan.unit import Item, ScanConfig, inputs_digest, scan_unit
+from eic_builder.scan.unit import ScanConfig, ScanItem, inputs_digest, scan_unit
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +97,13 @@ def _first_by_stem(paths: list[str], kind: str, rejects: list[tuple]) -> dict[st
 
 def _items_from_tables(
     index: FileIndex, tables: list[str], reader, images: dict[str, str], rejects: list[tuple]
-) -> list[Item]:
+) -> list[ScanItem]:
     """Items of a tree annotated by whole-split files (LOC CSV or COCO JSON)."""
     annotations: dict[str, tuple[str, RawAnnotation]] = {}
     for rel in tables:
         try:
             result = reader(index.root / rel)
-        except AnnotationError as exc:
+        except Rejected as exc:
             rejects.append((rel, None, "file", exc.reason, exc.detail))
             continue
         except (OSError, UnicodeDecodeError) as exc:
@@ -118,13 +119,13 @@ def _items_from_tables(
             annotations[image_id] = (rel, ann)
     ids = sorted(set(images) | set(annotations))
     return [
-        Item(i, images.get(i), annotations[i][0] if i in annotations else None,
+        ScanItem(i, images.get(i), annotations[i][0] if i in annotations else None,
              annotations[i][1] if i in annotations else RawAnnotation(), probe=index.member_images.get(images.get(i)))
         for i in ids
     ]
 
 
-def build_items(index: FileIndex, fmt: str) -> tuple[list[Item], list[tuple], Counter[str]]:
+def build_items(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Counter[str]]:
     """Pair images with annotations; returns items, rejects found on the way, and files ignored by rule."""
     rejects: list[tuple] = []
     ignored: Counter[str] = Counter(index.ignored)
@@ -135,7 +136,7 @@ def build_items(index: FileIndex, fmt: str) -> tuple[list[Item], list[tuple], Co
         for _ in index.loc_csvs + index.jsons:
             ignored[f"annotation of another format ({fmt} scan)"] += 1
         ids = sorted(set(images) | set(xmls))
-        return [Item(i, images.get(i), xmls.get(i), probe=probes.get(images.get(i)),
+        return [ScanItem(i, images.get(i), xmls.get(i), probe=probes.get(images.get(i)),
                      ann_bytes=index.member_xmls.get(xmls.get(i))) for i in ids], rejects, ignored
     for _ in index.member_xmls:
         ignored[f"XML annotation in an archive ({fmt} scan)"] += 1
@@ -149,19 +150,19 @@ def build_items(index: FileIndex, fmt: str) -> tuple[list[Item], list[tuple], Co
     return _items_from_tables(index, index.jsons, read_coco, images, rejects), rejects, ignored
 
 
-def make_units(items: list[Item], unit_size: int = UNIT_SIZE) -> list[tuple[str, list[Item]]]:
+def make_units(items: list[ScanItem], unit_size: int = UNIT_SIZE) -> list[tuple[str, list[ScanItem]]]:
     """Cut items into units of whole folders (of the image, else the annotation).
 
     Consecutive folders share a unit up to ``unit_size`` items; a larger folder
     is cut into chunks. A unit's name hashes its image ids, so a resumed scan
     reuses a finished unit only when it holds the same images.
     """
-    by_folder: dict[str, list[Item]] = {}
+    by_folder: dict[str, list[ScanItem]] = {}
     for item in items:
         rel = item.image_rel or item.ann_rel or ""
         by_folder.setdefault(rel.rsplit("/", 1)[0] if "/" in rel else ".", []).append(item)
-    chunks: list[list[Item]] = []
-    current: list[Item] = []
+    chunks: list[list[ScanItem]] = []
+    current: list[ScanItem] = []
     for folder in sorted(by_folder):
         group = by_folder[folder]
         if current and len(current) + len(group) > unit_size:
@@ -207,7 +208,7 @@ def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
     return images, boxes, rejects
 
 
-def _reads_files(items: list[Item], cfg: ScanConfig) -> bool:
+def _reads_files(items: list[ScanItem], cfg: ScanConfig) -> bool:
     """Whether scanning ``items`` reads files (loose images or XMLs), rather than only checking what the
     archive phase already read."""
     return cfg.verify_images or any(

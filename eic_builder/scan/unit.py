@@ -14,22 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from eic_builder.boxes import box_flags, clip_to_image, geometry_problem
 from eic_builder.errors import EICError
-from eic_builder.filters import box_flags
 from eic_builder.imagesize import (
-    ImageHeaderError,
     image_header_of_bytes,
     read_image_header,
     verify_image,
     verify_image_bytes,
 )
 from eic_builder.manifest import to_table, write_manifest
-from eic_builder.scan.annotations import AnnotationError, RawAnnotation, is_wnid, parse_xml
+from eic_builder.rejects import Rejected
+from eic_builder.scan.annotations import RawAnnotation, is_wnid, parse_xml
 from eic_builder.scan.archives import ImageProbe, strip_archive_suffix
 from eic_builder.scan.layout import WNID_FORMATS
-
-# Boxes may overshoot the image by this many pixels (rounding in the source); they are clipped.
-CLIP_TOLERANCE_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,7 @@ class ScanConfig:
 
 
 @dataclass
-class Item:
+class ScanItem:
     """One image to scan: its file and/or its annotation (an XML to parse, or pre-parsed).
 
     Archive members come with their image already probed (``probe``) and their XML as bytes (``ann_bytes``).
@@ -108,7 +105,7 @@ def _box_text(index: int, box: tuple, width: int, height: int) -> str:
     return f"box {index} {label} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) in {width}x{height}"
 
 
-def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
+def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
     root = cfg.root
     ann = item.pre
     ann_path = item.ann_rel
@@ -117,7 +114,7 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
         try:
             data = item.ann_bytes if item.ann_bytes is not None else _read_file(f"{root}/{ann_path}")
             ann = parse_xml(data, "voc" if cfg.fmt == "voc-xml" else "ilsvrc")
-        except AnnotationError as exc:
+        except Rejected as exc:
             rows.reject(ann_path, item.image_id, "file", exc.reason, exc.detail)
             ann, ann_path = None, None
         except OSError as exc:
@@ -131,7 +128,7 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
                 probe = item.probe
                 location = (probe.archive, probe.offset, probe.size, probe.sha1)
                 if probe.reason is not None:
-                    raise ImageHeaderError(probe.reason, probe.detail or probe.reason)
+                    raise Rejected(probe.reason, probe.detail or probe.reason)
                 width, height = probe.width, probe.height
                 if cfg.verify_images:
                     width, height = verify_image_bytes(_read_member(root, item.image_rel, probe))
@@ -147,8 +144,8 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
                 width, height = header.width, header.height
                 if cfg.verify_images:
                     width, height = verify_image(f"{root}/{item.image_rel}")
-        except (ImageHeaderError, OSError) as exc:
-            reason = exc.reason if isinstance(exc, ImageHeaderError) else "unreadable"
+        except (Rejected, OSError) as exc:
+            reason = exc.reason if isinstance(exc, Rejected) else "unreadable"
             rows.reject(item.image_rel, item.image_id, "file", reason, str(exc))
             if ann_path is not None and xml:
                 rows.reject(ann_path, item.image_id, "file", "image_rejected", f"its image {item.image_rel}: {reason}")
@@ -182,7 +179,7 @@ def _scan_item(item: Item, cfg: ScanConfig, rows: _Rows) -> None:
                 continue
             label, x1, y1, x2, y2 = box
             rows.boxes.append((item.image_id, index, label, label if check_wnid else None,
-                               max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height), width, height))
+                               *clip_to_image(x1, y1, x2, y2, width, height), width, height))
             n_kept += 1
             if first_label is None:
                 first_label = label
@@ -200,7 +197,7 @@ def _read_member(root: str, rel: str, probe: ImageProbe) -> bytes:
     try:
         return reader.read(ImageRef(rel, probe.archive, probe.offset, probe.size))
     except EICError as exc:
-        raise ImageHeaderError("unreadable", str(exc)) from exc
+        raise Rejected("unreadable", str(exc)) from exc
     finally:
         reader.close()
 
@@ -214,17 +211,10 @@ def _box_problem(box: tuple, width: int, height: int, check_wnid: bool,
             return "bad_wnid", f"label {label!r} is not a wnid (n + 8 digits)"
         if known_wnids is not None and label not in known_wnids:
             return "not_a_wordnet_noun", f"{label} is not a WordNet 3.0 noun"
-    if x2 <= x1 or y2 <= y1:
-        return "degenerate_box", "empty box"
-    tol = CLIP_TOLERANCE_PX
-    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
-        return "box_outside_image", f"more than {tol:g} px outside the image"
-    if min(x2, width) <= max(x1, 0.0) or min(y2, height) <= max(y1, 0.0):
-        return "degenerate_box", "empty after clipping"
-    return None
+    return geometry_problem(x1, y1, x2, y2, width, height)
 
 
-def scan_items(items: list[Item], cfg: ScanConfig) -> tuple:
+def scan_items(items: list[ScanItem], cfg: ScanConfig) -> tuple:
     """Scan ``items``; return the (images, boxes, rejects) pyarrow tables."""
     rows = _Rows()
     for item in items:
@@ -238,7 +228,7 @@ def scan_items(items: list[Item], cfg: ScanConfig) -> tuple:
             to_table("rejects", _columns(rows.rejects, REJECT_COLUMNS)))
 
 
-def inputs_digest(items: list[Item], root: str) -> str:
+def inputs_digest(items: list[ScanItem], root: str) -> str:
     """A digest of what a unit's rows are made from: each loose file's size and modification time, each
     archive member's location and hash, each in-memory annotation's bytes. One stat per file."""
     h = hashlib.sha1()
@@ -258,7 +248,7 @@ def inputs_digest(items: list[Item], root: str) -> str:
     return h.hexdigest()
 
 
-def scan_unit(part_dir: str, items: list[Item], cfg: ScanConfig) -> tuple:
+def scan_unit(part_dir: str, items: list[ScanItem], cfg: ScanConfig) -> tuple:
     """Scan a unit, keep its rows as a manifest directory at ``part_dir`` (for resuming, with the digest
     of its inputs), and return them: (images, boxes, rejects) tables."""
     digest = inputs_digest(items, cfg.root)  # before reading: a file changed meanwhile is not taken as done

@@ -30,28 +30,36 @@ def test_no_proposals_and_no_boxes() -> None:
     assert np.isnan(recall_table({"b": torch.zeros(0, 4)}, {}, [10])).all()
 
 
-def _random_case(seed: int) -> tuple[dict, dict]:
+def _random_case(seed: int, max_boxes: int = 6, ties: bool = False) -> tuple[dict, dict]:
+    """40 images of random boxes and proposals; with ``ties``, repeated boxes and proposals equal to
+    boxes, so that several boxes share the highest IoU (the matching's tie rule is then tested)."""
     g = torch.Generator().manual_seed(seed)
     gts, props = {}, {}
     for i in range(40):
-        n = int(torch.randint(0, 6, (1,), generator=g))
+        n = int(torch.randint(0, max_boxes, (1,), generator=g))
         xy, wh = torch.rand(n, 2, generator=g) * 300, torch.rand(n, 2, generator=g) * 150 + 2
-        gts[f"im{i}"] = torch.cat([xy, xy + wh], 1)
+        gt = torch.cat([xy, xy + wh], 1)
+        if ties and n > 1:
+            gt[n // 2:] = gt[0]  # the same box several times
+        gts[f"im{i}"] = gt
         m = int(torch.randint(0, 400, (1,), generator=g))
         xy, wh = torch.rand(m, 2, generator=g) * 300, torch.rand(m, 2, generator=g) * 150 + 2
+        det = torch.cat([xy, xy + wh], 1)
+        if ties and n and m:
+            det[: m // 5] = gt[torch.randint(0, n, (m // 5,), generator=g)]
         scores = torch.rand(m, generator=g)
         order = scores.argsort(descending=True)
-        props[f"im{i}"] = (torch.cat([xy, xy + wh], 1)[order], scores[order])
+        props[f"im{i}"] = (det[order], scores[order])
     return gts, props
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_matches_pycocotools(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "max_boxes", "ties"), [(0, 6, False), (1, 6, False), (2, 20, True), (3, 12, True)])
+def test_matches_pycocotools(seed: int, max_boxes: int, ties: bool) -> None:
     pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gts, props = _random_case(seed)
+    gts, props = _random_case(seed, max_boxes, ties)
     gt_json, ids = coco_ground_truth(gts)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import torch
-from torchvision.models.detection._utils import BoxCoder
 
-from baseline.rpn import BACKGROUND, GRAY, IGNORE, OBJECT, TargetConfig, assign, rpn_loss, sample
+from baseline.rpn import BACKGROUND, GRAY, IGNORE, OBJECT, TargetConfig, assign, box_coder, rpn_loss, sample
 
 
 def test_assign_hand_computed() -> None:
@@ -44,10 +43,21 @@ def test_loss_is_finite_and_trains() -> None:
     model = HourglassRPN(ModelConfig(width=0.125))
     x = torch.randn(2, 3, 64, 64)
     boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]]), torch.zeros(0, 4)]
-    coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+    coder = box_coder()
     logits, deltas, anchors = model(x)
     loss, terms = rpn_loss(logits, deltas, anchors, boxes, TargetConfig(), coder, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and len(terms) == 3
     assert sum(t.n_positive for t in terms) >= 1
     loss.backward()
     assert model.heads[0].cls.weight.grad is not None
+
+
+def test_one_box_coder_for_training_and_inference() -> None:
+    """Targets encoded for training decode back to the boxes with the coder inference uses."""
+    import baseline.proposals as proposals
+
+    anchors = torch.tensor([[0.0, 0.0, 32.0, 32.0], [10.0, 20.0, 74.0, 52.0]])
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 40.0], [0.0, 18.0, 80.0, 60.0]])
+    targets = box_coder().encode_single(boxes, anchors)
+    assert proposals.box_coder is box_coder  # inference imports this very function
+    torch.testing.assert_close(proposals.box_coder().decode_single(targets, anchors), boxes, atol=1e-4, rtol=0)

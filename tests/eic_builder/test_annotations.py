@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from eic_builder.scan.annotations import AnnotationError, parse_xml, read_coco, read_loc_csv
+from eic_builder.rejects import Rejected
+from eic_builder.scan.annotations import parse_xml, read_coco, read_loc_csv
 
 XML = (b"<annotation><size><width>100</width><height>50</height></size>"
        b"<object><name>n01440764</name><bndbox><xmin>0</xmin><ymin>5</ymin><xmax>99</xmax><ymax>49</ymax></bndbox>"
@@ -27,7 +28,7 @@ def test_billion_laughs_is_refused_not_expanded() -> None:
     bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
             b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
             b"<annotation><object><name>&lol2;</name></object></annotation>")
-    with pytest.raises(AnnotationError) as info:
+    with pytest.raises(Rejected) as info:
         parse_xml(bomb, "ilsvrc")
     assert info.value.reason == "unsafe_xml"
 
@@ -37,16 +38,16 @@ def test_external_entity_is_refused_not_resolved(tmp_path: Path) -> None:
     secret.write_text("n99999999")
     xxe = (f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
            "<annotation><object><name>&x;</name></object></annotation>").encode()
-    with pytest.raises(AnnotationError) as info:
+    with pytest.raises(Rejected) as info:
         parse_xml(xxe, "ilsvrc")
     assert info.value.reason == "unsafe_xml"
 
 
 def test_malformed_xml() -> None:
-    with pytest.raises(AnnotationError) as info:
+    with pytest.raises(Rejected) as info:
         parse_xml(b"<annotation><object>", "ilsvrc")
     assert info.value.reason == "malformed_xml"
-    with pytest.raises(AnnotationError, match="expected <annotation>"):
+    with pytest.raises(Rejected, match="expected <annotation>"):
         parse_xml(b"<html/>", "ilsvrc")
 
 
@@ -65,7 +66,7 @@ def test_loc_csv(tmp_path: Path) -> None:
     assert anns["b"].boxes == [] and "non-numeric" in anns["b"].bad_rows[0]
     assert "not a multiple of 5" in anns["c"].bad_rows[0]
     (tmp_path / "LOC_bad_solution.csv").write_text("a,b\n")
-    with pytest.raises(AnnotationError, match="ImageId,PredictionString"):
+    with pytest.raises(Rejected, match="ImageId,PredictionString"):
         read_loc_csv(tmp_path / "LOC_bad_solution.csv")
 
 
@@ -79,7 +80,7 @@ def test_coco(tmp_path: Path) -> None:
     assert anns["a"].boxes == [("cat", 1.0, 2.0, 4.0, 6.0)] and (anns["a"].width, anns["a"].height) == (10, 8)
     assert len(problems) == 1 and problems[0][2] == "orphan_annotation" and "image_id 7" in problems[0][3]
     p.write_text("[1, 2]")
-    with pytest.raises(AnnotationError, match="not a COCO instances file"):
+    with pytest.raises(Rejected, match="not a COCO instances file"):
         read_coco(p)
 
 

@@ -134,3 +134,27 @@ def test_a_read_only_output_is_one_line(tmp_path: Path) -> None:
         r = run(*args)
         lines = r.output.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("eic-build: error: "), (args, r.output)
+
+
+def test_every_choice_comes_from_the_choices_module() -> None:
+    """Each click.Choice of eic-build is a tuple of eic_builder.choices, the one the library checks."""
+    import sys
+
+    import click
+
+    from eic_builder import choices
+
+    shared = {tuple(v) for k, v in vars(choices).items() if k.isupper()}
+    found = 0
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                found += 1
+                assert tuple(param.type.choices) in shared, f"{name} {param.opts}"
+                if param.default is not None and not param.multiple:
+                    assert param.default in param.type.choices, f"{name} {param.opts}"
+    assert found >= 20
+    code = "import eic_builder.choices, sys; assert 'torch' not in sys.modules and 'pyarrow' not in sys.modules"
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -202,14 +202,14 @@ def test_16_bit_png_reads_as_its_8_bit_copy(loader: str, tmp_path: Path) -> None
     import numpy as np
     from PIL import Image
 
-    from eic_builder.image_batches import Item, PilDataset, TensorCpuDataset
+    from eic_builder.image_batches import FeatureItem, PilDataset, TensorCpuDataset
     from eic_builder.image_source import ImageRef
 
     grey = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint16)
     Image.fromarray(grey.astype(np.uint8), "L").save(tmp_path / "a8.png")
     Image.fromarray(grey * 257).save(tmp_path / "a16.png")  # 16-bit grey PNG ("I;16")
     assert Image.open(tmp_path / "a16.png").mode.startswith("I")
-    items = [Item(n, -1, None, ImageRef(f"{n}.png"), None) for n in ("a8", "a16")]
+    items = [FeatureItem(n, -1, None, ImageRef(f"{n}.png"), None) for n in ("a8", "a16")]
     dataset = (TensorCpuDataset if loader == "tensor" else PilDataset)(items, str(tmp_path))
     eight, sixteen = dataset[0][0], dataset[1][0]
     assert torch.allclose(eight, sixteen, atol=1e-5), (eight - sixteen).abs().max()

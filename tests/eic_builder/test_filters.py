@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eic_builder.boxes import box_flags
 from eic_builder.errors import OptionError
-from eic_builder.filters import box_flags, filter_manifest, parse_flags
+from eic_builder.filters import filter_manifest, parse_flags
 from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import SyntheticBox, ilsvrc_xml

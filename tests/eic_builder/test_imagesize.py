@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from eic_builder.imagesize import ImageHeaderError, read_image_header, verify_image
+from eic_builder.imagesize import read_image_header, verify_image
+from eic_builder.rejects import Rejected
 
 
 def _jpeg(path: Path, size=(37, 21), mode="RGB", **kw) -> Path:
@@ -44,7 +45,7 @@ def test_bad_files(tmp_path: Path) -> None:
     cases = {"empty.JPEG": "empty_file", "text.JPEG": "not_an_image", "png.JPEG": "wrong_format",
              "cut.JPEG": "truncated", "header_only.JPEG": "truncated"}
     for name, reason in cases.items():
-        with pytest.raises(ImageHeaderError) as info:
+        with pytest.raises(Rejected) as info:
             read_image_header(tmp_path / name)
         assert info.value.reason == reason, name
 
@@ -53,7 +54,7 @@ def test_verify_decodes(tmp_path: Path) -> None:
     assert verify_image(_jpeg(tmp_path / "ok.jpg", (10, 20))) == (10, 20)
     full = (tmp_path / "ok.jpg").read_bytes()
     (tmp_path / "bad.jpg").write_bytes(full[:200] + b"\x00" * 10)
-    with pytest.raises(ImageHeaderError, match="decoding failed"):
+    with pytest.raises(Rejected, match="decoding failed"):
         verify_image(tmp_path / "bad.jpg")
 
 
@@ -95,7 +96,7 @@ def test_trailing_bytes_after_the_end_are_not_truncation(tmp_path: Path) -> None
     cut = with_thumb[: len(with_thumb) - 500] + b"\x00" * 2000  # truncated, then padded past the tail window
     (tmp_path / "cut.jpg").write_bytes(cut)
     for check in (lambda: read_image_header(tmp_path / "cut.jpg"), lambda: image_header_of_bytes(cut, "c.jpg")):
-        with pytest.raises(ImageHeaderError, match="no end-of-image marker") as info:
+        with pytest.raises(Rejected, match="no end-of-image marker") as info:
             check()
         assert info.value.reason == "truncated"
 
@@ -108,7 +109,7 @@ def test_zero_size_png_is_corrupt(tmp_path: Path) -> None:
     chunk = b"IHDR" + ihdr
     png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 40
     (tmp_path / "z.png").write_bytes(png)
-    with pytest.raises(ImageHeaderError, match=r"PNG header says 0x0") as info:
+    with pytest.raises(Rejected, match=r"PNG header says 0x0") as info:
         read_image_header(tmp_path / "z.png")
     assert info.value.reason == "corrupt_image"
 
@@ -128,7 +129,7 @@ def test_decompression_bombs_are_refused_from_the_header(tmp_path: Path) -> None
     sof = data.find(b"\xff\xc0")
     data[sof + 5: sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
     (tmp_path / "bomb.jpg").write_bytes(bytes(data))
-    with pytest.raises(ImageHeaderError, match=r"60000x60000 pixels is more than") as info:
+    with pytest.raises(Rejected, match=r"60000x60000 pixels is more than") as info:
         read_image_header(tmp_path / "bomb.jpg")
     assert info.value.reason == "image_too_large"
     with pytest.raises(FormatError, match="refused to decode an image: 60000x60000"):

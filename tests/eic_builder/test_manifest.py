@@ -123,3 +123,21 @@ def test_schema_md_documents_every_column_of_every_schema() -> None:
     for kind, schema in {**SCHEMAS, "hf": HF_SCHEMA}.items():
         missing = [f.name for f in schema if f.name not in documented]
         assert not missing, f"{kind}: {missing} not in SCHEMA.md"
+
+
+def test_reject_reasons_are_defined_once_and_documented(tmp_path: Path) -> None:
+    from eic_builder.errors import ManifestError
+    from eic_builder.manifest import empty_table, to_table, write_manifest
+    from eic_builder.rejects import REJECT_REASONS, Rejected
+
+    text = (Path(__file__).resolve().parents[2] / "data_manifests" / "SCHEMA.md").read_text()
+    table = text.split("Reason codes:", 1)[1].split("\n## ", 1)[0]
+    documented = {code.strip() for line in table.splitlines() if line.startswith("| ") and not line.startswith(
+        "| reason") for code in line.split("|")[1].split(",")}
+    assert documented == REJECT_REASONS
+    with pytest.raises(ValueError, match="unknown reject reason 'no_such_reason'"):
+        Rejected("no_such_reason", "x")
+    rejects = to_table("rejects", {"path": ["a"], "image_id": [None], "level": ["file"], "reason": ["bogus"],
+                                   "detail": ["x"]})
+    with pytest.raises(ManifestError, match=r"reject reason\(s\) bogus are not in"):
+        write_manifest(tmp_path / "m", empty_table("images"), empty_table("boxes"), rejects)

@@ -1,0 +1,119 @@
+"""Every box operation of the toolkit, in one place.
+
+The toolkit's one convention: float pixels ``x1, y1, x2, y2``, 0-based, ``x2``/``y2`` exclusive,
+so ``w = x2 - x1`` (``data_manifests/SCHEMA.md``). Formats convert at the edges, here:
+
+=================  ======================================  =================================
+format             its corners                             to / from the toolkit
+=================  ======================================  =================================
+ILSVRC XML, LOC    0-based, inclusive ``xmin..xmax``       ``x2 = xmax + 1``
+PASCAL VOC XML     1-based, inclusive                      ``x1 = xmin - 1``, ``x2 = xmax``
+COCO               ``[x, y, w, h]``                        ``x2 = x + w``
+=================  ======================================  =================================
+
+Every conversion is exact in float64 for float32 corners (a float32 difference fits a float64),
+so a manifest exported and scanned back gives its boxes to the bit. Flags follow the paper: a box is
+*small* when both sides are under 32 px, *twisted* when its aspect ``w / h`` is above 4 or below 1/4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eic_builder.errors import OptionError
+
+SMALL_PX = 32.0
+TWISTED_RATIO = 4.0
+CLIP_TOLERANCE_PX = 1.0  # boxes may overshoot their image by this much (rounding in the source): clipped
+
+Corners = tuple[float, float, float, float]
+
+
+def from_inclusive(xmin: float, ymin: float, xmax: float, ymax: float) -> Corners:
+    """ILSVRC XML / Kaggle LOC CSV corners (0-based, inclusive) -> the toolkit's."""
+    return xmin, ymin, xmax + 1.0, ymax + 1.0
+
+
+def to_inclusive(x1: float, y1: float, x2: float, y2: float) -> Corners:
+    """The toolkit's corners -> ILSVRC XML / LOC's (0-based, inclusive); :func:`from_inclusive` undoes it."""
+    return x1, y1, x2 - 1.0, y2 - 1.0
+
+
+def from_one_based(xmin: float, ymin: float, xmax: float, ymax: float) -> Corners:
+    """PASCAL VOC corners (1-based, inclusive) -> the toolkit's."""
+    return xmin - 1.0, ymin - 1.0, xmax, ymax
+
+
+def to_one_based(x1: float, y1: float, x2: float, y2: float) -> Corners:
+    """The toolkit's corners -> PASCAL VOC's (1-based, inclusive); :func:`from_one_based` undoes it."""
+    return x1 + 1.0, y1 + 1.0, x2, y2
+
+
+def from_xywh(x: float, y: float, w: float, h: float) -> Corners:
+    """COCO ``[x, y, w, h]`` -> the toolkit's corners."""
+    return x, y, x + w, y + h
+
+
+def to_xywh(x1: float, y1: float, x2: float, y2: float) -> Corners:
+    """The toolkit's corners -> COCO ``[x, y, w, h]``; :func:`from_xywh` undoes it exactly."""
+    return x1, y1, x2 - x1, y2 - y1
+
+
+def geometry_problem(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
+                     tolerance: float = CLIP_TOLERANCE_PX) -> tuple[str, str] | None:
+    """Why a box cannot be kept in a ``width`` x ``height`` image, as (reject reason, detail), or None."""
+    if x2 <= x1 or y2 <= y1:
+        return "degenerate_box", "empty box"
+    if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
+        return "box_outside_image", f"more than {tolerance:g} px outside the image"
+    if min(x2, width) <= max(x1, 0.0) or min(y2, height) <= max(y1, 0.0):
+        return "degenerate_box", "empty after clipping"
+    return None
+
+
+def clip_to_image(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> Corners:
+    """The box clipped to the image ``[0, width] x [0, height]``."""
+    return max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height)
+
+
+@dataclass(frozen=True)
+class BoxFlags:
+    """Per-box flags, each a numpy array of length N."""
+
+    area_ratio: np.ndarray  # float32, box area / image area
+    is_small: np.ndarray  # bool
+    is_twisted: np.ndarray  # bool
+
+
+def box_flags(
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
+    image_width: np.ndarray,
+    image_height: np.ndarray,
+    small_px: float = SMALL_PX,
+    twisted_ratio: float = TWISTED_RATIO,
+) -> BoxFlags:
+    """Flags of N boxes (arrays of shape (N,), pixels) in images of the given sizes.
+
+    small:   ``w < small_px and h < small_px``;
+    twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio``.
+    """
+    if small_px <= 0:
+        raise OptionError(f"small_px={small_px} must be > 0")
+    if twisted_ratio <= 1:
+        raise OptionError(f"twisted_ratio={twisted_ratio} must be > 1")
+    w = np.asarray(x2, dtype=np.float64) - np.asarray(x1, dtype=np.float64)
+    h = np.asarray(y2, dtype=np.float64) - np.asarray(y1, dtype=np.float64)
+    area = np.asarray(image_width, dtype=np.float64) * np.asarray(image_height, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aspect = w / h
+        ratio = np.where(area > 0, (w * h) / area, 0.0)
+    return BoxFlags(
+        area_ratio=ratio.astype(np.float32),
+        is_small=(w < small_px) & (h < small_px),
+        is_twisted=(aspect > twisted_ratio) | (aspect < 1.0 / twisted_ratio),
+    )

@@ -1,0 +1,42 @@
+"""The allowed values of every option with a fixed set of choices, defined once.
+
+The command line (``click.Choice``), the library's checks (``check_choice`` in each stage and in the
+config ``validate()`` methods) and the help text all read these tuples; a test checks that every
+``click.Choice`` of ``eic-build`` is one of them. Torch-free and import-light, so that the command
+line can read it before any stage is imported. The first value is the default where there is one.
+"""
+
+from __future__ import annotations
+
+# synth
+SYNTH_LAYOUTS = ("tree", "archives")
+# scan
+SCAN_FORMATS = ("auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco")
+# assemble
+SHORT_POLICIES = ("skip", "refuse", "keep")
+# filter
+BOX_FLAGS = ("small", "twisted")
+# stats
+STATS_FORMATS = ("md", "csv", "latex", "json")
+# expand-classes
+POOLS = ("bbox", "21k")
+# features
+FEATURE_TARGETS = ("image", "box")
+FEATURE_LAYERS = ("fc6", "fc6-relu")
+LOADERS = ("tensor", "pil")
+DTYPES = ("auto", "float32", "bfloat16")
+# every stage that runs a model or a search
+DEVICES = ("auto", "cpu", "cuda")
+# export
+EXPORT_FORMATS = ("coco", "voc", "hf")
+LABEL_STYLES = ("wnid", "name")
+# audit
+AUDIT_METHODS = ("exact", "perceptual", "features")
+AUDIT_INDEXES = ("auto", "exact", "ivf")
+# train-baseline
+SAMPLING_STRATEGIES = ("base", "random", "balanced")
+OPTIMIZERS = ("sgd", "adamw")
+ARCHS = ("hourglass", "downsample")
+NORMS = ("bn", "none")
+# eval-baseline
+PEER_METHODS = ("selective-search", "sliding-window")

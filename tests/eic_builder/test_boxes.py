@@ -1,0 +1,57 @@
+"""boxes: the one home of box conversions, checks and flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eic_builder.boxes import (
+    box_flags,
+    clip_to_image,
+    from_inclusive,
+    from_one_based,
+    from_xywh,
+    geometry_problem,
+    to_inclusive,
+    to_one_based,
+    to_xywh,
+)
+
+
+def test_conversions_by_hand() -> None:
+    # one 10x20 px box whose top-left pixel is (5, 7): ILSVRC 5..14 x 7..26, VOC 6..15 x 8..27, COCO [5, 7, 10, 20]
+    assert from_inclusive(5, 7, 14, 26) == (5, 7, 15, 27) == from_one_based(6, 8, 15, 27) == from_xywh(5, 7, 10, 20)
+    assert to_inclusive(5, 7, 15, 27) == (5, 7, 14, 26)
+    assert to_one_based(5, 7, 15, 27) == (6, 8, 15, 27)
+    assert to_xywh(5, 7, 15, 27) == (5, 7, 10, 20)
+
+
+def test_round_trips_are_exact_for_float32_corners() -> None:
+    rng = np.random.default_rng(0)
+    corners = np.sort(rng.uniform(0, 5000, (2000, 2, 2)).astype(np.float32), axis=1).transpose(0, 2, 1).reshape(-1, 4)
+    for x1, y1, x2, y2 in corners.tolist():
+        box = (x1, y1, x2, y2)
+        assert from_xywh(*to_xywh(*box)) == box
+        assert from_one_based(*to_one_based(*box)) == box
+        assert from_inclusive(*to_inclusive(*box)) == box
+
+
+@pytest.mark.parametrize(("box", "problem"), [
+    ((0, 0, 10, 10), None),
+    ((-1, -1, 101, 51), None),  # within the 1 px tolerance: kept, clipped
+    ((5, 5, 5, 9), "degenerate_box"),
+    ((-1.5, 0, 10, 10), "box_outside_image"),
+    ((100.5, 0, 101, 10), "degenerate_box"),  # inside the tolerance, but nothing is left after clipping
+])
+def test_geometry_problem(box: tuple, problem: str | None) -> None:
+    found = geometry_problem(*box, width=100, height=50)
+    assert (found[0] if found else None) == problem
+
+
+def test_clip_and_flags() -> None:
+    assert clip_to_image(-1, -0.5, 101, 50.5, 100, 50) == (0.0, 0.0, 100, 50)
+    flags = box_flags(np.array([0, 0, 0]), np.array([0, 0, 0]), np.array([31, 200, 40]), np.array([31, 40, 10]),
+                      np.array([100, 400, 100]), np.array([100, 400, 100]))
+    assert flags.is_small.tolist() == [True, False, False]
+    assert flags.is_twisted.tolist() == [False, True, False]  # 200/40 = 5 > 4; 40/10 = 4 is not above 4
+    np.testing.assert_allclose(flags.area_ratio, [31 * 31 / 1e4, 200 * 40 / 16e4, 400 / 1e4])
