@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from eic_builder.boxes import scale_boxes
 from eic_builder.errors import OptionError
 from eic_builder.image_batches import bytes_tensor, decode_cpu, normalise
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
@@ -53,12 +54,12 @@ def load_records(manifest_dir: str | os.PathLike[str],
     return records, image_root(m.meta, root)
 
 
-def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int, float]:
-    """(new width, new height, factor) with the shorter side ``scale`` and the longer at most ``max_size``."""
+def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int]:
+    """(new width, new height): the shorter side ``scale`` and the longer at most ``max_size``, rounded."""
     f = scale / min(width, height)
     if max(width, height) * f > max_size:
         f = max_size / max(width, height)
-    return max(1, round(width * f)), max(1, round(height * f)), f
+    return max(1, round(width * f)), max(1, round(height * f))
 
 
 def read_rgb(reader: ImageReader, ref: ImageRef) -> torch.Tensor:
@@ -66,13 +67,14 @@ def read_rgb(reader: ImageReader, ref: ImageRef) -> torch.Tensor:
     return decode_cpu(bytes_tensor(reader.read(ref)))
 
 
-def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, float]:
-    """uint8 (3, H, W) -> normalised float (3, h, w) at ``scale``, and the resize factor."""
+def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, tuple[float, float]]:
+    """uint8 (3, H, W) -> normalised float (3, h, w) at ``scale``, and the resize factors (w / W, h / H),
+    one per axis since each side is rounded on its own (:func:`eic_builder.boxes.scale_boxes`)."""
     from torchvision.transforms.v2 import functional as F  # noqa: N812 - torchvision's own idiom
 
     _, h, w = image.shape
-    nw, nh, f = resized_size(w, h, scale, max_size)
-    return normalise(F.resize(image, [nh, nw], antialias=True).float() / 255.0), f
+    nw, nh = resized_size(w, h, scale, max_size)
+    return normalise(F.resize(image, [nh, nw], antialias=True).float() / 255.0), (nw / w, nh / h)
 
 
 class DetectionDataset(Dataset):
@@ -87,8 +89,8 @@ class DetectionDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, scale = key
         r = self.records[i]
-        x, f = prepare(read_rgb(self.reader, r.ref), scale, self.max_size)
-        return x, r.boxes * f, i
+        x, (fx, fy) = prepare(read_rgb(self.reader, r.ref), scale, self.max_size)
+        return x, scale_boxes(r.boxes, fx, fy), i
 
 
 def pad_batch(images: list[torch.Tensor], multiple: int = 32) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,22 +146,130 @@ class TrainResult:
     device: str
 
 
-def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
-          resume: bool = False, distributed: bool = False, stop_after: int | None = None,
-          root: str | os.PathLike[str] | None = None) -> TrainResult:
-    """Train the RPN on the images with boxes of a manifest; see the module doc.
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, over all of ``model``'s parameters."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    ``root`` is the image root (``--root``; default: the manifest's). ``stop_after`` ends the loop early
-    after that many iterations of this call (a stand-in for an interruption, used by the tests).
-    """
-    cfg = cfg or TrainConfig()
-    cfg.validate()
-    run = Path(run_dir)
-    rank, world = init_distributed(distributed)
-    if cfg.images_per_batch % world:
-        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
-    device = rank_device(resolve_device(cfg.device), distributed)
-    records, root = load_records(manifest_dir, root)
+
+class Checkpointer:
+    """Writes ``ckpt-<iteration>.pt`` and ``last.pt`` (tensors and plain data only) and restores a run."""
+
+    def __init__(self, run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+        self.run, self.model, self.optimizer, self.cfg = run, model, optimizer, cfg
+        self.last = run / "last.pt"
+
+    def save(self, iteration: int) -> None:
+        state = {
+            "version": CHECKPOINT_VERSION, "iteration": iteration, "config": self.cfg.to_json(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+        }
+        _save(self.run / f"ckpt-{iteration:07d}.pt", state)
+        _save(self.last, state)
+
+    def restore(self, resume: bool) -> int:
+        """The iteration to start from: 0 for a new run, ``last.pt``'s with ``resume`` (model, optimizer
+        and random state restored); refuses to resume another configuration or to overwrite a run."""
+        last = self.last
+        if not resume:
+            if last.is_file():
+                raise OptionError(f"{self.run} already holds a run (last.pt); pass --resume to continue it or use a "
+                                  "new --out")
+            return 0
+        if not last.is_file():
+            raise OptionError(f"--resume: no checkpoint {last} to resume from")
+        state = load_checkpoint(last)
+        if TrainConfig.from_dict(state["config"]) != self.cfg:
+            raise OptionError(f"--resume: {last} was trained with another configuration; see "
+                              f"{self.run / 'config.json'}")
+        load_matching(self.model, state["model"], f"checkpoint {last}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"checkpoint {last}: its optimizer state does not fit this run ({exc})") from exc
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at iteration %d", last, state["iteration"])
+        return state["iteration"]
+
+
+class MetricsWriter:
+    """Appends one JSON line per logged iteration to ``metrics.jsonl`` (rank 0), each loss averaged over
+    the ranks (every rank calls :meth:`write` at the same iterations)."""
+
+    def __init__(self, path: Path, rank: int, distributed: bool) -> None:
+        self.rank, self.distributed = rank, distributed
+        self.file = path.open("a") if rank == 0 else None
+
+    def write(self, record: dict[str, float]) -> None:
+        values = dict(record)
+        losses = [k for k in values if k == "loss" or k.startswith(("cls_", "reg_"))]
+        if self.distributed and losses:
+            import torch.distributed as dist
+
+            summed = torch.tensor([values[k] for k in losses], dtype=torch.float64)
+            if dist.get_backend() == "nccl":
+                summed = summed.cuda()
+            dist.all_reduce(summed)
+            values |= dict(zip(losses, (summed / dist.get_world_size()).tolist()))
+        if self.file is not None:
+            self.file.write(json.dumps(values) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@dataclass
+class StepContext:
+    """What every training step needs besides the batch: the model (``net``: DDP-wrapped or not), its
+    optimizer, the loss's settings and box coder, the anchor-sampling generator, and where to run."""
+
+    net: torch.nn.Module
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    targets: TargetConfig
+    device: torch.device
+    amp: bool
+    run: Path
+    coder: object = field(default_factory=box_coder)
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: list[torch.Tensor]) -> dict[str, float]:
+    """One iteration: learning rate and anchor sampling of ``iteration`` (pure functions of it, so a
+    resumed run repeats them), forward, loss, backward, clipping, step. Returns the named losses:
+    ``loss`` and per level ``cls_m``, ``reg_m`` and ``pos_m`` (positive anchors)."""
+    cfg, device = ctx.cfg, ctx.device
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = lr_at(cfg, iteration)
+    ctx.generator.manual_seed(cfg.seed * 1_000_003 + iteration)
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    boxes = [b.to(device) for b in boxes]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=ctx.amp):
+        logits, deltas, anchors = ctx.net(images)
+    loss, terms = rpn_loss(logits, deltas, anchors, boxes, ctx.targets, ctx.coder, ctx.generator)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
+        kept = sorted(ctx.run.glob("ckpt-*.pt"))
+        raise ModelError(f"the loss became {loss_value} at iteration {iteration + 1}; the last good checkpoint is "
+                         f"{kept[-1] if kept else 'none (none was written yet)'}; lower --lr or check the data")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip)
+    ctx.optimizer.step()
+    losses = {"loss": loss_value}
+    for m, t in enumerate(terms, start=1):
+        losses |= {f"cls_{m}": float(t.cls), f"reg_{m}": float(t.reg), f"pos_{m}": t.n_positive}
+    return losses
+
+
+def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> HourglassRPN:
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))
     if device.type == "cpu":
@@ -176,33 +284,35 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
+    return model
+
+
+def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
+          resume: bool = False, distributed: bool = False, stop_after: int | None = None,
+          root: str | os.PathLike[str] | None = None) -> TrainResult:
+    """Train the RPN on the images with boxes of a manifest; see the module doc.
+
+    Built as torchvision's and detectron2's loops are: the run state (model, optimizer,
+    :class:`Checkpointer`, :class:`MetricsWriter`, data), then :func:`train_step` once per batch.
+    ``root`` is the image root (``--root``; default: the manifest's). ``stop_after`` ends the loop early
+    after that many iterations of this call (a stand-in for an interruption, used by the tests).
+    """
+    cfg = cfg or TrainConfig()
+    cfg.validate()
+    run = Path(run_dir)
+    rank, world = init_distributed(distributed)
+    if cfg.images_per_batch % world:
+        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
+    device = rank_device(resolve_device(cfg.device), distributed)
+    records, root = load_records(manifest_dir, root)
+    model = _build_model(cfg, device, world)
+    optimizer = build_optimizer(cfg, model)
     run.mkdir(parents=True, exist_ok=True)
-    last = run / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise OptionError(f"--resume: no checkpoint {last} to resume from")
-        state = load_checkpoint(last)
-        if TrainConfig.from_dict(state["config"]) != cfg:
-            raise OptionError(f"--resume: {last} was trained with another configuration; see {run / 'config.json'}")
-        load_matching(model, state["model"], f"checkpoint {last}")
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise ModelError(f"checkpoint {last}: its optimizer state does not fit this run ({exc})") from exc
-        start = state["iteration"]
-        set_rng_state(state["rng"])
-        if rank == 0:
-            _truncate_metrics(run / "metrics.jsonl", start)
-        log.info("resumed from %s at iteration %d", last, start)
-    elif last.is_file():
-        raise OptionError(f"{run} already holds a run (last.pt); pass --resume to continue it or use a new --out")
+    checkpointer = Checkpointer(run, model, optimizer, cfg)
+    start = checkpointer.restore(resume)
     if rank == 0:
+        if resume:
+            _truncate_metrics(run / "metrics.jsonl", start)
         write_text(run / "config.json", cfg.to_json())
     net = model
     if distributed:
@@ -215,65 +325,33 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     loader = torch.utils.data.DataLoader(
         DetectionDataset(records, root, cfg.max_size), batch_sampler=list(plan.batches(start, stop, rank, world)),
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    coder = box_coder()
-    tcfg = target_config(cfg)
-    gen = torch.Generator()
-    amp = cfg.amp and device.type == "cuda"
-    metrics = (run / "metrics.jsonl").open("a") if rank == 0 else None
+    ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, cfg.amp and device.type == "cuda", run)
+    metrics = MetricsWriter(run / "metrics.jsonl", rank, distributed)
     bar = progress(total=stop - start, desc="train", unit="it") if rank == 0 else None
     it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
     net.train()
     for images, boxes, _ in loader:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, it)  # a pure function of the iteration: nothing to resume
-        gen.manual_seed(cfg.seed * 1_000_003 + it)  # anchor sampling of iteration it, resumable
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        boxes = [b.to(device) for b in boxes]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, deltas, anchors = net(images)
-        loss, terms = rpn_loss(logits, deltas, anchors, boxes, tcfg, coder, gen)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
-            kept = sorted(run.glob("ckpt-*.pt"))
-            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; the last good checkpoint is "
-                             f"{kept[-1] if kept else 'none (none was written yet)'}; lower --lr or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        losses = train_step(ctx, it, images, boxes)
+        loss_value = losses["loss"]
         it += 1
         seen += len(images) * world
-        if rank == 0:
-            rate = seen / (time.perf_counter() - t0)
+        rate = seen / (time.perf_counter() - t0)
+        if bar is not None:
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
             bar.update(1)
-            if it % cfg.log_every == 0 or it == stop:
-                record = {"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate}
-                for m, t in enumerate(terms, start=1):
-                    record |= {f"cls_{m}": float(t.cls), f"reg_{m}": float(t.reg), f"pos_{m}": t.n_positive}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            if it % cfg.checkpoint_every == 0 or it == cfg.iters:
-                _checkpoint(run, model, optimizer, cfg, it)
-    if rank == 0:
+        if it % cfg.log_every == 0 or it == stop:  # every rank: the losses are averaged over them
+            metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
+                           **{k: v for k, v in losses.items() if k != "loss"}})
+        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters):
+            checkpointer.save(it)
+    if bar is not None:
         bar.close()
-        metrics.close()
+    metrics.close()
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
     rate = seen / max(1e-9, time.perf_counter() - t0)
-    return TrainResult(it, loss_value, rate, last, str(device))
+    return TrainResult(it, loss_value, rate, checkpointer.last, str(device))
 
 
-def _checkpoint(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                it: int) -> None:
-    state = {
-        "version": CHECKPOINT_VERSION, "iteration": it, "config": cfg.to_json(), "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "rng": rng_state(),
-    }
-    _save(run / f"ckpt-{it:07d}.pt", state)
-    _save(run / "last.pt", state)

@@ -19,6 +19,7 @@ from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
 from baseline.data import pad_batch, prepare
 from baseline.model import HourglassRPN
 from baseline.rpn import BACKGROUND, box_coder
+from eic_builder.boxes import scale_boxes
 from eic_builder.errors import OptionError
 
 TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
@@ -58,7 +59,7 @@ def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = Prop
     _, height, width = image.shape
     all_boxes, all_scores = [], []
     for scale in cfg.scales:
-        x, f = prepare(image.to(device), scale, cfg.max_size)
+        x, (fx, fy) = prepare(image.to(device), scale, cfg.max_size)
         h, w = x.shape[-2:]
         batch = pad_batch([x])
         if device.type == "cuda":
@@ -71,10 +72,10 @@ def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = Prop
             score, idx = prob.topk(k)
             boxes = coder.decode_single(dl[0][idx].float(), an[idx])
             boxes = clip_boxes_to_image(boxes, (h, w))
-            keep = remove_small_boxes(boxes, cfg.min_size * f)
+            keep = remove_small_boxes(boxes, cfg.min_size * min(fx, fy))
             boxes, score = boxes[keep], score[keep]
             keep = nms(boxes, score, cfg.level_nms)[: cfg.post_nms]
-            all_boxes.append(boxes[keep] / f)
+            all_boxes.append(scale_boxes(boxes[keep], 1 / fx, 1 / fy))
             all_scores.append(score[keep])
     boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
     scores = torch.cat(all_scores)

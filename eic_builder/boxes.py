@@ -61,6 +61,17 @@ def to_xywh(x1: float, y1: float, x2: float, y2: float) -> Corners:
     return x1, y1, x2 - x1, y2 - y1
 
 
+def scale_boxes(boxes, fx: float, fy: float):
+    """(N, 4) corners (a torch tensor or a numpy array) scaled per axis: x by ``fx``, y by ``fy``.
+
+    An image resized to ``round(w * f) x round(h * f)`` is scaled by ``round(w * f) / w`` across and
+    ``round(h * f) / h`` down, which differ: boxes must follow each axis, not ``f``.
+    """
+    if hasattr(boxes, "new_tensor"):
+        return boxes * boxes.new_tensor([fx, fy, fx, fy])
+    return boxes * np.asarray([fx, fy, fx, fy], dtype=np.asarray(boxes).dtype)
+
+
 def geometry_problem(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
                      tolerance: float = CLIP_TOLERANCE_PX) -> tuple[str, str] | None:
     """Why a box cannot be kept in a ``width`` x ``height`` image, as (reject reason, detail), or None."""

@@ -88,6 +88,10 @@ def test_ddp_two_gloo_ranks(train_manifest: Path, tmp_path: Path) -> None:
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["iteration"] == 3
     assert not any(k.startswith("module.") for k in state["model"])  # saved without the DDP wrapper
+    # one metrics line per logged iteration (rank 0 writes the losses averaged over both ranks)
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["iter"] == 3 and len(records) == len({r["iter"] for r in records})
+    assert {"loss", "lr", "cls_1", "reg_3", "pos_2"} <= set(records[-1])
 
 
 def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:

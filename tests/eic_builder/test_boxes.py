@@ -55,3 +55,18 @@ def test_clip_and_flags() -> None:
     assert flags.is_small.tolist() == [True, False, False]
     assert flags.is_twisted.tolist() == [False, True, False]  # 200/40 = 5 > 4; 40/10 = 4 is not above 4
     np.testing.assert_allclose(flags.area_ratio, [31 * 31 / 1e4, 200 * 40 / 16e4, 400 / 1e4])
+
+
+def test_scaling_follows_each_axis_of_a_resized_image() -> None:
+    import torch
+
+    from baseline.data import prepare
+    from eic_builder.boxes import scale_boxes
+
+    image = torch.zeros(3, 33, 100, dtype=torch.uint8)
+    x, (fx, fy) = prepare(image, 50, 1000)
+    whole = torch.tensor([[0.0, 0.0, 100.0, 33.0]])
+    # the image's own box lands on the resized image's edges exactly (one factor, 50 / 33, would give 151.5)
+    assert scale_boxes(whole, fx, fy).tolist() == [[0.0, 0.0, float(x.shape[2]), float(x.shape[1])]]
+    assert x.shape[1:] == (50, 152)
+    np.testing.assert_allclose(scale_boxes(np.array([[10.0, 3.0, 20.0, 6.0]]), 2.0, 0.5), [[20.0, 1.5, 40.0, 3.0]])
