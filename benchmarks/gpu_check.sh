@@ -62,7 +62,7 @@ fi
 
   echo "== 3. short GPU training on 1,048 real images, eval on the 252 held out"
   $EIC -q scan "$DATA" --out "$W/val1300" --no-wordnet-check
-  $EIC -q split "$W/val1300" --train-out "$W/rpn_train" --test-out "$W/rpn_heldout" --test-fraction 0.2 --seed 0
+  $EIC -q hold-out "$W/val1300" --train-out "$W/rpn_train" --test-out "$W/rpn_heldout" --test-fraction 0.2 --seed 0
   start=$(date +%s)
   timeout "$TRAIN_SECONDS" $EIC train-baseline "$W/rpn_train" --out "$W/run" --device "$DEV" "${TRAIN[@]}" \
       || echo "(training stopped at its ${TRAIN_SECONDS} s limit; last.pt is its last checkpoint)"

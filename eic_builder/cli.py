@@ -374,18 +374,23 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
     click.echo(f"wrote {len(result.table):,} classes to {out}; report {report} (+ .png)")
 
 
-@main.command("split")
+@main.command("hold-out")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--train-out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--test-out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--test-fraction", default=0.2, show_default=True, help="Share of images held out.")
 @click.option("--seed", default=0, show_default=True)
-def split_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, seed: int) -> None:
-    """Split the manifest SRC into train and held-out parts, deterministically by image id."""
-    from eic_builder.split import split_manifest
+def hold_out_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, seed: int) -> None:
+    """Divide the manifest SRC into train and held-out parts, deterministically by image id."""
+    from eic_builder.holdout import hold_out_manifest
 
-    n_train, n_test = split_manifest(src, train_out, test_out, test_fraction, seed)
+    n_train, n_test = hold_out_manifest(src, train_out, test_out, test_fraction, seed)
     click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
+
+
+# `split`, the command's first name, still works (scripts and RESULTS.md use it); hidden from --help
+main.add_command(click.Command("split", callback=hold_out_cmd.callback, params=hold_out_cmd.params, hidden=True,
+                               help="The old name of hold-out."))
 
 
 @main.command("export")

@@ -5,18 +5,18 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from eic_builder.cli import main
+from eic_builder.holdout import held_out
 from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
-from eic_builder.split import held_out
 
 
 def run(*args: str):
     return CliRunner().invoke(main, ["--no-progress", *args], catch_exceptions=False)
 
 
-def test_split_is_deterministic(synthetic_tree: Path, tmp_path: Path) -> None:
+def test_hold_out_is_deterministic_and_its_old_name_works(synthetic_tree: Path, tmp_path: Path) -> None:
     scan(synthetic_tree, tmp_path / "m", split="train")
-    r = run("split", str(tmp_path / "m"), "--train-out", str(tmp_path / "a"), "--test-out", str(tmp_path / "b"),
+    r = run("hold-out", str(tmp_path / "m"), "--train-out", str(tmp_path / "a"), "--test-out", str(tmp_path / "b"),
             "--test-fraction", "0.25")
     assert r.exit_code == 0, r.output
     a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
@@ -26,8 +26,10 @@ def test_split_is_deterministic(synthetic_tree: Path, tmp_path: Path) -> None:
                      if held_out(i, 0.25)]
     assert set(b.boxes["image_id"].to_pylist()) <= set(ids_b)
     r = run("split", str(tmp_path / "m"), "--train-out", str(tmp_path / "x"), "--test-out", str(tmp_path / "y"),
-            "--test-fraction", "1.5")
+            "--test-fraction", "1.5")  # the old name: same command, same checks
     assert r.exit_code == 2 and "--test-fraction 1.5 must be between 0 and 1" in r.output
+    listed = run("--help").output
+    assert "  hold-out " in listed and "  split " not in listed
 
 
 def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_derived_manifests_compose(synthetic_tree: Path, tmp_path: Path) -> None
     scan(synthetic_tree, m / "scan", split="train", workers=1)
     steps = [
         ("filter", str(m / "scan"), "--out", str(m / "filtered"), "--drop", "small"),
-        ("split", str(m / "filtered"), "--train-out", str(m / "train"), "--test-out", str(m / "test"),
+        ("hold-out", str(m / "filtered"), "--train-out", str(m / "train"), "--test-out", str(m / "test"),
          "--test-fraction", "0.25"),
         ("features", str(m / "train"), "--out", str(tmp_path / "f"), "--weights", "random", "--crop", "32",
          "--resize", "36", "--workers", "0", "--device", "cpu"),

@@ -51,6 +51,8 @@ def test_help_lists_commands() -> None:
 def test_every_command_and_option_is_in_cli_md() -> None:
     text = (Path(__file__).resolve().parents[2] / "CLI.md").read_text()
     for name, command in main.commands.items():
+        if command.hidden:  # an old name kept for scripts: documented under the new one
+            continue
         assert f"## `{name}`" in text, name
         section = text.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
         for param in command.params:

@@ -1,9 +1,10 @@
-"""``eic-build split``: a deterministic train / held-out split of a manifest.
+"""``eic-build hold-out``: a deterministic train / held-out division of a manifest (not to be confused
+with a manifest's ``split`` column, the folder split an image came from).
 
 An image goes to the held-out part when the first 8 bytes of
 ``sha1(seed:image_id)``, read as a fraction of 2^64, fall below ``fraction``:
 the same image lands on the same side whatever else the manifest holds, and
-the split needs no stored state.
+the division needs no stored state.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def split_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str],
+def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str],
                    test_out: str | os.PathLike[str], fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
     """Write the two parts of ``src``; returns (train images, held-out images)."""
     if not 0 < fraction < 1:

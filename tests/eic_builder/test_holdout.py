@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from eic_builder.errors import OptionError
+from eic_builder.holdout import held_out, hold_out_manifest
 from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
-from eic_builder.split import held_out, split_manifest
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path
     rejects = to_table("rejects", {"path": [f"{i}.xml" for i in ids] + ["x.json"], "image_id": [*ids, None],
                                    "level": ["box"] * 7, "reason": ["degenerate_box"] * 7, "detail": ["d"] * 7})
     write_manifest(tmp_path / "src", src.images, src.boxes, rejects, src.meta)
-    split_manifest(tmp_path / "src", tmp_path / "a", tmp_path / "b", 0.5, seed=1)
+    hold_out_manifest(tmp_path / "src", tmp_path / "a", tmp_path / "b", 0.5, seed=1)
     a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
     assert len(a.rejects) + len(b.rejects) == 7
     assert set(b.rejects["image_id"].to_pylist()) == {i for i in ids if held_out(i, 0.5, 1)}
@@ -50,5 +50,5 @@ def test_split_never_overwrites(manifest: Path, tmp_path: Path) -> None:
                                        (tmp_path / "z", manifest / "inner", "SRC .* and --test-out"),
                                        (tmp_path / "w", tmp_path / "w" / "inner", "--train-out .* and --test-out")):
         with pytest.raises(OptionError, match=rf"{named} .* overlap; split writes two new manifests"):
-            split_manifest(manifest, train_out, test_out)
+            hold_out_manifest(manifest, train_out, test_out)
     assert (manifest / "images.parquet").read_bytes() == before and not (tmp_path / "x").exists()
