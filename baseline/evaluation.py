@@ -25,6 +25,7 @@ AREA_RANGES = {"all": (0.0, 1e5**2), "small": (0.0, 32.0**2), "medium": (32.0**2
 MAX_DETS = (10, 100, 300, 500, 1000)
 
 
+UNMATCHED = np.iinfo(np.int64).max  # the rank of a box no proposal takes: beyond every top-k
 CHUNK_ELEMENTS = 1 << 24  # IoU entries (images x proposals x boxes) held at once: 128 MiB of float64
 
 
@@ -43,7 +44,7 @@ def _iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
 
 def _match_ranks(iou: np.ndarray, ignore: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """For each image, threshold and box, the rank of the proposal that takes it in COCOeval's greedy
-    matching, or ``D`` (none): (N, T, G) from IoU (N, D, G), ``ignore`` and ``valid`` (N, G) masks.
+    matching, or :data:`UNMATCHED`: (N, T, G) from IoU (N, D, G), ``ignore`` and ``valid`` (N, G) masks.
 
     COCOeval (``evaluateImg``) takes proposals best first; each takes, among the boxes still free with
     IoU >= t, a box that is not ignored if there is one, the one of highest IoU (the last of equals).
@@ -52,14 +53,14 @@ def _match_ranks(iou: np.ndarray, ignore: np.ndarray, valid: np.ndarray) -> np.n
     images and thresholds together, restricted to the images where that proposal overlaps a box at
     IoU >= 0.5 (below it, it takes nothing at any threshold).
     """
-    _, d_max, g_max = iou.shape
+    g_max = iou.shape[2]
     thresholds = IOU_THRESHOLDS[None, :, None]
-    rank = np.where(valid[:, None, :], d_max, -1).repeat(len(IOU_THRESHOLDS), axis=1)  # -1: padding, never free
+    rank = np.where(valid[:, None, :], UNMATCHED, -1).repeat(len(IOU_THRESHOLDS), axis=1)  # -1: padding, never free
     reaches = iou.max(axis=2) >= IOU_THRESHOLDS[0]  # (N, D)
     for d in np.flatnonzero(reaches.any(axis=0)):
         rows = np.flatnonzero(reaches[:, d])
         overlap = iou[rows, d, :][:, None, :]  # (r, 1, G)
-        free = (rank[rows] == d_max) & (overlap >= thresholds)  # (r, T, G)
+        free = (rank[rows] == UNMATCHED) & (overlap >= thresholds)  # (r, T, G)
         kept = free & ~ignore[rows][:, None, :]
         free = np.where(kept.any(axis=2, keepdims=True), kept, free)
         takes = free.any(axis=2)
@@ -101,7 +102,7 @@ def recall_table(gts: Mapping[str, torch.Tensor], proposals: Mapping[str, torch.
     start = 0
     while start < len(images):
         g_max = len(images[start][0])
-        d_max = max(len(item[2]) for item in images[start:start + 1])
+        d_max = len(images[start][2])
         stop = start + 1
         while stop < len(images):  # grow the chunk while its padded IoU array stays under CHUNK_ELEMENTS
             g_next, d_next = len(images[stop][0]), max(d_max, len(images[stop][2]))
@@ -117,7 +118,6 @@ def recall_table(gts: Mapping[str, torch.Tensor], proposals: Mapping[str, torch.
             gt_pad[i, :len(gt)], ignore[i, :len(gt)], valid[i, :len(gt)] = gt, ign, True
             det_pad[i, :len(dets)] = dets
         rank = _match_ranks(_iou(det_pad, gt_pad), ignore, valid)  # (N, T, G)
-        rank[rank == d_max] = np.iinfo(np.int64).max  # untaken: beyond every k, however few the proposals
         counted = (valid & ~ignore)[:, None, :, None] & (rank[..., None] < ks)  # (N, T, G, K)
         matched += counted.sum(axis=(0, 2))
         start = stop

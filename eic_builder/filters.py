@@ -81,11 +81,12 @@ def filter_manifest(
     boxes, images, rejects = m.boxes, m.images, m.rejects
     excluded = 0
     if exclude:
-        gone = pc.is_in(images["image_id"], pa.array(sorted(exclude), pa.string()))
+        excluded_ids = pa.array(sorted(exclude), pa.string())
+        gone = pc.is_in(images["image_id"], excluded_ids)
         removed = images.filter(gone).select(["image_id", "path"]).to_pydict()
         excluded = len(removed["image_id"])
         images = images.filter(pc.invert(gone))
-        boxes = boxes.filter(pc.invert(pc.is_in(boxes["image_id"], pa.array(sorted(exclude), pa.string()))))
+        boxes = boxes.filter(pc.invert(pc.is_in(boxes["image_id"], excluded_ids)))
         rows = [(path or image_id, image_id, "file", *exclude[image_id])
                 for image_id, path in zip(removed["image_id"], removed["path"])]
         extra = to_table("rejects", dict(zip(REJECTS_SCHEMA.names, zip(*rows)))) if rows else empty_table("rejects")

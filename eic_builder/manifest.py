@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eic_builder.errors import ManifestError, choices_text, first_line
+from eic_builder.errors import ManifestError, OptionError, choices_text, first_line
 
 METADATA_KEY = b"eic"
 
@@ -321,6 +321,17 @@ def manifest_name(directory: str | os.PathLike[str], images: pa.Table) -> str:
     """The name a manifest goes by in ``export`` and ``audit``: its one split, else its folder's name."""
     splits = sorted(set(images["split"].to_pylist()))
     return splits[0] if len(splits) == 1 else Path(directory).resolve().name
+
+
+def check_distinct_names(named: Sequence[tuple[str, str | os.PathLike[str]]], remedy: str) -> None:
+    """Raise :class:`OptionError` when two manifests of ``named`` ((name, directory) pairs) share a name;
+    ``remedy`` ends the message."""
+    seen: dict[str, str | os.PathLike[str]] = {}
+    for name, directory in named:
+        if name in seen:
+            raise OptionError(f"manifests {seen[name]} and {directory} are both named {name!r} (their split); "
+                              f"{remedy}")
+        seen[name] = directory
 
 
 def write_manifest(

@@ -22,6 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.audit.catalog import Catalog, load_catalog
+from eic_builder.audit.neighbours import DEFAULT_DIMS as WHITEN_DIMS
+from eic_builder.audit.neighbours import DEFAULT_THRESHOLD as COSINE_THRESHOLD
+from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
 from eic_builder.choices import AUDIT_METHODS as METHODS
 from eic_builder.errors import ManifestError, OptionError, check_choice, choices_text
 
@@ -135,8 +138,9 @@ def leak_counts(pairs: pa.Table) -> dict[tuple[str, str], int]:
 
 def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                     features: Mapping[str, str | os.PathLike[str]] | None = None,
-                    methods: Sequence[str] | None = None, phash_threshold: int = 6, min_cosine: float = 0.6,
-                    whiten_dims: int = 256, index: str = "auto", device: str = "auto", workers: int | None = None,
+                    methods: Sequence[str] | None = None, phash_threshold: int = PHASH_THRESHOLD,
+                    min_cosine: float = COSINE_THRESHOLD, whiten_dims: int = WHITEN_DIMS, index: str = "auto",
+                    device: str = "auto", workers: int | None = None,
                     root: str | os.PathLike[str] | None = None, contact_pairs: int = 12) -> AuditResult:
     """Audit ``manifests`` (see the module's doc) into the folder ``out``.
 
@@ -164,43 +168,46 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
     cat = load_catalog(manifests, root)
     if len(cat) == 0:
         raise OptionError(f"nothing to audit: {', '.join(map(str, manifests))} hold no image with a file")
-    feature_rows, feature_matrix = _feature_rows(cat, features) if "features" in methods else (None, None)
-    if "features" in methods:
-        from eic_builder.devices import resolve_device
+    try:
+        feature_rows, feature_matrix = _feature_rows(cat, features) if "features" in methods else (None, None)
+        if "features" in methods:
+            from eic_builder.devices import resolve_device
 
-        device = str(resolve_device(device))
-    for k in sorted(set(cat.manifest.tolist())):
-        cat.root_of(k)  # a missing image root fails here, before any work
-    result = AuditResult(out, list(cat.names), len(cat), cat.without_file)
-    found = []
-    if "exact" in methods:
-        result.sha1_computed = exact.fill_sha1(cat, workers)
-        found.append(("exact", *exact.exact_pairs(cat)))
-    if "perceptual" in methods:
-        hashes, valid = perceptual.compute_hashes(cat, workers)
-        result.undecodable = int((~valid).sum())
-        found.append(("perceptual", *perceptual.perceptual_pairs(hashes, valid, phash_threshold)))
-    if "features" in methods:
-        z = neighbours.whiten(feature_matrix, whiten_dims)
-        i, j, score = neighbours.cosine_pairs(z, min_cosine, index, device)
-        a, b = feature_rows[i], feature_rows[j]
-        swap = a > b
-        a, b = np.where(swap, b, a), np.where(swap, a, b)
-        found.append(("features", a, b, score))
-        result.without_features = len(cat) - len(feature_rows)
-    result.pairs = {m: len(i) for m, i, _, _ in found}
-    pairs = _pairs_table(cat, found)
-    all_first = np.concatenate([i for _, i, _, _ in found])
-    all_second = np.concatenate([j for _, _, j, _ in found])
-    groups = _groups_table(cat, all_first, all_second)
-    result.n_groups = len(set(groups["group"].to_pylist()))
-    result.n_grouped = groups.num_rows
-    result.leaks = leak_counts(pairs)
-    meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))), "methods": list(methods),
-            "max_hamming": phash_threshold, "min_cosine": min_cosine, "whiten": whiten_dims, "index": index,
-            "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
-    result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
-    result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))
-    result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, contact_pairs))
-    result.files.append(write_report(out / "report.md", result, pairs, groups, meta))
+            device = str(resolve_device(device))
+        for k in sorted(set(cat.manifest.tolist())):
+            cat.root_of(k)  # a missing image root fails here, before any work
+        result = AuditResult(out, list(cat.names), len(cat), cat.without_file)
+        found = []
+        if "exact" in methods:
+            result.sha1_computed = exact.fill_sha1(cat, workers)
+            found.append(("exact", *exact.exact_pairs(cat)))
+        if "perceptual" in methods:
+            hashes, valid = perceptual.compute_hashes(cat, workers)
+            result.undecodable = int((~valid).sum())
+            found.append(("perceptual", *perceptual.perceptual_pairs(hashes, valid, phash_threshold)))
+        if "features" in methods:
+            z = neighbours.whiten(feature_matrix, whiten_dims)
+            i, j, score = neighbours.cosine_pairs(z, min_cosine, index, device)
+            a, b = feature_rows[i], feature_rows[j]
+            swap = a > b
+            a, b = np.where(swap, b, a), np.where(swap, a, b)
+            found.append(("features", a, b, score))
+            result.without_features = len(cat) - len(feature_rows)
+        result.pairs = {m: len(i) for m, i, _, _ in found}
+        pairs = _pairs_table(cat, found)
+        all_first = np.concatenate([i for _, i, _, _ in found])
+        all_second = np.concatenate([j for _, _, j, _ in found])
+        groups = _groups_table(cat, all_first, all_second)
+        result.n_groups = len(set(groups["group"].to_pylist()))
+        result.n_grouped = groups.num_rows
+        result.leaks = leak_counts(pairs)
+        meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))), "methods": list(methods),
+                "max_hamming": phash_threshold, "min_cosine": min_cosine, "whiten": whiten_dims, "index": index,
+                "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
+        result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
+        result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))
+        result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, contact_pairs))
+        result.files.append(write_report(out / "report.md", result, pairs, groups, meta))
+    finally:
+        cat.close()  # the archives hashing and the contact sheet read
     return result

@@ -16,7 +16,7 @@ import numpy as np
 
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
-from eic_builder.manifest import manifest_name, read_manifest
+from eic_builder.manifest import check_distinct_names, manifest_name, read_manifest
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Catalog:
     ref: list[ImageRef] = field(default_factory=list)
     sha1: list[str | None] = field(default_factory=list)
     without_file: int = 0
+    _readers: dict[int, ImageReader] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -46,8 +47,25 @@ class Catalog:
             root = self.roots[k] = image_root(self.metas[k], None)
         return root
 
-    def reader(self, k: int) -> ImageReader:
-        return ImageReader(self.root_of(k))
+    def open_readers(self, rows) -> None:
+        """Open the readers of the manifests of catalog ``rows`` before :meth:`read_bytes` is called from
+        threads, so that threads share one reader per manifest instead of racing to open one."""
+        for k in sorted({int(self.manifest[i]) for i in rows}):
+            if k not in self._readers:
+                self._readers[k] = ImageReader(self.root_of(k))
+
+    def read_bytes(self, i: int) -> bytes:
+        """The file bytes of catalog image ``i`` (a loose file or an archive member)."""
+        k = int(self.manifest[i])
+        if k not in self._readers:
+            self._readers[k] = ImageReader(self.root_of(k))
+        return self._readers[k].read(self.ref[i])
+
+    def close(self) -> None:
+        """Close the archives :meth:`read_bytes` kept open."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
     def index_of(self, k: int) -> dict[str, int]:
         """Image id -> catalog index, for the images of manifest ``k``."""
@@ -64,12 +82,9 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
     manifests = []
     for k, directory in enumerate(directories):
         m = read_manifest(directory, box_columns=["image_id"])
-        name = manifest_name(Path(directory), m.images)
-        if name in cat.names:
-            raise OptionError(f"manifests {cat.directories[cat.names.index(name)]} and {directory} are both named "
-                              f"{name!r} (their split); audit manifests of different names")
-        cat.names.append(name)
+        cat.names.append(manifest_name(Path(directory), m.images))
         cat.directories.append(Path(directory).resolve())
+        check_distinct_names(list(zip(cat.names, directories)), "audit manifests of different names")
         cat.roots.append(os.fspath(root) if root else None)
         cat.metas.append(m.meta)
         cols = m.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()

@@ -21,21 +21,11 @@ CLIQUE_LIMIT = 64  # a larger group of identical files is paired star-wise, to i
 def fill_sha1(cat: Catalog, workers: int = 2) -> int:
     """Hash the images whose SHA-1 the manifest lacks; returns how many were hashed."""
     missing = [i for i, h in enumerate(cat.sha1) if h is None]
-    readers = {}
-
-    def digest(i: int) -> str:
-        k = int(cat.manifest[i])
-        if k not in readers:
-            readers[k] = cat.reader(k)
-        return hashlib.sha1(readers[k].read(cat.ref[i])).hexdigest()
-
-    for k in {int(cat.manifest[i]) for i in missing}:
-        readers[k] = cat.reader(k)  # opened up front: threads share one reader per manifest
+    cat.open_readers(missing)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, h in zip(missing, progress(pool.map(digest, missing), total=len(missing), desc="sha1", unit="img")):
+        hashed = pool.map(lambda i: hashlib.sha1(cat.read_bytes(i)).hexdigest(), missing)
+        for i, h in zip(missing, progress(hashed, total=len(missing), desc="sha1", unit="img")):
             cat.sha1[i] = h
-    for reader in readers.values():
-        reader.close()
     return len(missing)
 
 

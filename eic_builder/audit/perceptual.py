@@ -29,7 +29,6 @@ from eic_builder.progress import progress
 HASH_BITS = 64
 DEFAULT_THRESHOLD = 6
 CHUNK = 256  # images per worker task
-UNREADABLE = np.uint64(0)  # marked separately in the valid mask; any value would do
 
 _readers: dict[str, ImageReader] = {}
 

@@ -60,7 +60,7 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
         lines += ["No image of one split has a copy in a held-out split (val, test).", ""]
     counts = _relations(pairs)
     rows = sorted({r for c in counts.values() for r in c}, key=lambda r: (r.startswith("split pair"), r))
-    methods = [m for m in meta["methods"]]
+    methods = meta["methods"]
     lines += ["## Pairs by method", "", "| pairs | " + " | ".join(methods) + " |",
               "|---|" + "---:|" * len(methods)]
     fixed = ["all pairs", "within one split", "across splits", "across manifests", "across classes"]
@@ -78,13 +78,10 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
     return write_text(path, "\n".join(lines))
 
 
-def _thumb(cat: Catalog, i: int, readers: dict) -> Any:
+def _thumb(cat: Catalog, i: int) -> Any:
     from PIL import Image
 
-    k = int(cat.manifest[i])
-    if k not in readers:
-        readers[k] = cat.reader(k)
-    with Image.open(io.BytesIO(readers[k].read(cat.ref[i]))) as image:
+    with Image.open(io.BytesIO(cat.read_bytes(i))) as image:
         image.draft("RGB", (THUMB, THUMB))
         thumb = image.convert("RGB")
     thumb.thumbnail((THUMB, THUMB))
@@ -115,19 +112,14 @@ def write_contact_sheet(path: Path, cat: Catalog, found: list[tuple[str, np.ndar
     draw = ImageDraw.Draw(sheet)
     if not chosen:
         draw.text((10, 10), "no pairs found", fill="black")
-    readers: dict = {}
-    try:
-        for row, (_, _, negative, method, i, j) in enumerate(chosen):
-            top = 10 + row * (THUMB + CAPTION)
-            for col, x in enumerate((i, j)):
-                sheet.paste(_thumb(cat, x, readers), (10 + col * (THUMB + 10), top))
-                text = f"{cat.split[x]}/{cat.image_id[x]}"
-                text = text if len(text) <= 27 else ".." + text[-25:]  # the end tells copies apart
-                draw.text((10 + col * (THUMB + 10), top + THUMB + 2), text, fill="black")
-            draw.text((10, top + THUMB + 14), f"{method} {-negative:.3f}", fill="darkred")
-    finally:
-        for reader in readers.values():
-            reader.close()
+    for row, (_, _, negative, method, i, j) in enumerate(chosen):
+        top = 10 + row * (THUMB + CAPTION)
+        for col, x in enumerate((i, j)):
+            sheet.paste(_thumb(cat, x), (10 + col * (THUMB + 10), top))
+            text = f"{cat.split[x]}/{cat.image_id[x]}"
+            text = text if len(text) <= 27 else ".." + text[-25:]  # the end tells copies apart
+            draw.text((10 + col * (THUMB + 10), top + THUMB + 2), text, fill="black")
+        draw.text((10, top + THUMB + 14), f"{method} {-negative:.3f}", fill="darkred")
     buf = io.BytesIO()
     sheet.save(buf, "PNG")
     return write_bytes(path, buf.getvalue())

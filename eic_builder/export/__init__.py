@@ -29,6 +29,7 @@ from eic_builder.errors import OptionError, check_choice
 from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
+from eic_builder.manifest import check_distinct_names
 from eic_builder.progress import progress
 
 __all__ = ["EXPORT_FORMATS", "LABEL_STYLES", "ExportResult", "export_manifests"]
@@ -48,15 +49,6 @@ class ExportResult:
     boxes_without_file: int = 0
     placement: Placement = field(default_factory=Placement)
     archive_references: int = 0  # COCO images left inside archives (eic_archive keys): --materialize for others
-
-
-def _check_names(splits: Sequence[ExportSplit]) -> None:
-    seen: dict[str, Path] = {}
-    for s in splits:
-        if s.name in seen:
-            raise OptionError(f"manifests {seen[s.name]} and {s.directory} are both named {s.name!r} (their split); "
-                              "export them one at a time into different --out folders")
-        seen[s.name] = s.directory
 
 
 def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
@@ -150,7 +142,8 @@ def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {out} is a file; give a folder")
     splits = [load_split(m, root) for m in manifests]
-    _check_names(splits)
+    check_distinct_names([(s.name, s.directory) for s in splits],
+                         "export them one at a time into different --out folders")
     names = label_names(set().union(*(s.labels() for s in splits)), labels, wordnet_dir)
     result = ExportResult(fmt, out, [(s.name, len(s.images), s.n_boxes) for s in splits],
                           without_file=sum(s.without_file for s in splits),

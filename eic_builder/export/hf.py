@@ -44,7 +44,8 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
     ``ClassLabel`` order.
     """
     schema = hf_schema(list(categories))
-    category_of = {label: categories.index(name) for label, name in names.items() if name in categories}
+    position = {name: k for k, name in enumerate(categories)}
+    category_of = {label: position[name] for label, name in names.items() if name in position}
     reader = ImageReader(split.root) if split.images else None
     for stale in data_dir.glob(f"{split.name}-*.parquet"):  # an earlier export's shards: replaced, not mixed
         stale.unlink()
