@@ -6,6 +6,10 @@ ratio of ``RATIOS`` ([0.15, 0.5, 1, 2, 6.7], ratio = height / width): 10 anchor
 shapes per level, 30 in all. An anchor of scale s and ratio r has area s^2:
 ``w = s / sqrt(r)``, ``h = s * sqrt(r)``, centred on the cell centre.
 Boxes are ``x1, y1, x2, y2`` float pixels of the network input.
+
+``--anchors 9`` (the component table's "9 anchors") is Faster R-CNN's set instead: scales 128, 256,
+512 at ratios 0.5, 1, 2, one scale per level. A single-level network (``--arch downsample-single``,
+"Down-sample alone") carries every shape of the set on its one stride-32 map.
 """
 
 from __future__ import annotations
@@ -17,6 +21,22 @@ import torch
 SCALES: tuple[tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
 RATIOS: tuple[float, ...] = (0.15, 0.5, 1.0, 2.0, 6.7)
 STRIDES: tuple[int, ...] = (8, 16, 32)
+FASTER_RCNN_SCALES: tuple[tuple[float, ...], ...] = ((128.0,), (256.0,), (512.0,))
+FASTER_RCNN_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def anchor_layout(anchors: int = 30, levels: int = 3) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...],
+                                                               tuple[int, ...]]:
+    """(scales per level, ratios, strides) of the anchor set with ``anchors`` shapes (30: the paper's;
+    9: Faster R-CNN's) on 3 levels (strides 8, 16, 32) or on 1 (stride 32, every shape there)."""
+    if anchors not in (9, 30):
+        raise ValueError(f"anchors={anchors}; choose 9 or 30")
+    if levels not in (1, 3):
+        raise ValueError(f"levels={levels}; choose 1 or 3")
+    scales, ratios = (SCALES, RATIOS) if anchors == 30 else (FASTER_RCNN_SCALES, FASTER_RCNN_RATIOS)
+    if levels == 1:
+        return (tuple(s for group in scales for s in group),), ratios, (STRIDES[-1],)
+    return scales, ratios, STRIDES
 
 
 def cell_anchors(scales: Sequence[float], ratios: Sequence[float]) -> torch.Tensor:

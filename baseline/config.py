@@ -7,8 +7,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from eic_builder.choices import OPTIMIZERS
+from eic_builder.choices import ANCHOR_SETS, ARCHS, DEVICES, ENCODERS, NORMS, OPTIMIZERS, SAMPLING_STRATEGIES
 from eic_builder.errors import OptionError, check_choice
+
+# The fields that are train-baseline options (``--images-per-batch`` for ``images_per_batch``): what a
+# command line can set, and so what ``experiment`` may vary and print as each row's command.
+CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales",
+              "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
+              "anchors_per_image", "backbone_weights", "device", "amp", "workers", "checkpoint_every", "seed")
 
 
 @dataclass(frozen=True)
@@ -30,14 +36,17 @@ class TrainConfig:
     per_class: int | None = None  # balanced: images per class per epoch (default: median)
     train_scales: tuple[int, ...] = (400, 500, 600, 700, 800)  # dynamic training scale (remark a)
     max_size: int = 1400
-    arch: str = "hourglass"
+    arch: str = "hourglass"  # hourglass | downsample | downsample-single (the component table's structures)
+    encoder: str = "vgg16"  # vgg16 | vgg11 | googlenet (baseline.encoders)
+    anchors: int = 30  # 30: the paper's anchors on three levels; 9: Faster R-CNN's
     width: float = 1.0
-    norm: str = "bn"  # bn: vgg16_bn layout, trains from scratch; none: plain vgg16 (for its weights)
+    norm: str = "bn"  # bn: vgg*_bn layout, trains from scratch; none: plain vgg* (for its weights)
     pos_iou: float = 0.7
     neg_iou: float = 0.3
     gray: bool = True  # remark (c)
     anchors_per_image: int = 300  # the paper's "batch size 300"
     neg_ratio: float = 3.0  # remark (b)
+    neg_ratio_control: bool = True  # False: negatives fill the rest of each image's batch
     gray_fraction: float = 0.1
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA
@@ -49,11 +58,16 @@ class TrainConfig:
     grad_clip: float = 10.0
 
     def validate(self) -> None:
-        check_choice("--sampling", self.sampling, ("base", "random", "balanced"))
-        check_choice("--arch", self.arch, ("hourglass", "downsample"))
-        check_choice("--norm", self.norm, ("bn", "none"))
+        check_choice("--sampling", self.sampling, SAMPLING_STRATEGIES)
+        check_choice("--arch", self.arch, ARCHS)
+        check_choice("--encoder", self.encoder, ENCODERS)
+        check_choice("--anchors", self.anchors, ANCHOR_SETS)
+        check_choice("--norm", self.norm, NORMS)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("--device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("--device", self.device, DEVICES)
+        if self.encoder == "googlenet" and (self.width != 1.0 or self.norm != "bn"):
+            raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {self.width:g} "
+                              f"--norm {self.norm} (those options shape the VGG encoders)")
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
@@ -80,6 +94,25 @@ class TrainConfig:
                     checkpoint_every=100, log_every=10, device="cpu", amp=False)
         base.update(overrides)
         return cls(**base)
+
+    def command_options(self, tiny: bool = False) -> list[str]:
+        """The train-baseline options that give this configuration: ``--tiny`` and what differs from it
+        (or from the defaults); ``ValueError`` if a field that differs is not a command-line option."""
+        reference = TrainConfig.tiny() if tiny else TrainConfig()
+        words = ["--tiny"] if tiny else []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == getattr(reference, f.name):
+                continue
+            if f.name not in CLI_FIELDS:
+                raise ValueError(f"{f.name}={value!r} differs from the {'--tiny' if tiny else 'default'} "
+                                 "configuration and is no train-baseline option")
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                words.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+            else:
+                words += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+        return words
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -37,29 +37,29 @@ class Record:
 def load_records(manifest_dir: str | os.PathLike[str],
                  root: str | os.PathLike[str] | None = None) -> tuple[list[Record], str]:
     """Records of the images that have files and boxes, and the image root (``root`` or the scan's)."""
-    m = read_manifest(manifest_dir)
+    manifest = read_manifest(manifest_dir)
     by_image: dict[str, list[list[float]]] = {}
-    b = m.boxes.select(["image_id", "x1", "y1", "x2", "y2"]).to_pydict()
-    for i, x1, y1, x2, y2 in zip(b["image_id"], b["x1"], b["y1"], b["x2"], b["y2"]):
+    columns = manifest.boxes.select(["image_id", "x1", "y1", "x2", "y2"]).to_pydict()
+    for i, x1, y1, x2, y2 in zip(columns["image_id"], columns["x1"], columns["y1"], columns["x2"], columns["y2"]):
         by_image.setdefault(i, []).append([x1, y1, x2, y2])
     records = []
-    rows = m.images.select(["image_id", "label", "width", "height", "has_image"]).to_pylist()
-    for r, ref in zip(rows, image_refs(m.images)):
-        if not r["has_image"] or r["image_id"] not in by_image:
+    rows = manifest.images.select(["image_id", "label", "width", "height", "has_image"]).to_pylist()
+    for row, ref in zip(rows, image_refs(manifest.images)):
+        if not row["has_image"] or row["image_id"] not in by_image:
             continue
-        boxes = torch.tensor(by_image.get(r["image_id"], []), dtype=torch.float32).reshape(-1, 4)
-        records.append(Record(r["image_id"], ref, r["label"], r["width"], r["height"], boxes))
+        boxes = torch.tensor(by_image.get(row["image_id"], []), dtype=torch.float32).reshape(-1, 4)
+        records.append(Record(row["image_id"], ref, row["label"], row["width"], row["height"], boxes))
     if not records:
         raise OptionError(f"manifest {manifest_dir} has no images with files and boxes")
-    return records, image_root(m.meta, root)
+    return records, image_root(manifest.meta, root)
 
 
 def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int]:
     """(new width, new height): the shorter side ``scale`` and the longer at most ``max_size``, rounded."""
-    f = scale / min(width, height)
-    if max(width, height) * f > max_size:
-        f = max_size / max(width, height)
-    return max(1, round(width * f)), max(1, round(height * f))
+    factor = scale / min(width, height)
+    if max(width, height) * factor > max_size:
+        factor = max_size / max(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def read_rgb(reader: ImageReader, ref: ImageRef) -> torch.Tensor:

@@ -36,16 +36,17 @@ from eic_builder.torch_files import load_matching, load_torch_file, state_dict_o
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 2  # 2: RNG states and config as plain data (weights_only)
+CHECKPOINT_VERSION = 3  # 2: RNG states and config as plain data (weights_only); 3: backbone.encoder.* names
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(arch=cfg.arch, width=cfg.width, norm=cfg.norm)
+    return ModelConfig(arch=cfg.arch, width=cfg.width, norm=cfg.norm, encoder=cfg.encoder, anchors=cfg.anchors)
 
 
 def target_config(cfg: TrainConfig) -> TargetConfig:
     return TargetConfig(pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou, gray=cfg.gray,
-                        batch_per_image=cfg.anchors_per_image, neg_ratio=cfg.neg_ratio,
+                        batch_per_image=cfg.anchors_per_image,
+                        neg_ratio=cfg.neg_ratio if cfg.neg_ratio_control else None,
                         gray_fraction=cfg.gray_fraction)
 
 
@@ -78,8 +79,9 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    python_state = state["python"]
+    internal = tuple(int(v) for v in python_state["state"].tolist())
+    random.setstate((python_state["version"], internal, python_state["gauss_next"]))
 
 
 def _check_cpu_memory(cfg: TrainConfig, model: HourglassRPN, world: int) -> None:
@@ -264,9 +266,20 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
         torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip)
     ctx.optimizer.step()
     losses = {"loss": loss_value}
-    for m, t in enumerate(terms, start=1):
-        losses |= {f"cls_{m}": float(t.cls), f"reg_{m}": float(t.reg), f"pos_{m}": t.n_positive}
+    for level, term in enumerate(terms, start=1):
+        losses |= {f"cls_{level}": float(term.cls), f"reg_{level}": float(term.reg), f"pos_{level}": term.n_positive}
     return losses
+
+
+def _agreed(flag: bool, distributed: bool) -> bool:
+    """``flag`` of rank 0 on every rank (all ranks must stop at the same iteration)."""
+    if not distributed:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(value, 0)
+    return bool(value.item())
 
 
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> HourglassRPN:
@@ -277,10 +290,10 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> Hourglas
     if cfg.backbone_weights:
         state = state_dict_of(load_torch_file(cfg.backbone_weights, "--backbone-weights"))
         try:
-            n = model.backbone.load_vgg16(state)
+            n = model.backbone.encoder.load_torchvision(state)
         except ValueError as exc:
             raise ModelError(f"--backbone-weights {cfg.backbone_weights}: {exc}") from exc
-        log.info("loaded %d VGG-16 tensors into the encoder", n)
+        log.info("loaded %d %s tensors into the encoder", n, model.backbone.encoder.name)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -289,13 +302,15 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> Hourglas
 
 def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: TrainConfig | None = None,
           resume: bool = False, distributed: bool = False, stop_after: int | None = None,
-          root: str | os.PathLike[str] | None = None) -> TrainResult:
+          root: str | os.PathLike[str] | None = None, max_seconds: float | None = None) -> TrainResult:
     """Train the RPN on the images with boxes of a manifest; see the module doc.
 
     Built as torchvision's and detectron2's loops are: the run state (model, optimizer,
     :class:`Checkpointer`, :class:`MetricsWriter`, data), then :func:`train_step` once per batch.
     ``root`` is the image root (``--root``; default: the manifest's). ``stop_after`` ends the loop early
     after that many iterations of this call (a stand-in for an interruption, used by the tests).
+    ``max_seconds`` (``--minutes``) ends it once that much time of this call has passed, with a checkpoint
+    at the iteration reached; the learning-rate schedule stays that of ``cfg.iters``.
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -342,8 +357,12 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         if it % cfg.log_every == 0 or it == stop:  # every rank: the losses are averaged over them
             metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
                            **{k: v for k, v in losses.items() if k != "loss"}})
-        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters):
+        out_of_time = max_seconds is not None and _agreed(time.perf_counter() - t0 >= max_seconds, distributed)
+        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
             checkpointer.save(it)
+        if out_of_time:
+            log.info("stopped at iteration %d after %.0f s (--minutes)", it, time.perf_counter() - t0)
+            break
     if bar is not None:
         bar.close()
     metrics.close()

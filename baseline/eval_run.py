@@ -57,9 +57,9 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     cfg.validate()
     if recall_k < 1:
         raise OptionError(f"--recall-k={recall_k} must be >= 1")
-    for m in methods:
-        if m not in METHODS:
-            raise OptionError(f"--method {m!r} is not known; choose from {', '.join(METHODS)}")
+    for method in methods:
+        if method not in METHODS:
+            raise OptionError(f"--method {method!r} is not known; choose from {', '.join(METHODS)}")
     names = (["rpn"] if checkpoint else []) + list(methods)
     if not names:
         raise OptionError("nothing to evaluate: give --checkpoint CKPT and/or --method NAME")
@@ -71,7 +71,7 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     records = records[:max_images] if max_images else records
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    gts = {r.image_id: r.boxes for r in records}
+    gts = {record.image_id: record.boxes for record in records}
     gt_json, ids = coco_ground_truth(gts)
     write_text(out / "gt_coco.json", json.dumps(gt_json))
     results: dict[str, dict] = {}
@@ -79,8 +79,8 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         fn = _proposer(name, checkpoint, cfg, dev, amp)
         found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         t0 = time.perf_counter()
-        for r in progress(records, desc=name, unit="img"):
-            found[r.image_id] = fn(read_rgb(reader, r.ref))
+        for record in progress(records, desc=name, unit="img"):
+            found[record.image_id] = fn(read_rgb(reader, record.ref))
         took = time.perf_counter() - t0
         _write_proposals(out / name, found, ids)
         metrics = proposal_metrics(gts, {k: v[0] for k, v in found.items()}, MAX_DETS, recall_k)

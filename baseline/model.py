@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from baseline.anchors import RATIOS, SCALES, STRIDES, AnchorGenerator
-from baseline.hourglass import Hourglass
+from baseline.anchors import AnchorGenerator, anchor_layout
+from baseline.hourglass import Hourglass, levels_of
 from baseline.rpn import LevelHead
 
 
@@ -16,12 +16,11 @@ from baseline.rpn import LevelHead
 class ModelConfig:
     """Architecture settings (saved in every checkpoint)."""
 
-    arch: str = "hourglass"  # hourglass | downsample
-    width: float = 1.0  # channel multiplier of the VGG-16 encoder (1.0 = VGG-16)
-    norm: str = "bn"  # bn (vgg16_bn layout) | none (vgg16 layout)
-    scales: tuple[tuple[float, ...], ...] = SCALES
-    ratios: tuple[float, ...] = RATIOS
-    strides: tuple[int, ...] = field(default=STRIDES)
+    arch: str = "hourglass"  # hourglass | downsample | downsample-single
+    width: float = 1.0  # channel multiplier of a VGG encoder (1.0 = VGG's own)
+    norm: str = "bn"  # bn (vgg*_bn layout) | none (vgg* layout)
+    encoder: str = "vgg16"  # vgg16 | vgg11 | googlenet
+    anchors: int = 30  # 30: the paper's set; 9: Faster R-CNN's (baseline.anchors)
 
 
 class HourglassRPN(nn.Module):
@@ -31,8 +30,8 @@ class HourglassRPN(nn.Module):
     def __init__(self, cfg: ModelConfig = ModelConfig()) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = Hourglass(cfg.arch, cfg.width, cfg.norm)
-        self.anchor_gen = AnchorGenerator(cfg.scales, cfg.ratios, cfg.strides)
+        self.backbone = Hourglass(cfg.arch, cfg.width, cfg.norm, cfg.encoder)
+        self.anchor_gen = AnchorGenerator(*anchor_layout(cfg.anchors, levels_of(cfg.arch)))
         self.heads = nn.ModuleList([LevelHead(c, a) for c, a in zip(self.backbone.out_channels,
                                                                      self.anchor_gen.num_anchors)])
 

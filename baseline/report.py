@@ -34,29 +34,29 @@ def recall_plot(results: Mapping[str, Mapping[str, float]], path: Path, recall_k
 
     w, h, left, top, right, bottom = 720, 460, 70, 40, 200, 60
     im = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(im)
+    draw = ImageDraw.Draw(im)
     pw, ph = w - left - right, h - top - bottom
-    d.rectangle([left, top, left + pw, top + ph], outline="black")
-    d.text((left, 12), f"Recall vs IoU threshold, top {recall_k} proposals", fill="black")
+    draw.rectangle([left, top, left + pw, top + ph], outline="black")
+    draw.text((left, 12), f"Recall vs IoU threshold, top {recall_k} proposals", fill="black")
     for k in range(6):
         y = top + ph - k * ph / 5
-        d.line([left - 4, y, left, y], fill="black")
-        d.text((left - 40, y - 6), f"{k / 5:.1f}", fill="black")
+        draw.line([left - 4, y, left, y], fill="black")
+        draw.text((left - 40, y - 6), f"{k / 5:.1f}", fill="black")
     ts = list(IOU_THRESHOLDS)
     for i, t in enumerate(ts):
         x = left + i * pw / (len(ts) - 1)
-        d.line([x, top + ph, x, top + ph + 4], fill="black")
-        d.text((x - 12, top + ph + 8), f"{t:.2f}", fill="black")
-    d.text((left + pw / 2 - 30, h - 25), "IoU threshold", fill="black")
+        draw.line([x, top + ph, x, top + ph + 4], fill="black")
+        draw.text((x - 12, top + ph + 8), f"{t:.2f}", fill="black")
+    draw.text((left + pw / 2 - 30, h - 25), "IoU threshold", fill="black")
     for n, (name, m) in enumerate(results.items()):
         colour = COLOURS[n % len(COLOURS)]
         pts = [(left + i * pw / (len(ts) - 1), top + ph - m.get(f"recall@{t:.2f}@{recall_k}", 0.0) * ph)
                for i, t in enumerate(ts)]
-        d.line(pts, fill=colour, width=3)
+        draw.line(pts, fill=colour, width=3)
         for x, y in pts:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        d.line([left + pw + 15, top + 20 * n + 6, left + pw + 35, top + 20 * n + 6], fill=colour, width=3)
-        d.text((left + pw + 40, top + 20 * n), name, fill="black")
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.line([left + pw + 15, top + 20 * n + 6, left + pw + 35, top + 20 * n + 6], fill=colour, width=3)
+        draw.text((left + pw + 40, top + 20 * n), name, fill="black")
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     write_bytes(path, buf.getvalue())

@@ -6,8 +6,9 @@ weights 1). Targets: an anchor is *object* when its IoU with a box is at least
 ``pos_iou`` (0.7), or it is a box's best anchor; *background* below
 ``neg_iou`` (0.3); *gray* in between (remark (c); ``gray=False`` ignores those
 anchors instead). Per image, ``batch_per_image`` anchors are sampled: objects
-up to half, backgrounds at most ``neg_ratio`` times the objects (remark (b)),
-grays up to ``gray_fraction`` of the batch. The loss of level m is
+up to half, backgrounds at most ``neg_ratio`` times the objects (remark (b); without that
+control, ``neg_ratio=None``, backgrounds fill the rest of the batch as in Faster R-CNN), grays up to
+``gray_fraction`` of the batch. The loss of level m is
 cross-entropy over its sampled anchors / N1^m plus smooth-L1 over its object
 anchors / N2^m; the total is the sum over levels.
 """
@@ -55,7 +56,7 @@ class TargetConfig:
     neg_iou: float = 0.3
     gray: bool = True
     batch_per_image: int = 256
-    neg_ratio: float = 3.0
+    neg_ratio: float | None = 3.0  # None: no ratio control, negatives fill the batch
     gray_fraction: float = 0.1
     min_negatives: int = 16
 
@@ -88,7 +89,7 @@ def sample(labels: torch.Tensor, cfg: TargetConfig, generator: torch.Generator |
         return idx[perm]
 
     pos = pick(labels == OBJECT, cfg.batch_per_image // 2)
-    n_neg = max(cfg.min_negatives, int(cfg.neg_ratio * len(pos)))
+    n_neg = cfg.batch_per_image if cfg.neg_ratio is None else max(cfg.min_negatives, int(cfg.neg_ratio * len(pos)))
     n_gray = int(cfg.gray_fraction * cfg.batch_per_image) if cfg.gray else 0
     gray = pick(labels == GRAY, n_gray)
     neg = pick(labels == BACKGROUND, min(n_neg, cfg.batch_per_image - len(pos) - len(gray)))

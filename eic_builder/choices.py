@@ -36,7 +36,11 @@ AUDIT_INDEXES = ("auto", "exact", "ivf")
 # train-baseline
 SAMPLING_STRATEGIES = ("base", "random", "balanced")
 OPTIMIZERS = ("sgd", "adamw")
-ARCHS = ("hourglass", "downsample")
+ARCHS = ("hourglass", "downsample", "downsample-single")
+ENCODERS = ("vgg16", "vgg11", "googlenet")
+ANCHOR_SETS = (30, 9)
 NORMS = ("bn", "none")
 # eval-baseline
 PEER_METHODS = ("selective-search", "sliding-window")
+# experiment
+EXPERIMENTS = ("components", "data-strategy")

@@ -11,11 +11,15 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from eic_builder import __version__, choices
 from eic_builder.errors import EICError
+
+if TYPE_CHECKING:
+    from baseline.config import TrainConfig
 
 
 def _one_line(message: str) -> str:
@@ -532,78 +536,104 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+# The options of one training run, shared by train-baseline and experiment (the base of every row).
+_TRAINING_OPTIONS = [
+    click.option("--sampling", default=None, type=click.Choice(choices.SAMPLING_STRATEGIES),
+                 help=_default_help("sampling", "Order of the training images.")),
+    click.option("--iters", type=int, default=None, help=_default_help("iters", "Iterations.")),
+    click.option("--images-per-batch", type=int, default=None,
+                 help=_default_help("images_per_batch", "Images per iteration, all ranks.")),
+    click.option("--lr", type=float, default=None,
+                 help=_default_help("lr", "Base learning rate (the paper's 1e-4).")),
+    click.option("--lr-step", type=int, default=None,
+                 help=_default_help("lr_step", "Halve the learning rate every N iterations.")),
+    click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS),
+                 help=_default_help("optimizer", "sgd is the paper's.")),
+    click.option("--pos-iou", type=float, default=None, help=_default_help("pos_iou", "IoU for an object anchor.")),
+    click.option("--train-scales", default=None, help=_default_help(
+        "train_scales", "Shorter sides drawn per batch (comma list; one value: a fixed training scale).")),
+    click.option("--arch", default=None, type=click.Choice(choices.ARCHS), help=_default_help(
+        "arch", "hourglass: the paper's; downsample: heads on the encoder's three maps; downsample-single: "
+        "one head on its last map (the component table's structures).")),
+    click.option("--encoder", default=None, type=click.Choice(choices.ENCODERS), help=_default_help(
+        "encoder", "vgg16, the shallower vgg11, or googlenet (Inception with batch norm).")),
+    click.option("--anchors", default=None, type=click.Choice(choices.ANCHOR_SETS), help=_default_help(
+        "anchors", "30: the paper's anchors on three levels; 9: Faster R-CNN's, one scale per level.")),
+    click.option("--width", type=float, default=None,
+                 help=_default_help("width", "Channel multiplier of a VGG encoder.")),
+    click.option("--norm", default=None, type=click.Choice(choices.NORMS),
+                 help=_default_help("norm", "bn: vgg*_bn layout (trains from scratch); none: vgg* layout.")),
+    click.option("--gray/--no-gray", default=None, help=_default_help("gray", "Train the gray class (remark c).")),
+    click.option("--neg-ratio", type=float, default=None,
+                 help=_default_help("neg_ratio", "Negatives per positive (remark b).")),
+    click.option("--neg-ratio-control/--no-neg-ratio-control", default=None, help=_default_help(
+        "neg_ratio_control", "Cap negatives at --neg-ratio per positive (remark b); off: they fill the batch.")),
+    click.option("--anchors-per-image", type=int, default=None, help=_default_help("anchors_per_image", "")),
+    click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Encoder weights in torchvision's format: vgg16 (--norm none), vgg16_bn, vgg11(_bn), "
+                 "googlenet state dicts, or the encoder.pt of eic-build pretrain."),
+    click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_default_help("device", "")),
+    click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA.")),
+    click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers.")),
+    click.option("--checkpoint-every", type=int, default=None,
+                 help=_default_help("checkpoint_every", "Iterations between checkpoints.")),
+    click.option("--seed", type=int, default=None, help=_default_help("seed", "")),
+    click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests and `make demo`; options "
+                 "given on the command line override it."),
+]
+
+
+def _training_options(command):
+    for option in reversed(_TRAINING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _train_config(tiny: bool, options: dict) -> TrainConfig:
+    """The TrainConfig of the training options given: what was typed overrides --tiny's or the defaults."""
+    from baseline.config import TrainConfig
+
+    given = dict(options)
+    if given.get("train_scales"):
+        given["train_scales"] = _ints(given["train_scales"])
+    if given.get("backbone_weights"):
+        given["backbone_weights"] = str(given["backbone_weights"])
+    fields = {k: v for k, v in given.items() if v is not None}
+    return TrainConfig.tiny(**fields) if tiny else TrainConfig(**fields)
+
+
 @main.command("train-baseline")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Held-out manifest scored (Rec@0.5, AR@100, single scale) at the end of training.")
-@click.option("--sampling", default=None, type=click.Choice(choices.SAMPLING_STRATEGIES),
-              help=_default_help("sampling", "Order of the training images."))
-@click.option("--iters", type=int, default=None, help=_default_help("iters", "Iterations."))
-@click.option("--images-per-batch", type=int, default=None,
-              help=_default_help("images_per_batch", "Images per iteration, all ranks."))
-@click.option("--lr", type=float, default=None, help=_default_help("lr", "Base learning rate (the paper's 1e-4)."))
-@click.option("--lr-step", type=int, default=None,
-              help=_default_help("lr_step", "Halve the learning rate every N iterations."))
-@click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS),
-              help=_default_help("optimizer", "sgd is the paper's."))
-@click.option("--pos-iou", type=float, default=None, help=_default_help("pos_iou", "IoU for an object anchor."))
-@click.option("--train-scales", default=None,
-              help=_default_help("train_scales", "Shorter sides drawn per batch (comma list)."))
-@click.option("--arch", default=None, type=click.Choice(choices.ARCHS), help=_default_help("arch", ""))
-@click.option("--width", type=float, default=None,
-              help=_default_help("width", "Channel multiplier of the VGG-16 encoder."))
-@click.option("--norm", default=None, type=click.Choice(choices.NORMS),
-              help=_default_help("norm", "bn: vgg16_bn layout (trains from scratch); none: vgg16 layout."))
-@click.option("--gray/--no-gray", default=None, help=_default_help("gray", "Train the gray class (remark c)."))
-@click.option("--neg-ratio", type=float, default=None,
-              help=_default_help("neg_ratio", "Negatives per positive (remark b)."))
-@click.option("--anchors-per-image", type=int, default=None, help=_default_help("anchors_per_image", ""))
-@click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="torchvision vgg16 (--norm none) or vgg16_bn (--norm bn) state dict for the encoder.")
-@click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_default_help("device", ""))
-@click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA."))
-@click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers."))
-@click.option("--checkpoint-every", type=int, default=None,
-              help=_default_help("checkpoint_every", "Iterations between checkpoints."))
-@click.option("--seed", type=int, default=None, help=_default_help("seed", ""))
+@_training_options
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
-@click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests and `make demo`; options "
-              "given on the command line override it.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many minutes of training (checkpoint at the iteration reached); the "
+              "learning-rate schedule stays that of --iters.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: DistributedDataParallel.")
-def train_cmd(manifest: Path, out: Path, val: Path | None, sampling: str | None, iters: int | None,
-              images_per_batch: int | None, lr: float | None, lr_step: int | None, optimizer: str | None,
-              pos_iou: float | None, train_scales: str | None, arch: str | None, width: float | None,
-              norm: str | None, gray: bool | None, neg_ratio: float | None, anchors_per_image: int | None,
-              backbone_weights: Path | None, device: str | None, amp: bool | None, workers: int | None,
-              checkpoint_every: int | None, seed: int | None, root: Path | None, tiny: bool, resume: bool,
-              distributed: bool) -> None:
+def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, minutes: float | None, tiny: bool,
+              resume: bool, distributed: bool, **options: object) -> None:
     """Train the hourglass RPN on the images with boxes of MANIFEST (see CLI.md).
 
     Options not given take the defaults (or --tiny's values) shown in their help.
     """
-    from baseline.config import TrainConfig
     from baseline.engine import train
 
-    given = {"iters": iters, "images_per_batch": images_per_batch, "lr": lr, "lr_step": lr_step,
-             "optimizer": optimizer, "pos_iou": pos_iou,
-             "train_scales": _ints(train_scales) if train_scales else None, "width": width, "workers": workers,
-             "checkpoint_every": checkpoint_every, "sampling": sampling, "arch": arch, "norm": norm, "gray": gray,
-             "neg_ratio": neg_ratio, "anchors_per_image": anchors_per_image, "device": device, "amp": amp,
-             "seed": seed, "backbone_weights": str(backbone_weights) if backbone_weights else None}
-    fields = {k: v for k, v in given.items() if v is not None}  # what was typed overrides a preset
-    cfg = TrainConfig.tiny(**fields) if tiny else TrainConfig(**fields)
-    r = train(manifest, out, cfg, resume=resume, distributed=distributed, root=root)
-    click.echo(f"trained to iteration {r.iteration} on {r.device} ({r.images_per_second:.1f} img/s), "
-               f"last loss {r.last_loss:.4f}; checkpoint {r.checkpoint}")
+    cfg = _train_config(tiny, options)
+    result = train(manifest, out, cfg, resume=resume, distributed=distributed, root=root,
+                   max_seconds=minutes * 60 if minutes else None)
+    click.echo(f"trained to iteration {result.iteration} on {result.device} ({result.images_per_second:.1f} img/s), "
+               f"last loss {result.last_loss:.4f}; checkpoint {result.checkpoint}")
     if val is not None:
         from baseline.eval_run import evaluate_methods
         from baseline.proposals import ProposalConfig
 
         scale = int(sum(cfg.train_scales) / len(cfg.train_scales))
-        res = evaluate_methods(val, out / "val_eval", str(r.checkpoint), [],
+        res = evaluate_methods(val, out / "val_eval", str(result.checkpoint), [],
                                ProposalConfig(scales=(scale,), top_k=1000), device=cfg.device, root=root)["rpn"]
         click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
 
@@ -635,6 +665,55 @@ def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[
                      amp, max_images, root=root)
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
+
+
+def _labelled_manifest(text: str) -> tuple[str, str] | tuple[None, str]:
+    label, sep, path = text.partition("=")
+    return (label, path) if sep and label and "/" not in label else (None, text)
+
+
+@main.command("experiment")
+@click.argument("name", type=click.Choice(choices.EXPERIMENTS))
+@click.option("--train", "trains", multiple=True, required=True, metavar="[LABEL=]MANIFEST",
+              help="Training manifest; data-strategy takes two (labels default to ILSVRC-1k, then EIC, the paper's "
+              "rows), components one. Repeatable.")
+@click.option("--test", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Held-out manifest every row is scored on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Experiment folder: runs/, peers/, table.md, table.csv, table.json. Rerun to resume.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop each row's training after this many minutes (else at --iters).")
+@click.option("--scales", default="600", show_default=True, help="Test scales (shorter side) of the RPN rows.")
+@_training_options
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root of every manifest (default: each manifest's scan root).")
+def experiment_cmd(name: str, trains: tuple[str, ...], test: Path, out: Path, minutes: float | None, scales: str,
+                   tiny: bool, root: Path | None, **options: object) -> None:
+    """Regenerate one of the paper's result tables: train and score every row (see CLI.md).
+
+    components: the structures and anchor schemes of "Component analysis" (10 rows, 9 trainings).
+    data-strategy: {ILSVRC-1k, EIC} x {base, random, balanced} of "Investigation on training data",
+    with Selective Search and the sliding window. The training options set the base configuration that
+    every row varies; a rerun with the same options resumes at the first unfinished row.
+    """
+    from baseline.experiment import DEFAULT_TRAIN_LABELS, ExperimentPlan, run_experiment
+
+    cfg = _train_config(tiny, options)
+    labelled = []
+    for i, text in enumerate(trains):
+        label, path = _labelled_manifest(text)
+        labelled.append((label or (DEFAULT_TRAIN_LABELS[i] if i < len(DEFAULT_TRAIN_LABELS) else f"train{i + 1}"),
+                         path))
+    plan = ExperimentPlan(name, tuple(labelled), str(test), cfg, tiny, minutes, _ints(scales),
+                          str(root) if root else None)
+
+    def report(result: object) -> None:
+        figures = ", ".join(f"{k} {100 * v:.2f}" for k, v in result.metrics.items())
+        click.echo(f"{result.label}: {figures}")
+
+    run_experiment(plan, out, on_row=report)
+    click.echo((out / "table.md").read_text(), nl=False)
+    click.echo(f"wrote {out}/table.md, table.csv and table.json")
 
 
 @main.command("reference-lists")

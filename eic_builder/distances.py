@@ -100,9 +100,9 @@ class ClassSums:
         import torch.distributed as dist
 
         for name in ("sums", "counts", "sq"):
-            t = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-            dist.all_reduce(t)
-            setattr(self, name, t.numpy())
+            tensor = torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+            dist.all_reduce(tensor)
+            setattr(self, name, tensor.numpy())
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,9 @@ def distances(acc: ClassSums) -> DistanceStats:
     if n_classes >= 2:
         cent = acc.sums[present] / n[present, None]
         norms = np.linalg.norm(cent, axis=1, keepdims=True)
-        c = np.divide(cent, norms, out=np.zeros_like(cent), where=norms > 0)
-        total = c.sum(axis=0)
-        pair_cos_sum = (total @ total - np.einsum("ij,ij->", c, c)) / 2
+        unit_centroids = np.divide(cent, norms, out=np.zeros_like(cent), where=norms > 0)
+        total = unit_centroids.sum(axis=0)
+        pair_cos_sum = (total @ total - np.einsum("ij,ij->", unit_centroids, unit_centroids)) / 2
         inter = float(1.0 - pair_cos_sum / (n_classes * (n_classes - 1) / 2))
     return DistanceStats(inner, inter, int(acc.counts.sum()), n_classes, int(multi.sum()))
 

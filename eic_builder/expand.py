@@ -100,8 +100,8 @@ def _image_counts(options: ExpandOptions) -> tuple[dict[str, int] | None, frozen
     if options.min_images == 0:
         return None, None, "none (--min-images 0)"
     if options.image_counts:
-        m = read_manifest(options.image_counts)
-        labels = m.images["wnid"].drop_null().to_pylist()
+        counts_manifest = read_manifest(options.image_counts)
+        labels = counts_manifest.images["wnid"].drop_null().to_pylist()
         return dict(Counter(labels)), None, f"scan of {Path(options.image_counts).name} ({len(labels):,} images)"
     if options.min_images > 500:
         raise OptionError(f"--min-images {options.min_images} needs real counts: give --image-counts DIR "

@@ -138,23 +138,23 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
 def manifest_items(directory: str | os.PathLike[str], on: str,
                    root: str | os.PathLike[str] | None = None) -> tuple[list[FeatureItem], str]:
     """The items of a manifest (images with files, or their boxes) and the image root (``root`` or the scan's)."""
-    m = read_manifest(directory)
-    images = m.images.filter(m.images["has_image"])
+    manifest = read_manifest(directory)
+    images = manifest.images.filter(manifest.images["has_image"])
     refs = image_refs(images)
     cols = images.select(["image_id", "label"]).to_pydict()
     if on == "image":
         return [FeatureItem(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
-            image_root(m.meta, root)
+            image_root(manifest.meta, root)
     ref_of = dict(zip(cols["image_id"], refs))
-    coords = m.boxes.select(["x1", "y1", "x2", "y2"]).to_pandas().to_numpy()
+    coords = manifest.boxes.select(["x1", "y1", "x2", "y2"]).to_pandas().to_numpy()
     if len(coords) and not np.isfinite(coords).all():  # scans never store one; a manifest made otherwise may
-        bad = m.boxes.slice(int(np.argmin(np.isfinite(coords).all(axis=1))), 1).to_pylist()[0]
+        bad = manifest.boxes.slice(int(np.argmin(np.isfinite(coords).all(axis=1))), 1).to_pylist()[0]
         raise FormatError(f"manifest {directory} holds a box that is not finite: image {bad['image_id']} box "
                           f"{bad['box_index']} ({bad['x1']}, {bad['y1']}, {bad['x2']}, {bad['y2']}); scan it again")
-    boxes = m.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
+    boxes = manifest.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
     return [FeatureItem(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
                  (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \
-        image_root(m.meta, root)
+        image_root(manifest.meta, root)
 
 
 def _settings(cfg: FeatureConfig, manifest: str, dtype: str) -> dict:

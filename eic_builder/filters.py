@@ -77,8 +77,8 @@ def filter_manifest(
         raise OptionError(f"--min-side={min_side} must be a finite number >= 0")
     if Path(out).resolve() == Path(src).resolve():
         raise OptionError(f"--out {out} is the input directory; choose another")
-    m = read_manifest(src)
-    boxes, images, rejects = m.boxes, m.images, m.rejects
+    manifest = read_manifest(src)
+    boxes, images, rejects = manifest.boxes, manifest.images, manifest.rejects
     excluded = 0
     if exclude:
         excluded_ids = pa.array(sorted(exclude), pa.string())
@@ -122,13 +122,13 @@ def filter_manifest(
     n_boxes = pc.fill_null(pc.take(counts.field("counts"), idx), 0).cast(pa.int32())
     new_images = new_images.set_column(new_images.schema.get_field_index("n_boxes"), "n_boxes", n_boxes)
     result = FilterResult(
-        removed_boxes=len(m.boxes) - len(new_boxes),
-        removed_images=len(m.images) - len(new_images),
+        removed_boxes=len(manifest.boxes) - len(new_boxes),
+        removed_images=len(manifest.images) - len(new_images),
         kept_boxes=len(new_boxes),
         kept_images=len(new_images),
         excluded_images=excluded,
     )
-    meta = derived_metadata({str(src): m.meta}, filter={"drop": sorted(drop), "keep": sorted(keep),
+    meta = derived_metadata({str(src): manifest.meta}, filter={"drop": sorted(drop), "keep": sorted(keep),
                                                         "min_side": min_side, "small_px": small_px,
                                                         "twisted_ratio": twisted_ratio,
                                                         "excluded_images": excluded})

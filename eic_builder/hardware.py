@@ -105,11 +105,11 @@ def matmul_rate(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: floa
     while spent < seconds:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        t = time.perf_counter()
+        started = time.perf_counter()
         torch.mm(a, b)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t
+        dt = time.perf_counter() - started
         best, spent = min(best, dt), spent + dt
     return 2 * n**3 / best / 1e9
 

@@ -38,19 +38,19 @@ def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[
         if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
             raise OptionError(f"{name_a} {path_a} and {name_b} {path_b} overlap; split writes two new manifests "
                               "and never overwrites one: give separate folders")
-    m = read_manifest(src)
-    mask = pa.array([held_out(i, fraction, seed) for i in m.images["image_id"].to_pylist()], pa.bool_())
-    test_ids = m.images["image_id"].filter(mask)
+    manifest = read_manifest(src)
+    mask = pa.array([held_out(i, fraction, seed) for i in manifest.images["image_id"].to_pylist()], pa.bool_())
+    test_ids = manifest.images["image_id"].filter(mask)
     # a reject goes with its image id, as its image would have; one without an id stays with the train part
     rejects_held_out = pa.array([i is not None and held_out(i, fraction, seed)
-                                 for i in m.rejects["image_id"].to_pylist()], pa.bool_())
+                                 for i in manifest.rejects["image_id"].to_pylist()], pa.bool_())
     for out, keep_test in ((train_out, False), (test_out, True)):
-        images = m.images.filter(mask if keep_test else pc.invert(mask))
-        in_test = pc.is_in(m.boxes["image_id"], test_ids)
-        boxes = m.boxes.filter(in_test if keep_test else pc.invert(in_test))
-        rejects = m.rejects.filter(rejects_held_out if keep_test else pc.invert(rejects_held_out))
-        meta = derived_metadata({str(src): m.meta}, test_fraction=fraction, seed=seed,
+        images = manifest.images.filter(mask if keep_test else pc.invert(mask))
+        in_test = pc.is_in(manifest.boxes["image_id"], test_ids)
+        boxes = manifest.boxes.filter(in_test if keep_test else pc.invert(in_test))
+        rejects = manifest.rejects.filter(rejects_held_out if keep_test else pc.invert(rejects_held_out))
+        meta = derived_metadata({str(src): manifest.meta}, test_fraction=fraction, seed=seed,
                                 part="test" if keep_test else "train")
         write_manifest(out, images, boxes, rejects, meta)
     n_test = int(pc.sum(mask).as_py() or 0)
-    return len(m.images) - n_test, n_test
+    return len(manifest.images) - n_test, n_test

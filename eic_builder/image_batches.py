@@ -198,14 +198,14 @@ def decode_batch_on_device(data: list[bytes], items: list[FeatureItem], pp: Prep
     """Batched nvJPEG decode + preprocessing on ``device``; per-file CPU fallback. Returns (B, 3, crop, crop)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    tensors = [bytes_tensor(d) if isinstance(d, (bytes, bytearray)) else d for d in data]
+    tensors = [bytes_tensor(tensor) if isinstance(tensor, (bytes, bytearray)) else tensor for tensor in data]
     try:
         images = decode_jpeg(tensors, device=device, mode=ImageReadMode.RGB)
     except RuntimeError:
         images = []
-        for d in tensors:
+        for tensor in tensors:
             try:
-                images.append(decode_jpeg(d, device=device, mode=ImageReadMode.RGB))
+                images.append(decode_jpeg(tensor, device=device, mode=ImageReadMode.RGB))
             except RuntimeError:  # PNG, CMYK or anything nvJPEG refuses
-                images.append(decode_cpu(d).to(device, non_blocking=True))
+                images.append(decode_cpu(tensor).to(device, non_blocking=True))
     return preprocess_batch(images, items, pp)

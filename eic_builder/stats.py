@@ -81,8 +81,8 @@ def compute_split_stats(
     eic_wnids: frozenset[str] | None = None,
 ) -> SplitStats:
     """Statistics of the manifest at ``directory`` (vectorised over boxes; no per-row Python)."""
-    m = read_manifest(directory, box_columns=["x1", "y1", "x2", "y2", "area_ratio"])
-    images, boxes = m.images, m.boxes
+    manifest = read_manifest(directory, box_columns=["x1", "y1", "x2", "y2", "area_ratio"])
+    images, boxes = manifest.images, manifest.boxes
     labels = images["label"].drop_null()
     counts = pc.value_counts(labels).field("counts").to_numpy() if len(labels) else np.zeros(0, dtype=np.int64)
     n_boxes = len(boxes)
@@ -289,10 +289,10 @@ def dataset_table(
                           f"{', '.join(name for name, _ in named)}")
     stats = []
     for name, path in named:
-        s = compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids)
+        split_stats = compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids)
         if name in features:
-            s = with_distances(s, features[name])
-        stats.append(s)
+            split_stats = with_distances(split_stats, features[name])
+        stats.append(split_stats)
     return render(stats, fmt, small_px, twisted_ratio)
 
 
@@ -304,6 +304,6 @@ def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str]) -> SplitS
     from eic_builder.manifest import feature_shards, read_metadata
 
     meta = read_metadata(feature_shards(feature_dir)[0])
-    d = feature_distances(feature_dir)
+    distances = feature_distances(feature_dir)
     note = " (random weights)" if meta.get("random_weights") else ""
-    return replace(s, inner_distance=d.inner, inter_distance=d.inter, distance_note=note or "")
+    return replace(s, inner_distance=distances.inner, inter_distance=distances.inter, distance_note=note or "")

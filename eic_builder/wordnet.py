@@ -270,12 +270,12 @@ def _min_depth(wnids: list[str], hypernyms: list[list[str]]) -> np.ndarray:
     for i, parents in enumerate(hypernyms):
         if not parents:
             roots.append(i)
-        for p in parents:
-            children[index[p]].append(i)
+        for parent in parents:
+            children[index[parent]].append(i)
     depth = np.full(len(wnids), -1, dtype=np.int16)
     queue = deque(roots)
-    for r in roots:
-        depth[r] = 0
+    for root in roots:
+        depth[root] = 0
     while queue:
         i = queue.popleft()
         for c in children[i]:
@@ -298,11 +298,11 @@ class WordNetIndex:
     def __post_init__(self) -> None:
         wnids = self.table["wnid"].to_pylist()
         self._pos = {w: i for i, w in enumerate(wnids)}
-        self._parents = [[self._pos[p] for p in ps] for ps in self.table["hypernyms"].to_pylist()]
+        self._parents = [[self._pos[parent] for parent in ps] for ps in self.table["hypernyms"].to_pylist()]
         self._children = [[] for _ in wnids]
         for i, ps in enumerate(self._parents):
-            for p in ps:
-                self._children[p].append(i)
+            for parent in ps:
+                self._children[parent].append(i)
         self.wnids = wnids
         self.lemmas = self.table["lemma"].to_pylist()
         self.glosses = self.table["gloss"].to_pylist()

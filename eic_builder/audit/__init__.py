@@ -186,8 +186,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             result.undecodable = int((~valid).sum())
             found.append(("perceptual", *perceptual.perceptual_pairs(hashes, valid, phash_threshold)))
         if "features" in methods:
-            z = neighbours.whiten(feature_matrix, whiten_dims)
-            i, j, score = neighbours.cosine_pairs(z, min_cosine, index, device)
+            whitened = neighbours.whiten(feature_matrix, whiten_dims)
+            i, j, score = neighbours.cosine_pairs(whitened, min_cosine, index, device)
             a, b = feature_rows[i], feature_rows[j]
             swap = a > b
             a, b = np.where(swap, b, a), np.where(swap, a, b)

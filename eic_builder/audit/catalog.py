@@ -81,14 +81,14 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
     cat = Catalog()
     manifests = []
     for k, directory in enumerate(directories):
-        m = read_manifest(directory, box_columns=["image_id"])
-        cat.names.append(manifest_name(Path(directory), m.images))
+        manifest = read_manifest(directory, box_columns=["image_id"])
+        cat.names.append(manifest_name(Path(directory), manifest.images))
         cat.directories.append(Path(directory).resolve())
         check_distinct_names(list(zip(cat.names, directories)), "audit manifests of different names")
         cat.roots.append(os.fspath(root) if root else None)
-        cat.metas.append(m.meta)
-        cols = m.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
-        refs = image_refs(m.images)
+        cat.metas.append(manifest.meta)
+        cols = manifest.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
+        refs = image_refs(manifest.images)
         keep = [i for i, has in enumerate(cols["has_image"]) if has and refs[i].path is not None]
         cat.without_file += len(refs) - len(keep)
         manifests.append(np.full(len(keep), k, dtype=np.int32))

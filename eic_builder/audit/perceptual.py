@@ -92,8 +92,8 @@ def block_count(n: int, threshold: int) -> int:
 
 def _flip_masks(bits: int, radius: int) -> np.ndarray:
     masks = [0]
-    for r in range(1, radius + 1):
-        masks += [sum(1 << b for b in combo) for combo in combinations(range(bits), r)]
+    for distance in range(1, radius + 1):
+        masks += [sum(1 << b for b in combo) for combo in combinations(range(bits), distance)]
     return np.asarray(masks, dtype=np.uint64)
 
 

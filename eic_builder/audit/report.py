@@ -26,13 +26,13 @@ def _relations(pairs: pa.Table) -> dict[str, Counter[str]]:
     cols = pairs.select(["method", "manifest_a", "split_a", "label_a", "manifest_b", "split_b", "label_b"])
     counts: dict[str, Counter[str]] = {}
     for method, ma, sa, la, mb, sb, lb in zip(*cols.to_pydict().values()):
-        c = counts.setdefault(method, Counter())
-        c["all pairs"] += 1
-        c["within one split" if (ma, sa) == (mb, sb) else "across splits"] += 1
-        c["across manifests"] += ma != mb
-        c["across classes"] += la != lb
+        method_counts = counts.setdefault(method, Counter())
+        method_counts["all pairs"] += 1
+        method_counts["within one split" if (ma, sa) == (mb, sb) else "across splits"] += 1
+        method_counts["across manifests"] += ma != mb
+        method_counts["across classes"] += la != lb
         split_pair = " / ".join(sorted((sa, sb)))
-        c[f"split pair {split_pair}"] += 1
+        method_counts[f"split pair {split_pair}"] += 1
     return counts
 
 
@@ -103,10 +103,10 @@ def write_contact_sheet(path: Path, cat: Catalog, found: list[tuple[str, np.ndar
         # the methods take turns, each closest first: one method's many identical pairs do not fill the sheet
         candidates += [(key[0], rank, METHOD_ORDER[method], *key[1:]) for rank, key in enumerate(sorted(ranked))]
     chosen, shown = [], set()
-    for c in sorted(candidates):  # a pair found by several methods is shown once, under the first
-        if (c[-2], c[-1]) not in shown and len(chosen) < n_pairs:
-            shown.add((c[-2], c[-1]))
-            chosen.append(c[:1] + c[2:])
+    for candidate in sorted(candidates):  # a pair found by several methods is shown once, under the first
+        if (candidate[-2], candidate[-1]) not in shown and len(chosen) < n_pairs:
+            shown.add((candidate[-2], candidate[-1]))
+            chosen.append(candidate[:1] + candidate[2:])
     width = 2 * THUMB + 30
     sheet = Image.new("RGB", (width, max(1, len(chosen)) * (THUMB + CAPTION) + 10), "white")
     draw = ImageDraw.Draw(sheet)

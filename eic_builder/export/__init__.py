@@ -56,21 +56,21 @@ def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str]
     from eic_builder.export.coco import coco_document
     from eic_builder.manifest import write_text
 
-    for s in splits:
-        root = s.root if s.images else ""
+    for split in splits:
+        root = split.root if split.images else ""
         if materialize:
-            folder = out / "images" / s.name
-            file_names = [f"{i.image_id}{i.extension}" for i in s.images]
-            result.placement += materialize_images(s.images, [folder / f for f in file_names], root)
+            folder = out / "images" / split.name
+            file_names = [f"{i.image_id}{i.extension}" for i in split.images]
+            result.placement += materialize_images(split.images, [folder / f for f in file_names], root)
             image_root = str(folder.resolve())
         else:
-            file_names = [i.ref.path for i in s.images]
+            file_names = [i.ref.path for i in split.images]
             image_root = str(Path(root).resolve()) if root else ""
-            result.archive_references += sum(i.in_archive for i in s.images)
-        doc = coco_document(s, names, file_names, image_root, reference_archives=not materialize)
-        path = out / "annotations" / f"instances_{s.name}.json"
+            result.archive_references += sum(i.in_archive for i in split.images)
+        doc = coco_document(split, names, file_names, image_root, reference_archives=not materialize)
+        path = out / "annotations" / f"instances_{split.name}.json"
         result.files.append(write_text(path, json.dumps(doc, separators=(",", ":"))))
-        result.image_roots[s.name] = image_root
+        result.image_roots[split.name] = image_root
 
 
 def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
@@ -79,31 +79,32 @@ def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str],
     from eic_builder.manifest import write_text
 
     owner: dict[str, str] = {}
-    for s in splits:
-        for image in s.images:
+    for split in splits:
+        for image in split.images:
             if image.image_id in owner:
-                raise OptionError(f"image id {image.image_id!r} is in both {owner[image.image_id]!r} and {s.name!r}; "
-                                  "VOC keeps one Annotations/ folder for all splits: export them separately")
-            owner[image.image_id] = s.name
-        in_archives = sum(i.in_archive for i in s.images)
+                raise OptionError(f"image id {image.image_id!r} is in both {owner[image.image_id]!r} and "
+                                  f"{split.name!r}; VOC keeps one Annotations/ folder for all splits: export them "
+                                  "separately")
+            owner[image.image_id] = split.name
+        in_archives = sum(i.in_archive for i in split.images)
         if in_archives and not materialize:
-            raise OptionError(f"{in_archives:,} images of {s.directory} lie inside archives, which VOC cannot point "
-                              "into; add --materialize to write them out once")
-    for s in splits:
-        file_names = [f"{i.image_id}{i.extension}" for i in s.images]
+            raise OptionError(f"{in_archives:,} images of {split.directory} lie inside archives, which VOC cannot "
+                              "point into; add --materialize to write them out once")
+    for split in splits:
+        file_names = [f"{i.image_id}{i.extension}" for i in split.images]
         dests = [out / "JPEGImages" / f for f in file_names]
-        root = s.root if s.images else ""
+        root = split.root if split.images else ""
         place = materialize_images if materialize else link_images
-        result.placement += place(s.images, dests, root)
+        result.placement += place(split.images, dests, root)
         folder = out / "Annotations"
         folder.mkdir(parents=True, exist_ok=True)
         # one small file per image, rewritten whole on every run: plain writes (a rename each would
         # double the metadata work) whose last run always completes them
-        for image, file_name in progress(list(zip(s.images, file_names)), desc=f"voc {s.name}", unit="img"):
-            text = voc_xml(image, file_name, s.boxes.get(image.image_id, []), names, folder=s.name)
+        for image, file_name in progress(list(zip(split.images, file_names)), desc=f"voc {split.name}", unit="img"):
+            text = voc_xml(image, file_name, split.boxes.get(image.image_id, []), names, folder=split.name)
             (folder / f"{image.image_id}.xml").write_text(text, encoding="utf-8")
-        ids = "".join(f"{i.image_id}\n" for i in s.images)
-        result.files.append(write_text(out / "ImageSets" / "Main" / f"{s.name}.txt", ids))
+        ids = "".join(f"{i.image_id}\n" for i in split.images)
+        result.files.append(write_text(out / "ImageSets" / "Main" / f"{split.name}.txt", ids))
     result.files.insert(0, out / "Annotations")
 
 
@@ -112,14 +113,14 @@ def _export_hf(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], 
     from eic_builder.manifest import command_line
     from eic_builder.stats import compute_split_stats, render
 
-    check_split_names([s.name for s in splits])
-    box_labels = sorted({b.label for s in splits for boxes in s.boxes.values() for b in boxes})
+    check_split_names([split.name for split in splits])
+    box_labels = sorted({b.label for split in splits for boxes in split.boxes.values() for b in boxes})
     categories = [names[label] for label in box_labels]
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for s in splits:
-        result.files += write_split_shards(s, names, categories, data_dir)
-    table = render([compute_split_stats(s.name, s.directory) for s in splits], "md")
+    for split in splits:
+        result.files += write_split_shards(split, names, categories, data_dir)
+    table = render([compute_split_stats(split.name, split.directory) for split in splits], "md")
     result.files.append(write_card(out, splits, table, command_line()))
 
 

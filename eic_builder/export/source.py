@@ -81,22 +81,22 @@ class ExportSplit:
 def load_split(directory: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> ExportSplit:
     """Read the manifest ``directory`` for export; images without a file are counted, not kept."""
     directory = Path(directory)
-    m = read_manifest(directory, box_columns=["image_id", "box_index", "label", "x1", "y1", "x2", "y2"])
-    cols = m.images.select(["image_id", "label", "width", "height", "has_image"]).to_pydict()
-    refs = image_refs(m.images)
+    manifest = read_manifest(directory, box_columns=["image_id", "box_index", "label", "x1", "y1", "x2", "y2"])
+    cols = manifest.images.select(["image_id", "label", "width", "height", "has_image"]).to_pydict()
+    refs = image_refs(manifest.images)
     images, kept = [], set()
     for image_id, label, width, height, has_image, ref in zip(cols["image_id"], cols["label"], cols["width"],
                                                              cols["height"], cols["has_image"], refs):
         if has_image and ref.path is not None:
             images.append(ExportImage(image_id, int(width), int(height), label, ref))
             kept.add(image_id)
-    split = ExportSplit(manifest_name(directory, m.images), directory, m.meta, images, root_override=root,
+    split = ExportSplit(manifest_name(directory, manifest.images), directory, manifest.meta, images, root_override=root,
                         without_file=len(cols["image_id"]) - len(images))
-    b = m.boxes
-    corners = [b[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")]
+    box_table = manifest.boxes
+    corners = [box_table[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")]
     # float32 -> Python float is exact: every writer gets the manifest's values to the last bit
-    for image_id, box_index, label, x1, y1, x2, y2 in zip(b["image_id"].to_pylist(), b["box_index"].to_pylist(),
-                                                          b["label"].to_pylist(), *(c.tolist() for c in corners)):
+    columns = [box_table[name].to_pylist() for name in ("image_id", "box_index", "label")]
+    for image_id, box_index, label, x1, y1, x2, y2 in zip(*columns, *(c.tolist() for c in corners)):
         if image_id in kept:
             split.boxes.setdefault(image_id, []).append(ExportBox(label, x1, y1, x2, y2, box_index))
         else:

@@ -226,31 +226,32 @@ class _Reader:
         ``window`` data is read by offset, else from each member's stream. A damaged tar raises one of
         :data:`ARCHIVE_ERRORS`; a damaged nested one is reported and skipped."""
         seen: set[str] = set()
-        for m in found:
-            path = f"{prefix}/{m.name}"
-            if m.kind != "file":
-                if m.kind != "dir":
+        for member in found:
+            path = f"{prefix}/{member.name}"
+            if member.kind != "file":
+                if member.kind != "dir":
                     self.out.ignored["not a regular file in an archive (link, device)"] += 1
                 continue
-            if _unsafe_name(m.name):
-                self.reject(path, "unsafe_member_name", f"member name {m.name!r} escapes the archive; "
+            if _unsafe_name(member.name):
+                self.reject(path, "unsafe_member_name", f"member name {member.name!r} escapes the archive; "
                             "it is reported, never extracted or scanned")
                 continue
-            if m.name in seen:
-                self.reject(path, "duplicate_member", f"a second member named {m.name!r} in {prefix}", _stem(m.name))
+            if member.name in seen:
+                self.reject(path, "duplicate_member", f"a second member named {member.name!r} in {prefix}",
+                            _stem(member.name))
                 continue
-            seen.add(m.name)
-            offset = None if base is None else base + m.offset
-            kind = archive_kind(m.name)
+            seen.add(member.name)
+            offset = None if base is None else base + member.offset
+            kind = archive_kind(member.name)
             if kind is not None:
-                self.nested(m, path, kind, depth + 1, offset, window)
-            elif m.name.lower().endswith((*IMAGE_SUFFIXES, ".xml")):
-                data = m.stream().read() if window is None else window.pread(m.size, m.offset)
-                if len(data) != m.size:
-                    raise tarfile.ReadError(f"unexpected end of data in member {m.name}")
-                self.member(path, m.name, data, offset)
+                self.nested(member, path, kind, depth + 1, offset, window)
+            elif member.name.lower().endswith((*IMAGE_SUFFIXES, ".xml")):
+                data = member.stream().read() if window is None else window.pread(member.size, member.offset)
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"unexpected end of data in member {member.name}")
+                self.member(path, member.name, data, offset)
             else:
-                self.member(path, m.name, b"", None)
+                self.member(path, member.name, b"", None)
 
     def nested(self, m: _Member, path: str, kind: str, depth: int, offset: int | None,
                window: _Window | None) -> None:

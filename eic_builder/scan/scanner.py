@@ -360,9 +360,9 @@ def scan(
     stale = 0
     for name, chunk in units:  # a finished unit is reused only if its input files are unchanged
         if (parts_root / name / MANIFEST_FILES["images"]).is_file():
-            m = read_manifest(parts_root / name)
-            if m.meta.get("inputs") == inputs_digest(chunk, cfg.root):
-                results[name] = (m.images, m.boxes, m.rejects)
+            part = read_manifest(parts_root / name)
+            if part.meta.get("inputs") == inputs_digest(chunk, cfg.root):
+                results[name] = (part.images, part.boxes, part.rejects)
             else:
                 stale += 1
     todo = [(name, chunk) for name, chunk in units if name not in results]

@@ -100,7 +100,7 @@ def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"--backbone-weights .*none\.pt does not exist"):
         train(train_manifest, tmp_path / "a", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "none.pt")))
     torch.save(vgg16(weights=None).state_dict(), tmp_path / "vgg16.pt")
-    with pytest.raises(ModelError, match="not a VGG-16 features state dict for this width"):
+    with pytest.raises(ModelError, match="not a torchvision vgg16_bn state dict for this encoder: features.0.weight"):
         train(train_manifest, tmp_path / "b", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "vgg16.pt")))
 
 
@@ -131,7 +131,7 @@ def test_checkpoints_never_run_code(train_manifest: Path, tmp_path: Path) -> Non
     assert not marker.exists()
     old = tmp_path / "old.pt"
     torch.save({**state, "version": 1}, old)
-    with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 2 "
+    with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 3 "
                                          r"\(its version is 1\)"):
         load_checkpoint(old)
 

@@ -36,6 +36,15 @@ def test_sample_controls_the_negative_ratio() -> None:
     assert (picked == BACKGROUND).sum() == 120  # 3 x 40
 
 
+def test_without_negative_ratio_control_negatives_fill_the_batch() -> None:
+    labels = torch.tensor([OBJECT] * 5 + [BACKGROUND] * 500 + [GRAY] * 100)
+    cfg = TargetConfig(batch_per_image=300, neg_ratio=None, gray_fraction=0.1)
+    picked = labels[sample(labels, cfg, torch.Generator().manual_seed(0))]
+    assert (picked == OBJECT).sum() == 5 and (picked == GRAY).sum() == 30 and (picked == BACKGROUND).sum() == 265
+    few = torch.tensor([OBJECT] * 2 + [BACKGROUND] * 7)
+    assert (few[sample(few, cfg, torch.Generator().manual_seed(0))] == BACKGROUND).sum() == 7  # all there are
+
+
 def test_loss_is_finite_and_trains() -> None:
     from baseline.model import HourglassRPN, ModelConfig
 
