@@ -18,6 +18,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from eic_builder.errors import ModelError, OptionError
 from eic_builder.manifest import write_text
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_matching, load_torch_file, state_dict_of
+
+if TYPE_CHECKING:
+    from baseline.pretrain import PretrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
     return cfg.lr * warm * cfg.lr_gamma ** (it // cfg.lr_step)
 
 
-def _save(path: Path, state: dict) -> None:
+def save_atomically(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -99,7 +103,7 @@ def _check_cpu_memory(cfg: TrainConfig, model: HourglassRPN, world: int) -> None
             "--train-scales or --width, or a GPU (--device cuda)")
 
 
-def _truncate_metrics(path: Path, iteration: int) -> None:
+def truncate_metrics(path: Path, iteration: int) -> None:
     """Drop the logged iterations after ``iteration`` (the checkpoint a resumed run starts from), so that a
     resumed run logs each iteration once; a line cut by a kill is dropped too."""
     if not path.is_file():
@@ -114,8 +118,12 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     write_text(path, "".join(f"{line}\n" for line in kept))
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict:
-    """A checkpoint written by :func:`train`; raises :class:`ModelError` for anything else.
+COMMANDS = {"rpn": "train-baseline", "classifier": "pretrain"}
+
+
+def load_checkpoint(path: str | os.PathLike[str], kind: str = "rpn") -> dict:
+    """A checkpoint written by :func:`train` (``kind="rpn"``) or by ``pretrain`` (``"classifier"``); raises
+    :class:`ModelError` for anything else.
 
     Checkpoints hold tensors and plain data only (the config as JSON text), so they are loaded
     with ``weights_only=True``: a file that needs more (pickled objects, code) is refused, never run.
@@ -123,8 +131,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict:
     state = load_torch_file(path, "checkpoint", weights_only=True)
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION or "model" not in state:
         found = state.get("version") if isinstance(state, dict) else None
-        raise ModelError(f"{path} is not an eic-build train-baseline checkpoint of version {CHECKPOINT_VERSION}"
+        raise ModelError(f"{path} is not an eic-build {COMMANDS[kind]} checkpoint of version {CHECKPOINT_VERSION}"
                          f"{f' (its version is {found})' if found is not None else ''}")
+    if state.get("kind", "rpn") != kind:
+        raise ModelError(f"{path} is an eic-build {COMMANDS[state['kind']]} checkpoint, not a {COMMANDS[kind]} one"
+                         f"{'; pass its encoder.pt as --backbone-weights' if state['kind'] == 'classifier' else ''}")
     state["config"] = json.loads(state["config"])
     return state
 
@@ -148,27 +159,30 @@ class TrainResult:
     device: str
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` names, over all of ``model``'s parameters."""
+def build_optimizer(cfg: TrainConfig | PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names (with its ``lr``, ``momentum``, ``weight_decay``), over all of
+    ``model``'s parameters."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class Checkpointer:
-    """Writes ``ckpt-<iteration>.pt`` and ``last.pt`` (tensors and plain data only) and restores a run."""
+    """Writes ``ckpt-<iteration>.pt`` and ``last.pt`` (tensors and plain data only) and restores a run.
+    ``cfg`` is the run's configuration (anything with ``to_json()``); ``kind`` what the model is."""
 
-    def __init__(self, run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-        self.run, self.model, self.optimizer, self.cfg = run, model, optimizer, cfg
+    def __init__(self, run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                 kind: str = "rpn") -> None:
+        self.run, self.model, self.optimizer, self.cfg, self.kind = run, model, optimizer, cfg, kind
         self.last = run / "last.pt"
 
     def save(self, iteration: int) -> None:
         state = {
-            "version": CHECKPOINT_VERSION, "iteration": iteration, "config": self.cfg.to_json(),
+            "version": CHECKPOINT_VERSION, "kind": self.kind, "iteration": iteration, "config": self.cfg.to_json(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
         }
-        _save(self.run / f"ckpt-{iteration:07d}.pt", state)
-        _save(self.last, state)
+        save_atomically(self.run / f"ckpt-{iteration:07d}.pt", state)
+        save_atomically(self.last, state)
 
     def restore(self, resume: bool) -> int:
         """The iteration to start from: 0 for a new run, ``last.pt``'s with ``resume`` (model, optimizer
@@ -181,8 +195,8 @@ class Checkpointer:
             return 0
         if not last.is_file():
             raise OptionError(f"--resume: no checkpoint {last} to resume from")
-        state = load_checkpoint(last)
-        if TrainConfig.from_dict(state["config"]) != self.cfg:
+        state = load_checkpoint(last, self.kind)
+        if state["config"] != json.loads(self.cfg.to_json()):
             raise OptionError(f"--resume: {last} was trained with another configuration; see "
                               f"{self.run / 'config.json'}")
         load_matching(self.model, state["model"], f"checkpoint {last}")
@@ -271,13 +285,17 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
     return losses
 
 
-def _agreed(flag: bool, distributed: bool) -> bool:
-    """``flag`` of rank 0 on every rank (all ranks must stop at the same iteration)."""
+def time_is_up(started: float, max_seconds: float | None, distributed: bool) -> bool:
+    """Whether ``max_seconds`` have passed since ``started`` (``time.perf_counter()``), as rank 0 sees it:
+    every rank gets rank 0's answer, so that all stop at the same iteration."""
+    if max_seconds is None:
+        return False
+    up = time.perf_counter() - started >= max_seconds
     if not distributed:
-        return flag
+        return up
     import torch.distributed as dist
 
-    value = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    value = torch.tensor([float(up)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(value, 0)
     return bool(value.item())
 
@@ -327,7 +345,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     start = checkpointer.restore(resume)
     if rank == 0:
         if resume:
-            _truncate_metrics(run / "metrics.jsonl", start)
+            truncate_metrics(run / "metrics.jsonl", start)
         write_text(run / "config.json", cfg.to_json())
     net = model
     if distributed:
@@ -357,7 +375,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         if it % cfg.log_every == 0 or it == stop:  # every rank: the losses are averaged over them
             metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
                            **{k: v for k, v in losses.items() if k != "loss"}})
-        out_of_time = max_seconds is not None and _agreed(time.perf_counter() - t0 >= max_seconds, distributed)
+        out_of_time = time_is_up(t0, max_seconds, distributed)
         if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
             checkpointer.save(it)
         if out_of_time:

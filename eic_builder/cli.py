@@ -70,8 +70,8 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
     """Build, audit and measure the Extended ImageNet Classification (EIC) dataset.
 
     Data flow: expand-classes -> scan -> assemble -> filter -> features -> stats, and
-    train-baseline -> eval-baseline for the hourglass RPN; export hands a manifest to COCO, VOC or
-    Hugging Face tools. See CLI.md.
+    pretrain -> train-baseline -> eval-baseline for the hourglass RPN, experiment for the paper's
+    result tables; export hands a manifest to COCO, VOC or Hugging Face tools. See CLI.md.
     """
     from eic_builder.progress import set_progress
 
@@ -636,6 +636,63 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
         res = evaluate_methods(val, out / "val_eval", str(result.checkpoint), [],
                                ProposalConfig(scales=(scale,), top_k=1000), device=cfg.device, root=root)["rpn"]
         click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
+
+
+def _pretrain_help(name: str, text: str) -> str:
+    """A pretrain option's help with its default and --tiny's value, read from PretrainConfig."""
+    from dataclasses import fields
+
+    from baseline.pretrain import PretrainConfig
+
+    default = {f.name: f.default for f in fields(PretrainConfig)}[name]
+    tiny = getattr(PretrainConfig.tiny(), name)
+    return f"{text} (default {default}{f'; --tiny: {tiny}' if tiny != default else ''})".strip()
+
+
+@main.command("pretrain")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Manifest scored top-1 / top-5 (centre crops) at the end; images of other classes are counted, "
+              "not scored.")
+@click.option("--encoder", default=None, type=click.Choice(choices.ENCODERS), help=_pretrain_help("encoder", ""))
+@click.option("--width", type=float, default=None,
+              help=_pretrain_help("width", "Channel multiplier of a VGG encoder."))
+@click.option("--norm", default=None, type=click.Choice(choices.NORMS), help=_pretrain_help("norm", ""))
+@click.option("--iters", type=int, default=None, help=_pretrain_help("iters", "Iterations."))
+@click.option("--images-per-batch", type=int, default=None,
+              help=_pretrain_help("images_per_batch", "Crops per iteration, all ranks."))
+@click.option("--lr", type=float, default=None, help=_pretrain_help("lr", "Peak learning rate (cosine decay)."))
+@click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS), help=_pretrain_help("optimizer", ""))
+@click.option("--crop", type=int, default=None, help=_pretrain_help("crop", "Crop side in pixels (a multiple of 32)."))
+@click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_pretrain_help("device", ""))
+@click.option("--amp/--no-amp", default=None, help=_pretrain_help("amp", "bfloat16 autocast on CUDA."))
+@click.option("--workers", type=int, default=None, help=_pretrain_help("workers", "DataLoader workers."))
+@click.option("--checkpoint-every", type=int, default=None,
+              help=_pretrain_help("checkpoint_every", "Iterations between checkpoints."))
+@click.option("--seed", type=int, default=None, help=_pretrain_help("seed", ""))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Image root of both manifests (default: each manifest's scan root).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many minutes (checkpoint and encoder.pt at the iteration reached).")
+@click.option("--tiny", is_flag=True, help="The small CPU configuration of the tests; typed options override it.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--distributed", is_flag=True, help="Under torchrun: DistributedDataParallel.")
+def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, minutes: float | None, tiny: bool,
+                 resume: bool, distributed: bool, **options: object) -> None:
+    """Train an encoder as a classifier of MANIFEST's image labels; RUN/encoder.pt is then
+    train-baseline's --backbone-weights (the paper's pretraining step; see CLI.md)."""
+    from baseline.pretrain import PretrainConfig, pretrain
+
+    fields = {k: v for k, v in options.items() if v is not None}
+    cfg = PretrainConfig.tiny(**fields) if tiny else PretrainConfig(**fields)
+    result = pretrain(manifest, out, cfg, val, resume=resume, distributed=distributed, root=root,
+                      max_seconds=minutes * 60 if minutes else None)
+    click.echo(f"pretrained to iteration {result.iteration} ({result.images_per_second:.1f} img/s), last loss "
+               f"{result.last_loss:.4f}; encoder weights {result.encoder_weights}")
+    if result.val:
+        click.echo(f"{val}: top-1 {100 * result.val['top1']:.2f} %, top-5 {100 * result.val['top5']:.2f} % on "
+                   f"{result.val['images']} images ({result.val['unknown_label']} of other classes not scored)")
 
 
 @main.command("eval-baseline")

@@ -104,6 +104,25 @@ def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
         train(train_manifest, tmp_path / "b", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "vgg16.pt")))
 
 
+
+def test_googlenet_encoder_trains_from_torchvision_weights(train_manifest: Path, tmp_path: Path) -> None:
+    from torchvision.models import googlenet
+
+    torch.manual_seed(1)
+    torch.save(googlenet(weights=None, aux_logits=True, init_weights=True).state_dict(), tmp_path / "g.pt")
+    weights = torch.load(tmp_path / "g.pt", weights_only=True)
+    cfg = TrainConfig.tiny(**{**FAST, "iters": 1}, encoder="googlenet", width=1.0, lr=1e-12,
+                           backbone_weights=str(tmp_path / "g.pt"))
+    train(train_manifest, tmp_path / "run", cfg)
+    model = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    # the convolutions start from the file (one step at lr 1e-12 moves them by nothing measurable)
+    for key in ("conv1.conv.weight", "inception4e.branch3.1.conv.weight", "inception5b.branch1.conv.weight"):
+        assert torch.allclose(model[f"backbone.encoder.{key}"], weights[key], atol=1e-9)
+    assert not any(k.startswith("backbone.encoder.aux") or ".fc." in k for k in model)
+    with pytest.raises(OptionError, match="--encoder googlenet is width 1 with batch norm; got --width 0.125"):
+        train(train_manifest, tmp_path / "bad", TrainConfig.tiny(**FAST, encoder="googlenet"))
+
+
 class _Payload:
     """Pickles as a call to ``os.system``: what a crafted checkpoint would run when loaded unsafely."""
 

@@ -1,0 +1,320 @@
+"""``eic-build pretrain``: train an encoder as an image classifier on a manifest's image labels.
+
+The paper's RPN starts from Inception-BN pretrained on EIC classification; this is that step with
+our encoders (``baseline.encoders``): the encoder, global average pooling of F^3 and one linear
+layer, trained with cross-entropy on the manifest's image labels (its ``label`` column, the wnid).
+Training images are random-resized crops (a quarter to all of the image's area, aspect 3/4..4/3)
+with horizontal flips; validation images are resized to ``crop * 8/7`` on the shorter side and centre
+cropped, scored top-1 and top-5.
+
+The run folder holds what ``train-baseline`` writes (``config.json``, ``metrics.jsonl``, checkpoints,
+``last.pt``; resumable with exactly the batches and crops of an uninterrupted run, since both are
+functions of the iteration) plus ``classes.txt`` (the label of each output), ``encoder.pt`` (the
+encoder alone, in torchvision's format: ``--backbone-weights`` takes it) and, with a validation
+manifest, ``val_metrics.json``. One process per GPU under ``torchrun`` (DistributedDataParallel),
+bfloat16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - PyTorch's own idiom
+from torch import nn
+from torch.utils.data import Dataset
+
+from baseline.data import read_rgb
+from baseline.encoders import build_encoder
+from baseline.engine import Checkpointer, MetricsWriter, build_optimizer, save_atomically, time_is_up, truncate_metrics
+from baseline.sampling import BatchPlan
+from eic_builder.choices import DEVICES, ENCODERS, NORMS, OPTIMIZERS
+from eic_builder.devices import init_distributed, rank_device, resolve_device
+from eic_builder.errors import ModelError, OptionError, check_choice
+from eic_builder.image_batches import normalise
+from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
+from eic_builder.manifest import read_manifest, write_text
+from eic_builder.progress import progress
+
+log = logging.getLogger(__name__)
+
+MIN_AREA, RATIOS = 0.25, (3 / 4, 4 / 3)  # random-resized-crop range (area fraction, aspect w/h)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A classification run. Defaults: SGD with momentum, linear warm-up then cosine decay, batches of
+    64 crops of 224 px; ``tiny()`` is the CPU test configuration."""
+
+    encoder: str = "vgg16"
+    width: float = 1.0
+    norm: str = "bn"
+    iters: int = 10000
+    images_per_batch: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 200
+    crop: int = 224
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 4
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 20
+
+    def validate(self) -> None:
+        check_choice("--encoder", self.encoder, ENCODERS)
+        check_choice("--norm", self.norm, NORMS)
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--device", self.device, DEVICES)
+        for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError(f"--lr={self.lr} must be a finite number > 0")
+        if self.crop < 32 or self.crop % 32:
+            raise OptionError(f"--crop={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
+        if not 0 < self.width <= 4:
+            raise OptionError(f"--width={self.width} must be in (0, 4]")
+        if self.encoder == "googlenet" and (self.width != 1.0 or self.norm != "bn"):
+            raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {self.width:g} "
+                              f"--norm {self.norm} (those options shape the VGG encoders)")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> PretrainConfig:
+        """About a minute on two CPU cores: a 1/8-width VGG-16 on 64-px crops."""
+        base = dict(width=0.125, iters=200, images_per_batch=16, optimizer="adamw", lr=3e-3, warmup_iters=10,
+                    crop=64, device="cpu", amp=False, workers=0, checkpoint_every=50, log_every=10)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+class EncoderClassifier(nn.Module):
+    """Images (B, 3, H, W) -> class logits (B, num_classes): the encoder's F^3, averaged, then ``fc``."""
+
+    def __init__(self, cfg: PretrainConfig, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = build_encoder(cfg.encoder, cfg.width, cfg.norm)
+        self.fc = nn.Linear(self.encoder.out_channels[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.encoder(x)[-1], 1), 1))
+
+
+def lr_at(cfg: PretrainConfig, it: int) -> float:
+    """Linear warm-up over ``warmup_iters``, then cosine decay to 0 at ``iters``."""
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / cfg.warmup_iters
+    progress_ = (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """(top, left, crop height, crop width) of a random-resized crop: area MIN_AREA..1 of the image, aspect
+    (w/h) log-uniform in RATIOS; the largest centred crop of that aspect when no draw fits in 10 tries."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(MIN_AREA, 1.0)
+        aspect = math.exp(rng.uniform(math.log(RATIOS[0]), math.log(RATIOS[1])))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    side = min(width, height)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+class ClassificationDataset(Dataset):
+    """Indexed by (image index, draw): (normalised crop (3, crop, crop), class index). ``draw`` seeds the
+    crop and flip of a training image (a pure function of the iteration, so a resumed run repeats them);
+    ``train=False`` gives the centre crop."""
+
+    def __init__(self, refs: list[ImageRef], targets: list[int], root: str, crop: int, train: bool,
+                 seed: int = 0) -> None:
+        self.refs, self.targets, self.crop, self.train, self.seed = refs, targets, crop, train, seed
+        self.reader = ImageReader(root)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.v2 import functional as TF  # noqa: N812 - torchvision's own idiom
+
+        index, draw = key
+        image = read_rgb(self.reader, self.refs[index])
+        _, height, width = image.shape
+        if self.train:
+            rng = random.Random(self.seed * 1_000_003 + draw)
+            top, left, h, w = crop_box(width, height, rng)
+            image = TF.resized_crop(image, top, left, h, w, [self.crop, self.crop], antialias=True)
+            if rng.random() < 0.5:
+                image = TF.horizontal_flip(image)
+        else:
+            image = TF.center_crop(TF.resize(image, [self.crop * 8 // 7], antialias=True), [self.crop, self.crop])
+        return normalise(image.float() / 255.0), self.targets[index]
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """The images of a manifest that have a file and a label: references, labels, and the image root."""
+
+    refs: list[ImageRef]
+    labels: list[str]
+    root: str
+
+
+def labelled_images(manifest_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+                    ) -> LabelledImages:
+    manifest = read_manifest(manifest_dir, box_columns=["image_id"])
+    rows = manifest.images.select(["label", "has_image"]).to_pylist()
+    kept = [(ref, row["label"]) for row, ref in zip(rows, image_refs(manifest.images))
+            if row["has_image"] and row["label"]]
+    return LabelledImages([r for r, _ in kept], [lb for _, lb in kept], image_root(manifest.meta, root))
+
+
+@torch.no_grad()
+def top_k_accuracy(model: nn.Module, images: LabelledImages, classes: list[str], cfg: PretrainConfig,
+                   device: torch.device) -> dict[str, float]:
+    """Top-1 and top-5 accuracy on the images whose label is one of ``classes`` (the rest are counted as
+    ``unknown_label``, not scored)."""
+    index = {c: i for i, c in enumerate(classes)}
+    known = [i for i, lb in enumerate(images.labels) if lb in index]
+    dataset = ClassificationDataset(images.refs, [index.get(lb, -1) for lb in images.labels], images.root,
+                                    cfg.crop, train=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.images_per_batch, num_workers=cfg.workers,
+                                         sampler=[(i, 0) for i in known])
+    model.eval()
+    hits1 = hits5 = 0
+    for batch, target in progress(loader, desc="val", unit="batch"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            logits = model(batch.to(device))
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+        hits1 += int((top[:, 0] == target).sum())
+        hits5 += int((top == target[:, None]).any(dim=1).sum())
+    model.train()
+    scored = max(1, len(known))
+    return {"top1": hits1 / scored, "top5": hits5 / scored, "images": len(known),
+            "unknown_label": len(images.labels) - len(known)}
+
+
+@dataclass
+class PretrainResult:
+    """Where a run ended and what it scored (``val`` is empty without a validation manifest)."""
+
+    iteration: int
+    last_loss: float
+    images_per_second: float
+    encoder_weights: Path
+    val: dict[str, float]
+
+
+def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], cfg: PretrainConfig | None = None,
+             val_dir: str | os.PathLike[str] | None = None, resume: bool = False, distributed: bool = False,
+             root: str | os.PathLike[str] | None = None, max_seconds: float | None = None,
+             stop_after: int | None = None) -> PretrainResult:
+    """Train the classifier on ``manifest_dir``'s labelled images; see the module doc. ``max_seconds`` and
+    ``stop_after`` end the loop early, as in :func:`baseline.engine.train`."""
+    cfg = cfg or PretrainConfig()
+    cfg.validate()
+    run = Path(run_dir)
+    rank, world = init_distributed(distributed)
+    if cfg.images_per_batch % world:
+        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
+    device = rank_device(resolve_device(cfg.device), distributed)
+    images = labelled_images(manifest_dir, root)
+    classes = sorted(set(images.labels))
+    if len(classes) < 2:
+        raise OptionError(f"manifest {manifest_dir} has {len(classes)} labelled class(es) with image files; "
+                          "classification needs at least 2")
+    torch.manual_seed(cfg.seed)
+    model = EncoderClassifier(cfg, len(classes)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(run, model, optimizer, cfg, kind="classifier")
+    classes_file = run / "classes.txt"
+    if resume and classes_file.is_file() and classes_file.read_text().split() != classes:
+        raise OptionError(f"--resume: {run} was trained on other classes (see {classes_file})")
+    start = checkpointer.restore(resume)
+    if rank == 0:
+        if resume:
+            truncate_metrics(run / "metrics.jsonl", start)
+        write_text(run / "config.json", cfg.to_json())
+        write_text(classes_file, "".join(f"{c}\n" for c in classes))
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    target_of = {c: i for i, c in enumerate(classes)}
+    dataset = ClassificationDataset(images.refs, [target_of[lb] for lb in images.labels], images.root, cfg.crop,
+                                    train=True, seed=cfg.seed)
+    plan = BatchPlan(images.labels, "random", cfg.images_per_batch, [cfg.crop], cfg.seed)
+    stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
+    batches = [[(index, it * cfg.images_per_batch + j) for j, (index, _) in enumerate(plan.batch(it))][rank::world]
+               for it in range(start, stop)]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                         pin_memory=device.type == "cuda")
+    metrics = MetricsWriter(run / "metrics.jsonl", rank, distributed)
+    bar = progress(total=stop - start, desc="pretrain", unit="it") if rank == 0 else None
+    it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
+    net.train()
+    for batch, target in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, it)
+        batch, target = batch.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            logits = net(batch)
+        loss = F.cross_entropy(logits.float(), target)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; lower --lr (see {run})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        it += 1
+        seen += len(batch) * world
+        rate = seen / (time.perf_counter() - t0)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
+            bar.update(1)
+        if it % cfg.log_every == 0 or it == stop:
+            accuracy = float((logits.argmax(dim=1) == target).float().mean())
+            metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
+                           "train_top1": accuracy})
+        out_of_time = time_is_up(t0, max_seconds, distributed)
+        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
+            checkpointer.save(it)
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    metrics.close()
+    encoder_file = run / "encoder.pt"
+    val: dict[str, float] = {}
+    if rank == 0:
+        save_atomically(encoder_file, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
+        if val_dir is not None:
+            val = top_k_accuracy(model, labelled_images(val_dir, root), classes, cfg, device)
+            write_text(run / "val_metrics.json", json.dumps({"iteration": it, **val}, indent=2))
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    rate = seen / max(1e-9, time.perf_counter() - t0)
+    return PretrainResult(it, loss_value, rate, encoder_file, val)
