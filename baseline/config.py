@@ -12,7 +12,7 @@ from eic_builder.errors import OptionError, check_choice
 
 # The fields that are train-baseline options (``--images-per-batch`` for ``images_per_batch``): what a
 # command line can set, and so what ``experiment`` may vary and print as each row's command.
-CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales",
+CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales", "flip",
               "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
               "anchors_per_image", "backbone_weights", "device", "amp", "workers", "checkpoint_every", "seed")
 
@@ -35,6 +35,7 @@ class TrainConfig:
     sampling: str = "random"
     per_class: int | None = None  # balanced: images per class per epoch (default: median)
     train_scales: tuple[int, ...] = (400, 500, 600, 700, 800)  # dynamic training scale (remark a)
+    flip: bool = False  # mirror half of the training images left-right (ours; not in the paper)
     max_size: int = 1400
     arch: str = "hourglass"  # hourglass | downsample | downsample-single (the component table's structures)
     encoder: str = "vgg16"  # vgg16 | vgg11 | googlenet (baseline.encoders)

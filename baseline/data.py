@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from eic_builder.boxes import scale_boxes
+from eic_builder.boxes import flip_horizontally, scale_boxes
 from eic_builder.errors import OptionError
 from eic_builder.image_batches import bytes_tensor, decode_cpu, normalise
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
@@ -78,7 +78,8 @@ def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tenso
 
 
 class DetectionDataset(Dataset):
-    """Indexed by (record index, scale): (image (3, h, w), boxes (G, 4) resized, index)."""
+    """Indexed by (record index, scale) or (record index, scale, flip): (image (3, h, w), boxes (G, 4)
+    resized, and mirrored left-right with the image when ``flip``, index)."""
 
     def __init__(self, records: list[Record], root: str, max_size: int = 1400) -> None:
         self.records, self.reader, self.max_size = records, ImageReader(root), max_size
@@ -86,11 +87,14 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        i, scale = key
-        r = self.records[i]
-        x, (fx, fy) = prepare(read_rgb(self.reader, r.ref), scale, self.max_size)
-        return x, scale_boxes(r.boxes, fx, fy), i
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, scale, *flip = key
+        record = self.records[index]
+        image, (fx, fy) = prepare(read_rgb(self.reader, record.ref), scale, self.max_size)
+        boxes = scale_boxes(record.boxes, fx, fy)
+        if flip and flip[0]:
+            image, boxes = image.flip(-1), flip_horizontally(boxes, image.shape[-1])
+        return image, boxes, index
 
 
 def pad_batch(images: list[torch.Tensor], multiple: int = 32) -> torch.Tensor:

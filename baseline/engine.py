@@ -285,6 +285,13 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
     return losses
 
 
+def flipped(cfg: TrainConfig, iteration: int, batch: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
+    """Batch ``iteration``'s (record, scale) pairs with a left-right flip each: half of them at random with
+    ``cfg.flip`` (a function of the seed and the iteration, so a resumed run repeats it), else none."""
+    rng = random.Random(cfg.seed * 104_729 + iteration)
+    return [(index, scale, cfg.flip and rng.random() < 0.5) for index, scale in batch]
+
+
 def time_is_up(started: float, max_seconds: float | None, distributed: bool) -> bool:
     """Whether ``max_seconds`` have passed since ``started`` (``time.perf_counter()``), as rank 0 sees it:
     every rank gets rank 0's answer, so that all stop at the same iteration."""
@@ -356,7 +363,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
                      cfg.per_class)
     stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
     loader = torch.utils.data.DataLoader(
-        DetectionDataset(records, root, cfg.max_size), batch_sampler=list(plan.batches(start, stop, rank, world)),
+        DetectionDataset(records, root, cfg.max_size), batch_sampler=[flipped(cfg, it, plan.batch(it))[rank::world]
+                                                                      for it in range(start, stop)],
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
     ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, cfg.amp and device.type == "cuda", run)
     metrics = MetricsWriter(run / "metrics.jsonl", rank, distributed)

@@ -72,6 +72,15 @@ def scale_boxes(boxes, fx: float, fy: float):
     return boxes * np.asarray([fx, fy, fx, fy], dtype=np.asarray(boxes).dtype)
 
 
+def flip_horizontally(boxes, width: float):
+    """(N, 4) corners (torch or numpy) of an image of ``width`` pixels mirrored left-right:
+    ``x1' = width - x2``, ``x2' = width - x1`` (corners are continuous, 0..width)."""
+    flipped = boxes.clone() if hasattr(boxes, "clone") else np.array(boxes, copy=True)
+    flipped[:, 0] = width - boxes[:, 2]
+    flipped[:, 2] = width - boxes[:, 0]
+    return flipped
+
+
 def geometry_problem(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
                      tolerance: float = CLIP_TOLERANCE_PX) -> tuple[str, str] | None:
     """Why a box cannot be kept in a ``width`` x ``height`` image, as (reject reason, detail), or None."""

@@ -552,6 +552,8 @@ _TRAINING_OPTIONS = [
     click.option("--pos-iou", type=float, default=None, help=_default_help("pos_iou", "IoU for an object anchor.")),
     click.option("--train-scales", default=None, help=_default_help(
         "train_scales", "Shorter sides drawn per batch (comma list; one value: a fixed training scale).")),
+    click.option("--flip/--no-flip", default=None, help=_default_help(
+        "flip", "Mirror half of the training images left-right (ours, not the paper's).")),
     click.option("--arch", default=None, type=click.Choice(choices.ARCHS), help=_default_help(
         "arch", "hourglass: the paper's; downsample: heads on the encoder's three maps; downsample-single: "
         "one head on its last map (the component table's structures).")),

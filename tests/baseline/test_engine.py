@@ -41,9 +41,9 @@ def test_config_validation() -> None:
 
 
 def test_interrupted_run_resumes_exactly(train_manifest: Path, tmp_path: Path) -> None:
-    whole = train(train_manifest, tmp_path / "whole", TrainConfig.tiny(**FAST))
+    cfg = TrainConfig.tiny(**FAST, flip=True)  # the flips, too, are a function of the iteration
+    whole = train(train_manifest, tmp_path / "whole", cfg)
     assert whole.iteration == 6
-    cfg = TrainConfig.tiny(**FAST)
     cut = train(train_manifest, tmp_path / "cut", cfg, stop_after=3)  # "killed" after iteration 3
     assert cut.iteration == 3 and load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 2
     with pytest.raises(OptionError, match="already holds a run"):
@@ -105,6 +105,21 @@ def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
 
 
 
+def test_minutes_stop_the_run_with_a_checkpoint(train_manifest: Path, tmp_path: Path) -> None:
+    result = train(train_manifest, tmp_path / "run", TrainConfig.tiny(**FAST), max_seconds=1e-9)
+    assert result.iteration == 1 and load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 1
+
+
+def test_flips_are_half_and_a_function_of_the_iteration() -> None:
+    from baseline.engine import flipped
+
+    batch = [(i, 128) for i in range(400)]
+    on = flipped(TrainConfig(flip=True), 7, batch)
+    assert on == flipped(TrainConfig(flip=True), 7, batch) and on != flipped(TrainConfig(flip=True), 8, batch)
+    assert 160 < sum(f for _, _, f in on) < 240 and [(i, s) for i, s, _ in on] == batch
+    assert not any(f for _, _, f in flipped(TrainConfig(), 7, batch))
+
+
 def test_googlenet_encoder_trains_from_torchvision_weights(train_manifest: Path, tmp_path: Path) -> None:
     from torchvision.models import googlenet
 
@@ -119,7 +134,7 @@ def test_googlenet_encoder_trains_from_torchvision_weights(train_manifest: Path,
     for key in ("conv1.conv.weight", "inception4e.branch3.1.conv.weight", "inception5b.branch1.conv.weight"):
         assert torch.allclose(model[f"backbone.encoder.{key}"], weights[key], atol=1e-9)
     assert not any(k.startswith("backbone.encoder.aux") or ".fc." in k for k in model)
-    with pytest.raises(OptionError, match="--encoder googlenet is width 1 with batch norm; got --width 0.125"):
+    with pytest.raises(OptionError, match=r"--encoder googlenet is width 1 with batch norm; got --width 0\.125"):
         train(train_manifest, tmp_path / "bad", TrainConfig.tiny(**FAST, encoder="googlenet"))
 
 

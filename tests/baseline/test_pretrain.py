@@ -57,7 +57,8 @@ FAST = dict(iters=40, images_per_batch=8, crop=64, checkpoint_every=20)
 def test_pretrain_learns_visible_classes_and_hands_its_encoder_to_the_rpn(colours: dict[str, Path],
                                                                            tmp_path: Path) -> None:
     result = pretrain(colours["train"], tmp_path / "run", PretrainConfig.tiny(**FAST), colours["val"])
-    # three colours, 12 held-out images: near-certain after 40 iterations (measured 1.00 over seeds 0-4, on 1 and 2 threads)
+    # three colours, 12 held-out images: near-certain after 40 iterations (measured 1.00 over seeds 0-4,
+    # on 1 and 2 threads)
     assert result.val["images"] == 12 and result.val["unknown_label"] == 0
     assert result.val["top1"] >= 10 / 12 and result.val["top5"] == 1.0
     assert (tmp_path / "run" / "classes.txt").read_text().split() == sorted(DEMO_WNIDS[:3])
@@ -86,7 +87,7 @@ def test_resume_repeats_the_uninterrupted_run(colours: dict[str, Path], tmp_path
 def test_crop_box_and_schedule_by_hand() -> None:
     for seed in range(50):
         top, left, h, w = crop_box(200, 100, random.Random(seed))
-        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 200
+        assert top >= 0 and left >= 0 and top + h <= 100 and left + w <= 200
         assert 0.25 * 200 * 100 * 0.99 <= h * w <= 200 * 100 and 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
     assert crop_box(1, 300, random.Random(0)) == (149, 0, 1, 1)  # no draw fits a 1-px-wide image: centre square
     cfg = PretrainConfig(lr=0.1, iters=110, warmup_iters=10)
@@ -97,22 +98,23 @@ def test_crop_box_and_schedule_by_hand() -> None:
 def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_path: Path) -> None:
     cases = [(PretrainConfig.tiny(crop=50), "--crop=50 must be a multiple of 32"),
              (PretrainConfig.tiny(encoder="googlenet"), "--encoder googlenet is width 1 with batch norm"),
-             (PretrainConfig.tiny(encoder="resnet"), "--encoder='resnet' is not allowed; choose one of 'vgg16', 'vgg11', 'googlenet'"),
+             (PretrainConfig.tiny(encoder="resnet"),
+              "--encoder='resnet' is not allowed; choose one of 'vgg16', 'vgg11', 'googlenet'"),
              (PretrainConfig.tiny(lr=float("nan")), "--lr=nan must be a finite number > 0")]
     for cfg, message in cases:
         with pytest.raises(OptionError, match=message):
             pretrain(colours["train"], tmp_path / "bad", cfg)
     _colour_tree(tmp_path / "one", per_class=3, val_per_class=0, classes=1)
     scan(tmp_path / "one", tmp_path / "one_m", split="train")
-    with pytest.raises(OptionError, match="has 1 labelled class.* needs at least 2"):
+    with pytest.raises(OptionError, match=r"has 1 labelled class.* needs at least 2"):
         pretrain(tmp_path / "one_m", tmp_path / "bad", PretrainConfig.tiny(iters=1))
     run = tmp_path / "run"
     pretrain(colours["train"], run, PretrainConfig.tiny(iters=2, crop=64))
-    with pytest.raises(ModelError, match="is an eic-build pretrain checkpoint, not a train-baseline one; pass its "
-                                         "encoder.pt as --backbone-weights"):
+    with pytest.raises(ModelError, match=r"is an eic-build pretrain checkpoint, not a train-baseline one; pass its "
+                                         r"encoder\.pt as --backbone-weights"):
         load_checkpoint(run / "last.pt")
     scan(synthetic_tree, tmp_path / "other", split="train")  # four other classes
-    with pytest.raises(OptionError, match="--resume: .* was trained on other classes"):
+    with pytest.raises(OptionError, match=r"--resume: .* was trained on other classes"):
         pretrain(tmp_path / "other", run, PretrainConfig.tiny(iters=4, crop=64), resume=True)
     out = CliRunner().invoke(main, ["--no-progress", "eval-baseline", str(colours["val"]), "--out",
                                     str(tmp_path / "e"), "--checkpoint", str(run / "last.pt")])

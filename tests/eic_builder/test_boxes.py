@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from eic_builder.boxes import (
     box_flags,
@@ -70,3 +71,12 @@ def test_scaling_follows_each_axis_of_a_resized_image() -> None:
     assert scale_boxes(whole, fx, fy).tolist() == [[0.0, 0.0, float(x.shape[2]), float(x.shape[1])]]
     assert x.shape[1:] == (50, 152)
     np.testing.assert_allclose(scale_boxes(np.array([[10.0, 3.0, 20.0, 6.0]]), 2.0, 0.5), [[20.0, 1.5, 40.0, 3.0]])
+
+
+def test_flip_horizontally_by_hand() -> None:
+    from eic_builder.boxes import flip_horizontally
+
+    boxes = torch.tensor([[0.0, 1.0, 10.0, 5.0], [90.0, 2.0, 100.0, 3.0]])
+    assert flip_horizontally(boxes, 100).tolist() == [[90.0, 1.0, 100.0, 5.0], [0.0, 2.0, 10.0, 3.0]]
+    assert boxes[0, 0] == 0.0  # the input is left as it was
+    assert np.array_equal(flip_horizontally(np.array([[1.0, 0, 3, 4]]), 10), np.array([[7.0, 0, 9, 4]]))
