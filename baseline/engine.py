@@ -16,9 +16,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -307,6 +308,85 @@ def time_is_up(started: float, max_seconds: float | None, distributed: bool) -> 
     return bool(value.item())
 
 
+@dataclass
+class LoopEnd:
+    """Where :func:`run_loop` stopped."""
+
+    iteration: int
+    last_loss: float
+    images_per_second: float
+
+
+def run_loop(loader: Iterable, step: Callable[[int, Any], tuple[int, dict[str, float]]],
+             cfg: TrainConfig | PretrainConfig, lr_of: Callable[[int], float], start: int, stop: int, rank: int,
+             world: int, distributed: bool, checkpointer: Checkpointer, max_seconds: float | None,
+             desc: str) -> LoopEnd:
+    """The loop around the steps, shared by ``train-baseline`` and ``pretrain``: ``step(iteration, batch)``
+    trains on one batch and returns (images in it, named values with ``loss``); the loop logs them every
+    ``cfg.log_every`` iterations (averaged over ranks), checkpoints every ``cfg.checkpoint_every`` and at
+    the end, shows progress, and stops at ``stop`` or when ``max_seconds`` have passed."""
+    metrics = MetricsWriter(checkpointer.run / "metrics.jsonl", rank, distributed)
+    bar = progress(total=stop - start, desc=desc, unit="it") if rank == 0 else None
+    it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
+    for batch in loader:
+        images, values = step(it, batch)
+        loss_value = values["loss"]
+        it += 1
+        seen += images * world
+        rate = seen / (time.perf_counter() - t0)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
+            bar.update(1)
+        if it % cfg.log_every == 0 or it == stop:  # every rank: the losses are averaged over them
+            metrics.write({"iter": it, "loss": loss_value, "lr": lr_of(it - 1), "images_per_second": rate,
+                           **{k: v for k, v in values.items() if k != "loss"}})
+        out_of_time = time_is_up(t0, max_seconds, distributed)
+        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
+            checkpointer.save(it)
+        if out_of_time:
+            log.info("stopped at iteration %d after %.0f s (--minutes)", it, time.perf_counter() - t0)
+            break
+    if bar is not None:
+        bar.close()
+    metrics.close()
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return LoopEnd(it, loss_value, seen / max(1e-9, time.perf_counter() - t0))
+
+
+def setup_process(cfg: TrainConfig | PretrainConfig, distributed: bool) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process; joins torchrun's group with ``distributed``."""
+    rank, world = init_distributed(distributed)
+    if cfg.images_per_batch % world:
+        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
+    return rank, world, rank_device(resolve_device(cfg.device), distributed)
+
+
+def open_run(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig | PretrainConfig,
+             resume: bool, rank: int, kind: str = "rpn") -> tuple[Checkpointer, int]:
+    """The run folder's checkpointer and the iteration to start from (restored with ``resume``); rank 0
+    drops the metrics logged after that iteration and writes ``config.json``."""
+    run.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(run, model, optimizer, cfg, kind)
+    start = checkpointer.restore(resume)
+    if rank == 0:
+        if resume:
+            truncate_metrics(run / "metrics.jsonl", start)
+        write_text(run / "config.json", cfg.to_json())
+    return checkpointer, start
+
+
+def parallel_model(model: torch.nn.Module, device: torch.device, distributed: bool) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel under torchrun, else itself."""
+    if not distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> HourglassRPN:
     torch.manual_seed(cfg.seed)
     model = HourglassRPN(model_config(cfg))
@@ -340,25 +420,12 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     cfg = cfg or TrainConfig()
     cfg.validate()
     run = Path(run_dir)
-    rank, world = init_distributed(distributed)
-    if cfg.images_per_batch % world:
-        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
-    device = rank_device(resolve_device(cfg.device), distributed)
+    rank, world, device = setup_process(cfg, distributed)
     records, root = load_records(manifest_dir, root)
     model = _build_model(cfg, device, world)
     optimizer = build_optimizer(cfg, model)
-    run.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(run, model, optimizer, cfg)
-    start = checkpointer.restore(resume)
-    if rank == 0:
-        if resume:
-            truncate_metrics(run / "metrics.jsonl", start)
-        write_text(run / "config.json", cfg.to_json())
-    net = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank)
+    net = parallel_model(model, device, distributed)
     plan = BatchPlan([r.label for r in records], cfg.sampling, cfg.images_per_batch, cfg.train_scales, cfg.seed,
                      cfg.per_class)
     stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
@@ -367,36 +434,14 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
                                                                       for it in range(start, stop)],
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
     ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, cfg.amp and device.type == "cuda", run)
-    metrics = MetricsWriter(run / "metrics.jsonl", rank, distributed)
-    bar = progress(total=stop - start, desc="train", unit="it") if rank == 0 else None
-    it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
     net.train()
-    for images, boxes, _ in loader:
-        losses = train_step(ctx, it, images, boxes)
-        loss_value = losses["loss"]
-        it += 1
-        seen += len(images) * world
-        rate = seen / (time.perf_counter() - t0)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
-            bar.update(1)
-        if it % cfg.log_every == 0 or it == stop:  # every rank: the losses are averaged over them
-            metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
-                           **{k: v for k, v in losses.items() if k != "loss"}})
-        out_of_time = time_is_up(t0, max_seconds, distributed)
-        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
-            checkpointer.save(it)
-        if out_of_time:
-            log.info("stopped at iteration %d after %.0f s (--minutes)", it, time.perf_counter() - t0)
-            break
-    if bar is not None:
-        bar.close()
-    metrics.close()
-    if distributed:
-        import torch.distributed as dist
 
-        dist.barrier()
-    rate = seen / max(1e-9, time.perf_counter() - t0)
-    return TrainResult(it, loss_value, rate, checkpointer.last, str(device))
+    def step(it: int, batch: tuple) -> tuple[int, dict[str, float]]:
+        images, boxes, _ = batch
+        return len(images), train_step(ctx, it, images, boxes)
+
+    ended = run_loop(loader, step, cfg, lambda it: lr_at(cfg, it), start, stop, rank, world, distributed,
+                     checkpointer, max_seconds, "train")
+    return TrainResult(ended.iteration, ended.last_loss, ended.images_per_second, checkpointer.last, str(device))
 
 

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,16 @@ from torch.utils.data import Dataset
 
 from baseline.data import read_rgb
 from baseline.encoders import build_encoder
-from baseline.engine import Checkpointer, MetricsWriter, build_optimizer, save_atomically, time_is_up, truncate_metrics
+from baseline.engine import (
+    build_optimizer,
+    open_run,
+    parallel_model,
+    run_loop,
+    save_atomically,
+    setup_process,
+)
 from baseline.sampling import BatchPlan
 from eic_builder.choices import DEVICES, ENCODERS, NORMS, OPTIMIZERS
-from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError, check_choice
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
@@ -118,8 +123,8 @@ def lr_at(cfg: PretrainConfig, it: int) -> float:
     """Linear warm-up over ``warmup_iters``, then cosine decay to 0 at ``iters``."""
     if it < cfg.warmup_iters:
         return cfg.lr * (it + 1) / cfg.warmup_iters
-    progress_ = (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+    done = (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
@@ -229,10 +234,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     cfg = cfg or PretrainConfig()
     cfg.validate()
     run = Path(run_dir)
-    rank, world = init_distributed(distributed)
-    if cfg.images_per_batch % world:
-        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
-    device = rank_device(resolve_device(cfg.device), distributed)
+    rank, world, device = setup_process(cfg, distributed)
     images = labelled_images(manifest_dir, root)
     classes = sorted(set(images.labels))
     if len(classes) < 2:
@@ -243,22 +245,13 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
-    run.mkdir(parents=True, exist_ok=True)
-    checkpointer = Checkpointer(run, model, optimizer, cfg, kind="classifier")
     classes_file = run / "classes.txt"
     if resume and classes_file.is_file() and classes_file.read_text().split() != classes:
         raise OptionError(f"--resume: {run} was trained on other classes (see {classes_file})")
-    start = checkpointer.restore(resume)
+    checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank, kind="classifier")
     if rank == 0:
-        if resume:
-            truncate_metrics(run / "metrics.jsonl", start)
-        write_text(run / "config.json", cfg.to_json())
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
-    net = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = parallel_model(model, device, distributed)
     target_of = {c: i for i, c in enumerate(classes)}
     dataset = ClassificationDataset(images.refs, [target_of[lb] for lb in images.labels], images.root, cfg.crop,
                                     train=True, seed=cfg.seed)
@@ -268,18 +261,15 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
                for it in range(start, stop)]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                          pin_memory=device.type == "cuda")
-    metrics = MetricsWriter(run / "metrics.jsonl", rank, distributed)
-    bar = progress(total=stop - start, desc="pretrain", unit="it") if rank == 0 else None
-    it, loss_value, seen, t0 = start, float("nan"), 0, time.perf_counter()
-    net.train()
-    for batch, target in loader:
+
+    def step(it: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, dict[str, float]]:
+        images, target = (tensor.to(device, non_blocking=True) for tensor in batch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, it)
-        batch, target = batch.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            logits = net(batch)
+            logits = net(images)
         loss = F.cross_entropy(logits.float(), target)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
@@ -287,34 +277,20 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        it += 1
-        seen += len(batch) * world
-        rate = seen / (time.perf_counter() - t0)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{rate:.1f}")
-            bar.update(1)
-        if it % cfg.log_every == 0 or it == stop:
-            accuracy = float((logits.argmax(dim=1) == target).float().mean())
-            metrics.write({"iter": it, "loss": loss_value, "lr": lr_at(cfg, it - 1), "images_per_second": rate,
-                           "train_top1": accuracy})
-        out_of_time = time_is_up(t0, max_seconds, distributed)
-        if rank == 0 and (it % cfg.checkpoint_every == 0 or it == cfg.iters or out_of_time):
-            checkpointer.save(it)
-        if out_of_time:
-            break
-    if bar is not None:
-        bar.close()
-    metrics.close()
+        return len(images), {"loss": loss_value, "train_top1": float((logits.argmax(1) == target).float().mean())}
+
+    net.train()
+    ended = run_loop(loader, step, cfg, lambda it: lr_at(cfg, it), start, stop, rank, world, distributed,
+                     checkpointer, max_seconds, "pretrain")
     encoder_file = run / "encoder.pt"
     val: dict[str, float] = {}
     if rank == 0:
         save_atomically(encoder_file, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
         if val_dir is not None:
             val = top_k_accuracy(model, labelled_images(val_dir, root), classes, cfg, device)
-            write_text(run / "val_metrics.json", json.dumps({"iteration": it, **val}, indent=2))
+            write_text(run / "val_metrics.json", json.dumps({"iteration": ended.iteration, **val}, indent=2))
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
-    rate = seen / max(1e-9, time.perf_counter() - t0)
-    return PretrainResult(it, loss_value, rate, encoder_file, val)
+    return PretrainResult(ended.iteration, ended.last_loss, ended.images_per_second, encoder_file, val)

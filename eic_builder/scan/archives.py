@@ -44,7 +44,8 @@ from pathlib import Path
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# Archive name endings and their kinds, longest first (".tar.gz" before ".tar" could be tested).
+ARCHIVE_SUFFIXES = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar"}
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 # An uncompressed tar up to this size is one unit, read sequentially; a larger one is listed first
 # and cut into units (per nested archive, or per run of plain members).
@@ -60,20 +61,14 @@ ARCHIVE_ERRORS = (tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
 def archive_kind(name: str) -> str | None:
     """``"tar"``, ``"tar.gz"`` or None, from a file or member name."""
     low = name.lower()
-    if low.endswith((".tar.gz", ".tgz")):
-        return "tar.gz"
-    if low.endswith(".tar"):
-        return "tar"
-    return None
+    return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if low.endswith(suffix)), None)
 
 
 def strip_archive_suffix(name: str) -> str:
     """``n01440764.tar.gz`` -> ``n01440764`` (other names unchanged)."""
     low = name.lower()
-    for suffix in (".tar.gz", ".tgz", ".tar"):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = next((suffix for suffix in ARCHIVE_SUFFIXES if low.endswith(suffix)), "")
+    return name[: len(name) - len(suffix)]
 
 
 @dataclass(frozen=True)
