@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -119,3 +120,23 @@ def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_
     out = CliRunner().invoke(main, ["--no-progress", "eval-baseline", str(colours["val"]), "--out",
                                     str(tmp_path / "e"), "--checkpoint", str(run / "last.pt")])
     assert out.exit_code != 0 and "pretrain checkpoint, not a train-baseline one" in out.output
+
+
+@pytest.mark.slow
+def test_pretrain_under_torchrun_two_gloo_ranks(colours: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, EIC_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "eic_builder.cli", "pretrain", str(colours["train"]), "--out", str(tmp_path / "ddp"), "--tiny",
+           "--iters", "4", "--images-per-batch", "4", "--checkpoint-every", "2", "--val", str(colours["val"]),
+           "--distributed", "--device", "cpu"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt", kind="classifier")
+    assert state["iteration"] == 4 and not any(k.startswith("module.") for k in state["model"])
+    encoder = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=True)
+    assert encoder.keys() == {k.removeprefix("encoder.") for k in state["model"] if k.startswith("encoder.")}
+    assert json.loads((tmp_path / "ddp" / "val_metrics.json").read_text())["images"] == 12
