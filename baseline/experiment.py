@@ -17,8 +17,10 @@ How the paper's rows map onto our switches (our reading; the slides name the row
 
 Every row is one training (``train-baseline``) and one scoring (``eval-baseline``) of the test
 manifest. Rows with the same configuration and training manifest share one run folder, named by a
-digest of both under ``OUT/runs/``; a row is finished when its ``result.json`` exists, so a rerun
-after an interruption resumes at the first unfinished row (and inside it, at its last checkpoint).
+digest of both under ``OUT/runs/``; a row is finished when its ``result-<scoring>.json`` exists (the
+digest of the test manifest and scales: scoring the same runs on another test set or at other scales
+reuses the trainings and scores again), so a rerun after an interruption resumes at the first
+unfinished row (and inside it, at its last checkpoint).
 Writes ``OUT/table.md``, ``table.csv`` and ``table.json``: our figures beside the paper's, the
 iterations each row reached, and the exact commands that reproduce it.
 """
@@ -130,6 +132,7 @@ class RowResult:
     train_seconds: float | None = None
     run: str | None = None
     reference: str | None = None
+    scored: str | None = None  # the eval-baseline folder of this row
 
 
 @dataclass(frozen=True)
@@ -159,22 +162,27 @@ def _run_key(cfg: TrainConfig, train: str, minutes: float | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _commands(plan: ExperimentPlan, cfg: TrainConfig | None, row: Row, folder: Path) -> list[str]:
+def _scoring_key(plan: ExperimentPlan) -> str:
+    text = json.dumps({"test": str(Path(plan.test).resolve()), "scales": list(plan.scales)}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _commands(plan: ExperimentPlan, cfg: TrainConfig | None, row: Row, folder: Path, scored: Path) -> list[str]:
     scales = ",".join(map(str, plan.scales))
     root = ["--root", plan.root] if plan.root else []
     if cfg is None:
-        return [shlex.join(["eic-build", "eval-baseline", plan.test, "--out", str(folder), "--method", row.method,
+        return [shlex.join(["eic-build", "eval-baseline", plan.test, "--out", str(scored), "--method", row.method,
                             "--scales", scales, *root])]
     minutes = ["--minutes", f"{plan.minutes:g}"] if plan.minutes else []
     train = shlex.join(["eic-build", "train-baseline", plan.trains[row.train][1], "--out", str(folder / "run"),
                         *cfg.command_options(plan.tiny), *minutes, *root])
-    score = shlex.join(["eic-build", "eval-baseline", plan.test, "--out", str(folder / "eval"), "--checkpoint",
+    score = shlex.join(["eic-build", "eval-baseline", plan.test, "--out", str(scored), "--checkpoint",
                         str(folder / "run" / "last.pt"), "--scales", scales, "--device", cfg.device, *root])
     return [train, score]
 
 
 def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
-    """Train and score one row, or read its ``result.json`` when an earlier call finished it."""
+    """Train and score one row, or read its result file when an earlier call finished it."""
     from baseline.engine import train
     from baseline.eval_run import evaluate_methods
     from baseline.proposals import ProposalConfig
@@ -185,15 +193,16 @@ def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
     else:
         cfg = _row_config(plan, row)
         folder = out / "runs" / _run_key(cfg, plan.trains[row.train][1], plan.minutes)
-    done = folder / "result.json"
+    scoring = _scoring_key(plan)
+    done, scored = folder / f"result-{scoring}.json", folder / f"eval-{scoring}"
     if done.is_file():
         saved = json.loads(done.read_text())
         return RowResult(row.label, saved["metrics"], row.paper, saved["commands"], saved.get("iterations"),
-                         saved.get("train_seconds"), saved.get("run"), row.reference)
+                         saved.get("train_seconds"), saved.get("run"), row.reference, saved.get("scored"))
     folder.mkdir(parents=True, exist_ok=True)
-    commands = _commands(plan, cfg, row, folder)
+    commands = _commands(plan, cfg, row, folder, scored)
     if cfg is None:
-        metrics = evaluate_methods(plan.test, folder, None, [row.method], proposals, root=plan.root)[row.method]
+        metrics = evaluate_methods(plan.test, scored, None, [row.method], proposals, root=plan.root)[row.method]
         iterations = seconds = None
     else:
         run = folder / "run"
@@ -206,13 +215,14 @@ def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
                                             "seconds": time.perf_counter() - t0}))
         trained_doc = json.loads(trained.read_text())
         iterations, seconds = trained_doc["iterations"], trained_doc["seconds"]
-        metrics = evaluate_methods(plan.test, folder / "eval", str(run / "last.pt"), [], proposals,
+        metrics = evaluate_methods(plan.test, scored, str(run / "last.pt"), [], proposals,
                                    device=cfg.device, root=plan.root)["rpn"]
     kept = {k: float(metrics[k]) for k in METRICS}
     write_text(done, json.dumps({"label": row.label, "metrics": kept, "commands": commands,
                                  "iterations": iterations, "train_seconds": seconds,
-                                 "run": str(folder)}, indent=2))
-    return RowResult(row.label, kept, row.paper, commands, iterations, seconds, str(folder), row.reference)
+                                 "run": str(folder), "scored": str(scored)}, indent=2))
+    return RowResult(row.label, kept, row.paper, commands, iterations, seconds, str(folder), row.reference,
+                     str(scored))
 
 
 def _pct(value: float | None) -> str:

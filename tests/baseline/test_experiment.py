@@ -69,7 +69,7 @@ def test_components_table_at_toy_scale(manifests: dict[str, Path], tmp_path: Pat
     by_label = {r["label"]: r for r in doc["rows"]}
     assert by_label["Deeper hourglass"]["run"] == by_label["30 anchors"]["run"]
     for row in doc["rows"]:  # each row's figures are those of its own run's evaluation
-        scored = json.loads((Path(row["run"]) / "eval" / "metrics.json").read_text())["results"]["rpn"]
+        scored = json.loads((Path(row["scored"]) / "metrics.json").read_text())["results"]["rpn"]
         assert row["metrics"] == {k: pytest.approx(scored[k]) for k in experiment.METRICS}
         assert row["iterations"] == 2
     config = json.loads((Path(by_label["Down-sample alone"]["run"]) / "run" / "config.json").read_text())
@@ -115,11 +115,16 @@ def test_rerun_resumes_at_the_first_unfinished_row(manifests: dict[str, Path], t
     real_train = baseline.engine.train
     monkeypatch.setattr(baseline.engine, "train", lambda *a, **k: trained.append(a[1]) or real_train(*a, **k))
     redo = Path(first[4].run)
-    (redo / "result.json").unlink()
-    (redo / "trained.json").unlink()
+    for done in (*redo.glob("result-*.json"), redo / "trained.json"):
+        done.unlink()
     again = run_experiment(plan, tmp_path / "ds")
     assert trained == [redo / "run"]  # only the unfinished row trained again, resuming its checkpoint
     assert [r.metrics for r in again] == [r.metrics for r in first]
+    from dataclasses import replace
+
+    rescored = run_experiment(replace(plan, scales=(128,)), tmp_path / "ds")  # other scales: score, never retrain
+    assert trained == [redo / "run"] and all(r.scored != f.scored for r, f in zip(rescored, first))
+    assert [r.run for r in rescored] == [r.run for r in first]
 
 
 def test_experiment_bad_input(manifests: dict[str, Path], tmp_path: Path) -> None:
