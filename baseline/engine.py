@@ -29,7 +29,7 @@ from baseline.config import TrainConfig
 from baseline.data import DetectionDataset, collate, load_records
 from baseline.model import HourglassRPN, ModelConfig
 from baseline.rpn import TargetConfig, box_coder, rpn_loss
-from baseline.sampling import BatchPlan
+from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.manifest import write_text
@@ -430,8 +430,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
                      cfg.per_class)
     stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
     loader = torch.utils.data.DataLoader(
-        DetectionDataset(records, root, cfg.max_size), batch_sampler=[flipped(cfg, it, plan.batch(it))[rank::world]
-                                                                      for it in range(start, stop)],
+        DetectionDataset(records, root, cfg.max_size),
+        batch_sampler=PlannedBatches(lambda it: flipped(cfg, it, plan.batch(it))[rank::world], start, stop),
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
     ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, cfg.amp and device.type == "cuda", run)
     net.train()

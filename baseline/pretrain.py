@@ -41,7 +41,7 @@ from baseline.engine import (
     save_atomically,
     setup_process,
 )
-from baseline.sampling import BatchPlan
+from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.choices import DEVICES, ENCODERS, NORMS, OPTIMIZERS
 from eic_builder.errors import ModelError, OptionError, check_choice
 from eic_builder.image_batches import normalise
@@ -257,19 +257,22 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
                                     train=True, seed=cfg.seed)
     plan = BatchPlan(images.labels, "random", cfg.images_per_batch, [cfg.crop], cfg.seed)
     stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
-    batches = [[(index, it * cfg.images_per_batch + j) for j, (index, _) in enumerate(plan.batch(it))][rank::world]
-               for it in range(start, stop)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+
+    def crops_of(it: int) -> list[tuple[int, int]]:  # (image, draw): draw numbers every crop of the run
+        return [(index, it * cfg.images_per_batch + j) for j, (index, _) in enumerate(plan.batch(it))][rank::world]
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=PlannedBatches(crops_of, start, stop),
+                                         num_workers=cfg.workers,
                                          pin_memory=device.type == "cuda")
 
     def step(it: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, dict[str, float]]:
-        images, target = (tensor.to(device, non_blocking=True) for tensor in batch)
+        crops, target = (tensor.to(device, non_blocking=True) for tensor in batch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, it)
         if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+            crops = crops.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            logits = net(images)
+            logits = net(crops)
         loss = F.cross_entropy(logits.float(), target)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
@@ -277,7 +280,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return len(images), {"loss": loss_value, "train_top1": float((logits.argmax(1) == target).float().mean())}
+        return len(crops), {"loss": loss_value, "train_top1": float((logits.argmax(1) == target).float().mean())}
 
     net.train()
     ended = run_loop(loader, step, cfg, lambda it: lr_at(cfg, it), start, stop, rank, world, distributed,

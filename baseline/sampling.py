@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,7 +69,17 @@ class BatchPlan:
             pos += 1
         return out
 
-    def batches(self, start: int, stop: int, rank: int = 0, world: int = 1) -> Iterator[list[tuple[int, int]]]:
-        """Batches start..stop-1; with several ranks each takes its share of every global batch."""
-        for i in range(start, stop):
-            yield self.batch(i)[rank::world]
+
+class PlannedBatches:
+    """Batches ``start``..``stop - 1``, each made by ``make(iteration)`` when the loader asks for it: a
+    ``batch_sampler`` for ``torch.utils.data.DataLoader`` that never holds a long run's plan in memory."""
+
+    def __init__(self, make: Callable[[int], list], start: int, stop: int) -> None:
+        self.make, self.start, self.stop = make, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list]:
+        for iteration in range(self.start, self.stop):
+            yield self.make(iteration)

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from baseline.sampling import BatchPlan
+from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.errors import OptionError
 
 LABELS = ["b", "a", "a", "c", "a", "b", "a", "a"]  # a: 5, b: 2, c: 1
@@ -36,7 +36,9 @@ def test_batches_are_a_pure_function_of_the_iteration() -> None:
     assert [b.batch(i) for i in range(7, 3, -1)] == [a.batch(i) for i in range(7, 3, -1)]
     assert len({s for i in range(30) for _, s in a.batch(i)}) == 3  # dynamic training scale
     assert all(len({s for _, s in a.batch(i)}) == 1 for i in range(30))  # one scale per batch
-    assert list(a.batches(0, 2, rank=1, world=3)) == [a.batch(0)[1::3], a.batch(1)[1::3]]
+    rank_1_of_3 = PlannedBatches(lambda it: a.batch(it)[1::3], 5, 7)  # how the engine takes a rank's share
+    assert len(rank_1_of_3) == 2 and list(rank_1_of_3) == [a.batch(5)[1::3], a.batch(6)[1::3]]
+    assert len(PlannedBatches(a.batch, 7, 3)) == 0 and list(PlannedBatches(a.batch, 7, 3)) == []
 
 
 def test_bad_strategy() -> None:
