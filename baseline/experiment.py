@@ -162,8 +162,11 @@ def _run_key(cfg: TrainConfig, train: str, minutes: float | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _scoring_key(plan: ExperimentPlan) -> str:
-    text = json.dumps({"test": str(Path(plan.test).resolve()), "scales": list(plan.scales)}, sort_keys=True)
+def _scoring_key(plan: ExperimentPlan, peer: bool) -> str:
+    """A digest of what scoring depends on: the test manifest, and for the RPN its test scales (the peers
+    propose on the image itself)."""
+    scales = None if peer else list(plan.scales)
+    text = json.dumps({"test": str(Path(plan.test).resolve()), "scales": scales}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -193,7 +196,7 @@ def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
     else:
         cfg = _row_config(plan, row)
         folder = out / "runs" / _run_key(cfg, plan.trains[row.train][1], plan.minutes)
-    scoring = _scoring_key(plan)
+    scoring = _scoring_key(plan, peer=row.method is not None)
     done, scored = folder / f"result-{scoring}.json", folder / f"eval-{scoring}"
     if done.is_file():
         saved = json.loads(done.read_text())
