@@ -17,6 +17,18 @@ CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimiz
               "anchors_per_image", "backbone_weights", "device", "amp", "workers", "checkpoint_every", "seed")
 
 
+def check_encoder_options(encoder: str, width: float, norm: str) -> None:
+    """The encoder options of train-baseline and pretrain: a known encoder and norm, a width in (0, 4],
+    and GoogLeNet only as it is (width 1, batch norm)."""
+    check_choice("--encoder", encoder, ENCODERS)
+    check_choice("--norm", norm, NORMS)
+    if not 0 < width <= 4:
+        raise OptionError(f"--width={width} must be in (0, 4]")
+    if encoder == "googlenet" and (width != 1.0 or norm != "bn"):
+        raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {width:g} "
+                          f"--norm {norm} (those options shape the VGG encoders)")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults follow the paper's setup slide (lr 1e-4 halved every 7,000 iterations, momentum 0.9,
@@ -61,14 +73,10 @@ class TrainConfig:
     def validate(self) -> None:
         check_choice("--sampling", self.sampling, SAMPLING_STRATEGIES)
         check_choice("--arch", self.arch, ARCHS)
-        check_choice("--encoder", self.encoder, ENCODERS)
         check_choice("--anchors", self.anchors, ANCHOR_SETS)
-        check_choice("--norm", self.norm, NORMS)
+        check_encoder_options(self.encoder, self.width, self.norm)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--device", self.device, DEVICES)
-        if self.encoder == "googlenet" and (self.width != 1.0 or self.norm != "bn"):
-            raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {self.width:g} "
-                              f"--norm {self.norm} (those options shape the VGG encoders)")
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
@@ -78,8 +86,6 @@ class TrainConfig:
             raise OptionError(f"IoU thresholds need 0 <= neg ({self.neg_iou}) <= pos ({self.pos_iou}) <= 1")
         if not self.train_scales or min(self.train_scales) < 32:
             raise OptionError(f"--train-scales {self.train_scales} must be sizes of at least 32 pixels")
-        if not 0 < self.width <= 4:
-            raise OptionError(f"--width={self.width} must be in (0, 4]")
         if not math.isfinite(self.neg_ratio) or self.neg_ratio < 0:
             raise OptionError(f"--neg-ratio={self.neg_ratio} must be a finite number >= 0")
         if not math.isfinite(self.lr):
@@ -123,3 +129,50 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A classification run. Defaults: SGD with momentum, linear warm-up then cosine decay, batches of
+    64 crops of 224 px; ``tiny()`` is the CPU test configuration."""
+
+    encoder: str = "vgg16"
+    width: float = 1.0
+    norm: str = "bn"
+    iters: int = 10000
+    images_per_batch: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 200
+    crop: int = 224
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 4
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 20
+
+    def validate(self) -> None:
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--device", self.device, DEVICES)
+        for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError(f"--lr={self.lr} must be a finite number > 0")
+        if self.crop < 32 or self.crop % 32:
+            raise OptionError(f"--crop={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
+        check_encoder_options(self.encoder, self.width, self.norm)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> PretrainConfig:
+        """About a minute on two CPU cores: a 1/8-width VGG-16 on 64-px crops."""
+        base = dict(width=0.125, iters=200, images_per_batch=16, optimizer="adamw", lr=3e-3, warmup_iters=10,
+                    crop=64, device="cpu", amp=False, workers=0, checkpoint_every=50, log_every=10)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -22,15 +22,15 @@ import logging
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own idiom
 from torch import nn
 from torch.utils.data import Dataset
 
+from baseline.config import PretrainConfig
 from baseline.data import read_rgb
 from baseline.encoders import build_encoder
 from baseline.engine import (
@@ -42,8 +42,7 @@ from baseline.engine import (
     setup_process,
 )
 from baseline.sampling import BatchPlan, PlannedBatches
-from eic_builder.choices import DEVICES, ENCODERS, NORMS, OPTIMIZERS
-from eic_builder.errors import ModelError, OptionError, check_choice
+from eic_builder.errors import ModelError, OptionError
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
 from eic_builder.manifest import read_manifest, write_text
@@ -52,59 +51,6 @@ from eic_builder.progress import progress
 log = logging.getLogger(__name__)
 
 MIN_AREA, RATIOS = 0.25, (3 / 4, 4 / 3)  # random-resized-crop range (area fraction, aspect w/h)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """A classification run. Defaults: SGD with momentum, linear warm-up then cosine decay, batches of
-    64 crops of 224 px; ``tiny()`` is the CPU test configuration."""
-
-    encoder: str = "vgg16"
-    width: float = 1.0
-    norm: str = "bn"
-    iters: int = 10000
-    images_per_batch: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 200
-    crop: int = 224
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 4
-    seed: int = 0
-    checkpoint_every: int = 1000
-    log_every: int = 20
-
-    def validate(self) -> None:
-        check_choice("--encoder", self.encoder, ENCODERS)
-        check_choice("--norm", self.norm, NORMS)
-        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("--device", self.device, DEVICES)
-        for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise OptionError(f"--lr={self.lr} must be a finite number > 0")
-        if self.crop < 32 or self.crop % 32:
-            raise OptionError(f"--crop={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
-        if not 0 < self.width <= 4:
-            raise OptionError(f"--width={self.width} must be in (0, 4]")
-        if self.encoder == "googlenet" and (self.width != 1.0 or self.norm != "bn"):
-            raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {self.width:g} "
-                              f"--norm {self.norm} (those options shape the VGG encoders)")
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> PretrainConfig:
-        """About a minute on two CPU cores: a 1/8-width VGG-16 on 64-px crops."""
-        base = dict(width=0.125, iters=200, images_per_batch=16, optimizer="adamw", lr=3e-3, warmup_iters=10,
-                    crop=64, device="cpu", amp=False, workers=0, checkpoint_every=50, log_every=10)
-        base.update(overrides)
-        return cls(**base)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
 class EncoderClassifier(nn.Module):

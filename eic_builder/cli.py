@@ -510,14 +510,16 @@ def plant_copies_cmd(manifest: Path, out: Path, per_transform: int, seed: int, r
     click.echo(f"wrote {len(copies)} copies of images of {manifest} to {out / 'images'}; truth in {out / TRUTH_FILE}")
 
 
-def _default_help(name: str, text: str) -> str:
-    """An option's help with its default and --tiny's value, read from TrainConfig (one source of both)."""
+def _default_help(name: str, text: str, pretrain: bool = False) -> str:
+    """An option's help with its default and --tiny's value, read from TrainConfig (or PretrainConfig):
+    one source of both. Both live in the torch-free baseline.config, so --help stays fast."""
     from dataclasses import fields
 
-    from baseline.config import TrainConfig
+    from baseline.config import PretrainConfig, TrainConfig
 
-    default = {f.name: f.default for f in fields(TrainConfig)}[name]
-    tiny = getattr(TrainConfig.tiny(), name)
+    config = PretrainConfig if pretrain else TrainConfig
+    default = {f.name: f.default for f in fields(config)}[name]
+    tiny = getattr(config.tiny(), name)
 
     def shown(value: object) -> str:
         return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
@@ -640,39 +642,34 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
         click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
 
 
-def _pretrain_help(name: str, text: str) -> str:
-    """A pretrain option's help with its default and --tiny's value, read from PretrainConfig."""
-    from dataclasses import fields
-
-    from baseline.pretrain import PretrainConfig
-
-    default = {f.name: f.default for f in fields(PretrainConfig)}[name]
-    tiny = getattr(PretrainConfig.tiny(), name)
-    return f"{text} (default {default}{f'; --tiny: {tiny}' if tiny != default else ''})".strip()
-
-
 @main.command("pretrain")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Manifest scored top-1 / top-5 (centre crops) at the end; images of other classes are counted, "
               "not scored.")
-@click.option("--encoder", default=None, type=click.Choice(choices.ENCODERS), help=_pretrain_help("encoder", ""))
+@click.option("--encoder", default=None, type=click.Choice(choices.ENCODERS),
+              help=_default_help("encoder", "", pretrain=True))
 @click.option("--width", type=float, default=None,
-              help=_pretrain_help("width", "Channel multiplier of a VGG encoder."))
-@click.option("--norm", default=None, type=click.Choice(choices.NORMS), help=_pretrain_help("norm", ""))
-@click.option("--iters", type=int, default=None, help=_pretrain_help("iters", "Iterations."))
+              help=_default_help("width", "Channel multiplier of a VGG encoder.", pretrain=True))
+@click.option("--norm", default=None, type=click.Choice(choices.NORMS),
+              help=_default_help("norm", "", pretrain=True))
+@click.option("--iters", type=int, default=None, help=_default_help("iters", "Iterations.", pretrain=True))
 @click.option("--images-per-batch", type=int, default=None,
-              help=_pretrain_help("images_per_batch", "Crops per iteration, all ranks."))
-@click.option("--lr", type=float, default=None, help=_pretrain_help("lr", "Peak learning rate (cosine decay)."))
-@click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS), help=_pretrain_help("optimizer", ""))
-@click.option("--crop", type=int, default=None, help=_pretrain_help("crop", "Crop side in pixels (a multiple of 32)."))
-@click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_pretrain_help("device", ""))
-@click.option("--amp/--no-amp", default=None, help=_pretrain_help("amp", "bfloat16 autocast on CUDA."))
-@click.option("--workers", type=int, default=None, help=_pretrain_help("workers", "DataLoader workers."))
+              help=_default_help("images_per_batch", "Crops per iteration, all ranks.", pretrain=True))
+@click.option("--lr", type=float, default=None,
+              help=_default_help("lr", "Peak learning rate (cosine decay).", pretrain=True))
+@click.option("--optimizer", default=None, type=click.Choice(choices.OPTIMIZERS),
+              help=_default_help("optimizer", "", pretrain=True))
+@click.option("--crop", type=int, default=None,
+              help=_default_help("crop", "Crop side in pixels (a multiple of 32).", pretrain=True))
+@click.option("--device", default=None, type=click.Choice(choices.DEVICES),
+              help=_default_help("device", "", pretrain=True))
+@click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA.", pretrain=True))
+@click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers.", pretrain=True))
 @click.option("--checkpoint-every", type=int, default=None,
-              help=_pretrain_help("checkpoint_every", "Iterations between checkpoints."))
-@click.option("--seed", type=int, default=None, help=_pretrain_help("seed", ""))
+              help=_default_help("checkpoint_every", "Iterations between checkpoints.", pretrain=True))
+@click.option("--seed", type=int, default=None, help=_default_help("seed", "", pretrain=True))
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root of both manifests (default: each manifest's scan root).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,

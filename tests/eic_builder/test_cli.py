@@ -160,3 +160,12 @@ def test_every_choice_comes_from_the_choices_module() -> None:
     import subprocess
 
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """Building the commands (their help text reads the configs' defaults) must not import torch."""
+    import subprocess
+    import sys
+
+    code = "import eic_builder.cli, sys; assert 'torch' not in sys.modules, 'torch imported at start-up'"
+    subprocess.run([sys.executable, "-c", code], check=True)
