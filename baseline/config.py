@@ -23,10 +23,10 @@ def check_encoder_options(encoder: str, width: float, norm: str) -> None:
     check_choice("--encoder", encoder, ENCODERS)
     check_choice("--norm", norm, NORMS)
     if not 0 < width <= 4:
-        raise OptionError(f"--width={width} must be in (0, 4]")
+        raise OptionError(f"`width`={width} must be in (0, 4]")
     if encoder == "googlenet" and (width != 1.0 or norm != "bn"):
-        raise OptionError(f"--encoder googlenet is width 1 with batch norm; got --width {width:g} "
-                          f"--norm {norm} (those options shape the VGG encoders)")
+        raise OptionError(f"`encoder` googlenet is width 1 with batch norm; got `width` {width:g} "
+                          f"`norm` {norm} (those options shape the VGG encoders)")
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,17 @@ class TrainConfig:
         check_choice("--device", self.device, DEVICES)
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
         if self.lr <= 0:
-            raise OptionError(f"--lr={self.lr} must be > 0")
+            raise OptionError(f"`lr`={self.lr} must be > 0")
         if not 0 <= self.neg_iou <= self.pos_iou <= 1:
             raise OptionError(f"IoU thresholds need 0 <= neg ({self.neg_iou}) <= pos ({self.pos_iou}) <= 1")
         if not self.train_scales or min(self.train_scales) < 32:
-            raise OptionError(f"--train-scales {self.train_scales} must be sizes of at least 32 pixels")
+            raise OptionError(f"`train_scales` {self.train_scales} must be sizes of at least 32 pixels")
         if not math.isfinite(self.neg_ratio) or self.neg_ratio < 0:
-            raise OptionError(f"--neg-ratio={self.neg_ratio} must be a finite number >= 0")
+            raise OptionError(f"`neg_ratio`={self.neg_ratio} must be a finite number >= 0")
         if not math.isfinite(self.lr):
-            raise OptionError(f"--lr={self.lr} must be finite")
+            raise OptionError(f"`lr`={self.lr} must be finite")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -159,11 +159,11 @@ class PretrainConfig:
         check_choice("--device", self.device, DEVICES)
         for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise OptionError(f"--lr={self.lr} must be a finite number > 0")
+            raise OptionError(f"`lr`={self.lr} must be a finite number > 0")
         if self.crop < 32 or self.crop % 32:
-            raise OptionError(f"--crop={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
+            raise OptionError(f"`crop`={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
         check_encoder_options(self.encoder, self.width, self.norm)
 
     @classmethod

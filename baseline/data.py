@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from eic_builder.boxes import flip_horizontally, scale_boxes
 from eic_builder.errors import OptionError
 from eic_builder.image_batches import bytes_tensor, decode_cpu, normalise
-from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
+from eic_builder.image_source import ImageReader, ImageRef, decoding, image_refs, image_root
 from eic_builder.manifest import read_manifest
 
 
@@ -64,7 +64,9 @@ def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[in
 
 def read_rgb(reader: ImageReader, ref: ImageRef) -> torch.Tensor:
     """(3, H, W) uint8 RGB of the image ``ref`` (JPEG, PNG; grayscale and CMYK converted)."""
-    return decode_cpu(bytes_tensor(reader.read(ref)))
+    data = reader.read(ref)
+    with decoding(f"image {ref.path} under {reader.root}"):
+        return decode_cpu(bytes_tensor(data))
 
 
 def prepare(image: torch.Tensor, scale: int, max_size: int) -> tuple[torch.Tensor, tuple[float, float]]:

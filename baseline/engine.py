@@ -32,7 +32,7 @@ from baseline.rpn import TargetConfig, box_coder, rpn_loss
 from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
-from eic_builder.manifest import write_text
+from eic_builder.manifest import temporary_sibling, write_text
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_matching, load_torch_file, state_dict_of
 
@@ -62,7 +62,7 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
 
 
 def save_atomically(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -100,8 +100,8 @@ def _check_cpu_memory(cfg: TrainConfig, model: HourglassRPN, world: int) -> None
         raise OptionError(
             f"training on the CPU would need about {needed / gib:.1f} GiB (width {cfg.width:g}, "
             f"{cfg.images_per_batch} images per batch at scales up to {max(cfg.train_scales)}), and "
-            f"{available / gib:.1f} GiB is available: use --tiny, fewer --images-per-batch, smaller "
-            "--train-scales or --width, or a GPU (--device cuda)")
+            f"{available / gib:.1f} GiB is available: use `tiny`, fewer `images_per_batch`, smaller "
+            "`train_scales` or `width`, or a GPU (`device` cuda)")
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
@@ -136,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str = "rpn") -> dict:
                          f"{f' (its version is {found})' if found is not None else ''}")
     if state.get("kind", "rpn") != kind:
         raise ModelError(f"{path} is an eic-build {COMMANDS[state['kind']]} checkpoint, not a {COMMANDS[kind]} one"
-                         f"{'; pass its encoder.pt as --backbone-weights' if state['kind'] == 'classifier' else ''}")
+                         f"{'; pass its encoder.pt as `backbone_weights`' if state['kind'] == 'classifier' else ''}")
     state["config"] = json.loads(state["config"])
     return state
 
@@ -191,14 +191,14 @@ class Checkpointer:
         last = self.last
         if not resume:
             if last.is_file():
-                raise OptionError(f"{self.run} already holds a run (last.pt); pass --resume to continue it or use a "
-                                  "new --out")
+                raise OptionError(f"{self.run} already holds a run (last.pt); pass `resume` to continue it or use a "
+                                  "new `out`")
             return 0
         if not last.is_file():
-            raise OptionError(f"--resume: no checkpoint {last} to resume from")
+            raise OptionError(f"`resume`: no checkpoint {last} to resume from")
         state = load_checkpoint(last, self.kind)
         if state["config"] != json.loads(self.cfg.to_json()):
-            raise OptionError(f"--resume: {last} was trained with another configuration; see "
+            raise OptionError(f"`resume`: {last} was trained with another configuration; see "
                               f"{self.run / 'config.json'}")
         load_matching(self.model, state["model"], f"checkpoint {last}")
         try:
@@ -274,7 +274,7 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
     if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
         kept = sorted(ctx.run.glob("ckpt-*.pt"))
         raise ModelError(f"the loss became {loss_value} at iteration {iteration + 1}; the last good checkpoint is "
-                         f"{kept[-1] if kept else 'none (none was written yet)'}; lower --lr or check the data")
+                         f"{kept[-1] if kept else 'none (none was written yet)'}; lower `lr` or check the data")
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -360,7 +360,7 @@ def setup_process(cfg: TrainConfig | PretrainConfig, distributed: bool) -> tuple
     """(rank, world size, device) of this process; joins torchrun's group with ``distributed``."""
     rank, world = init_distributed(distributed)
     if cfg.images_per_batch % world:
-        raise OptionError(f"--images-per-batch {cfg.images_per_batch} must divide by the {world} ranks")
+        raise OptionError(f"`images_per_batch` {cfg.images_per_batch} must divide by the {world} ranks")
     return rank, world, rank_device(resolve_device(cfg.device), distributed)
 
 
@@ -397,7 +397,7 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> Hourglas
         try:
             n = model.backbone.encoder.load_torchvision(state)
         except ValueError as exc:
-            raise ModelError(f"--backbone-weights {cfg.backbone_weights}: {exc}") from exc
+            raise ModelError(f"`backbone_weights` {cfg.backbone_weights}: {exc}") from exc
         log.info("loaded %d %s tensors into the encoder", n, model.backbone.encoder.name)
     model.to(device)
     if device.type == "cuda":

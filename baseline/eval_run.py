@@ -56,15 +56,15 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     cfg = cfg or ProposalConfig()
     cfg.validate()
     if recall_k < 1:
-        raise OptionError(f"--recall-k={recall_k} must be >= 1")
+        raise OptionError(f"`recall_k`={recall_k} must be >= 1")
     for method in methods:
         if method not in METHODS:
-            raise OptionError(f"--method {method!r} is not known; choose from {', '.join(METHODS)}")
+            raise OptionError(f"`methods` {method!r} is not known; choose from {', '.join(METHODS)}")
     names = (["rpn"] if checkpoint else []) + list(methods)
     if not names:
-        raise OptionError("nothing to evaluate: give --checkpoint CKPT and/or --method NAME")
+        raise OptionError("nothing to evaluate: give `checkpoint` CKPT and/or `methods` NAME")
     if max_images is not None and max_images < 1:
-        raise OptionError(f"--max-images {max_images} must be >= 1")
+        raise OptionError(f"`max_images` {max_images} must be >= 1")
     dev = resolve_device(device)
     records, root = load_records(manifest_dir, root)
     reader = ImageReader(root)

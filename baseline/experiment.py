@@ -54,7 +54,7 @@ PEER_LABELS = {"selective-search": "Selective search", "sliding-window": "Slidin
 @dataclass(frozen=True)
 class Row:
     """One row of a table: a training configuration (``overrides`` of the base) on training manifest
-    ``train``, or a peer ``method``; ``paper`` holds the paper's figures, as printed, by metric."""
+    ``trains``, or a peer ``method``; ``paper`` holds the paper's figures, as printed, by metric."""
 
     label: str
     overrides: dict = field(default_factory=dict)
@@ -295,25 +295,46 @@ def table_markdown(plan: ExperimentPlan, rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_plan_inputs(plan: ExperimentPlan) -> None:
+    """Check every input a row reads before the first one trains (a row costs its whole budget): each
+    manifest reads as one and has its images where it says, the test scales are valid, and the test
+    manifest is none of the training ones (by folder or by content: scoring on training images
+    measures memory, not proposals)."""
+    from baseline.proposals import ProposalConfig
+    from eic_builder.image_source import image_root
+    from eic_builder.manifest import manifest_fingerprint, read_manifest
+
+    ProposalConfig(scales=plan.scales).validate()
+    fingerprints = {}
+    for option, path in [("trains", p) for _, p in plan.trains] + [("test", plan.test)]:
+        if not Path(path).is_dir():
+            raise OptionError(f"`{option}` {path}: no such manifest folder")
+        manifest = read_manifest(path, box_columns=["image_id"])
+        if not any(manifest.images["has_image"].to_pylist()):
+            raise OptionError(f"`{option}` {path}: the manifest has no image with a file to train or score on")
+        image_root(manifest.meta, plan.root)
+        fingerprints[path] = manifest_fingerprint(manifest.images)
+    for _, path in plan.trains:
+        if Path(path).resolve() == Path(plan.test).resolve() or fingerprints[path] == fingerprints[plan.test]:
+            raise OptionError(f"`test` {plan.test} holds the same images as `trains` {path}: scores on training "
+                              "images say nothing of held-out ones; split off a test set with `eic-build hold-out`")
+
+
 def run_experiment(plan: ExperimentPlan, out: str | os.PathLike[str],
                    on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:
     """Run (or resume) every row of ``plan.name``'s table and write ``OUT/table.{md,csv,json}``."""
     check_choice("experiment", plan.name, EXPERIMENTS)
     if not plan.trains:
-        raise OptionError("give at least one --train manifest")
+        raise OptionError("give at least one `trains` manifest")
     if plan.name == "components" and len(plan.trains) != 1:
-        raise OptionError(f"experiment components trains on one manifest; got {len(plan.trains)} --train")
+        raise OptionError(f"experiment components trains on one manifest; got {len(plan.trains)} `trains`")
     if plan.name == "data-strategy" and len(plan.trains) > 2:
         raise OptionError(f"experiment data-strategy compares at most two training manifests (ILSVRC-1k, EIC); "
-                          f"got {len(plan.trains)} --train")
+                          f"got {len(plan.trains)} `trains`")
     labels = [label for label, _ in plan.trains]
     if len(set(labels)) != len(labels):
-        raise OptionError(f"--train labels must differ; got {', '.join(labels)}")
-    for _, path in plan.trains:
-        if not Path(path).is_dir():
-            raise OptionError(f"--train {path}: no such manifest folder")
-    if not Path(plan.test).is_dir():
-        raise OptionError(f"--test {plan.test}: no such manifest folder")
+        raise OptionError(f"`trains` labels must differ; got {', '.join(labels)}")
+    check_plan_inputs(plan)
     plan.base.validate()
     rows = component_rows(plan.base) if plan.name == "components" else data_strategy_rows(labels)
     for row in rows:  # refuse a bad combination before the first training starts

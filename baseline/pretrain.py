@@ -193,7 +193,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     optimizer = build_optimizer(cfg, model)
     classes_file = run / "classes.txt"
     if resume and classes_file.is_file() and classes_file.read_text().split() != classes:
-        raise OptionError(f"--resume: {run} was trained on other classes (see {classes_file})")
+        raise OptionError(f"`resume`: {run} was trained on other classes (see {classes_file})")
     checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank, kind="classifier")
     if rank == 0:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
@@ -222,7 +222,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
         loss = F.cross_entropy(logits.float(), target)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; lower --lr (see {run})")
+            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; lower `lr` (see {run})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -41,9 +41,9 @@ class ProposalConfig:
     def validate(self) -> None:
         """Refuse values that make no sense (they would give empty or meaningless proposals)."""
         if not self.scales or min(self.scales) < 16:
-            raise OptionError(f"--scales {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
+            raise OptionError(f"`scales` {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
         if self.top_k < 1:
-            raise OptionError(f"--top-k={self.top_k} must be >= 1")
+            raise OptionError(f"`top_k`={self.top_k} must be >= 1")
         for name in ("level_nms", "scale_nms"):
             value = getattr(self, name)
             if not 0 < value <= 1:

@@ -74,16 +74,16 @@ class AssembleOptions:
     hash_workers: int = 8
 
     def validate(self) -> None:
-        check_choice("--short-classes", self.short, SHORT_POLICIES)
+        check_choice("short", self.short, SHORT_POLICIES)
         if self.val_per_class < 1:
-            raise OptionError(f"--val-per-class={self.val_per_class} must be >= 1")
+            raise OptionError(f"`val_per_class`={self.val_per_class} must be >= 1")
         if self.max_train_per_class < 1:
-            raise OptionError(f"--max-train-per-class={self.max_train_per_class} must be >= 1")
+            raise OptionError(f"`max_train_per_class`={self.max_train_per_class} must be >= 1")
         if not 0 <= self.min_train_per_class <= self.max_train_per_class:
-            raise OptionError(f"--min-train-per-class={self.min_train_per_class} must be in "
-                              f"[0, --max-train-per-class={self.max_train_per_class}]")
+            raise OptionError(f"`min_train_per_class`={self.min_train_per_class} must be in "
+                              f"[0, `max_train_per_class`={self.max_train_per_class}]")
         if self.hash_workers < 1:
-            raise OptionError(f"hash_workers={self.hash_workers} must be >= 1")
+            raise OptionError(f"`hash_workers`={self.hash_workers} must be >= 1")
 
 
 @dataclass
@@ -165,7 +165,7 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     paths = [Path(m) for m in manifests]
     for path in paths:
         if path.resolve() == out.resolve() or out.resolve() in path.resolve().parents:
-            raise OptionError(f"--out {out} would overwrite the input manifest {path}")
+            raise OptionError(f"`out` {out} would overwrite the input manifest {path}")
     classes = read_table(classes_file, "eic_classes").select(["wnid", "source"]).to_pandas()
     source_of = dict(zip(classes["wnid"], classes["source"]))
     frame, read, common = _read_inputs(paths)
@@ -223,9 +223,9 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
              if w in set(pool["label"]) and train_counts.get(w, 0) < options.min_train_per_class]
     if short and options.short == "refuse":
         listed = ", ".join(f"{w} ({n})" for w, n in short[:10])
-        raise OptionError(f"{len(short)} new classes have fewer than --min-train-per-class="
+        raise OptionError(f"{len(short)} new classes have fewer than `min_train_per_class`="
                           f"{options.min_train_per_class} training images: {listed}"
-                          f"{' ...' if len(short) > 10 else ''}; use --short-classes skip or keep")
+                          f"{' ...' if len(short) > 10 else ''}; use `short` skip or keep")
     if short and options.short == "skip":
         dropped = {w for w, _ in short}
         effects["images of classes skipped for too few training images"] = int(

@@ -123,9 +123,9 @@ def box_flags(
     twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio``.
     """
     if small_px <= 0:
-        raise OptionError(f"small_px={small_px} must be > 0")
+        raise OptionError(f"`small_px`={small_px} must be > 0")
     if twisted_ratio <= 1:
-        raise OptionError(f"twisted_ratio={twisted_ratio} must be > 1")
+        raise OptionError(f"`twisted_ratio`={twisted_ratio} must be > 1")
     w = np.asarray(x2, dtype=np.float64) - np.asarray(x1, dtype=np.float64)
     h = np.asarray(y2, dtype=np.float64) - np.asarray(y1, dtype=np.float64)
     area = np.asarray(image_width, dtype=np.float64) * np.asarray(image_height, dtype=np.float64)

@@ -31,10 +31,35 @@ def _one_line(message: str) -> str:
     return " ".join(lines)
 
 
+def _option_names(command: click.Command) -> dict[str, str]:
+    """Keyword -> what the user typed for it: ``--hash-workers`` for an option, ``MANIFEST`` for an argument."""
+    names = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            long = [opt for opt in param.opts if opt.startswith("--")]
+            names[param.name] = (long or param.opts)[0]
+        elif param.name:
+            names[param.name] = param.name.upper()
+    return names
+
+
+class _Command(click.Command):
+    """A sub-command whose errors name its options as the user typed them (see :meth:`EICError.render`)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EICError as exc:
+            exc.cli_names = _option_names(self)
+            raise
+
+
 class _Group(click.Group):
     """Every error a user can fix, ours, click's (a bad option, a missing argument) or the operating
     system's (a full disk, a read-only folder), is one line on stderr and exit code 2; anything else is
     a bug and keeps its traceback."""
+
+    command_class = _Command
 
     def main(self, *args, **kwargs):
         try:
@@ -53,7 +78,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EICError as exc:
-            click.echo(f"eic-build: error: {_one_line(str(exc))}", err=True)
+            click.echo(f"eic-build: error: {_one_line(exc.render(getattr(exc, 'cli_names', {})))}", err=True)
             sys.exit(2)
         except OSError as exc:  # the machine's refusal (a full disk, a read-only or missing folder): not a bug
             where = f": {exc.filename}" if exc.filename else ""
@@ -260,10 +285,10 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
 @click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="An EIC class list (expand-classes output): adds a row counting its classes present.")
-@click.option("--features", "feature_specs", multiple=True, metavar="NAME=FEATDIR",
+@click.option("--features", "features", multiple=True, metavar="NAME=FEATDIR",
               help="fc6 shards (from `features`) of the manifest NAME: fills the two distance rows. Repeatable.")
 def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float,
-              classes_file: Path | None, feature_specs: tuple[str, ...]) -> None:
+              classes_file: Path | None, features: tuple[str, ...]) -> None:
     """Print the paper's dataset table, one column per manifest directory NAME=DIR."""
     from eic_builder.stats import dataset_table
 
@@ -274,8 +299,8 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
         eic = frozenset(read_table(classes_file, "eic_classes")["wnid"].to_pylist())
     from eic_builder.stats import parse_named_dirs
 
-    features = dict(parse_named_dirs(feature_specs)) if feature_specs else None
-    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio, features=features, eic_wnids=eic)
+    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio,
+                         features=dict(parse_named_dirs(features)) if features else None, eic_wnids=eic)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -382,18 +407,18 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--train-out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--test-out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--test-fraction", default=0.2, show_default=True, help="Share of images held out.")
+@click.option("--test-fraction", "fraction", default=0.2, show_default=True, help="Share of images held out.")
 @click.option("--seed", default=0, show_default=True)
-def hold_out_cmd(src: Path, train_out: Path, test_out: Path, test_fraction: float, seed: int) -> None:
+def hold_out_cmd(src: Path, train_out: Path, test_out: Path, fraction: float, seed: int) -> None:
     """Divide the manifest SRC into train and held-out parts, deterministically by image id."""
     from eic_builder.holdout import hold_out_manifest
 
-    n_train, n_test = hold_out_manifest(src, train_out, test_out, test_fraction, seed)
+    n_train, n_test = hold_out_manifest(src, train_out, test_out, fraction, seed)
     click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
 
 
 # `split`, the command's first name, still works (scripts and RESULTS.md use it); hidden from --help
-main.add_command(click.Command("split", callback=hold_out_cmd.callback, params=hold_out_cmd.params, hidden=True,
+main.add_command(_Command("split", callback=hold_out_cmd.callback, params=hold_out_cmd.params, hidden=True,
                                help="The old name of hold-out."))
 
 
@@ -445,17 +470,17 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for pairs.parquet, groups.parquet, report.md and contact_sheet.png.")
-@click.option("--features", "feature_specs", multiple=True, metavar="NAME=FEATDIR",
+@click.option("--features", "features", multiple=True, metavar="NAME=FEATDIR",
               help="Whole-image fc6 features (`features MANIFEST --on image`) of the manifest NAME (its split). "
                    "Repeatable; enables the features method.")
 @click.option("--methods", default=None,
               help="Comma list of exact, perceptual, features.  [default: exact,perceptual, plus features when "
                    "--features is given]")
-@click.option("--max-hamming", default=6, show_default=True, type=int,
+@click.option("--max-hamming", "phash_threshold", default=6, show_default=True, type=int,
               help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
 @click.option("--min-cosine", default=0.6, show_default=True, type=float,
               help="features: pairs whose whitened features are at cosine >= C.")
-@click.option("--whiten", default=256, show_default=True, type=int,
+@click.option("--whiten", "whiten_dims", default=256, show_default=True, type=int,
               help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
 @click.option("--index", default="auto", show_default=True, type=click.Choice(choices.AUDIT_INDEXES),
               help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
@@ -465,9 +490,9 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes for hashing [default: the cores].")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one each manifest records).")
-def audit_cmd(manifests: tuple[Path, ...], out: Path, feature_specs: tuple[str, ...], methods: str | None,
-              max_hamming: int, min_cosine: float, whiten: int, index: str, device: str, workers: int | None,
-              root: Path | None) -> None:
+def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...], methods: str | None,
+              phash_threshold: int, min_cosine: float, whiten_dims: int, index: str, device: str,
+              workers: int | None, root: Path | None) -> None:
     """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash, fc6 features.
 
     Reports train/val leakage: `filter SRC --exclude-audit OUT` removes the copies from SRC.
@@ -475,9 +500,9 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, feature_specs: tuple[str, 
     from eic_builder.audit import audit_manifests, parse_methods
     from eic_builder.stats import parse_named_dirs
 
-    features = dict(parse_named_dirs(feature_specs)) if feature_specs else None
-    r = audit_manifests(manifests, out, features, parse_methods(methods) if methods else None, max_hamming,
-                        min_cosine, whiten, index, device, workers, root)
+    r = audit_manifests(manifests, out, dict(parse_named_dirs(features)) if features else None,
+                        parse_methods(methods) if methods else None, phash_threshold, min_cosine, whiten_dims, index,
+                        device, workers, root)
     click.echo(f"{r.n_images:,} images in {', '.join(r.names)}; pairs: "
                + ", ".join(f"{m} {n:,}" for m, n in r.pairs.items())
                + f"; {r.n_groups:,} groups of {r.n_grouped:,} images")

@@ -14,7 +14,7 @@ def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
     check_choice("--device", name, DEVICES)
     if name == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+        raise OptionError("`device` cuda: no CUDA device is available here; use `device` cpu or auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -28,7 +28,7 @@ def init_distributed(distributed: bool) -> tuple[int, int]:
 
     if not dist.is_initialized():
         if "RANK" not in os.environ:
-            raise OptionError("--distributed needs torchrun (RANK/WORLD_SIZE are not set)")
+            raise OptionError("`distributed` needs torchrun (RANK/WORLD_SIZE are not set)")
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 

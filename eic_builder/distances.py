@@ -203,11 +203,10 @@ def _prefetch(iterable: Iterable, depth: int = 2) -> Iterable:
 
 def _shard_labels(feature_dir: str | os.PathLike[str]) -> list[str]:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from eic_builder.manifest import feature_shards
+    from eic_builder.manifest import feature_shards, read_table
 
     seen: set[str] = set()
     for shard in feature_shards(feature_dir):
-        seen.update(pc.unique(pq.read_table(shard, columns=["label"])["label"]).drop_null().to_pylist())
+        seen.update(pc.unique(read_table(shard, "features", columns=["label"])["label"]).drop_null().to_pylist())
     return sorted(seen)

@@ -7,11 +7,28 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
+
+_OPTION_REF = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
 class EICError(Exception):
-    """Base class of every error the toolkit raises on purpose."""
+    """Base class of every error the toolkit raises on purpose.
+
+    A message names the options it is about as backquoted keyword names (``"`hash_workers`=0 must be >= 1"``),
+    so that each caller reads its own language: ``str(exc)`` gives the Python API's keywords
+    (``hash_workers=0 must be >= 1``), :meth:`render` with the command line's names gives
+    ``--hash-workers=0 must be >= 1``.
+    """
+
+    def __str__(self) -> str:
+        return _OPTION_REF.sub(r"\1", super().__str__())
+
+    def render(self, names: Mapping[str, str]) -> str:
+        """The message with each backquoted keyword as ``names`` calls it (e.g. ``{"hash_workers":
+        "--hash-workers"}``); keywords ``names`` lacks keep their own name."""
+        return _OPTION_REF.sub(lambda m: names.get(m.group(1), m.group(1)), super().__str__())
 
 
 class InputNotFoundError(EICError):
@@ -34,6 +51,10 @@ class WordNetError(EICError):
     """WordNet data is missing, or a synset id is not a WordNet 3.0 noun."""
 
 
+class ImageDataError(EICError):
+    """An image's bytes cannot be decoded (damaged or replaced since the scan)."""
+
+
 class ModelError(EICError):
     """Model weights or checkpoints cannot be loaded."""
 
@@ -50,7 +71,11 @@ def choices_text(allowed: Iterable[object]) -> str:
 
 
 def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
-    """Raise :class:`OptionError` naming ``value`` and ``allowed`` unless ``value`` is one of them."""
+    """Raise :class:`OptionError` naming ``value`` and ``allowed`` unless ``value`` is one of them.
+
+    ``name`` is the keyword the value was given as (``fmt``); a leading ``--`` (``--format``) is
+    taken as the option's keyword (``format``)."""
     allowed = list(allowed)
     if value not in allowed:
-        raise OptionError(f"{name}={value!r} is not allowed; choose one of {choices_text(allowed)}")
+        keyword = name[2:].replace("-", "_") if name.startswith("--") else name
+        raise OptionError(f"`{keyword}`={value!r} is not allowed; choose one of {choices_text(allowed)}")

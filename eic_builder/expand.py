@@ -91,7 +91,7 @@ def _pool_wnids(pool: str) -> tuple[list[str], str]:
         return read_wnid_list(path), pool
     path = Path(pool)
     if not path.is_file():
-        raise OptionError(f"--pool {pool!r} is neither one of {', '.join(POOLS)} nor an existing file")
+        raise OptionError(f"`pool` {pool!r} is neither one of {', '.join(POOLS)} nor an existing file")
     return read_wnid_list(path), f"file {path.name}"
 
 
@@ -104,7 +104,7 @@ def _image_counts(options: ExpandOptions) -> tuple[dict[str, int] | None, frozen
         labels = counts_manifest.images["wnid"].drop_null().to_pylist()
         return dict(Counter(labels)), None, f"scan of {Path(options.image_counts).name} ({len(labels):,} images)"
     if options.min_images > 500:
-        raise OptionError(f"--min-images {options.min_images} needs real counts: give --image-counts DIR "
+        raise OptionError(f"`min_images` {options.min_images} needs real counts: give `image_counts` DIR "
                           "(the shipped list only says which classes have >= 500 images)")
     known = frozenset(read_wnid_list(data_manifests_dir() / MIN500_FILE))
     return None, known, f"timm {MIN500_FILE} (ImageNet-21K-P classes with >= 500 images)"
@@ -147,20 +147,20 @@ def base_classes(options: ExpandOptions) -> list[str]:
         return ilsvrc_classes()["wnid"].to_pylist()
     base = read_wnid_list(options.base)
     if not base:
-        raise OptionError(f"--base {options.base} holds no wnid; give a list of base classes, one wnid a line")
+        raise OptionError(f"`base` {options.base} holds no wnid; give a list of base classes, one wnid a line")
     return base
 
 
 def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()) -> Expansion:
     """Apply the rules of this module; raises :class:`OptionError` when too few candidates qualify."""
     if options.min_images < 0:
-        raise OptionError(f"--min-images {options.min_images} must be >= 0")
+        raise OptionError(f"`min_images` {options.min_images} must be >= 0")
     base = base_classes(options)
     _check_known(index, base, "base list")
     if len(set(base)) != len(base):
         raise OptionError("the base list holds duplicate wnids")
     if options.target < len(base):
-        raise OptionError(f"--target {options.target} is below the {len(base):,} base classes; "
+        raise OptionError(f"`target` {options.target} is below the {len(base):,} base classes; "
                           f"it must be at least {len(base):,}")
     pool, pool_name = _pool_wnids(options.pool)
     pool = sorted(set(pool))
@@ -203,13 +203,13 @@ def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()
     if len(c) < need:
         hints = []
         if options.pool == "bbox":
-            hints.append("--pool 21k")
+            hints.append("`pool` 21k")
         if options.min_images:
-            hints.append("a lower --min-images (0 turns the rule off)")
+            hints.append("a lower `min_images` (0 turns the rule off)")
         if options.exclusive:
-            hints.append("leaving out --exclusive")
-        raise OptionError(f"only {len(c):,} candidates qualify but --target {options.target:,} needs {need:,} "
-                          f"beyond the {len(base):,} base classes; {' or '.join(hints) or 'a lower --target'} "
+            hints.append("leaving out `exclusive`")
+        raise OptionError(f"only {len(c):,} candidates qualify but `target` {options.target:,} needs {need:,} "
+                          f"beyond the {len(base):,} base classes; {' or '.join(hints) or 'a lower `target`'} "
                           "would admit more")
     nearest, hops = index.nearest(base)
     pos = {w: index.position(w) for w in [*base, *c]}

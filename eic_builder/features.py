@@ -76,11 +76,11 @@ class FeatureConfig:
         check_choice("--loader", self.loader, LOADERS)
         for name in ("batch_size", "shard_size", "crop", "resize"):
             if getattr(self, name) < 1:
-                raise OptionError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
+                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
         if self.workers < 0:
-            raise OptionError(f"--workers={self.workers} must be >= 0")
+            raise OptionError(f"`workers`={self.workers} must be >= 0")
         if self.crop > self.resize:
-            raise OptionError(f"--crop {self.crop} is larger than --resize {self.resize}")
+            raise OptionError(f"`crop` {self.crop} is larger than `resize` {self.resize}")
 
     def weights_label(self) -> str:
         """How the weights are described in outputs (random weights say so)."""
@@ -116,7 +116,7 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
         except Exception as exc:  # no network, no cache: urllib/OSError/RuntimeError
             raise ModelError(
                 f"cannot load torchvision's VGG16_Weights.IMAGENET1K_V1 ({type(exc).__name__}: {exc}); "
-                "without internet pre-fill TORCH_HOME or pass --weights FILE (a torchvision VGG-16 state dict)"
+                "without internet pre-fill TORCH_HOME or pass `weights` FILE (a torchvision VGG-16 state dict)"
             ) from exc
     elif weights == "random":
         torch.manual_seed(seed)
@@ -124,7 +124,7 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
     else:
         path = Path(weights)
         if not path.is_file():
-            raise ModelError(f"--weights {weights!r} is neither 'imagenet', 'random' nor an existing file")
+            raise ModelError(f"`weights` {weights!r} is neither 'imagenet', 'random' nor an existing file")
         state = state_dict_of(load_torch_file(path, "weights file"))
         vgg = vgg16(weights=None)
         need = [k for k in vgg.state_dict() if k.startswith(("features.", "classifier.0."))]
@@ -197,6 +197,11 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     chunks = [items[s: s + cfg.shard_size] for s in range(0, len(items), cfg.shard_size)]
     mine = [k for k in range(len(chunks)) if k % world == rank]
     out.mkdir(parents=True, exist_ok=True)
+    beyond = sorted(p.name for p in out.glob("part-*.parquet") if not p.stem[5:].isdigit()
+                    or int(p.stem[5:]) >= len(chunks))
+    if beyond:  # shards of a larger manifest: read with ours, they would add features of other images
+        raise OptionError(f"{out} holds {len(beyond)} shard(s) beyond the {len(chunks)} this manifest makes "
+                          f"({beyond[0]}, ...): another run's; use a new `out`")
     done = set()
     for k in mine:
         shard = out / f"part-{k:06d}.parquet"
@@ -209,7 +214,7 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
             continue
         old = {key: meta.get(key) for key in settings}
         if old != settings:
-            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new --out")
+            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new `out`")
         if meta.get("inputs") == chunk_digest(chunks[k]):
             done.add(k)
         else:

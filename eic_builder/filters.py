@@ -72,11 +72,11 @@ def filter_manifest(
     before; images that never had boxes are kept.
     """
     if drop and keep:
-        raise OptionError("--drop and --keep exclude each other; give one of them")
+        raise OptionError("`drop` and `keep` exclude each other; give one of them")
     if not math.isfinite(min_side) or min_side < 0:
-        raise OptionError(f"--min-side={min_side} must be a finite number >= 0")
+        raise OptionError(f"`min_side`={min_side} must be a finite number >= 0")
     if Path(out).resolve() == Path(src).resolve():
-        raise OptionError(f"--out {out} is the input directory; choose another")
+        raise OptionError(f"`out` {out} is the input directory; choose another")
     manifest = read_manifest(src)
     boxes, images, rejects = manifest.boxes, manifest.images, manifest.rejects
     excluded = 0

@@ -31,9 +31,9 @@ def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[
                    test_out: str | os.PathLike[str], fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
     """Write the two parts of ``src``; returns (train images, held-out images)."""
     if not 0 < fraction < 1:
-        raise OptionError(f"--test-fraction {fraction} must be between 0 and 1 (exclusive)")
-    named = {"SRC": Path(src).resolve(), "--train-out": Path(train_out).resolve(),
-             "--test-out": Path(test_out).resolve()}
+        raise OptionError(f"`fraction` {fraction} must be between 0 and 1 (exclusive)")
+    named = {"`src`": Path(src).resolve(), "`train_out`": Path(train_out).resolve(),
+             "`test_out`": Path(test_out).resolve()}
     for (name_a, path_a), (name_b, path_b) in itertools.combinations(named.items(), 2):
         if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
             raise OptionError(f"{name_a} {path_a} and {name_b} {path_b} overlap; split writes two new manifests "

@@ -12,15 +12,16 @@ given, else the ``source_root`` the manifest records.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from eic_builder.errors import InputNotFoundError, OptionError
+from eic_builder.errors import ImageDataError, InputNotFoundError, OptionError, first_line
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -45,14 +46,31 @@ def image_refs(images: pa.Table) -> list[ImageRef]:
 
 
 def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None,
-               remedy: str = "give --root DIR (the folder the manifest's image paths are relative to)") -> str:
+               remedy: str = "give `root` DIR (the folder the manifest's image paths are relative to)") -> str:
     """The folder image paths are relative to: ``override`` (``--root``) or the manifest's ``source_root``.
     ``remedy`` ends the error raised when that folder does not exist."""
     root = os.fspath(override) if override else str(meta.get("source_root", ""))
     if not root or not Path(root).is_dir():
-        where = "given with --root" if override else "recorded in the manifest"
+        where = "given with `root`" if override else "recorded in the manifest"
         raise OptionError(f"image root {root!r} ({where}) does not exist; {remedy}")
     return root
+
+
+# what Pillow and torchvision's decoders raise on bytes they cannot decode (Pillow's
+# UnidentifiedImageError is an OSError; a truncated stream raises OSError or SyntaxError; torchvision
+# raises RuntimeError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError)
+
+
+@contextlib.contextmanager
+def decoding(what: str) -> Iterator[None]:
+    """Decode an image inside this block: a decoder's error becomes one :class:`ImageDataError` naming
+    ``what`` (the image id, its file, its manifest) instead of a traceback about a ``BytesIO``."""
+    try:
+        yield
+    except DECODE_ERRORS as exc:
+        raise ImageDataError(f"{what} cannot be decoded ({first_line(exc)}); its bytes changed since the scan: "
+                             "scan it again, or leave it out with `eic-build filter`") from exc
 
 
 class ImageReader:

@@ -17,10 +17,11 @@ the same folder, then ``os.replace``. Reads check the schema and raise
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,11 +208,18 @@ def write_table(
                                                               row_group_size=row_group_size))
 
 
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it before a rename: ``.NAME.tmp-PID``, with NAME cut so
+    that the whole stays within the file system's 255-byte limit (``path``'s own name may use all of it)."""
+    name = path.name.encode()[:200].decode("utf-8", "ignore")
+    return path.with_name(f".{name}.tmp-{os.getpid()}")
+
+
 def _write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``. A full disk or a
     read-only folder raises :class:`ManifestError` and leaves the old file, if any, as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
@@ -274,10 +282,18 @@ def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | Non
     found = _parquet_schema(path).remove_metadata()
     if not found.equals(schema):
         raise ManifestError(f"{path} is not a {kind} table: {schema_difference(found, schema)}")
-    try:
+    with parquet_errors_named(path):
         return pq.read_table(path, columns=columns)
+
+
+@contextlib.contextmanager
+def parquet_errors_named(path: str | os.PathLike[str], remedy: str = "write it again") -> Iterator[None]:
+    """Turn pyarrow's and the file system's errors while reading the Parquet file ``path`` into one
+    :class:`ManifestError` naming the file (damaged bytes, a truncated copy, a file that is no Parquet)."""
+    try:
+        yield
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ManifestError(f"{path} is damaged: {first_line(exc)}") from exc
+        raise ManifestError(f"{path} is damaged or not a Parquet file ({first_line(exc)}); {remedy}") from exc
 
 
 @dataclass(frozen=True)
@@ -315,6 +331,22 @@ def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | No
         rejects=read_table(directory / MANIFEST_FILES["rejects"], "rejects"),
         meta=meta,
     )
+
+
+FINGERPRINT_COLUMNS = ("image_id", "split", "label", "path", "archive", "offset", "size", "has_image")
+
+
+def manifest_fingerprint(images: pa.Table) -> str:
+    """A digest of what a manifest holds: each image's id, split, label and where its bytes lie, in order
+    (16 hex digits). Two scans of the same files give the same fingerprint whatever their metadata; a
+    rescan that changed any image gives another, so a stage can refuse results computed on other inputs."""
+    import hashlib
+
+    import pandas as pd
+
+    frame = images.select(list(FINGERPRINT_COLUMNS)).to_pandas()
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha1(rows.tobytes() + str(len(frame)).encode()).hexdigest()[:16]
 
 
 def manifest_name(directory: str | os.PathLike[str], images: pa.Table) -> str:
@@ -426,16 +458,25 @@ def feature_shards(directory: str | os.PathLike[str]) -> list[Path]:
     return shards
 
 
+_FEATURES_REMEDY = "delete it and run `eic-build features` again (it makes the missing shards only)"
+
+
+def _check_feature_shard(shard: Path) -> None:
+    with parquet_errors_named(shard, _FEATURES_REMEDY):
+        found = pq.read_schema(shard).remove_metadata()
+    if not found.equals(FEATURES_SCHEMA):
+        raise ManifestError(f"{shard} is not a features shard: {schema_difference(found, FEATURES_SCHEMA)}")
+
+
 def iter_feature_batches(directory: str | os.PathLike[str], batch_rows: int = FEATURE_ROW_GROUP):
     """Stream (labels, (n, 4096) float16 array) over every shard, at most ``batch_rows`` rows at a time."""
     for shard in feature_shards(directory):
-        found = pq.read_schema(shard).remove_metadata()
-        if not found.equals(FEATURES_SCHEMA):
-            raise ManifestError(f"{shard} is not a features shard: schema {found}")
-        # pre_buffer=False: read one row group at a time instead of the whole shard up front
-        reader = pq.ParquetFile(shard, pre_buffer=False, buffer_size=8 << 20)
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=["label", "feature"]):
-            yield batch.column("label").to_pylist(), feature_matrix(batch.column("feature"))
+        _check_feature_shard(shard)
+        with parquet_errors_named(shard, _FEATURES_REMEDY):
+            # pre_buffer=False: read one row group at a time instead of the whole shard up front
+            reader = pq.ParquetFile(shard, pre_buffer=False, buffer_size=8 << 20)
+            for batch in reader.iter_batches(batch_size=batch_rows, columns=["label", "feature"]):
+                yield batch.column("label").to_pylist(), feature_matrix(batch.column("feature"))
 
 
 def read_image_features(directory: str | os.PathLike[str]) -> tuple[list[str], Any]:
@@ -447,10 +488,9 @@ def read_image_features(directory: str | os.PathLike[str]) -> tuple[list[str], A
     ids: list[str] = []
     blocks = []
     for shard in feature_shards(directory):
-        found = pq.read_schema(shard).remove_metadata()
-        if not found.equals(FEATURES_SCHEMA):
-            raise ManifestError(f"{shard} is not a features shard: schema {found}")
-        table = pq.read_table(shard, columns=["image_id", "box_index", "feature"])
+        _check_feature_shard(shard)
+        with parquet_errors_named(shard, _FEATURES_REMEDY):
+            table = pq.read_table(shard, columns=["image_id", "box_index", "feature"])
         whole = table.filter(pc.equal(table["box_index"], -1))
         ids += whole["image_id"].to_pylist()
         blocks.append(np.array(feature_matrix(whole["feature"])) if whole.num_rows else

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from eic_builder.errors import ManifestError
-from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
+from eic_builder.image_source import ImageReader, ImageRef, decoding, image_refs, image_root
 from eic_builder.manifest import read_manifest
 
 
@@ -58,7 +58,8 @@ class ManifestView:
     @property
     def root(self) -> str:
         """The image root; raises :class:`~eic_builder.errors.OptionError` when that folder is missing."""
-        return image_root(self.meta, self._root_override, "pass root=DIR (the folder the image paths are relative to)")
+        return image_root(self.meta, self._root_override,
+                          "pass `root`=DIR (the folder the image paths are relative to)")
 
     def read_bytes(self, image_id: str) -> bytes:
         """The file bytes of one image (a loose file, or an archive member read at its offset)."""
@@ -81,7 +82,10 @@ class ManifestView:
         """One image as a loaded RGB ``PIL.Image.Image`` (its size is the manifest's width x height)."""
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.read_bytes(image_id))) as image:
+        data = self.read_bytes(image_id)
+        ref = self._refs[image_id][0] if self._refs else None
+        what = f"image {image_id!r} ({ref.path if ref else '?'}) of manifest {self.directory}"
+        with decoding(what), Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
 
     def close(self) -> None:

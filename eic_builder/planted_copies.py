@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from eic_builder.errors import OptionError
+from eic_builder.image_source import decoding
+from eic_builder.safe_names import child_path
 
 TRANSFORMS = ("exact", "reencode", "resize", "crop", "flip")
 CROP_SHARE = 0.06
@@ -67,17 +69,22 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
                  seed: int = 0, root: str | os.PathLike[str] | None = None) -> list[PlantedCopy]:
     """Copy ``per_transform`` images of ``manifest`` per transformation (each original used once) into
     ``out`` (layout in the module's doc); returns the copies, also written to ``out/planted.csv``."""
-    from eic_builder.manifest import write_bytes, write_text
+    from eic_builder.manifest import manifest_fingerprint, write_bytes, write_text
     from eic_builder.manifest_view import open_manifest
+    from eic_builder.output_folder import claim_output_folder
 
     if per_transform < 1:
-        raise OptionError(f"--per-transform={per_transform} must be >= 1")
+        raise OptionError(f"`per_transform`={per_transform} must be >= 1")
     with open_manifest(manifest, root) as m:
         has = np.flatnonzero(np.asarray(m.images["has_image"].to_pylist(), dtype=bool))
         need = per_transform * len(TRANSFORMS)
         if len(has) < need:
             raise OptionError(f"{manifest} has {len(has)} images with a file; {per_transform} per transformation "
                               f"needs {need}")
+        # copies of an earlier planting left beside these would be scored as unplanted duplicates
+        claim_output_folder(out, "plant-copies", {"manifest": manifest_fingerprint(m.images),
+                                                  "per_transform": per_transform, "seed": seed},
+                            owned=("images", TRUTH_FILE))
         chosen = np.random.default_rng(seed).choice(has, need, replace=False)
         ids, labels = m.image_ids, m.images["label"].to_pylist()
         copies = []
@@ -85,8 +92,9 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
             transform = TRANSFORMS[k // per_transform]
             copy_id = f"{ids[row]}_{transform}"
             folder = labels[row] or "unlabelled"
-            write_bytes(Path(out) / "images" / folder / f"{copy_id}.JPEG",
-                        transform_bytes(m.read_bytes(ids[row]), transform))
+            with decoding(f"image {ids[row]!r} of manifest {manifest}"):
+                copy = transform_bytes(m.read_bytes(ids[row]), transform)
+            write_bytes(child_path(Path(out) / "images", folder, copy_id, suffix=".JPEG"), copy)
             copies.append(PlantedCopy(copy_id, ids[row], transform))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

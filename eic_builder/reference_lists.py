@@ -45,7 +45,10 @@ def read_wnid_list(path: str | os.PathLike[str]) -> list[str]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        wnids = pq.read_table(path, columns=["wnid"])["wnid"].to_pylist()
+        from eic_builder.manifest import parquet_errors_named
+
+        with parquet_errors_named(path, "give a class list with a wnid column, or a text file of wnids"):
+            wnids = pq.read_table(path, columns=["wnid"])["wnid"].to_pylist()
     else:
         wnids = []
         for line_no, line in enumerate(path.read_text().splitlines(), start=1):

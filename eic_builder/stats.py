@@ -195,7 +195,7 @@ def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL
     Names of the form ``GROUP/SUB`` (``EIC/Train``) give md and latex a two-level header, the
     paper's layout; csv and json stay flat, csv with plain numbers.
     """
-    check_choice("--format", fmt, OUTPUT_FORMATS)
+    check_choice("fmt", fmt, OUTPUT_FORMATS)
     names = [s.name for s in stats]
     header = ["Dataset split", *names]
     rows = table_rows(stats)
@@ -276,16 +276,16 @@ def dataset_table(
     eic_wnids: frozenset[str] | None = None,
 ) -> str:
     """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render."""
-    check_choice("--format", fmt, OUTPUT_FORMATS)
+    check_choice("fmt", fmt, OUTPUT_FORMATS)
     if small_px <= 0:
-        raise OptionError(f"--small-px={small_px} must be > 0")
+        raise OptionError(f"`small_px`={small_px} must be > 0")
     if twisted_ratio <= 1:
-        raise OptionError(f"--twisted-ratio={twisted_ratio} must be > 1")
+        raise OptionError(f"`twisted_ratio`={twisted_ratio} must be > 1")
     named = parse_named_dirs(specs)
     features = dict(features or {})
     unknown = sorted(set(features) - {name for name, _ in named})
     if unknown:
-        raise OptionError(f"--features names {', '.join(unknown)} match no manifest; names: "
+        raise OptionError(f"`features` names {', '.join(unknown)} match no manifest; names: "
                           f"{', '.join(name for name, _ in named)}")
     stats = []
     for name, path in named:

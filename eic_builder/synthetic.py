@@ -124,7 +124,7 @@ def make_synthetic_tree(
     from eic_builder.errors import OptionError
 
     if not 1 <= n_classes <= len(DEMO_WNIDS):
-        raise OptionError(f"n_classes={n_classes} must be between 1 and {len(DEMO_WNIDS)}")
+        raise OptionError(f"`n_classes`={n_classes} must be between 1 and {len(DEMO_WNIDS)}")
     rng = np.random.default_rng(seed)
     root = Path(root)
     counts = {"train": [0, 0], "val": [0, 0]}
@@ -215,9 +215,9 @@ def make_synthetic_archives(
 
     for name, value in (("new_per_class", new_per_class), ("other_per_class", other_per_class)):
         if value < 1:
-            raise OptionError(f"{name}={value} must be >= 1")
+            raise OptionError(f"`{name}`={value} must be >= 1")
     if not 0 <= annotated_share <= 1:
-        raise OptionError(f"annotated_share={annotated_share} must be in [0, 1]")
+        raise OptionError(f"`annotated_share`={annotated_share} must be in [0, 1]")
     root = Path(root)
     ilsvrc = make_synthetic_tree(root / "ILSVRC", n_classes, train_per_class, val_per_class, seed)
     rng = np.random.default_rng(seed + 1)

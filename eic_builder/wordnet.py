@@ -182,7 +182,7 @@ def find_wordnet(wordnet_dir: str | os.PathLike[str] | None = None) -> WordNetSo
         how = "option" if wordnet_dir else "env"
         path = Path(explicit)
         if not _has_wordnet_files(path):
-            raise WordNetError(f"WordNet folder {path} (from {'--wordnet-dir' if wordnet_dir else ENV_WORDNET_DIR}) "
+            raise WordNetError(f"WordNet folder {path} (from {'`wordnet_dir`' if wordnet_dir else ENV_WORDNET_DIR}) "
                                f"lacks {', '.join(n for n in _REQUIRED if not (path / n).is_file())}")
         nltk_layout = (path / "lexnames").is_file() and path.resolve().parent.name == "corpora" \
             and path.resolve().name == "wordnet"
@@ -194,7 +194,7 @@ def find_wordnet(wordnet_dir: str | os.PathLike[str] | None = None) -> WordNetSo
     if _has_wordnet_files(DEBIAN_WORDNET_DIR):
         return WordNetSource("debian", _lay_out(DEBIAN_WORDNET_DIR), str(DEBIAN_WORDNET_DIR))
     raise WordNetError(
-        "WordNet 3.0 data not found; get it one of three ways: --wordnet-dir DIR (or EIC_WORDNET_DIR), "
+        "WordNet 3.0 data not found; get it one of three ways: `wordnet_dir` DIR (or EIC_WORDNET_DIR), "
         "python -m nltk.downloader wordnet, or apt-get install wordnet-base wordnet-sense-index"
     )
 

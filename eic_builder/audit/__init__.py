@@ -56,7 +56,7 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise OptionError(f"--methods {','.join(names) or text!r}: {', '.join(unknown) or 'none given'} is not a "
+        raise OptionError(f"`methods` {','.join(names) or text!r}: {', '.join(unknown) or 'none given'} is not a "
                           f"method; choose from {choices_text(METHODS)}")
     return tuple(dict.fromkeys(names))
 
@@ -67,7 +67,7 @@ def _feature_rows(cat: Catalog, features: Mapping[str, str | os.PathLike[str]]) 
 
     unknown = sorted(set(features) - set(cat.names))
     if unknown:
-        raise OptionError(f"--features names {', '.join(unknown)}, which is no audited manifest; "
+        raise OptionError(f"`features` names {', '.join(unknown)}, which is no audited manifest; "
                           f"names: {', '.join(cat.names)}")
     rows, blocks = [], []
     for name, directory in features.items():
@@ -156,14 +156,14 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
     features = dict(features or {})
     methods = parse_methods(methods or (METHODS if features else METHODS[:2]))
     if "features" in methods and not features:
-        raise OptionError("--methods features needs --features NAME=FEATDIR (from `eic-build features MANIFEST "
+        raise OptionError("`methods` features needs `features` NAME=FEATDIR (from `eic-build features MANIFEST "
                           "--on image`)")
     if not 0 <= phash_threshold < perceptual.HASH_BITS:
-        raise OptionError(f"--max-hamming={phash_threshold} must be in [0, {perceptual.HASH_BITS - 1}]")
+        raise OptionError(f"`phash_threshold`={phash_threshold} must be in [0, {perceptual.HASH_BITS - 1}]")
     check_choice("--index", index, neighbours.INDEXES)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OptionError(f"--out {out} is a file; give a folder")
+        raise OptionError(f"`out` {out} is a file; give a folder")
     workers = workers or usable_cores()
     cat = load_catalog(manifests, root)
     if len(cat) == 0:
@@ -201,7 +201,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
         result.n_groups = len(set(groups["group"].to_pylist()))
         result.n_grouped = groups.num_rows
         result.leaks = leak_counts(pairs)
-        meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))), "methods": list(methods),
+        meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))),
+                "fingerprints": dict(zip(cat.names, cat.fingerprints)), "methods": list(methods),
                 "max_hamming": phash_threshold, "min_cosine": min_cosine, "whiten": whiten_dims, "index": index,
                 "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
         result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))

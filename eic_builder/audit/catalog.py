@@ -16,7 +16,7 @@ import numpy as np
 
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
-from eic_builder.manifest import check_distinct_names, manifest_name, read_manifest
+from eic_builder.manifest import check_distinct_names, manifest_fingerprint, manifest_name, read_manifest
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Catalog:
     directories: list[Path] = field(default_factory=list)
     roots: list[str | None] = field(default_factory=list)
     metas: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)  # manifest_fingerprint of each manifest, as read
     manifest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     split: list[str] = field(default_factory=list)
     image_id: list[str] = field(default_factory=list)
@@ -87,6 +88,7 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
         check_distinct_names(list(zip(cat.names, directories)), "audit manifests of different names")
         cat.roots.append(os.fspath(root) if root else None)
         cat.metas.append(manifest.meta)
+        cat.fingerprints.append(manifest_fingerprint(manifest.images))
         cols = manifest.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
         refs = image_refs(manifest.images)
         keep = [i for i, has in enumerate(cols["has_image"]) if has and refs[i].path is not None]

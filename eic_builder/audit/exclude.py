@@ -16,19 +16,27 @@ from eic_builder.errors import OptionError
 
 
 def audited_name(audit_dir: Path, src: Path) -> str:
-    """The name ``src`` had in the audit at ``audit_dir``; raises when it was not audited there."""
-    from eic_builder.manifest import read_metadata
+    """The name ``src`` had in the audit at ``audit_dir``; raises when it was not audited there, or when
+    its content changed since (another scan, another filter): an audit's pairs name image ids of the
+    manifests it read, and applied to other ones they would remove nothing, or the wrong images."""
+    from eic_builder.manifest import manifest_fingerprint, read_manifest, read_metadata
 
     pairs_file = audit_dir / "pairs.parquet"
     if not pairs_file.is_file():
-        raise OptionError(f"--exclude-audit {audit_dir} holds no pairs.parquet; run `eic-build audit ... --out "
+        raise OptionError(f"`audit_dir` {audit_dir} holds no pairs.parquet; run `eic-build audit ... --out "
                           f"{audit_dir}` first")
-    manifests = read_metadata(pairs_file).get("manifests", {})
-    for name, directory in manifests.items():
-        if Path(directory) == src.resolve():
-            return name
-    raise OptionError(f"{src} was not audited in {audit_dir}; it audited: "
-                      + ", ".join(f"{n} ({d})" for n, d in manifests.items()))
+    meta = read_metadata(pairs_file)
+    manifests, fingerprints = meta.get("manifests", {}), meta.get("fingerprints", {})
+    name = next((n for n, directory in manifests.items() if Path(directory) == src.resolve()), None)
+    if name is None:
+        raise OptionError(f"{src} was not audited in {audit_dir}; it audited: "
+                          + ", ".join(f"{n} ({d})" for n, d in manifests.items()))
+    found = manifest_fingerprint(read_manifest(src).images)
+    if fingerprints.get(name) != found:
+        was = f"content {fingerprints[name]}" if name in fingerprints else "a manifest of unrecorded content"
+        raise OptionError(f"the audit {audit_dir} is stale for {src}: it read {was}, the manifest now holds "
+                          f"content {found} (scanned or filtered again since); run `eic-build audit` on it again")
+    return name
 
 
 def images_to_exclude(src: str | os.PathLike[str], audit_dir: str | os.PathLike[str],

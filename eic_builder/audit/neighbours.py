@@ -44,7 +44,7 @@ def whiten(features: np.ndarray, dims: int = DEFAULT_DIMS, seed: int = 0) -> np.
     """
     n = len(features)
     if dims < 0:
-        raise OptionError(f"--whiten={dims} must be >= 0 (0: centred raw features)")
+        raise OptionError(f"`whiten_dims`={dims} must be >= 0 (0: centred raw features)")
     picked = np.arange(n) if n <= PCA_SAMPLE else np.sort(np.random.default_rng(seed).choice(n, PCA_SAMPLE,
                                                                                               replace=False))
     sample = np.asarray(features[picked], dtype=np.float32)
@@ -143,7 +143,7 @@ def cosine_pairs(z: np.ndarray, threshold: float = DEFAULT_THRESHOLD, index: str
     """
     check_choice("--index", index, INDEXES)
     if not -1.0 <= threshold <= 1.0:
-        raise OptionError(f"--min-cosine={threshold} must be in [-1, 1]")
+        raise OptionError(f"`min_cosine`={threshold} must be in [-1, 1]")
     if len(z) < 2:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.audit.catalog import Catalog
+from eic_builder.image_source import decoding
 from eic_builder.manifest import write_bytes, write_text
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
 def _thumb(cat: Catalog, i: int) -> Any:
     from PIL import Image
 
-    with Image.open(io.BytesIO(cat.read_bytes(i))) as image:
+    data = cat.read_bytes(i)
+    what = f"image {cat.image_id[i]!r} ({cat.ref[i].path}) of manifest {cat.directories[cat.manifest[i]]}"
+    with decoding(what), Image.open(io.BytesIO(data)) as image:
         image.draft("RGB", (THUMB, THUMB))
         thumb = image.convert("RGB")
     thumb.thumbnail((THUMB, THUMB))

@@ -30,9 +30,15 @@ from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
 from eic_builder.manifest import check_distinct_names
+from eic_builder.output_folder import claim_output_folder
 from eic_builder.progress import progress
+from eic_builder.safe_names import child_path, path_component
 
 __all__ = ["EXPORT_FORMATS", "LABEL_STYLES", "ExportResult", "export_manifests"]
+
+
+OWNED_ENTRIES = {"coco": ("annotations", "images"), "voc": ("Annotations", "JPEGImages", "ImageSets"),
+                 "hf": ("data", "README.md")}  # what each format writes under --out
 
 
 @dataclass
@@ -59,8 +65,8 @@ def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str]
     for split in splits:
         root = split.root if split.images else ""
         if materialize:
-            folder = out / "images" / split.name
-            file_names = [f"{i.image_id}{i.extension}" for i in split.images]
+            folder = child_path(out / "images", split.name)
+            file_names = [path_component(i.image_id, i.extension) for i in split.images]
             result.placement += materialize_images(split.images, [folder / f for f in file_names], root)
             image_root = str(folder.resolve())
         else:
@@ -68,16 +74,14 @@ def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str]
             image_root = str(Path(root).resolve()) if root else ""
             result.archive_references += sum(i.in_archive for i in split.images)
         doc = coco_document(split, names, file_names, image_root, reference_archives=not materialize)
-        path = out / "annotations" / f"instances_{split.name}.json"
+        path = child_path(out / "annotations", f"instances_{split.name}", suffix=".json")
         result.files.append(write_text(path, json.dumps(doc, separators=(",", ":"))))
         result.image_roots[split.name] = image_root
 
 
-def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
-                result: ExportResult) -> None:
-    from eic_builder.export.voc import voc_xml
-    from eic_builder.manifest import write_text
-
+def _check_voc(splits: Sequence[ExportSplit], materialize: bool) -> None:
+    """Refuse what VOC cannot hold, before anything is written: one image id in two splits (one
+    Annotations/ folder serves all), and images inside archives without ``materialize``."""
     owner: dict[str, str] = {}
     for split in splits:
         for image in split.images:
@@ -89,9 +93,16 @@ def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str],
         in_archives = sum(i.in_archive for i in split.images)
         if in_archives and not materialize:
             raise OptionError(f"{in_archives:,} images of {split.directory} lie inside archives, which VOC cannot "
-                              "point into; add --materialize to write them out once")
+                              "point into; add `materialize` to write them out once")
+
+
+def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
+                result: ExportResult) -> None:
+    from eic_builder.export.voc import voc_xml
+    from eic_builder.manifest import write_text
+
     for split in splits:
-        file_names = [f"{i.image_id}{i.extension}" for i in split.images]
+        file_names = [path_component(i.image_id, i.extension) for i in split.images]
         dests = [out / "JPEGImages" / f for f in file_names]
         root = split.root if split.images else ""
         place = materialize_images if materialize else link_images
@@ -102,9 +113,9 @@ def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str],
         # double the metadata work) whose last run always completes them
         for image, file_name in progress(list(zip(split.images, file_names)), desc=f"voc {split.name}", unit="img"):
             text = voc_xml(image, file_name, split.boxes.get(image.image_id, []), names, folder=split.name)
-            (folder / f"{image.image_id}.xml").write_text(text, encoding="utf-8")
+            child_path(folder, image.image_id, suffix=".xml").write_text(text, encoding="utf-8")
         ids = "".join(f"{i.image_id}\n" for i in split.images)
-        result.files.append(write_text(out / "ImageSets" / "Main" / f"{split.name}.txt", ids))
+        result.files.append(write_text(child_path(out / "ImageSets" / "Main", split.name, suffix=".txt"), ids))
     result.files.insert(0, out / "Annotations")
 
 
@@ -132,24 +143,29 @@ def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.
     ``labels`` names the classes: ``wnid`` (as in the manifest) or ``name`` (WordNet lemmas, see
     :mod:`eic_builder.export.labels`); ``root`` is the image root when the manifests' recorded one moved.
     """
-    check_choice("--format", fmt, EXPORT_FORMATS)
-    check_choice("--labels", labels, LABEL_STYLES)
+    check_choice("fmt", fmt, EXPORT_FORMATS)
+    check_choice("labels", labels, LABEL_STYLES)
     if not manifests:
         raise OptionError("give at least one MANIFEST directory to export")
     if fmt == "hf" and materialize:
-        raise OptionError("--materialize is for --format coco and voc; --format hf always stores the images' "
+        raise OptionError("`materialize` is for `fmt` coco and voc; `fmt` hf always stores the images' "
                           "bytes in its Parquet shards")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OptionError(f"--out {out} is a file; give a folder")
+        raise OptionError(f"`out` {out} is a file; give a folder")
     splits = [load_split(m, root) for m in manifests]
     check_distinct_names([(s.name, s.directory) for s in splits],
-                         "export them one at a time into different --out folders")
+                         "export them one at a time into different `out` folders")
     names = label_names(set().union(*(s.labels() for s in splits)), labels, wordnet_dir)
     result = ExportResult(fmt, out, [(s.name, len(s.images), s.n_boxes) for s in splits],
                           without_file=sum(s.without_file for s in splits),
                           boxes_without_file=sum(s.boxes_without_file for s in splits))
-    out.mkdir(parents=True, exist_ok=True)
+    # files of another export left beside these (other ids' annotations, other images) would be read as ours
+    # (switching --materialize or --labels rewrites the same files: the same run)
+    if fmt == "voc":
+        _check_voc(splits, materialize)
+    claim_output_folder(out, "export", {"format": fmt, "manifests": {s.name: s.fingerprint for s in splits}},
+                        owned=OWNED_ENTRIES[fmt])
     if fmt == "coco":
         _export_coco(splits, out, names, materialize, result)
     elif fmt == "voc":

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eic_builder.errors import OptionError
+from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.export.source import ExportImage
 from eic_builder.image_source import ImageReader
+from eic_builder.manifest import temporary_sibling
 from eic_builder.progress import progress
 
 DISK_MARGIN = 64 << 20  # bytes left free beyond what the copies need: the annotation files, the file system's own
@@ -43,10 +44,22 @@ def _source_size(image: ExportImage, root: str) -> int:
     return os.stat(os.path.join(root, image.ref.path)).st_size
 
 
+def check_loose_files(images: Sequence[ExportImage], root: str) -> None:
+    """Raise :class:`InputNotFoundError` naming the first of ``images`` whose loose file is gone since the scan."""
+    missing = [image for image in images
+               if image.ref.archive is None and not os.path.isfile(os.path.join(root, image.ref.path))]
+    if missing:
+        first = missing[0]
+        raise InputNotFoundError(f"{len(missing):,} image file(s) of the manifest are gone since the scan, e.g. "
+                                 f"{first.image_id!r} ({os.path.join(root, first.ref.path)}); scan the images again "
+                                 "(or give `root` where they are now) before exporting")
+
+
 def link_images(images: Sequence[ExportImage], dests: Sequence[Path], root: str) -> Placement:
     """Make each ``dests[i]`` a symbolic link to the loose file of ``images[i]`` (absolute, so the
     export can move); a link already pointing there is kept."""
     done = Placement()
+    check_loose_files(images, root)  # a dangling link would pass for an exported image until a trainer opens it
     for image, dest in zip(images, dests):
         target = os.path.abspath(os.path.join(root, image.ref.path))
         if dest.is_symlink() and os.readlink(dest) == target:
@@ -74,6 +87,7 @@ def materialize_images(images: Sequence[ExportImage], dests: Sequence[Path], roo
     still to make need (plus :data:`DISK_MARGIN`).
     """
     done = Placement()
+    check_loose_files(images, root)
     todo: list[tuple[ExportImage, Path, int]] = []
     for image, dest in zip(images, dests):
         size = _source_size(image, root)
@@ -86,13 +100,13 @@ def materialize_images(images: Sequence[ExportImage], dests: Sequence[Path], roo
     need = sum(size for _, _, size in todo)
     free = _free_bytes(todo[0][1].parent)
     if need + DISK_MARGIN > free:
-        raise OptionError(f"--materialize needs {need / 1e9:.2f} GB for {len(todo):,} images but "
-                          f"{todo[0][1].parent} has {free / 1e9:.2f} GB free; free some space or choose another --out")
+        raise OptionError(f"`materialize` needs {need / 1e9:.2f} GB for {len(todo):,} images but "
+                          f"{todo[0][1].parent} has {free / 1e9:.2f} GB free; free some space or choose another `out`")
     reader = ImageReader(root)
     try:
         for image, dest, size in progress(todo, desc="materialize", unit="img"):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            tmp = temporary_sibling(dest)
             try:
                 if dest.is_symlink():  # a link from an export without --materialize: replaced by the file
                     dest.unlink()

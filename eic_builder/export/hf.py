@@ -10,6 +10,7 @@ source is (a loose file or an archive member): a dataset to share carries its im
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from eic_builder.export.source import ExportSplit
 from eic_builder.image_source import ImageReader
 from eic_builder.manifest import hf_schema, write_hf_shard, write_text
 from eic_builder.progress import progress
+from eic_builder.safe_names import child_path, path_component
 
 SHARD_BYTES = 256 << 20  # image bytes per shard: small enough to upload and stream, few enough files
 SPLIT_NAME_RE = re.compile(r"^\w+(\.\w+)*$")  # what `datasets` accepts as a split name
@@ -47,7 +49,8 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
     position = {name: k for k, name in enumerate(categories)}
     category_of = {label: position[name] for label, name in names.items() if name in position}
     reader = ImageReader(split.root) if split.images else None
-    for stale in data_dir.glob(f"{split.name}-*.parquet"):  # an earlier export's shards: replaced, not mixed
+    # an earlier export's shards: replaced, not mixed
+    for stale in data_dir.glob(f"{glob.escape(path_component(split.name))}-*.parquet"):
         stale.unlink()
     written: list[Path] = []
     rows: dict[str, list] = {name: [] for name in schema.names}
@@ -55,7 +58,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
 
     def flush() -> None:
         nonlocal held
-        path = data_dir / f"{split.name}-{len(written):05d}.parquet.part"
+        path = child_path(data_dir, f"{split.name}-{len(written):05d}", suffix=".parquet.part")
         written.append(write_hf_shard(pa.table(rows), path, schema))
         for column in rows.values():
             column.clear()
@@ -65,7 +68,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
         for image in progress(split.images, desc=f"hf {split.name}", unit="img"):
             data = reader.read(image.ref)
             boxes = split.boxes.get(image.image_id, [])
-            rows["image"].append({"bytes": data, "path": f"{image.image_id}{image.extension}"})
+            rows["image"].append({"bytes": data, "path": path_component(image.image_id, image.extension)})
             rows["image_id"].append(image.image_id)
             rows["width"].append(image.width)
             rows["height"].append(image.height)
@@ -82,7 +85,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
             reader.close()
     final = []
     for i, part in enumerate(written):
-        path = data_dir / f"{split.name}-{i:05d}-of-{len(written):05d}.parquet"
+        path = child_path(data_dir, f"{split.name}-{i:05d}-of-{len(written):05d}", suffix=".parquet")
         part.replace(path)
         final.append(path)
     return final

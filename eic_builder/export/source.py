@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from eic_builder.image_source import ImageRef, image_refs, image_root
-from eic_builder.manifest import manifest_name, read_manifest
+from eic_builder.manifest import manifest_fingerprint, manifest_name, read_manifest
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class ExportSplit:
     without_file: int = 0  # annotation-only images (no image file): not exported
     boxes_without_file: int = 0
     root_override: str | os.PathLike[str] | None = None
+    fingerprint: str = ""  # manifest_fingerprint of the manifest read
 
     @property
     def n_boxes(self) -> int:
@@ -91,7 +92,8 @@ def load_split(directory: str | os.PathLike[str], root: str | os.PathLike[str] |
             images.append(ExportImage(image_id, int(width), int(height), label, ref))
             kept.add(image_id)
     split = ExportSplit(manifest_name(directory, manifest.images), directory, manifest.meta, images, root_override=root,
-                        without_file=len(cols["image_id"]) - len(images))
+                        without_file=len(cols["image_id"]) - len(images),
+                        fingerprint=manifest_fingerprint(manifest.images))
     box_table = manifest.boxes
     corners = [box_table[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")]
     # float32 -> Python float is exact: every writer gets the manifest's values to the last bit

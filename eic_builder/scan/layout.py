@@ -246,7 +246,7 @@ def split_of(rel_path: str, default: str | None = None) -> str | None:
 def check_format(fmt: str) -> str:
     """Validate a ``--format`` value."""
     if fmt not in FORMATS:
-        raise FormatError(f"--format {fmt!r} is not known; choose one of {', '.join(FORMATS)}")
+        raise FormatError(f"`fmt` {fmt!r} is not known; choose one of {', '.join(FORMATS)}")
     return fmt
 
 
@@ -265,7 +265,7 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     if split is None:
         if len(found) > 1:
             raise OptionError(
-                f"{index.root} holds several splits ({', '.join(found)}); scan one at a time with --split NAME"
+                f"{index.root} holds several splits ({', '.join(found)}); scan one at a time with `split` NAME"
             )
         return index, found[0] if found else index.name or index.root.resolve().name
     if not found:

@@ -244,7 +244,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     k, sep, n = text.partition("/")
     if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(k) < int(n):
-        raise OptionError(f"--shard {text!r} is not K/N with 0 <= K < N (e.g. 0/4 ... 3/4)")
+        raise OptionError(f"`shard` {text!r} is not K/N with 0 <= K < N (e.g. 0/4 ... 3/4)")
     return int(k), int(n)
 
 
@@ -322,7 +322,7 @@ def scan(
     """
     check_format(fmt)
     if workers is not None and workers < 1:
-        raise OptionError(f"--workers={workers} must be >= 1")
+        raise OptionError(f"`workers`={workers} must be >= 1")
     sources = [root] if isinstance(root, (str, os.PathLike)) else list(root)
     out = Path(out)
     index, split_name = select_split(index_sources(sources, exclude=out), split)

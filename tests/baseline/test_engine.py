@@ -32,9 +32,9 @@ def test_lr_schedule() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(OptionError, match=r"--sampling='x' is not allowed; choose one of 'base', 'random'"):
+    with pytest.raises(OptionError, match=r"sampling='x' is not allowed; choose one of 'base', 'random'"):
         TrainConfig(sampling="x").validate()
-    with pytest.raises(OptionError, match="--iters=0 must be >= 1"):
+    with pytest.raises(OptionError, match="iters=0 must be >= 1"):
         TrainConfig(iters=0).validate()
     with pytest.raises(OptionError, match=r"neg \(0.8\) <= pos \(0.7\)"):
         TrainConfig(neg_iou=0.8).validate()
@@ -97,7 +97,7 @@ def test_ddp_two_gloo_ranks(train_manifest: Path, tmp_path: Path) -> None:
 def test_backbone_weights_errors(train_manifest: Path, tmp_path: Path) -> None:
     from torchvision.models import vgg16
 
-    with pytest.raises(ModelError, match=r"--backbone-weights .*none\.pt does not exist"):
+    with pytest.raises(ModelError, match=r"backbone_weights .*none\.pt does not exist"):
         train(train_manifest, tmp_path / "a", TrainConfig.tiny(**FAST, backbone_weights=str(tmp_path / "none.pt")))
     torch.save(vgg16(weights=None).state_dict(), tmp_path / "vgg16.pt")
     with pytest.raises(ModelError, match=r"not a torchvision vgg16_bn state dict for this encoder: features\.0\."):
@@ -134,7 +134,7 @@ def test_googlenet_encoder_trains_from_torchvision_weights(train_manifest: Path,
     for key in ("conv1.conv.weight", "inception4e.branch3.1.conv.weight", "inception5b.branch1.conv.weight"):
         assert torch.allclose(model[f"backbone.encoder.{key}"], weights[key], atol=1e-9)
     assert not any(k.startswith("backbone.encoder.aux") or ".fc." in k for k in model)
-    with pytest.raises(OptionError, match=r"--encoder googlenet is width 1 with batch norm; got --width 0\.125"):
+    with pytest.raises(OptionError, match=r"encoder googlenet is width 1 with batch norm; got width 0\.125"):
         train(train_manifest, tmp_path / "bad", TrainConfig.tiny(**FAST, encoder="googlenet"))
 
 
@@ -222,7 +222,7 @@ def test_a_cpu_run_that_cannot_fit_is_refused_with_advice(train_manifest: Path, 
     cfg = TrainConfig(device="cpu", workers=0)
     assert memory.training_bytes(cfg, HourglassRPN()) > 20 << 30
     with pytest.raises(OptionError, match=r"training on the CPU would need about \d+\.\d GiB .* and 20\.0 GiB is "
-                                          r"available: use --tiny, fewer --images-per-batch"):
+                                          r"available: use tiny, fewer images_per_batch"):
         train(train_manifest, tmp_path / "run", cfg)
     assert not (tmp_path / "run" / "last.pt").exists()
     tiny = TrainConfig.tiny(**FAST)

@@ -60,7 +60,7 @@ def test_coco_files_rescore_the_same_with_pycocotools(real_subset: Path, tmp_pat
 def test_bad_arguments(real_subset: Path, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="nothing to evaluate"):
         evaluate_methods(real_subset, tmp_path / "e", None, [])
-    with pytest.raises(OptionError, match="--method 'edge-boxes' is not known; choose from selective-search"):
+    with pytest.raises(OptionError, match="methods 'edge-boxes' is not known; choose from selective-search"):
         evaluate_methods(real_subset, tmp_path / "e", None, ["edge-boxes"])
-    with pytest.raises(OptionError, match="--max-images 0 must be >= 1"):
+    with pytest.raises(OptionError, match="max_images 0 must be >= 1"):
         evaluate_methods(real_subset, tmp_path / "e", None, ["sliding-window"], max_images=0)

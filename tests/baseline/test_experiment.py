@@ -136,11 +136,11 @@ def test_experiment_bad_input(manifests: dict[str, Path], tmp_path: Path) -> Non
         (ExperimentPlan("data-strategy", (("a", train), ("b", train), ("c", train)), val, base),
          "at most two training manifests"),
         (ExperimentPlan("data-strategy", (("a", train), ("a", train)), val, base), "labels must differ; got a, a"),
-        (ExperimentPlan("components", (("a", str(tmp_path / "nope")),), val, base), "--train .*nope: no such"),
-        (ExperimentPlan("components", (("a", train),), str(tmp_path / "nope"), base), "--test .*nope: no such"),
+        (ExperimentPlan("components", (("a", str(tmp_path / "nope")),), val, base), "trains .*nope: no such"),
+        (ExperimentPlan("components", (("a", train),), str(tmp_path / "nope"), base), "test .*nope: no such"),
         (ExperimentPlan("tables", (("a", train),), val, base), "experiment='tables' is not allowed; choose one of"),
         (ExperimentPlan("components", (("a", train),), val, TrainConfig.tiny(encoder="googlenet")),
-         "--encoder googlenet is width 1 with batch norm; got --width 0.125"),
+         "encoder googlenet is width 1 with batch norm; got width 0.125"),
     ]
     for plan, message in cases:
         with pytest.raises(OptionError, match=message):
@@ -165,3 +165,31 @@ def test_cli_fields_are_exactly_the_training_options() -> None:
         assert set(CLI_FIELDS) <= params, command
     extra = {p.name for p in main.commands["train-baseline"].params} - set(CLI_FIELDS)
     assert extra == {"manifest", "out", "val", "root", "minutes", "tiny", "resume", "distributed"}
+
+
+def test_every_input_is_checked_before_the_first_row_trains(manifests: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import baseline.engine
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a row trained before the inputs were checked")
+
+    monkeypatch.setattr(baseline.engine, "train", no_training)
+    (tmp_path / "not_a_manifest").mkdir()
+    base = ["experiment", "components", "--train", str(manifests["train"]), "--out", str(tmp_path / "x"), *TOY]
+    r = run(*base, "--test", str(tmp_path / "not_a_manifest"), "--scales", "128")
+    assert r.exit_code == 2 and "is not a manifest directory: missing" in r.output
+    r = run(*base, "--test", str(manifests["val"]), "--scales", "8")
+    assert r.exit_code == 2 and "--scales 8: each test scale must be >= 16 pixels" in r.output
+    r = run(*base, "--test", str(manifests["train"]), "--scales", "128")
+    assert r.exit_code == 2 and f"--test {manifests['train']} holds the same images as --train" in r.output
+    import shutil
+
+    shutil.copytree(manifests["train"], tmp_path / "copy")  # the same images under another name
+    r = run(*base, "--test", str(tmp_path / "copy"), "--scales", "128")
+    assert r.exit_code == 2 and "holds the same images as --train" in r.output
+    plan = ExperimentPlan("components", (("x", str(manifests["train"])),), str(tmp_path / "copy"),
+                          TrainConfig.tiny(), tiny=True, scales=(128,))
+    with pytest.raises(OptionError, match=r"^test .*copy holds the same images as trains .*train: scores on"):
+        run_experiment(plan, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -97,7 +97,7 @@ def test_crop_box_and_schedule_by_hand() -> None:
 
 
 def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_path: Path) -> None:
-    cases = [(PretrainConfig.tiny(crop=50), "--crop=50 must be a multiple of 32"),
+    cases = [(PretrainConfig.tiny(crop=50), "crop=50 must be a multiple of 32"),
              (PretrainConfig.tiny(encoder="googlenet"), "--encoder googlenet is width 1 with batch norm"),
              (PretrainConfig.tiny(encoder="resnet"),
               "--encoder='resnet' is not allowed; choose one of 'vgg16', 'vgg11', 'googlenet'"),
@@ -115,7 +115,7 @@ def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_
                                          r"encoder\.pt as --backbone-weights"):
         load_checkpoint(run / "last.pt")
     scan(synthetic_tree, tmp_path / "other", split="train")  # four other classes
-    with pytest.raises(OptionError, match=r"--resume: .* was trained on other classes"):
+    with pytest.raises(OptionError, match=r"resume: .* was trained on other classes"):
         pretrain(tmp_path / "other", run, PretrainConfig.tiny(iters=4, crop=64), resume=True)
     out = CliRunner().invoke(main, ["--no-progress", "eval-baseline", str(colours["val"]), "--out",
                                     str(tmp_path / "e"), "--checkpoint", str(run / "last.pt")])

@@ -42,5 +42,5 @@ def test_batches_are_a_pure_function_of_the_iteration() -> None:
 
 
 def test_bad_strategy() -> None:
-    with pytest.raises(OptionError, match=r"--sampling='shuffled' is not allowed; choose one of 'base'"):
+    with pytest.raises(OptionError, match=r"sampling='shuffled' is not allowed; choose one of 'base'"):
         BatchPlan(LABELS, "shuffled", 2, [300])

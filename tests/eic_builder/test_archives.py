@@ -246,7 +246,7 @@ def test_shards_partition_the_scan_by_synset(downloads, tmp_path: Path) -> None:
     assert merged.equals(whole.boxes)
     assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
     for bad in ("3/3", "a/2", "1", "-1/2"):
-        with pytest.raises(OptionError, match=r"--shard .* is not K/N with 0 <= K < N"):
+        with pytest.raises(OptionError, match=r"shard .* is not K/N with 0 <= K < N"):
             parse_shard(bad)
 
 

@@ -128,23 +128,23 @@ def test_short_classes(manifests, tmp_path: Path) -> None:
     kept = set(train.images["label"].to_pylist()) | set(val.images["label"].to_pylist())
     assert not set(EIC_NEW_WNIDS) & kept and set(DEMO_WNIDS[:4]) == kept
     assert r.effects["images of classes skipped for too few training images"] == 4 * 12
-    with pytest.raises(OptionError, match=r"4 new classes have fewer than --min-train-per-class=10 .*n01832493 \(9\)"):
+    with pytest.raises(OptionError, match=r"4 new classes have fewer than min_train_per_class=10 .*n01832493 \(9\)"):
         _run(manifests, tmp_path / "refuse", val_per_class=3, min_train_per_class=10, short="refuse")
     r, train, _ = _run(manifests, tmp_path / "keep", val_per_class=3, min_train_per_class=9, short="keep")
     assert not r.short_classes and set(EIC_NEW_WNIDS) <= set(train.images["label"].to_pylist())
 
 
 def test_bad_input(manifests, tmp_path: Path) -> None:
-    with pytest.raises(OptionError, match=r"--short-classes='drop' is not allowed; choose one of 'skip'"):
+    with pytest.raises(OptionError, match=r"short='drop' is not allowed; choose one of 'skip'"):
         assemble([manifests["21k"]], CLASSES, tmp_path / "x", AssembleOptions(short="drop"))
-    with pytest.raises(OptionError, match=r"--val-per-class=0 must be >= 1"):
+    with pytest.raises(OptionError, match=r"val_per_class=0 must be >= 1"):
         assemble([manifests["21k"]], CLASSES, tmp_path / "x", AssembleOptions(val_per_class=0))
-    with pytest.raises(OptionError, match=r"--min-train-per-class=5 must be in \[0, --max-train-per-class=4\]"):
+    with pytest.raises(OptionError, match=r"min_train_per_class=5 must be in \[0, max_train_per_class=4\]"):
         assemble([manifests["21k"]], CLASSES, tmp_path / "x", AssembleOptions(min_train_per_class=5,
                                                                               max_train_per_class=4))
     with pytest.raises(OptionError, match="give at least one MANIFEST"):
         assemble([], CLASSES, tmp_path / "x")
-    with pytest.raises(OptionError, match=r"--out .* would overwrite the input manifest"):
+    with pytest.raises(OptionError, match=r"out .* would overwrite the input manifest"):
         assemble([manifests["21k"]], CLASSES, manifests["21k"])
     with pytest.raises(ManifestError, match=r"manifest directory .* does not exist"):
         assemble([tmp_path / "nowhere"], CLASSES, tmp_path / "x")

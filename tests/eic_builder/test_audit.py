@@ -86,7 +86,7 @@ def test_whiten() -> None:
     raw = whiten(x, 0)
     assert raw.shape == (300, 50) and abs(float((raw * np.linalg.norm(x.astype(np.float32) - x.astype(
         np.float32).mean(0), axis=1, keepdims=True)).mean(0).max())) < 1e-3  # centred
-    with pytest.raises(OptionError, match=r"--whiten=-1 must be >= 0"):
+    with pytest.raises(OptionError, match=r"whiten_dims=-1 must be >= 0"):
         whiten(x, -1)
 
 
@@ -183,17 +183,17 @@ def test_outputs_and_exclusion(planted: dict[str, Path], tmp_path: Path) -> None
 def test_bad_input_is_one_line_and_writes_nothing(planted: dict[str, Path], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     val, train, out = planted["val"], planted["train"], tmp_path / "out"
-    with pytest.raises(OptionError, match=r"--methods features needs --features NAME=FEATDIR"):
+    with pytest.raises(OptionError, match=r"methods features needs features NAME=FEATDIR"):
         audit_manifests([val], out, methods=["features"])
     with pytest.raises(ManifestError, match=r"features .* are not of manifest train: 400 of their 400 images"):
         audit_manifests([val, train], out, features={"train": planted["fval"]})
-    with pytest.raises(OptionError, match=r"--features names bogus, which is no audited manifest; names: val"):
+    with pytest.raises(OptionError, match=r"features names bogus, which is no audited manifest; names: val"):
         audit_manifests([val], out, features={"bogus": planted["fval"]})
     with pytest.raises(OptionError, match=r"are both named 'val'"):
         audit_manifests([val, val], out)
-    with pytest.raises(OptionError, match=r"--max-hamming=64 must be in \[0, 63\]"):
+    with pytest.raises(OptionError, match=r"phash_threshold=64 must be in \[0, 63\]"):
         audit_manifests([val], out, phash_threshold=64)
-    with pytest.raises(OptionError, match=r"--index='hnsw' is not allowed"):
+    with pytest.raises(OptionError, match=r"index='hnsw' is not allowed"):
         audit_manifests([val], out, index="hnsw")
     empty = tmp_path / "empty"
     write_manifest(empty, empty_table("images"), empty_table("boxes"), empty_table("rejects"),
@@ -237,3 +237,55 @@ def test_plant_copies_cli(planted: dict[str, Path], tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["--no-progress", "plant-copies", str(planted["val"]), "--out", str(tmp_path),
                                   "--per-transform", "100"])
     assert r.exit_code == 2 and "has 400 images with a file; 100 per transformation needs 500" in r.output
+
+
+def test_exclude_audit_refuses_an_audit_of_other_content(planted: dict[str, Path], tmp_path: Path,
+                                                         first_images) -> None:
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(planted["train"], train)
+    audit_manifests([planted["val"], train], tmp_path / "audit", methods=["exact"])
+    ok = CliRunner().invoke(main, ["--no-progress", "filter", str(train), "--out", str(tmp_path / "f1"),
+                                   "--exclude-audit", str(tmp_path / "audit")])
+    assert ok.exit_code == 0 and ok.output.startswith("excluded 10 images"), ok.output
+    first_images(planted["train"], tmp_path / "fewer", 20)  # the same folder scanned again, other content
+    shutil.rmtree(train)
+    shutil.copytree(tmp_path / "fewer", train)
+    r = CliRunner().invoke(main, ["--no-progress", "filter", str(train), "--out", str(tmp_path / "f2"),
+                                  "--exclude-audit", str(tmp_path / "audit")])
+    assert r.exit_code == 2 and not (tmp_path / "f2").exists()
+    assert f"the audit {tmp_path / 'audit'} is stale for {train}: it read content " in r.output
+    assert "run `eic-build audit` on it again" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_plant_copies_refuses_a_folder_of_another_planting(planted: dict[str, Path], tmp_path: Path) -> None:
+    def plant(seed: str):
+        return CliRunner().invoke(main, ["--no-progress", "plant-copies", str(planted["val"]), "--out",
+                                         str(tmp_path / "p"), "--per-transform", "1", "--seed", seed])
+
+    assert plant("1").exit_code == 0
+    before = sorted((tmp_path / "p").rglob("*"))
+    assert plant("1").exit_code == 0  # the same planting again: resumed in place
+    r = plant("2")
+    assert r.exit_code == 2 and "holds the files of another `plant-copies` run (it differs in seed)" in r.output
+    assert "--out" in r.output and sorted((tmp_path / "p").rglob("*")) == before  # nothing mixed in
+    (tmp_path / "p" / ".eic-run.json").unlink()  # an unstamped folder of copies: refused as well
+    r = plant("1")
+    assert r.exit_code == 2 and "already holds images, planted.csv of an earlier run" in r.output
+
+
+def test_a_damaged_features_shard_is_named(planted: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    feats = tmp_path / "fval"
+    shutil.copytree(planted["fval"], feats)
+    shard = sorted(feats.glob("part-*.parquet"))[0]
+    shard.write_bytes(np.random.default_rng(0).bytes(4096))
+    r = CliRunner().invoke(main, ["--no-progress", "audit", str(planted["val"]), "--out", str(tmp_path / "a"),
+                                  "--features", f"val={feats}"])
+    assert r.exit_code == 2 and r.output.startswith(f"eic-build: error: {shard} is damaged or not a Parquet file")
+    assert "run `eic-build features` again" in r.output and "Traceback" not in r.output
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ManifestError, match=rf"{shard} is damaged or not a Parquet file"):
+        audit_manifests([planted["val"]], tmp_path / "a", features={"val": feats})

@@ -169,3 +169,34 @@ def test_the_command_line_starts_without_torch() -> None:
 
     code = "import eic_builder.cli, sys; assert 'torch' not in sys.modules, 'torch imported at start-up'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_errors_name_options_as_the_caller_typed_them(tmp_path: Path) -> None:
+    """One message, two languages: the option a user typed on the command line, the keyword an API caller
+    passed (EICError.render and str)."""
+    import pytest
+
+    from eic_builder.assemble import AssembleOptions
+    from eic_builder.audit import audit_manifests
+    from eic_builder.errors import OptionError
+    from eic_builder.manifest_view import open_manifest
+
+    root, m = tmp_path / "tree", tmp_path / "m"
+    run("synth", str(root), "--classes", "1", "--train-per-class", "2", "--val-per-class", "1")
+    run("scan", str(root), "--out", str(m), "--split", "train", "--no-wordnet-check")
+    r = run("assemble", str(m), "--out", str(tmp_path / "eic"), "--hash-workers", "0")
+    assert r.exit_code == 2 and "--hash-workers=0 must be >= 1" in r.output and "hash_workers" not in r.output
+    with pytest.raises(OptionError, match=r"^hash_workers=0 must be >= 1$"):
+        AssembleOptions(hash_workers=0).validate()
+    r = run("audit", str(m), "--out", str(tmp_path / "a"), "--max-hamming", "64")
+    assert r.exit_code == 2 and "--max-hamming=64 must be in [0, 63]" in r.output
+    with pytest.raises(OptionError, match=r"^phash_threshold=64 must be in \[0, 63\]$"):
+        audit_manifests([m], tmp_path / "a", phash_threshold=64)
+    r = run("audit", str(m), "--out", str(tmp_path / "a"), "--methods", "features")
+    assert r.exit_code == 2 and "--methods features needs --features NAME=FEATDIR" in r.output
+    r = run("export", str(m), "--out", str(tmp_path / "e"), "--root", str(tmp_path / "nowhere"), "--format", "voc")
+    assert r.exit_code == 2 and "(given with --root) does not exist; give --root DIR" in r.output
+    with pytest.raises(OptionError, match=r"does not exist; pass root=DIR"):
+        open_manifest(m, root=tmp_path / "nowhere").read_bytes(open_manifest(m).image_ids[0])
+    r = run("plant-copies", str(m), "--out", str(tmp_path / "p"), "--per-transform", "5")
+    assert r.exit_code == 2 and "has 2 images with a file" in r.output

@@ -55,7 +55,7 @@ def test_committed_list_is_reproduced_byte_for_byte(wordnet_index, tmp_path: Pat
 
 
 def test_exclusive(wordnet_index) -> None:
-    with pytest.raises(OptionError, match=r"only 1,473 candidates qualify but --target 2,686 needs 1,686 .*--pool 21k"):
+    with pytest.raises(OptionError, match=r"only 1,473 candidates qualify but target 2,686 needs 1,686 .*pool 21k"):
         expand_classes(wordnet_index, ExpandOptions(exclusive=True))
     r = expand_classes(wordnet_index, ExpandOptions(exclusive=True, pool="21k"))
     new = r.table["wnid"].to_pylist()[1000:]
@@ -63,7 +63,7 @@ def test_exclusive(wordnet_index) -> None:
 
 
 def test_bad_inputs(wordnet_index, tmp_path: Path) -> None:
-    with pytest.raises(OptionError, match="--target 999 is below the 1,000 base classes"):
+    with pytest.raises(OptionError, match="target 999 is below the 1,000 base classes"):
         expand_classes(wordnet_index, ExpandOptions(target=999))
     pool = tmp_path / "pool.txt"
     pool.write_text("n01440764\nn99999999\n")
@@ -78,11 +78,11 @@ def test_bad_inputs(wordnet_index, tmp_path: Path) -> None:
     with pytest.raises(WordNetError, match=r"of the base list are not WordNet 3\.0 nouns"):
         expand_classes(wordnet_index, ExpandOptions(base=str(base), target=5))
     base.write_text("# no class\n\n")
-    with pytest.raises(OptionError, match=r"--base .*base\.txt holds no wnid"):
+    with pytest.raises(OptionError, match=r"base .*base\.txt holds no wnid"):
         expand_classes(wordnet_index, ExpandOptions(base=str(base), target=5))
-    with pytest.raises(OptionError, match="--pool 'nope' is neither one of bbox, 21k nor an existing file"):
+    with pytest.raises(OptionError, match="pool 'nope' is neither one of bbox, 21k nor an existing file"):
         expand_classes(wordnet_index, ExpandOptions(pool="nope"))
-    with pytest.raises(OptionError, match="--min-images 800 needs real counts"):
+    with pytest.raises(OptionError, match="min_images 800 needs real counts"):
         expand_classes(wordnet_index, ExpandOptions(min_images=800))
     with pytest.raises(InputNotFoundError, match="does not exist"):
         expand_classes(wordnet_index, ExpandOptions(base=str(tmp_path / "none.txt")))
@@ -101,7 +101,7 @@ def test_small_pool_and_real_counts(wordnet_index, synthetic_tree: Path, tmp_pat
     assert r.table["wnid"].to_pylist() == ["n01440764", "n02102040", "n02979186"]
     assert r.table["image_count"].to_pylist() == [12, 12, 12]
     assert r.table["image_count_source"][1].as_py().startswith("scan of m (48 images)")
-    with pytest.raises(OptionError, match="only 2 candidates qualify but --target 4 needs 3"):
+    with pytest.raises(OptionError, match="only 2 candidates qualify but target 4 needs 3"):
         expand_classes(wordnet_index, ExpandOptions(base=str(base), pool=str(pool), target=4, min_images=12,
                                                     image_counts=str(tmp_path / "m")))
     lines = explain(wordnet_index, "n02084071", opts)

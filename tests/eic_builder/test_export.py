@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from eic_builder.cli import main
-from eic_builder.errors import ManifestError, OptionError, WordNetError
+from eic_builder.errors import InputNotFoundError, ManifestError, OptionError, WordNetError
 from eic_builder.export import export_manifests
 from eic_builder.export.hf import check_split_names
 from eic_builder.export.labels import label_names
@@ -203,7 +203,7 @@ def test_archive_members_are_referenced_in_coco_and_refused_by_voc(archive_manif
     with open(Path(doc["info"]["eic_image_root"]) / image["eic_archive"], "rb") as f:  # the bytes, by offset
         data = os.pread(f.fileno(), image["eic_size"], image["eic_offset"])
     assert data[:2] == b"\xff\xd8" and len(data) == image["eic_size"]
-    with pytest.raises(OptionError, match=rf"{n} images of .* lie inside archives.*add --materialize"):
+    with pytest.raises(OptionError, match=rf"{n} images of .* lie inside archives.*add materialize"):
         export_manifests([archive_manifest], tmp_path / "voc", "voc")
     assert not (tmp_path / "voc" / "Annotations").exists()  # refused before writing
 
@@ -213,7 +213,7 @@ def test_disk_space_is_checked_before_the_first_copy(archive_manifest: Path, tmp
     import eic_builder.export.files as files
 
     monkeypatch.setattr(files, "_free_bytes", lambda folder: 1000)
-    with pytest.raises(OptionError, match=r"--materialize needs 0\.\d\d GB for \d+ images but .* has 0\.00 GB free"):
+    with pytest.raises(OptionError, match=r"materialize needs 0\.\d\d GB for \d+ images but .* has 0\.00 GB free"):
         export_manifests([archive_manifest], tmp_path, "voc", materialize=True)
     assert not (tmp_path / "JPEGImages").exists()
 
@@ -230,7 +230,7 @@ def test_label_names() -> None:
     assert names == {"n01440764": "tench", "n02012849": "crane (n02012849)", "n03126707": "crane (n03126707)",
                      "dog": "dog", "crane": "crane"}
     assert label_names(["n01440764", "dog"]) == {"n01440764": "n01440764", "dog": "dog"}
-    with pytest.raises(OptionError, match=r"--labels='lemma' is not allowed; choose one of 'wnid', 'name'"):
+    with pytest.raises(OptionError, match=r"labels='lemma' is not allowed; choose one of 'wnid', 'name'"):
         label_names(["dog"], "lemma")
 
 
@@ -244,16 +244,16 @@ def test_label_names_outside_the_class_lists_come_from_wordnet(wordnet_index, wo
 
 def test_bad_requests(real: dict[str, Path], tmp_path: Path) -> None:
     m = real["voc85"]
-    with pytest.raises(OptionError, match=r"--format='yolo' is not allowed; choose one of 'coco', 'voc', 'hf'"):
+    with pytest.raises(OptionError, match=r"fmt='yolo' is not allowed; choose one of 'coco', 'voc', 'hf'"):
         export_manifests([m], tmp_path, "yolo")
-    with pytest.raises(OptionError, match=r"--materialize is for --format coco and voc"):
+    with pytest.raises(OptionError, match=r"materialize is for fmt coco and voc"):
         export_manifests([m], tmp_path, "hf", materialize=True)
     with pytest.raises(OptionError, match="at least one MANIFEST"):
         export_manifests([], tmp_path)
     with pytest.raises(ManifestError, match="does not exist"):
         export_manifests([tmp_path / "missing"], tmp_path / "out")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OptionError, match=r"--out .*file is a file"):
+    with pytest.raises(OptionError, match=r"out .*file is a file"):
         export_manifests([m], tmp_path / "file")
     with pytest.raises(OptionError, match=r"are both named 'voc2012_85'"):
         export_manifests([m, m], tmp_path / "twice")
@@ -275,3 +275,37 @@ def test_cli(real: dict[str, Path], archive_manifest: Path, tmp_path: Path) -> N
     assert r.exit_code == 0 and "images: " in r.output and " copied (" in r.output
     r = run(str(real["voc85"]), "--out", str(tmp_path / "h"), "--format", "parquet")
     assert r.exit_code == 2 and "'parquet' is not one of 'coco', 'voc', 'hf'" in r.output
+
+
+def test_an_image_gone_since_the_scan_is_named_not_linked(voc_85: Path, tmp_path: Path) -> None:
+    images = tmp_path / "src"
+    images.mkdir()
+    for path in sorted((voc_85 / "images").iterdir())[:3]:
+        (images / path.name).write_bytes(path.read_bytes())
+    scan(images, tmp_path / "m", split="train")
+    gone = sorted(images.iterdir())[1]
+    gone.unlink()
+    for fmt, materialize in (("voc", False), ("voc", True), ("coco", True)):
+        out = tmp_path / f"{fmt}{materialize}"
+        r = CliRunner().invoke(main, ["--no-progress", "export", str(tmp_path / "m"), "--out", str(out),
+                                      "--format", fmt, *(["--materialize"] if materialize else [])])
+        assert r.exit_code == 2 and str(gone) in r.output and "Traceback" not in r.output, r.output
+        assert not (out / "JPEGImages").exists() or not any(p.is_symlink() and not p.exists()
+                                                             for p in (out / "JPEGImages").iterdir())
+    with pytest.raises(InputNotFoundError, match=rf"1 image file\(s\) of the manifest are gone since the scan, "
+                                                 rf"e\.g\. '{gone.stem}' \({gone}\)"):
+        export_manifests([tmp_path / "m"], tmp_path / "voc_api", "voc")
+
+
+def test_an_out_folder_of_another_export_is_refused(real: dict[str, Path], tmp_path: Path, first_images) -> None:
+    first_images(real["voc85"], tmp_path / "a", 3)
+    first_images(real["voc85"], tmp_path / "b", 5)
+    export_manifests([tmp_path / "a"], tmp_path / "out", "voc")
+    again = export_manifests([tmp_path / "a"], tmp_path / "out", "voc")  # the same export: resumed in place
+    assert again.placement.kept == 3
+    with pytest.raises(OptionError, match=r"holds the files of another `export` run \(it differs in manifests\); "
+                                          r"choose a new out, or remove that folder first"):
+        export_manifests([tmp_path / "b"], tmp_path / "out", "voc")
+    with pytest.raises(OptionError, match=r"it differs in format"):
+        export_manifests([tmp_path / "a"], tmp_path / "out", "coco")
+    assert len(list((tmp_path / "out" / "Annotations").iterdir())) == 3

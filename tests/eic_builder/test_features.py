@@ -73,19 +73,19 @@ def test_imagenet_weights_offline_error(monkeypatch: pytest.MonkeyPatch) -> None
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(torchvision.models, "vgg16", offline)
-    with pytest.raises(ModelError, match=r"IMAGENET1K_V1 .*pre-fill TORCH_HOME or pass --weights FILE"):
+    with pytest.raises(ModelError, match=r"IMAGENET1K_V1 .*pre-fill TORCH_HOME or pass weights FILE"):
         build_model("imagenet")
 
 
 def test_bad_options(real_subset: Path, tmp_path: Path) -> None:
-    with pytest.raises(OptionError, match=r"--layer='fc7' is not allowed; choose one of 'fc6', 'fc6-relu'"):
+    with pytest.raises(OptionError, match=r"layer='fc7' is not allowed; choose one of 'fc6', 'fc6-relu'"):
         extract_features(real_subset, tmp_path / "f", FeatureConfig(layer="fc7"))
-    with pytest.raises(OptionError, match="--batch-size=0 must be >= 1"):
+    with pytest.raises(OptionError, match="batch_size=0 must be >= 1"):
         extract_features(real_subset, tmp_path / "f", FeatureConfig(batch_size=0))
-    with pytest.raises(OptionError, match=r"image root .* does not exist; give --root DIR"):
+    with pytest.raises(OptionError, match=r"image root .* does not exist; give root DIR"):
         extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, root=str(tmp_path / "nowhere")))
     if not torch.cuda.is_available():
-        with pytest.raises(OptionError, match="--device cuda: no CUDA device"):
+        with pytest.raises(OptionError, match="device cuda: no CUDA device"):
             extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cuda"))
 
 

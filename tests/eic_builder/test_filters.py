@@ -83,7 +83,7 @@ def test_filter_keep_and_min_side(manifest: Path, tmp_path: Path) -> None:
 def test_filter_bad_options(manifest: Path, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="exclude each other"):
         filter_manifest(manifest, tmp_path / "x", drop=frozenset({"small"}), keep=frozenset({"twisted"}))
-    with pytest.raises(OptionError, match="--min-side=-1"):
+    with pytest.raises(OptionError, match="min_side=-1"):
         filter_manifest(manifest, tmp_path / "x", min_side=-1)
     with pytest.raises(OptionError, match="is the input directory"):
         filter_manifest(manifest, manifest)

@@ -38,7 +38,7 @@ def test_explicit_dtype_is_kept_and_bad_one_named(monkeypatch: pytest.MonkeyPatc
     assert resolve_dtype("bfloat16", CPU) == "bfloat16"
     assert resolve_dtype("float32", CPU) == "float32"
     with pytest.raises(OptionError,
-                       match=r"--dtype='float16' is not allowed; choose one of 'auto', 'float32', 'bfloat16'"):
+                       match=r"dtype='float16' is not allowed; choose one of 'auto', 'float32', 'bfloat16'"):
         resolve_dtype("float16", CPU)
 
 

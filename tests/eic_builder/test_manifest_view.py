@@ -61,3 +61,23 @@ def test_importing_the_package_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
     assert isinstance(Image.new("RGB", (1, 1)), Image.Image)
+
+
+def test_damaged_image_bytes_name_the_image_and_the_manifest(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    from eic_builder.errors import ImageDataError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = sorted(p.name for p in (ilsvrc_val_1300 / "val").iterdir())[:3]
+    for name in names:
+        (folder / name).write_bytes((ilsvrc_val_1300 / "val" / name).read_bytes())
+    scan(folder, tmp_path / "m", split="val")
+    (folder / names[0]).write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 100)  # damaged after the scan
+    with eic_builder.open_manifest(tmp_path / "m") as m:
+        bad = names[0].rsplit(".", 1)[0]
+        with pytest.raises(ImageDataError, match=rf"image '{bad}' \({names[0]}\) of manifest {tmp_path / 'm'} "
+                                                 r"cannot be decoded \(.+\); its bytes changed since the scan"):
+            m.read_image(bad)
+        assert m.read_image(names[1].rsplit(".", 1)[0]).size == (227, 227)  # the others still read
+    with pytest.raises(OptionError, match=r"does not exist; pass root=DIR"):
+        eic_builder.open_manifest(tmp_path / "m", root=tmp_path / "nowhere").read_bytes(names[1].rsplit(".", 1)[0])

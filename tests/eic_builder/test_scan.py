@@ -53,7 +53,7 @@ def test_synthetic_train_split(synthetic_tree: Path, tmp_path: Path) -> None:
 
 
 def test_several_splits_need_split_option(synthetic_tree: Path, tmp_path: Path) -> None:
-    with pytest.raises(OptionError, match=r"several splits \(train, val\).*--split"):
+    with pytest.raises(OptionError, match=r"several splits \(train, val\).*split NAME"):
         scan(synthetic_tree, tmp_path / "m")
 
 

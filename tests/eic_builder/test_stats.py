@@ -58,9 +58,9 @@ def test_bad_arguments(tmp_path: Path) -> None:
         dataset_table([])
     with pytest.raises(OptionError, match="given twice"):
         dataset_table([f"A={d}", f"A={d}"])
-    with pytest.raises(OptionError, match=r"--format='html' is not allowed; choose one of 'md', 'csv'"):
+    with pytest.raises(OptionError, match=r"fmt='html' is not allowed; choose one of 'md', 'csv'"):
         dataset_table([f"A={d}"], "html")
-    with pytest.raises(OptionError, match=r"--twisted-ratio=0\.5"):
+    with pytest.raises(OptionError, match=r"twisted_ratio=0\.5"):
         dataset_table([f"A={d}"], twisted_ratio=0.5)
     with pytest.raises(ManifestError, match="does not exist"):
         dataset_table([f"A={tmp_path / 'none'}"])

@@ -39,7 +39,7 @@ def test_no_wordnet_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("EIC_WORDNET_DIR", raising=False)
     monkeypatch.setattr(wordnet, "DEBIAN_WORDNET_DIR", tmp_path / "none")
     monkeypatch.setattr(wordnet, "nltk_data_roots", lambda: [tmp_path / "nltk_data"])
-    with pytest.raises(WordNetError, match=r"--wordnet-dir DIR.*nltk\.downloader wordnet.*apt-get install "
+    with pytest.raises(WordNetError, match=r"wordnet_dir DIR.*nltk\.downloader wordnet.*apt-get install "
                                            r"wordnet-base wordnet-sense-index"):
         find_wordnet()
 
