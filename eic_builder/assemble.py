@@ -99,6 +99,7 @@ class AssembleResult:
     effects: dict[str, int] = field(default_factory=dict)
     short_classes: list[tuple[str, int]] = field(default_factory=list)  # (wnid, train images)
     missing_classes: list[str] = field(default_factory=list)
+    absent_classes: list[str] = field(default_factory=list)  # listed, but no image with a file in any input
 
 
 def rank_key(image_id: str, seed: int) -> int:
@@ -180,6 +181,8 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
         | ((frame["class_source"] != "ilsvrc1k") & (frame["role"] != "pool")))
     effects["ILSVRC class image in a pool manifest, or new class image in an ILSVRC split"] = int(wrong_role.sum())
     frame = frame[frame["class_source"].notna() & ~wrong_role]
+    # classes the downloads lack (Winter 2021 dropped 2,674 synsets of Fall 2011): said, never silent
+    absent = sorted(set(source_of) - set(frame.loc[frame["has_image"], "label"].unique()))
     effects["no image file (annotation-only row)"] = int((~frame["has_image"]).sum())
     frame = frame[frame["has_image"]]
     duplicated = frame["image_id"].duplicated(keep="first")
@@ -249,7 +252,7 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
         counts["boxes"][split] = len(boxes)
         counts["per_class"][split] = (int(per.min()), int(per.max())) if len(per) else (0, 0)
     result = AssembleResult(out, len(source_of), counts["classes"], counts["images"], counts["boxes"],
-                            counts["per_class"], dict(effects), short, missing)
+                            counts["per_class"], dict(effects), short, missing, absent)
     from eic_builder.assemble_report import write_report
 
     write_report(result, out / "report.md", options, meta)

@@ -156,14 +156,17 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
 @click.option("--shard", default=None, metavar="K/N",
               help="Scan only the synsets of shard K of N (0 <= K < N), for one scan split over machines; "
               "assemble merges the shard manifests.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A class list (data_manifests/eic_classes.parquet, or a text file of wnids): per-synset "
+              "archives (<wnid>.tar) and images (<wnid>_<n>) of other synsets are not read, and counted.")
 @click.option("--wordnet-check/--no-wordnet-check", default=True, show_default=True,
               help="Reject ILSVRC/LOC boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data; "
               "not loaded for VOC/COCO).")
 @click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
               help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
 def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, verify_images: bool,
-             hash_files: bool, workers: int | None, shard: str | None, wordnet_check: bool,
-             wordnet_dir: Path | None) -> None:
+             hash_files: bool, workers: int | None, shard: str | None, classes_file: Path | None,
+             wordnet_check: bool, wordnet_dir: Path | None) -> None:
     """Scan ImageNet-style SOURCEs (folders, .tar, .tar.gz, annotation files) into Parquet manifests.
 
     Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
@@ -183,8 +186,13 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
         def known() -> frozenset[str]:
             return load_wordnet_index(wordnet_dir).noun_wnids()
 
+    classes = None
+    if classes_file is not None:
+        from eic_builder.reference_lists import read_wnid_list
+
+        classes = frozenset(read_wnid_list(classes_file))
     s = scan(list(sources), out, fmt=fmt, split=split, verify_images=verify_images, workers=workers,
-             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard))
+             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard), classes=classes)
     named = " ".join(str(p) for p in sources)
     click.echo(f"{named} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")
@@ -241,6 +249,9 @@ def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | No
         click.echo(f"  {n:>10,}  {rule}")
     if r.short_classes:
         click.echo(f"  {len(r.short_classes):>10,}  classes short of --min-train-per-class ({short})")
+    from eic_builder.assemble_report import absent_line
+
+    click.echo(absent_line(r, 10))
     click.echo(f"report: {out / 'report.md'}")
 
 

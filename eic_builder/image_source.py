@@ -2,9 +2,12 @@
 
 A manifest row locates its image by ``path`` (relative to the image root) and,
 for an image inside an archive, by ``archive`` (the physical tar, relative to
-the root), ``offset`` and ``size`` (bytes of the member's data). An archive
-member is read with one ``pread`` on a file descriptor kept open per process,
-which is as fast as opening a loose file (``benchmarks/bench_archive.py``).
+the root), ``offset`` and ``size`` (bytes of the member's data). A member of
+an uncompressed tar is read with one ``pread`` on a file descriptor kept open
+per process, which is as fast as opening a loose file
+(``benchmarks/bench_archive.py``); a member of a ``.tar.gz`` through the seek
+index the scan built (:mod:`eic_builder.gzip_index`), its bytes checked
+against the SHA-1 the scan recorded.
 
 The image root is resolved in one place for every stage: ``--root`` when
 given, else the ``source_root`` the manifest records.
@@ -13,6 +16,7 @@ given, else the ``source_root`` the manifest records.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,12 +32,15 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where an image's bytes are: a file at ``path``, or ``size`` bytes at ``offset`` of ``archive``."""
+    """Where an image's bytes are: a file at ``path``, or ``size`` bytes at ``offset`` of ``archive`` (of
+    its decompressed stream for a ``.tar.gz``); ``sha1`` (hex), when the scan recorded it, checks the
+    bytes read from a ``.tar.gz``."""
 
     path: str
     archive: str | None = None
     offset: int | None = None
     size: int | None = None
+    sha1: str | None = None
 
 
 REF_COLUMNS = ("path", "archive", "offset", "size")
@@ -41,8 +48,9 @@ REF_COLUMNS = ("path", "archive", "offset", "size")
 
 def image_refs(images: pa.Table) -> list[ImageRef]:
     """The :class:`ImageRef` of every row of an images table, in order."""
-    cols = images.select(list(REF_COLUMNS)).to_pydict()
-    return [ImageRef(*row) for row in zip(*(cols[c] for c in REF_COLUMNS))]
+    names = [*REF_COLUMNS, "sha1"] if "sha1" in images.column_names else list(REF_COLUMNS)
+    cols = images.select(names).to_pydict()
+    return [ImageRef(*row) for row in zip(*(cols[c] for c in names))]
 
 
 def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None,
@@ -78,7 +86,8 @@ class ImageReader:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int | None] = {}  # None: a gzip-compressed archive, read through self._gz
+        self._gz = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
@@ -100,31 +109,47 @@ class ImageReader:
                 f"image {ref.path} lies under a compressed layer inside {ref.archive}, which cannot be read by "
                 "offset; unpack that member (tar -xf) and scan the result")
         fd = self._archive_fd(ref)
-        data = os.pread(fd, ref.size, ref.offset)
+        if fd is None:  # a .tar.gz: through its seek index, and checked against the scan's hash
+            data = self._gzip().read(os.path.join(self.root, ref.archive), ref.offset, ref.size)
+            if ref.sha1 is not None and hashlib.sha1(data).hexdigest() != ref.sha1:
+                raise InputNotFoundError(f"image {ref.path} read from {ref.archive} is not the image the scan "
+                                         "hashed: the archive or its index changed since; scan it again")
+        else:
+            data = os.pread(fd, ref.size, ref.offset)
         if len(data) != ref.size:
             raise InputNotFoundError(f"archive {ref.archive} ends before image {ref.path} "
                                      f"({ref.size} bytes at {ref.offset}); has it changed since the scan?")
         return data
 
-    def _archive_fd(self, ref: ImageRef) -> int:
+    def _gzip(self):
+        if self._gz is None:
+            from eic_builder.gzip_index import IndexedGzip
+
+            self._gz = IndexedGzip()
+        return self._gz
+
+    def _archive_fd(self, ref: ImageRef) -> int | None:
+        """The descriptor of an uncompressed archive, or None for a gzip-compressed one."""
         if os.getpid() != self._pid:  # forked: descriptors are shared with the parent's file offsets
-            self._fds, self._pid = {}, os.getpid()
-        fd = self._fds.get(ref.archive)
-        if fd is None:
-            path = os.path.join(self.root, ref.archive)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise InputNotFoundError(f"cannot open archive {path} (image {ref.path}): {exc.strerror}") from exc
-            if os.pread(fd, 2, 0) == _GZIP_MAGIC:
-                os.close(fd)
-                raise InputNotFoundError(
-                    f"image {ref.path} lies in the gzip-compressed archive {ref.archive}, which cannot be read by "
-                    f"offset; decompress it once (gunzip -k {ref.archive}) and scan the .tar instead")
-            self._fds[ref.archive] = fd
+            self._fds, self._gz, self._pid = {}, None, os.getpid()
+        if ref.archive in self._fds:
+            return self._fds[ref.archive]
+        path = os.path.join(self.root, ref.archive)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise InputNotFoundError(f"cannot open archive {path} (image {ref.path}): {exc.strerror}") from exc
+        if os.pread(fd, 2, 0) == _GZIP_MAGIC:
+            os.close(fd)
+            fd = None
+        self._fds[ref.archive] = fd
         return fd
 
     def close(self) -> None:
         for fd in self._fds.values():
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         self._fds = {}
+        if self._gz is not None:
+            self._gz.close()
+            self._gz = None

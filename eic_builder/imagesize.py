@@ -7,9 +7,12 @@ JPEG ends with its end-of-image marker, which catches truncated downloads.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import struct
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -201,15 +204,61 @@ def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> Ima
 
 def verify_image_bytes(data: bytes) -> tuple[int, int]:
     """:func:`verify_image` for an image in memory."""
-    import io
-
     return verify_image(io.BytesIO(data))
 
 
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[Callable[[], str]]:
+    """Collect what native code writes to file descriptor 2 inside the block (libjpeg prints its warnings
+    there: "Corrupt JPEG data: 18472 extraneous bytes before marker 0xd9"); yields a function that
+    returns it. Python's own warnings are silenced inside, so that only the decoder's words count."""
+    import tempfile
+    import warnings
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: (sink.seek(0), sink.read().decode("utf-8", "replace"))[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _verify_jpeg(data: bytes) -> tuple[int, int]:
+    """Decode a JPEG with libjpeg (torchvision): a decoding error or a decoder warning (garbage entropy-coded
+    data, a premature end of data) is corruption; Pillow decodes such files without a word."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with _native_stderr() as said:
+        try:
+            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+        except RuntimeError as exc:
+            raise Rejected("corrupt_image", f"decoding failed: {str(exc).strip().splitlines()[0]}") from exc
+        warned = said().strip()
+    if warned:
+        raise Rejected("corrupt_image", f"the JPEG decoder warned: {warned.splitlines()[0]}")
+    return int(image.shape[-1]), int(image.shape[-2])
+
+
 def verify_image(path: str | os.PathLike[str] | BinaryIO) -> tuple[int, int]:
-    """Decode the whole image with Pillow; return (width, height) or raise Rejected."""
+    """Decode the whole image; return (width, height) or raise Rejected. JPEGs are decoded by libjpeg
+    and its warnings count as corruption (:func:`_verify_jpeg`); other formats by Pillow."""
     from PIL import Image
 
+    if not hasattr(path, "read"):
+        try:
+            with open(path, "rb") as f:
+                path = io.BytesIO(f.read())
+        except OSError as exc:
+            raise Rejected("unreadable", str(exc)) from exc
+    if path.read(3) == b"\xff\xd8\xff":
+        path.seek(0)
+        return _verify_jpeg(path.read())
+    path.seek(0)
     try:
         with Image.open(path) as im:
             im.load()

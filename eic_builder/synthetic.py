@@ -258,3 +258,59 @@ def _jpeg_bytes(image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class SyntheticDownloads:
+    """What :func:`make_synthetic_downloads` wrote: the files image-net.org ships today, small, the four
+    ILSVRC-2012 files side by side in ``ROOT/ILSVRC2012/``, the ImageNet-21K ones in ``ROOT/``."""
+
+    root: Path
+    img_train: Path  # ILSVRC2012_img_train.tar: a tar of per-class tars <wnid>.tar of <wnid>_<n>.JPEG
+    img_val: Path  # ILSVRC2012_img_val.tar: flat ILSVRC2012_val_<8 digits>.JPEG
+    bbox_train: Path  # ILSVRC2012_bbox_train_v2.tar.gz: <wnid>/<wnid>_<n>.xml
+    bbox_val: Path  # ILSVRC2012_bbox_val_v3.tgz: val/ILSVRC2012_val_<8 digits>.xml
+    winter21: Path  # winter21_whole.tar.gz: a gzip of a tar of winter21_whole/<wnid>.tar
+    annotations: Path  # Annotation.tar.gz: per-synset <wnid>.tar.gz of Annotation/<wnid>/<wnid>_<n>.xml
+    train_images: int
+    val_images: int
+    winter21_images: int
+
+
+def make_synthetic_downloads(root: str | os.PathLike[str], n_classes: int = 4, train_per_class: int = 12,
+                             val_per_class: int = 4, new_per_class: int = 30, seed: int = 0,
+                             gzip_level: int = 6) -> SyntheticDownloads:
+    """Write, under ``root``, the downloads of today shaped exactly as image-net.org ships them (see
+    :class:`SyntheticDownloads` for where each goes), from the data of :func:`make_synthetic_archives`
+    with the same arguments: the four official ILSVRC-2012 files side by side, ImageNet-21K as
+    ``winter21_whole.tar.gz`` and the bounding-box archive ``Annotation.tar.gz``."""
+    import shutil
+    import tarfile
+
+    root = Path(root)
+    build = root / ".build"
+    made = make_synthetic_archives(build, n_classes, train_per_class, val_per_class, new_per_class, seed=seed)
+    tree = made.ilsvrc.root
+
+    def files(folder: Path, pattern: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        return [(prefix + p.name, p.read_bytes()) for p in sorted(folder.glob(pattern))]
+
+    wnids = sorted(p.name for p in (tree / "train").iterdir())
+    ilsvrc = root / "ILSVRC2012"
+    ilsvrc.mkdir(parents=True, exist_ok=True)
+    out = SyntheticDownloads(root, ilsvrc / "ILSVRC2012_img_train.tar", ilsvrc / "ILSVRC2012_img_val.tar",
+                             ilsvrc / "ILSVRC2012_bbox_train_v2.tar.gz", ilsvrc / "ILSVRC2012_bbox_val_v3.tgz",
+                             root / "winter21_whole.tar.gz", root / "Annotation.tar.gz",
+                             made.ilsvrc.train_images, made.ilsvrc.val_images, made.images_in_tar)
+    out.img_train.write_bytes(_tar_bytes([(f"{w}.tar", _tar_bytes(files(tree / "train" / w, "*.JPEG")))
+                                          for w in wnids]))
+    out.img_val.write_bytes(_tar_bytes(files(tree / "val", "*.JPEG")))
+    out.bbox_train.write_bytes(_tar_bytes([m for w in wnids for m in files(tree / "Annotations/train" / w, "*.xml",
+                                                                           f"{w}/")], gzip_level=gzip_level))
+    out.bbox_val.write_bytes(_tar_bytes(files(tree / "Annotations/val", "*.xml", "val/"), gzip_level=gzip_level))
+    with tarfile.open(made.images_tar) as tf:
+        synsets = [(f"winter21_whole/{m.name}", tf.extractfile(m).read()) for m in tf.getmembers() if m.isfile()]
+    out.winter21.write_bytes(_tar_bytes(synsets, gzip_level=gzip_level))
+    shutil.move(made.annotations_tgz, out.annotations)
+    shutil.rmtree(build)
+    return out

@@ -15,6 +15,7 @@ the fast C parser of the standard library (annotation XMLs have no DTD).
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -130,17 +131,23 @@ def parse_xml(data: bytes, flavour: str) -> RawAnnotation:
 TableProblem = tuple[str | None, str, str, str]
 
 
+def _csv_fields(line: str) -> list[str]:
+    """The fields of one CSV line, quoted or not (a stray quote is kept as text, as the csv module does)."""
+    return next(csv.reader([line]), [])
+
+
 def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], list[TableProblem]]:
     """Read a Kaggle ``LOC_*_solution.csv``: ``ImageId,PredictionString`` with repeated
     ``wnid x1 y1 x2 y2`` (0-based inclusive). Returns annotations by image id (no sizes) and the
     rows it could not use.
 
-    The format has no quoting, so it is read line by line: a bad line (not UTF-8, not two columns)
-    is a problem of its own and the other lines stay; a UTF-8 byte order mark is allowed.
+    It is read line by line, each line with the csv module's quoting (``"ILSVRC2012_val_00000001","n01440764
+    1 1 50 50"`` is the same row as without the quotes): a bad line (not UTF-8, not two columns) is a
+    problem of its own and the other lines stay; a UTF-8 byte order mark is allowed.
     """
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
-    header = lines[0].decode("utf-8-sig", "replace").strip().split(",") if lines else []
+    header = _csv_fields(lines[0].decode("utf-8-sig", "replace").strip()) if lines else []
     if [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"] or len(header) != 2:
         raise Rejected("malformed_csv", f"header {header!r} is not 'ImageId,PredictionString'")
     out: dict[str, RawAnnotation] = {}
@@ -154,8 +161,8 @@ def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation]
             continue
         if not line.strip():
             continue
-        row = line.split(",")
-        image_id = row[0].strip()
+        row = _csv_fields(line)
+        image_id = row[0].strip() if row else ""
         if len(row) != 2 or not image_id:
             problems.append((image_id or None, "box", "malformed_row",
                              f"line {line_no}: {len(row)} columns, expected ImageId,PredictionString: {line[:80]!r}"))

@@ -7,9 +7,12 @@ What users download, and how each is read:
   only, seeking over the data), and each nested archive, or each run of at most
   :data:`RUN_MEMBERS` plain members, becomes one unit of work that a worker reads
   sequentially, each byte once. A folder of the per-synset tars works the same way.
-* ``winter21_whole.tar.gz``, ``Annotation.tar.gz`` and the per-synset
-  ``<wnid>.tar.gz`` inside it: gzip cannot seek, so a compressed archive is one
-  unit, decompressed once as a stream; nested archives inside it are streamed too.
+* ``winter21_whole.tar.gz`` and ``Annotation.tar.gz``: a whole compressed file is
+  one unit, decompressed once in parallel (rapidgzip) while a seek index of its
+  gzip stream is built and kept (:mod:`eic_builder.gzip_index`), so that its members
+  are read in place later like those of a plain tar. Archives nested inside it
+  (``Annotation.tar.gz``'s per-synset ``<wnid>.tar.gz``) are streamed: their
+  members have no offset (XMLs need none).
 
 Every image member is hashed (SHA-1 of its bytes) and its header checked from
 memory; its location is recorded so that later stages read it by seeking:
@@ -56,6 +59,18 @@ _READ_BUFFER = 1 << 20
 
 # Exceptions that a damaged tar or gzip stream raises while it is read.
 ARCHIVE_ERRORS = (tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+
+
+SKIPPED_SYNSET = "per-synset archive of a class not in --classes (not read)"
+
+
+def wanted_synset(name: str, classes: frozenset[str] | None) -> bool:
+    """Whether the archive ``name`` (``n01440764.tar``, ``dir/n01440764.tar.gz``) is to be read under
+    ``--classes``: always without a class list, or when it is not a per-synset archive."""
+    if classes is None:
+        return True
+    stem = strip_archive_suffix(name.rsplit("/", 1)[-1])
+    return not (len(stem) == 9 and stem[0] == "n" and stem[1:].isdigit()) or stem in classes
 
 
 def archive_kind(name: str) -> str | None:
@@ -192,8 +207,9 @@ def _stem(name: str) -> str:
 class _Reader:
     """Reads the members of one unit into :class:`ArchiveEntries`."""
 
-    def __init__(self, unit: ArchiveUnit) -> None:
+    def __init__(self, unit: ArchiveUnit, classes: frozenset[str] | None = None) -> None:
         self.unit = unit
+        self.classes = classes  # --classes: per-synset archives of other synsets are passed over
         self.out = ArchiveEntries()
 
     def member(self, path: str, name: str, data: bytes, offset: int | None) -> None:
@@ -238,7 +254,9 @@ class _Reader:
             seen.add(member.name)
             offset = None if base is None else base + member.offset
             kind = archive_kind(member.name)
-            if kind is not None:
+            if kind is not None and not wanted_synset(member.name, self.classes):
+                self.out.ignored[SKIPPED_SYNSET] += 1  # in a stream its bytes still pass, unparsed, unhashed
+            elif kind is not None:
                 self.nested(member, path, kind, depth + 1, offset, window)
             elif member.name.lower().endswith((*IMAGE_SUFFIXES, ".xml")):
                 data = member.stream().read() if window is None else window.pread(member.size, member.offset)
@@ -276,10 +294,11 @@ class _Reader:
         return dropped
 
     def open_and_read(self, fileobj, kind: str, path: str, depth: int, base: int | None,
-                      window: _Window | None) -> None:
+                      window: _Window | None, drain: bool = False) -> None:
         """Read a tar (``kind`` "tar" or "tar.gz") over ``fileobj``. With a ``window`` (uncompressed) the
         headers are parsed directly and data read by offset; otherwise, and always when compressed, tarfile
-        reads it as a stream. Damage is reported here, once, at ``path``."""
+        reads it as a stream, then the stream is read to its end when compressed or ``drain`` (so that a
+        gzip's checks run). Damage is reported here, once, at ``path``."""
         mark = self._mark()
         try:
             if window is not None:
@@ -297,7 +316,7 @@ class _Reader:
             source = gzip.GzipFile(fileobj=fileobj, mode="rb") if kind == "tar.gz" else fileobj
             with tarfile.open(fileobj=source, mode="r|", bufsize=_READ_BUFFER, tarinfo=_RecordedTarInfo) as tf:
                 self.members(_tarfile_members(tf), path, depth, base, None)
-            if kind == "tar.gz":
+            if kind == "tar.gz" or drain:
                 while source.read(_READ_BUFFER):  # the rest of the stream, to its CRC
                     pass
         except ARCHIVE_ERRORS as exc:
@@ -405,10 +424,56 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield info
 
 
-def read_unit(root: str, unit: ArchiveUnit) -> ArchiveEntries:
-    """Read one unit (in a worker process) into entries."""
-    reader = _Reader(unit)
+class _CheckedStream(io.RawIOBase):
+    """The decompressed stream of a whole ``.tar.gz`` (rapidgzip, decoded in parallel) as tarfile reads it:
+    damaged compressed bytes raise ``zlib.error`` (rapidgzip raises ValueError/RuntimeError), and the end of
+    the stream checks that the whole file was read (rapidgzip ends a truncated file without a word)."""
+
+    def __init__(self, stream, archive: str) -> None:
+        self.stream, self.archive = stream, archive
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from eic_builder.gzip_index import finish_scan
+
+        try:
+            data = self.stream.read(len(buffer))
+        except (ValueError, RuntimeError) as exc:
+            raise zlib.error(str(exc).strip().splitlines()[0]) from exc
+        if not data:
+            self.index = finish_scan(self.stream, self.archive)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
+    """Read a whole ``.tar.gz`` file once, decoded by ``threads`` threads, keeping its seek index (see
+    :mod:`eic_builder.gzip_index`): its members get offsets in the decompressed stream, readable in place."""
+    from eic_builder.gzip_index import open_for_scan
+
+    unit = reader.unit
+    try:
+        stream = open_for_scan(path, threads)
+    except (OSError, ValueError, RuntimeError) as exc:
+        reader.reject(unit.archive, "corrupt_archive", f"reading stopped: {type(exc).__name__}: {exc}")
+        return
+    with stream:
+        checked = io.BufferedReader(_CheckedStream(stream, path), _READ_BUFFER)
+        reader.open_and_read(checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
+
+
+def read_unit(root: str, unit: ArchiveUnit, threads: int = 1,
+              classes: frozenset[str] | None = None) -> ArchiveEntries:
+    """Read one unit (in a worker process) into entries; a whole ``.tar.gz`` file is decoded by ``threads``
+    threads and indexed for reading in place; nested per-synset archives of synsets not in ``classes`` (when
+    given) are passed over."""
+    reader = _Reader(unit, classes)
     path = os.path.join(root, unit.archive)
+    if unit.compression == "tar.gz" and unit.start == 0 and unit.members is None:
+        _read_indexed_gzip(reader, path, threads)
+        return reader.out
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -425,10 +490,8 @@ def read_unit(root: str, unit: ArchiveUnit) -> ArchiveEntries:
                 reader.member(f"{unit.prefix}/{name}", name, data, unit.start + offset)
         elif unit.compression == "tar":
             reader.open_and_read(window, "tar", unit.prefix, unit.depth, unit.start, window)
-        else:
-            # offsets in the decompressed stream of a whole .tar.gz file (usable with a gzip seek index);
-            # none for a .tar.gz member of another archive
-            reader.open_and_read(window, "tar.gz", unit.prefix, unit.depth, 0 if unit.start == 0 else None, None)
+        else:  # a .tar.gz member of another archive: streamed, its members have no offset
+            reader.open_and_read(window, "tar.gz", unit.prefix, unit.depth, None, None)
     finally:
         os.close(fd)
     return reader.out

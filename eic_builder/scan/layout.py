@@ -13,6 +13,7 @@ Roles by file name (case-insensitive):
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter
@@ -25,10 +26,15 @@ from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.scan.annotations import WNID_RE
 from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
 
+log = logging.getLogger(__name__)
+
 WNID_FORMATS = ("ilsvrc-xml", "loc-csv")  # formats whose box labels are ImageNet wnids
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 LOC_CSV_RE = re.compile(r"^LOC_.*_solution\.csv$", re.IGNORECASE)
 SPLIT_NAMES = ("train", "val", "test")
+# the official ILSVRC downloads name their split: ILSVRC2012_img_train.tar, ILSVRC2012_img_train_t3.tar,
+# ILSVRC2012_img_val.tar, ILSVRC2012_img_test_v10102019.tar, ILSVRC2012_bbox_train_v2.tar.gz, ILSVRC2012_bbox_val_v3.tgz
+OFFICIAL_RE = re.compile(r"^ilsvrc\d{4}_(?:img|bbox)_(train|val|test)(?:_[a-z0-9]+)*\.(?:tar|tar\.gz|tgz)$")
 _NAME_RE = re.compile(rb"<name>\s*([^<]*?)\s*</name>")
 _DATABASE_RE = re.compile(rb"<database>\s*([^<]*?)\s*</database>")
 
@@ -80,9 +86,13 @@ class FileIndex:
             self.ignored[f"not an image or annotation ({ext or 'no extension'})"] += 1
 
 
+OUTPUT_FILES = frozenset({"images.parquet", "boxes.parquet", "rejects.parquet"})  # a manifest's files
+
+
 def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None:
     """Add the files under ``folder`` (sorted, depth first, without recursion, so any depth works) with
-    paths ``prefix + relative path``. Symlinked folders are followed, once each (a loop is counted);
+    paths ``prefix + relative path``; in the folder ``skip`` (the scan's --out) the manifest files are left
+    out. Symlinked folders are followed, once each (a loop is counted);
     an unreadable folder is a reject; FIFOs, sockets, devices and broken links are counted, never opened."""
     def identity(path: str) -> tuple[int, int]:
         st = os.stat(path)
@@ -90,10 +100,11 @@ def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None
 
     # folders by (device, inode): one stat each, where a realpath would walk every level of a deep tree
     seen = {identity(folder)}
-    skip_id = identity(skip) if skip is not None and skip.is_dir() else None
+    out_id = identity(skip) if skip is not None and skip.is_dir() else None
     stack = [(folder, prefix)]
     while stack:
         path, sub = stack.pop()
+        in_out = identity(path) == out_id
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -118,13 +129,15 @@ def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None
                 st = entry.stat()
                 if entry.name.startswith("."):
                     index.ignored["hidden folder"] += 1
-                elif (st.st_dev, st.st_ino) == skip_id:
-                    index.ignored["the output folder (--out) inside a source"] += 1
                 elif (st.st_dev, st.st_ino) in seen:
                     index.ignored["symlinked folder already scanned (a loop or a second link)"] += 1
                 else:
                     seen.add((st.st_dev, st.st_ino))
                     folders.append((entry.path, f"{sub}{entry.name}/"))
+            elif is_file and in_out and entry.name in OUTPUT_FILES:
+                # --out inside a source: only the manifest this scan writes is left out; the source's own
+                # images there (a class folder given as --out) are scanned like any other
+                index.ignored["the manifest this scan writes (--out inside a source)"] += 1
             elif is_file:
                 index.add_file(sub + entry.name)
             else:
@@ -175,7 +188,38 @@ def index_sources(sources: Sequence[str | os.PathLike[str]],
             index.add_file(rel)
     for role in ("images", "xmls", "loc_csvs", "jsons", "archives"):
         getattr(index, role).sort()
+    keep_coco_jsons(index)
     return index
+
+
+COCO_KEYS = (b'"images"', b'"annotations"', b'"categories"')
+
+
+def is_coco_json(path: Path) -> bool:
+    """Whether the JSON file ``path`` is a COCO instances file: it names ``images``, ``annotations`` and
+    ``categories`` (looked for in its bytes, so a 500 MB file is not parsed twice). An unreadable file
+    counts as COCO: the COCO reader then reports it as a reject, with its reason."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return all(data.find(key) >= 0 for key in COCO_KEYS)
+    except OSError:
+        return True
+
+
+def keep_coco_jsons(index: FileIndex) -> None:
+    """Leave out the JSON files that are not COCO instances (``imagenet_class_index.json`` sits in many
+    ImageNet folders), counted as ignored by rule: one stray JSON must not turn a tree of XML or LOC CSV
+    annotations into a COCO scan."""
+    coco = [rel for rel in index.jsons if is_coco_json(index.root / rel)]
+    index.ignored["JSON that is not COCO instances (no images, annotations and categories)"] += \
+        len(index.jsons) - len(coco)
+    index.ignored += Counter()  # drop a zero count
+    index.jsons = coco
 
 
 def _xml_flavour(root: Path, xmls: list[str], members: dict[str, bytes], sample: int = 20) -> str:
@@ -229,16 +273,20 @@ def detect_format(index: FileIndex) -> str:
 
 
 def split_of(rel_path: str, default: str | None = None) -> str | None:
-    """The split named by the nearest ``train``/``val``/``test`` folder of a path (or by a
-    ``LOC_<split>_solution.csv`` name), else ``default``."""
-    parts = rel_path.split("/")[:-1]
-    for part in reversed(parts):
+    """The split a path names, nearest part first: a ``train``/``val``/``test`` folder, or an official
+    ILSVRC download (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_bbox_val_v3.tgz``: the archive and
+    everything inside it), or a ``LOC_<split>_solution.csv`` file; else ``default``."""
+    parts = rel_path.split("/")
+    for k, part in enumerate(reversed(parts)):
         low = part.lower()
-        if low in SPLIT_NAMES:
+        if k > 0 and low in SPLIT_NAMES:
             return low
-    name = rel_path.rsplit("/", 1)[-1]
+        official = OFFICIAL_RE.match(low)
+        if official is not None:
+            return official.group(1)
+    name = parts[-1].lower()
     for split in SPLIT_NAMES:
-        if name.lower().startswith(f"loc_{split}_"):
+        if name.startswith(f"loc_{split}_"):
             return split
     return default
 
@@ -253,15 +301,25 @@ def check_format(fmt: str) -> str:
 def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     """Keep the files of one split and name it.
 
-    A file's split is its nearest ``train``/``val``/``test`` folder; files with
-    none (a COCO JSON at the root, say) belong to every split. With ``split``
-    given, files of other splits are ignored by rule; without it, a tree that
-    holds several splits is an error, and a tree with none is named after its
-    root folder.
+    A file's split is what its path names (:func:`split_of`). Annotation files that name none (a COCO
+    JSON at the root, say) serve every split: they only give boxes to images of the split. Images and
+    archives that name none, beside others that do, cannot be told apart: with ``split`` given that is
+    an error naming them (never "of every split"), without it a warning. With ``split`` given, files of
+    other splits are ignored by rule; without it, a tree that holds several splits is an error, and a
+    tree with none is named after its root folder.
     """
     roles = ("images", "xmls", "loc_csvs", "jsons", "archives")
     splits = {role: [split_of(rel) for rel in getattr(index, role)] for role in roles}
     found = sorted({s for role in roles for s in splits[role] if s is not None})
+    untold = [rel for role in ("images", "archives") for rel, s in zip(getattr(index, role), splits[role])
+              if s is None] if found else []
+    if untold:
+        what = (f"{len(untold):,} image file(s) or archive(s) name no split ({', '.join(untold[:3])}"
+                f"{', ...' if len(untold) > 3 else ''}) beside others that name {', '.join(found)}")
+        if split is not None:
+            raise OptionError(f"{index.root}: {what}; put them in a train/val/test folder, give them their "
+                              "official names (ILSVRC2012_img_train.tar, ...), or scan them on their own")
+        log.warning("%s: %s; they are scanned as %s", index.root, what, found[0] if len(found) == 1 else "?")
     if split is None:
         if len(found) > 1:
             raise OptionError(
@@ -279,3 +337,28 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
             else:
                 kept.ignored[f"other split ({s})"] += 1
     return kept, split
+
+
+def select_members(index: FileIndex, split: str | None, name: str) -> str:
+    """After the archives are read, apply :func:`select_split` to their members, whose own folders can
+    name a split (a tar of a whole ILSVRC tree holds ``train/`` and ``val/``): with ``split`` given,
+    members of other splits are ignored by rule; without it, members of several splits are an error.
+    Returns the split's name (a split the members name wins over the archive's own name)."""
+    members = [*index.member_images, *index.member_xmls]
+    named = {rel: split_of(rel) for rel in members}
+    if split is None:
+        loose = {split_of(rel) for rel in (*index.images, *index.xmls) if rel not in named}
+        found = sorted(({s for s in named.values()} | loose) - {None})
+        if len(found) > 1:
+            raise OptionError(f"{index.root} holds several splits ({', '.join(found)}) inside its archives; scan "
+                              "one at a time with `split` NAME")
+        return found[0] if found else name
+    other = {rel: s for rel, s in named.items() if s is not None and s != split}
+    if other:
+        index.images = [rel for rel in index.images if rel not in other]
+        index.xmls = [rel for rel in index.xmls if rel not in other]
+        for rel, s in other.items():
+            index.member_images.pop(rel, None)
+            index.member_xmls.pop(rel, None)
+            index.ignored[f"other split ({s})"] += 1
+    return split

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eic_builder.errors import InputNotFoundError, OptionError
+from eic_builder.gzip_index import archive_record, index_path
 from eic_builder.manifest import (
     MANIFEST_FILES,
     command_line,
@@ -41,10 +42,13 @@ from eic_builder.scan.archives import (
     ArchiveEntries,
     ArchivePlan,
     ArchiveUnit,
+    SKIPPED_SYNSET,
     ImageProbe,
+    archive_kind,
     plan_archive,
     read_unit,
     strip_archive_suffix,
+    wanted_synset,
 )
 from eic_builder.scan.layout import (
     WNID_FORMATS,
@@ -52,6 +56,7 @@ from eic_builder.scan.layout import (
     check_format,
     detect_format,
     index_sources,
+    select_members,
     select_split,
 )
 from eic_builder.scan.unit import ScanConfig, ScanItem, inputs_digest, scan_unit
@@ -260,21 +265,44 @@ def shard_of(name: str, n_shards: int) -> int:
     return zlib.crc32((synset_of(name) or name).encode()) % n_shards
 
 
-def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
-                   shard: tuple[int, int] | None = None) -> tuple[list[tuple], int, int]:
+def _indexed(unit: ArchiveUnit) -> bool:
+    """Whether a unit is a whole ``.tar.gz`` file, read once and indexed for reading in place."""
+    return unit.compression == "tar.gz" and unit.start == 0 and unit.members is None
+
+
+def gzip_records(index: FileIndex) -> dict[str, dict]:
+    """Per ``.tar.gz`` file of the scan that holds images: its size, mtime and seek index (manifest metadata)."""
+    archives = sorted({probe.archive for probe in index.member_images.values()})
+    return {rel: archive_record(index.root / rel) for rel in archives
+            if (index.root / rel).is_file() and archive_kind(rel) == "tar.gz"}
+
+
+def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tuple[int, int] | None = None,
+                   classes: frozenset[str] | None = None) -> tuple[list[tuple], int, int]:
     """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
-    and add their members to the index. Returns (rejects, units resumed, units in all)."""
+    and add their members to the index; per-synset archives of other shards, or of synsets not in
+    ``classes``, are not read. Returns (rejects, units resumed, units in all)."""
     plan = ArchivePlan()
     for rel in index.archives:
-        plan_archive(index.root, rel, plan)
+        if wanted_synset(rel, classes):
+            plan_archive(index.root, rel, plan)
+        else:
+            index.ignored[SKIPPED_SYNSET] += 1
     if shard is not None:  # per-synset units of other shards are not read at all
         plan.units = [u for u in plan.units if synset_of(u.prefix) is None or shard_of(u.prefix, shard[1]) == shard[0]]
+    wanted = [u for u in plan.units if wanted_synset(u.prefix, classes)]  # a listed tar's: seeked past
+    index.ignored[SKIPPED_SYNSET] += len(plan.units) - len(wanted)
+    plan.units = wanted
     index.ignored.update(plan.ignored)
+    index.ignored += Counter()  # no zero counts
     root = os.fspath(index.root)
     stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
-    keyed = [(f"archive-{unit.key(stats[unit.archive])}.json", unit) for unit in plan.units]
+    only = "" if classes is None else "-" + hashlib.sha1(",".join(sorted(classes)).encode()).hexdigest()[:12]
+    keyed = [(f"archive-{unit.key(stats[unit.archive])}{only}.json", unit) for unit in plan.units]
     entries = ArchiveEntries()
-    done = {name for name, _ in keyed if (parts_root / name).is_file()}
+    # a finished unit of a whole .tar.gz counts only with its seek index (a cleared cache reads it again)
+    done = {name for name, unit in keyed if (parts_root / name).is_file()
+            and (not _indexed(unit) or index_path(index.root / unit.archive).is_file())}
     for name in sorted(done):
         entries.extend(ArchiveEntries.from_json((parts_root / name).read_text()))
     todo = [(name, unit) for name, unit in keyed if name not in done]
@@ -286,7 +314,9 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int,
         entries.extend(found)
         bar.update(unit.n_bytes)
 
-    _run_units(read_unit, [((name, unit), (root, unit)) for name, unit in todo], n_workers, keep)
+    # a whole .tar.gz decodes in parallel threads: the cores are shared among those read at once
+    threads = max(1, n_workers // max(1, min(n_workers, sum(_indexed(u) for _, u in todo))))
+    _run_units(read_unit, [((name, unit), (root, unit, threads, classes)) for name, unit in todo], n_workers, keep)
     bar.close()
     index.ignored.update(entries.ignored)
     for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
@@ -307,6 +337,7 @@ def scan(
     known_wnids: frozenset[str] | Callable[[], frozenset[str]] | None = None,
     hash_files: bool = False,
     shard: tuple[int, int] | None = None,
+    classes: frozenset[str] | None = None,
 ) -> ScanSummary:
     """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``.
 
@@ -317,7 +348,9 @@ def scan(
     labels boxes with wnids (ILSVRC XML, LOC CSV). ``hash_files`` records the
     SHA-1 of loose image files too (archive members always get one). ``shard``
     (K, N) scans only the images whose synset falls in shard K of N (see
-    :func:`shard_of`), for scans split over machines. Every file seen ends in
+    :func:`shard_of`), for scans split over machines. ``classes`` (wnids) keeps the per-synset archives
+    (``<wnid>.tar``) and images (``<wnid>_<n>``) of those synsets only: the others are not read, and
+    counted as ignored. Every file seen ends in
     ``images`` or ``rejects``, or is counted as ignored in the summary.
     """
     check_format(fmt)
@@ -330,7 +363,9 @@ def scan(
     n_workers = workers or os.cpu_count() or 1
     archive_parts = out / PARTS_DIR / "archives"
     archive_parts.mkdir(parents=True, exist_ok=True)
-    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard)
+    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard,
+                                                                      classes)
+    split_name = select_members(index, split, split_name)
     try:
         resolved = detect_format(index) if fmt == "auto" else fmt
         if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
@@ -353,6 +388,11 @@ def scan(
     if shard is not None:  # an empty shard is a valid (empty) manifest
         items = [item for item in items if shard_of(item.image_id, shard[1]) == shard[0]]
         rejects = [r for r in rejects if shard_of(r[1] or r[0], shard[1]) == shard[0]]
+    if classes is not None:  # loose images of other synsets (by their ids, n01440764_18) are not read
+        kept = [item for item in items if synset_of(item.image_id) is None or synset_of(item.image_id) in classes]
+        if len(kept) < len(items):
+            ignored["image of a class not in --classes (not read)"] += len(items) - len(kept)
+        items = kept
     units = make_units(items, UNIT_SIZE)
     parts_root = out / PARTS_DIR / _fingerprint(cfg)
     parts_root.mkdir(parents=True, exist_ok=True)
@@ -385,6 +425,7 @@ def scan(
     bar.close()
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,
+            "gzip_indexes": gzip_records(index),
             "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "ignored": dict(sorted(ignored.items()))}
     write_manifest(out, images, boxes, rejected, meta)

@@ -100,6 +100,9 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
+MAX_STATED_SIDE = 2**31 - 1  # pixels: the most an image header (PNG) can state, and the int32 columns hold
+
+
 def _box_text(index: int, box: tuple, width: int, height: int) -> str:
     label, x1, y1, x2, y2 = box
     return f"box {index} {label} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) in {width}x{height}"
@@ -120,6 +123,13 @@ def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
         except OSError as exc:
             rows.reject(ann_path, item.image_id, "file", "unreadable", str(exc))
             ann, ann_path = None, None
+
+    if ann is not None and not all(v is None or 0 < v <= MAX_STATED_SIDE for v in (ann.width, ann.height)):
+        # a size no image has (and no int32 column holds): one reject row, the annotation's boxes kept
+        rows.reject(ann_path or "", item.image_id, "file", "malformed_size",
+                    f"stated size {ann.width}x{ann.height} is beyond {MAX_STATED_SIDE:,} pixels a side; "
+                    "it is left out")
+        ann = RawAnnotation(None, None, ann.boxes, ann.bad_rows)
 
     location: tuple = (None, None, None, None)  # archive, offset, size, sha1
     if item.image_rel is not None:
