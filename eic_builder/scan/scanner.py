@@ -39,10 +39,10 @@ from eic_builder.progress import progress
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE, RawAnnotation, read_coco, read_loc_csv
 from eic_builder.scan.archives import (
+    SKIPPED_SYNSET,
     ArchiveEntries,
     ArchivePlan,
     ArchiveUnit,
-    SKIPPED_SYNSET,
     ImageProbe,
     archive_kind,
     plan_archive,
