@@ -393,7 +393,7 @@ def _build_model(cfg: TrainConfig, device: torch.device, world: int) -> Hourglas
     if device.type == "cpu":
         _check_cpu_memory(cfg, model, world)
     if cfg.backbone_weights:
-        state = state_dict_of(load_torch_file(cfg.backbone_weights, "--backbone-weights"))
+        state = state_dict_of(load_torch_file(cfg.backbone_weights, "`backbone_weights`"))
         try:
             n = model.backbone.encoder.load_torchvision(state)
         except ValueError as exc:

@@ -47,7 +47,7 @@ def claim_output_folder(out: str | os.PathLike[str], command: str, identity: Map
         what = old.get("command", "?") if isinstance(old, dict) else "?"
         differs = sorted(k for k in stamp["identity"] if not isinstance(old, dict)
                          or old.get("identity", {}).get(k) != stamp["identity"][k])
-        raise OptionError(f"`out` {out} holds the files of another `{what}` run (it differs in "
+        raise OptionError(f"`out` {out} holds the files of another {what} run (it differs in "
                           f"{', '.join(differs) or 'its command'}); {remedy}")
     if found and not run_file.is_file():
         raise OptionError(f"`out` {out} already holds {', '.join(found)} of an earlier run it cannot tell apart "

@@ -98,10 +98,10 @@ def test_crop_box_and_schedule_by_hand() -> None:
 
 def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_path: Path) -> None:
     cases = [(PretrainConfig.tiny(crop=50), "crop=50 must be a multiple of 32"),
-             (PretrainConfig.tiny(encoder="googlenet"), "--encoder googlenet is width 1 with batch norm"),
+             (PretrainConfig.tiny(encoder="googlenet"), "encoder googlenet is width 1 with batch norm"),
              (PretrainConfig.tiny(encoder="resnet"),
-              "--encoder='resnet' is not allowed; choose one of 'vgg16', 'vgg11', 'googlenet'"),
-             (PretrainConfig.tiny(lr=float("nan")), "--lr=nan must be a finite number > 0")]
+              "encoder='resnet' is not allowed; choose one of 'vgg16', 'vgg11', 'googlenet'"),
+             (PretrainConfig.tiny(lr=float("nan")), "lr=nan must be a finite number > 0")]
     for cfg, message in cases:
         with pytest.raises(OptionError, match=message):
             pretrain(colours["train"], tmp_path / "bad", cfg)
@@ -112,7 +112,7 @@ def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_
     run = tmp_path / "run"
     pretrain(colours["train"], run, PretrainConfig.tiny(iters=2, crop=64))
     with pytest.raises(ModelError, match=r"is an eic-build pretrain checkpoint, not a train-baseline one; pass its "
-                                         r"encoder\.pt as --backbone-weights"):
+                                         r"encoder\.pt as backbone_weights"):
         load_checkpoint(run / "last.pt")
     scan(synthetic_tree, tmp_path / "other", split="train")  # four other classes
     with pytest.raises(OptionError, match=r"resume: .* was trained on other classes"):

@@ -268,7 +268,7 @@ def test_plant_copies_refuses_a_folder_of_another_planting(planted: dict[str, Pa
     before = sorted((tmp_path / "p").rglob("*"))
     assert plant("1").exit_code == 0  # the same planting again: resumed in place
     r = plant("2")
-    assert r.exit_code == 2 and "holds the files of another `plant-copies` run (it differs in seed)" in r.output
+    assert r.exit_code == 2 and "holds the files of another plant-copies run (it differs in seed)" in r.output
     assert "--out" in r.output and sorted((tmp_path / "p").rglob("*")) == before  # nothing mixed in
     (tmp_path / "p" / ".eic-run.json").unlink()  # an unstamped folder of copies: refused as well
     r = plant("1")

@@ -303,9 +303,10 @@ def test_an_out_folder_of_another_export_is_refused(real: dict[str, Path], tmp_p
     export_manifests([tmp_path / "a"], tmp_path / "out", "voc")
     again = export_manifests([tmp_path / "a"], tmp_path / "out", "voc")  # the same export: resumed in place
     assert again.placement.kept == 3
-    with pytest.raises(OptionError, match=r"holds the files of another `export` run \(it differs in manifests\); "
+    with pytest.raises(OptionError, match=r"holds the files of another export run \(it differs in manifests\); "
                                           r"choose a new out, or remove that folder first"):
         export_manifests([tmp_path / "b"], tmp_path / "out", "voc")
-    with pytest.raises(OptionError, match=r"it differs in format"):
-        export_manifests([tmp_path / "a"], tmp_path / "out", "coco")
     assert len(list((tmp_path / "out" / "Annotations").iterdir())) == 3
+    export_manifests([tmp_path / "a"], tmp_path / "out2", "coco")
+    with pytest.raises(OptionError, match=r"holds the files of another export run \(it differs in manifests\)"):
+        export_manifests([tmp_path / "b"], tmp_path / "out2", "coco", materialize=True)

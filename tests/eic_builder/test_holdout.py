@@ -44,11 +44,11 @@ def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path
 
 def test_split_never_overwrites(manifest: Path, tmp_path: Path) -> None:
     before = (manifest / "images.parquet").read_bytes()
-    for train_out, test_out, named in ((tmp_path / "x", tmp_path / "x", "--train-out .* and --test-out"),
-                                       (manifest, tmp_path / "y", "SRC .* and --train-out"),
-                                       (tmp_path / "y", manifest, "SRC .* and --test-out"),
-                                       (tmp_path / "z", manifest / "inner", "SRC .* and --test-out"),
-                                       (tmp_path / "w", tmp_path / "w" / "inner", "--train-out .* and --test-out")):
+    for train_out, test_out, named in ((tmp_path / "x", tmp_path / "x", "train_out .* and test_out"),
+                                       (manifest, tmp_path / "y", "src .* and train_out"),
+                                       (tmp_path / "y", manifest, "src .* and test_out"),
+                                       (tmp_path / "z", manifest / "inner", "src .* and test_out"),
+                                       (tmp_path / "w", tmp_path / "w" / "inner", "train_out .* and test_out")):
         with pytest.raises(OptionError, match=rf"{named} .* overlap; split writes two new manifests"):
             hold_out_manifest(manifest, train_out, test_out)
     assert (manifest / "images.parquet").read_bytes() == before and not (tmp_path / "x").exists()
