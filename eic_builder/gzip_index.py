@@ -8,10 +8,10 @@ about 0.01 % of the archive). A member is then read by seeking to its offset in 
 stream: decoding starts at the checkpoint before it, never at byte 0.
 
 Where the index lives: ``<cache>/gzip-index/<hash of the archive's path>-<size>-<mtime_ns>.gzidx``
-(``EIC_CACHE_DIR``, else ``~/.cache/eic``), so it is found from the archive alone and a changed
-archive never meets an old index. The scan manifest records, per archive, the size, mtime and index
-it was read through (:func:`archive_record`); a reader of a member checks the bytes it gets against
-the SHA-1 the scan recorded, so a wrong byte is an error, never data.
+(``EIC_GZIP_INDEX_DIR``, else under ``EIC_CACHE_DIR``, else ``~/.cache/eic``), so it is found from
+the archive alone and a changed archive never meets an old index. The scan manifest records, per
+archive, the size, mtime and index it was read through (:func:`archive_record`); a reader of a member
+checks the bytes it gets against the SHA-1 the scan recorded, so a wrong byte is an error, never data.
 
 A ``RapidgzipFile`` left open when the interpreter exits aborts it: every file opened here is closed
 by its owner, and :class:`IndexedGzip` closes its files at exit if nobody did.
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 INDEX_SPACING = 2 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
 INDEX_SUFFIX = ".gzidx"
+ENV_INDEX_DIR = "EIC_GZIP_INDEX_DIR"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -47,12 +48,17 @@ def _rapidgzip():
 
 def index_path(archive: str | os.PathLike[str]) -> Path:
     """Where the index of ``archive`` (as it is now: its size and mtime) is kept."""
-    from eic_builder.wordnet import cache_dir
-
     path = os.path.abspath(archive)
     st = os.stat(path)
     key = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return cache_dir() / "gzip-index" / f"{key}-{st.st_size}-{st.st_mtime_ns}{INDEX_SUFFIX}"
+    return index_dir() / f"{key}-{st.st_size}-{st.st_mtime_ns}{INDEX_SUFFIX}"
+
+
+def index_dir() -> Path:
+    """``EIC_GZIP_INDEX_DIR``, else ``<cache>/gzip-index`` (``EIC_CACHE_DIR``, else ``~/.cache/eic``)."""
+    from eic_builder.wordnet import cache_dir
+
+    return Path(os.environ.get(ENV_INDEX_DIR) or cache_dir() / "gzip-index")
 
 
 def archive_record(archive: str | os.PathLike[str]) -> dict[str, Any]:

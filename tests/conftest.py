@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
+# the seek indexes of the .tar.gz files tests scan go to a folder of this run, not the user's cache
+os.environ.setdefault("EIC_GZIP_INDEX_DIR", tempfile.mkdtemp(prefix="eic-gzip-index-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

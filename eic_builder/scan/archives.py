@@ -211,6 +211,7 @@ class _Reader:
         self.unit = unit
         self.classes = classes  # --classes: per-synset archives of other synsets are passed over
         self.out = ArchiveEntries()
+        self.checked: _CheckedStream | None = None  # the stream of a whole .tar.gz being read, if one is
 
     def member(self, path: str, name: str, data: bytes, offset: int | None) -> None:
         low = name.lower()
@@ -320,6 +321,12 @@ class _Reader:
                 while source.read(_READ_BUFFER):  # the rest of the stream, to its CRC
                     pass
         except ARCHIVE_ERRORS as exc:
+            # tarfile words a stream's own error its way ("ReadError: zlib error: ..."): the stream's first
+            # error, where it kept one, says what happened
+            outer = self.checked.pending if self.checked is not None else None
+            if outer is not None and fileobj is not self.checked:
+                raise  # the whole file's stream failed under this nested tar: reported once, for the file
+            exc = outer or exc
             detail = f"reading stopped: {type(exc).__name__}: {exc}"
             if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
                 # corrupted compressed bytes: no member of this layer can be trusted, wherever the damage is
@@ -425,12 +432,18 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 
 
 class _CheckedStream(io.RawIOBase):
-    """The decompressed stream of a whole ``.tar.gz`` (rapidgzip, decoded in parallel) as tarfile reads it:
-    damaged compressed bytes raise ``zlib.error`` (rapidgzip raises ValueError/RuntimeError), and the end of
-    the stream checks that the whole file was read (rapidgzip ends a truncated file without a word)."""
+    """The decompressed stream of a whole ``.tar.gz`` (rapidgzip, decoded in parallel) as tarfile reads it.
+
+    rapidgzip raises one ValueError/RuntimeError for a truncated file and for damaged bytes alike (or ends
+    a truncated file without a word): on such an error the file is checked once more with zlib, from its
+    start, to tell the two apart as the gzip module does (``EOFError``: truncated, the members read before
+    are kept; ``zlib.error``: damaged, none is trusted). The bytes decoded before an error are handed out
+    first; the end of the stream checks that the whole file was read and keeps the seek index."""
+
+    PIECE = 1 << 16
 
     def __init__(self, stream, archive: str) -> None:
-        self.stream, self.archive = stream, archive
+        self.stream, self.archive, self.pending = stream, archive, None
 
     def readable(self) -> bool:
         return True
@@ -438,14 +451,42 @@ class _CheckedStream(io.RawIOBase):
     def readinto(self, buffer) -> int:
         from eic_builder.gzip_index import finish_scan
 
-        try:
-            data = self.stream.read(len(buffer))
-        except (ValueError, RuntimeError) as exc:
-            raise zlib.error(str(exc).strip().splitlines()[0]) from exc
-        if not data:
-            self.index = finish_scan(self.stream, self.archive)
-        buffer[: len(data)] = data
-        return len(data)
+        if self.pending is not None:
+            raise self.pending
+        view, filled = memoryview(buffer), 0
+        while filled < len(view):
+            try:
+                data = self.stream.read(min(self.PIECE, len(view) - filled))
+            except (ValueError, RuntimeError) as exc:
+                self.pending = _gzip_damage(self.archive, exc)
+                if filled:
+                    return filled
+                raise self.pending from exc
+            if not data:
+                if not filled:
+                    finish_scan(self.stream, self.archive)
+                break
+            view[filled: filled + len(data)] = data
+            filled += len(data)
+        return filled
+
+
+def _gzip_damage(path: str, exc: Exception) -> Exception:
+    """What is wrong with the gzip file ``path`` whose decoding raised ``exc``: ``EOFError`` when zlib reads
+    it without error to a premature end (truncated), else ``zlib.error`` (damaged bytes)."""
+    reader = zlib.decompressobj(wbits=31)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_BUFFER):
+                reader.decompress(chunk, 0)
+                while reader.unused_data:  # a further gzip member (concatenated files)
+                    rest, reader = reader.unused_data, zlib.decompressobj(wbits=31)
+                    reader.decompress(rest, 0)
+    except zlib.error as damage:
+        return zlib.error(f"damaged compressed bytes: {damage}")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return EOFError(f"the gzip stream ends before its end-of-stream marker: truncated ({first[:120]})") \
+        if not reader.eof else zlib.error(first)
 
 
 def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
@@ -459,9 +500,9 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
     except (OSError, ValueError, RuntimeError) as exc:
         reader.reject(unit.archive, "corrupt_archive", f"reading stopped: {type(exc).__name__}: {exc}")
         return
-    with stream:
-        checked = io.BufferedReader(_CheckedStream(stream, path), _READ_BUFFER)
-        reader.open_and_read(checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
+    with stream:  # tarfile buffers its reads itself: no BufferedReader, whose reads would lose bytes at an error
+        reader.checked = _CheckedStream(stream, path)
+        reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
 
 
 def read_unit(root: str, unit: ArchiveUnit, threads: int = 1,

@@ -80,9 +80,7 @@ def test_every_shape_gives_the_same_manifest(downloads, tmp_path: Path, monkeypa
         assert m.boxes.equals(whole.boxes), other
         assert m.images["sha1"].equals(whole.images["sha1"]) and m.images["label"].equals(whole.images["label"])
     assert _all_bytes_match(tmp_path / "folder")
-    gz_manifest = read_manifest(tmp_path / "gz")
-    with pytest.raises(InputNotFoundError, match=r"gzip-compressed archive \S*winter21_whole\.tar\.gz.*gunzip -k"):
-        ImageReader(image_root(gz_manifest.meta)).read(image_refs(gz_manifest.images)[0])
+    assert _all_bytes_match(tmp_path / "gz")  # read in place through the seek index the scan built
     # a run of plain members: a tar of JPEGs (as ILSVRC2012_img_val.tar), cut into runs of 3
     s = scan([folder / f"{EIC_NEW_WNIDS[1]}.tar"], tmp_path / "runs", workers=1)
     assert s.images == 10 and s.units_total >= 4 and _all_bytes_match(tmp_path / "runs")
@@ -135,7 +133,7 @@ def test_bad_archives_are_reported_not_fatal(tmp_path: Path) -> None:
     assert first["sha1"] == hashlib.sha1(good).hexdigest()  # the first a_1 is kept, the second reported
     assert s.ignored["not an image or annotation in an archive (.txt)"] == 1
     crc = m.rejects.filter(pc.equal(m.rejects["path"], "crc.tar.gz"))["detail"][0].as_py()
-    assert "CRC" in crc or "crc" in crc.lower()
+    assert "CRC" in crc or "incorrect data check" in crc  # zlib's words for a CRC that does not match
 
 
 def test_member_under_a_compressed_layer_has_no_offset(tmp_path: Path) -> None:
@@ -164,17 +162,18 @@ def test_interrupted_archive_scan_resumes_per_unit(downloads, tmp_path: Path, mo
     calls: list[str] = []
     real = archives.read_unit
 
-    def dies_at_the_fourth_unit(root, unit):
+    def dies_at_the_fourth_unit(root, unit, *rest):
         calls.append(unit.prefix)
         if len(calls) == 4:
             raise RuntimeError("killed")
-        return real(root, unit)
+        return real(root, unit, *rest)
 
     monkeypatch.setattr(scanner, "read_unit", dies_at_the_fourth_unit)
     sources = [downloads.images_tar, downloads.annotations_tgz]
     with pytest.raises(RuntimeError, match="killed"):
         scan(sources, tmp_path / "m", workers=1)
-    monkeypatch.setattr(scanner, "read_unit", lambda root, unit: calls.append(unit.prefix) or real(root, unit))
+    monkeypatch.setattr(scanner, "read_unit",
+                        lambda root, unit, *rest: calls.append(unit.prefix) or real(root, unit, *rest))
     calls.clear()
     s = scan(sources, tmp_path / "m", workers=1)
     # 7 synset tars + Annotation.tar.gz: the 3 finished before the kill are not read again
