@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -332,7 +333,7 @@ def test_every_folder_and_odd_file_is_accounted_for(tmp_path: Path, monkeypatch:
     assert [(r["path"], r["reason"]) for r in rejects] == [("locked", "unreadable")]
     assert s.ignored["not a regular file (FIFO, socket, device or broken link)"] == 3
     assert s.ignored["symlinked folder already scanned (a loop or a second link)"] == 1
-    assert s.ignored["the output folder (--out) inside a source"] == 1
+    assert not any("--out" in rule for rule in s.ignored)  # the empty output folder holds nothing to count
 
 
 def test_resume_redoes_units_whose_files_changed(synthetic_tree: Path, tmp_path: Path,
@@ -415,3 +416,100 @@ def test_xml_convention_follows_the_database_then_the_labels(tmp_path: Path, dat
         (tmp_path / f"im{i}.xml").write_text(f"<annotation>{source}<object><name>{name}</name>{box}</object>"
                                              "</annotation>")
     assert detect_format(index_tree(tmp_path)) == flavour
+
+
+# --- hostile input of the downloads of today (issue 20) ---------------------------------------------------
+
+
+def test_a_stray_json_beside_the_data_is_ignored_not_taken_for_coco(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "val1300"
+    shutil.copytree(ilsvrc_val_1300, tree)
+    (tree / "imagenet_class_index.json").write_text(json.dumps({"0": ["n01440764", "tench"]}))
+    (tree / "empty.json").write_text("")
+    s = scan(tree, tmp_path / "m")
+    assert (s.format, s.images, s.boxes) == ("loc-csv", 1300, 1943)
+    assert s.ignored == {"JSON that is not COCO instances (no images, annotations and categories)": 2}
+
+
+def test_symlinks_to_nowhere_and_to_a_device_are_counted(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    _jpeg(tree / "n01440764" / "n01440764_1.JPEG")
+    (tree / "n01440764" / "n01440764_2.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    (tree / "n01440764" / "n01440764_3.JPEG").symlink_to("/dev/zero")
+    (tree / "n01440764" / "gone").symlink_to(tmp_path / "no_folder")
+    s = scan(tree, tmp_path / "m", split="train")
+    assert s.files_seen == 4 and s.images == 1
+    assert s.ignored == {"not a regular file (FIFO, socket, device or broken link)": 3}
+    with tarfile.open(tmp_path / "t.tar", "w") as tar:
+        tar.add(tree, arcname="t")
+    s = scan(tmp_path / "t.tar", tmp_path / "mt", split="train")
+    assert s.images == 1 and s.ignored == {"not a regular file in an archive (link, device)": 3}
+
+
+def test_out_inside_a_source_keeps_the_images_there(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    for k in range(3):
+        _jpeg(tree / "train" / "n01440764" / f"n01440764_{k}.JPEG")
+    out = tree / "train" / "n01440764"  # a class folder given as --out
+    for run in (1, 2):  # the second run sees the manifest the first wrote: left out, the images kept
+        s = scan(tree, out, split="train")
+        assert s.images == 3, run
+    assert s.ignored == {"the manifest this scan writes (--out inside a source)": 3}
+
+
+def test_loc_csv_with_quoted_fields(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    _jpeg(tree / "val" / "ILSVRC2012_val_00000001.JPEG")
+    _jpeg(tree / "val" / "ILSVRC2012_val_00000002.JPEG")
+    (tree / "LOC_val_solution.csv").write_text('"ImageId","PredictionString"\n'
+                                               '"ILSVRC2012_val_00000001","n01440764 1 1 50 50"\n'
+                                               'ILSVRC2012_val_00000002,n01440764 2 2 40 40 n01443537 3 3 9 9\n')
+    s = scan(tree, tmp_path / "m")
+    boxes = read_manifest(tmp_path / "m").boxes.to_pydict()
+    assert (s.boxes, s.rejects) == (3, 0)
+    assert list(zip(boxes["image_id"], boxes["x2"])) == [("ILSVRC2012_val_00000001", 51.0),
+                                                         ("ILSVRC2012_val_00000002", 41.0),
+                                                         ("ILSVRC2012_val_00000002", 10.0)]
+
+
+@pytest.mark.parametrize("fmt", ["xml", "coco"])
+def test_a_size_beyond_int32_is_one_reject_row(tmp_path: Path, fmt: str) -> None:
+    tree = tmp_path / "t"
+    for k in (1, 2):
+        _jpeg(tree / "train" / "n01440764" / f"n01440764_{k}.JPEG")
+    if fmt == "xml":
+        _xml(tree / "Annotations" / "n01440764" / "n01440764_2.xml", [("n01440764", 1, 1, 50, 50)])
+        bad = _xml(tree / "Annotations" / "n01440764" / "n01440764_1.xml", [("n01440764", 1, 1, 50, 50)])
+        bad.write_text(bad.read_text().replace("<width>100</width>", "<width>3000000000</width>"))
+    else:
+        images = [{"id": k, "file_name": f"n01440764_{k}.JPEG", "width": 1e12 if k == 1 else 100, "height": 80}
+                  for k in (1, 2)]
+        annotations = [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 40, 40]} for k in (1, 2)]
+        (tree / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                          "categories": [{"id": 1, "name": "fish"}]}))
+    s = scan(tree, tmp_path / "m", split="train")
+    m = read_manifest(tmp_path / "m")
+    assert (s.images, s.boxes, s.reject_reasons) == (2, 2, {"malformed_size": 1})
+    detail = m.rejects["detail"][0].as_py()
+    assert ("3000000000x80" if fmt == "xml" else "1000000000000x80") in detail and "2,147,483,647" in detail
+    assert m.images["ann_width"].to_pylist() == [None, 100]
+
+
+def test_verify_images_counts_a_decoder_warning_as_corruption(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    tree = tmp_path / "t" / "val"
+    tree.mkdir(parents=True)
+    names = sorted(p.name for p in (ilsvrc_val_1300 / "val").iterdir())[:2]
+    for name in names:
+        shutil.copy(ilsvrc_val_1300 / "val" / name, tree / name)
+    data = (tree / names[0]).read_bytes()
+    sos = data.find(b"\xff\xda")
+    start, end = sos + 2 + int.from_bytes(data[sos + 2: sos + 4], "big"), data.rfind(b"\xff\xd9")
+    garbage = np.random.default_rng(0).integers(0, 255, end - start, dtype=np.uint8).tobytes()  # no 0xFF marker
+    (tree / names[0]).write_bytes(data[:start] + garbage + data[end:])
+    assert scan(tree.parent, tmp_path / "headers").images == 2  # its headers are intact: only decoding tells
+    s = scan(tree.parent, tmp_path / "m", verify_images=True)
+    rejects = read_manifest(tmp_path / "m").rejects.to_pydict()
+    assert s.images == 1 and s.reject_reasons == {"corrupt_image": 1}
+    assert rejects["path"] == [f"val/{names[0]}"] and "Corrupt JPEG data" in rejects["detail"][0]
