@@ -46,8 +46,11 @@ from eic_builder.errors import OptionError, check_choice
 from eic_builder.image_source import ImageReader, image_refs, image_root
 from eic_builder.manifest import (
     IMAGES_SCHEMA,
+    MANIFEST_FILES,
     derived_metadata,
-    read_manifest,
+    empty_table,
+    manifest_meta,
+    read_rows,
     read_table,
     to_table,
     write_manifest,
@@ -113,23 +116,53 @@ def _rebase(column: pa.ChunkedArray, prefix: str) -> pa.Array:
     return pc.if_else(pc.is_null(column), column, pc.binary_join_element_wise(prefix, column, "/"))
 
 
-def _read_inputs(manifests: list[Path]) -> tuple[pd.DataFrame, list, str]:
-    """One frame of every input image (paths rebased on the common root), the manifests, and that root."""
-    read = [read_manifest(m) for m in manifests]
-    roots = [image_root(m.meta, remedy=f"the images of {path} must be where it was scanned (or scan them again)")
-             for m, path in zip(read, manifests)]
+@dataclass
+class _Inputs:
+    """The input images that can be in EIC (a frame, paths rebased on the common root), each manifest's
+    directory and provenance, that root, and the counts of the rows left out while reading."""
+
+    frame: pd.DataFrame
+    paths: list[Path]
+    metas: list[dict]
+    common: str
+    not_eic: int = 0
+    wrong_role: int = 0
+
+
+def _read_inputs(paths: list[Path], source_of: dict[str, str]) -> _Inputs:
+    """Read the input images an EIC class and its role can use, streamed: a 14-million-row ImageNet-21K
+    manifest costs the rows of EIC classes, not its size. An ILSVRC class's images come from the
+    train/val manifests and a new class's from the pool; the rest are counted, never held."""
+    metas = [manifest_meta(p) for p in paths]
+    roots = [image_root(meta, remedy=f"the images of {path} must be where it was scanned (or scan them again)")
+             for meta, path in zip(metas, paths)]
     common = os.path.commonpath([os.path.abspath(r) for r in roots])
+    eic = pa.array(sorted(source_of), pa.string())
+    ilsvrc = pa.array(sorted(w for w, s in source_of.items() if s == "ilsvrc1k"), pa.string())
+    counts = Counter()
+
+    def usable(batch: pa.RecordBatch) -> pa.Array:
+        listed = pc.fill_null(pc.is_in(batch["label"], eic), False)
+        role_fits = pc.equal(pc.is_in(batch["split"], pa.array(ILSVRC_SPLITS)),
+                             pc.fill_null(pc.is_in(batch["label"], ilsvrc), False))
+        keep = pc.and_(listed, role_fits)
+        n_listed, n_kept = (pc.sum(mask).as_py() or 0 for mask in (listed, keep))
+        counts["not_eic"] += len(batch) - n_listed
+        counts["wrong_role"] += n_listed - n_kept
+        return keep
+
     frames = []
-    for number, (m, root) in enumerate(zip(read, roots)):
+    for number, (path, root) in enumerate(zip(paths, roots)):
         prefix = os.path.relpath(os.path.abspath(root), common).replace(os.sep, "/")
         prefix = "" if prefix == "." else prefix
-        images = m.images
+        images = read_rows(path / MANIFEST_FILES["images"], "images", usable)
         for name in ("path", "annotation", "archive"):
             images = images.set_column(images.schema.get_field_index(name), name, _rebase(images[name], prefix))
         frame = images.to_pandas()
         frame["manifest"] = number
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True), read, common
+    return _Inputs(pd.concat(frames, ignore_index=True), paths, metas, common, counts["not_eic"],
+                   counts["wrong_role"])
 
 
 def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:
@@ -169,18 +202,13 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
             raise OptionError(f"`out` {out} would overwrite the input manifest {path}")
     classes = read_table(classes_file, "eic_classes").select(["wnid", "source"]).to_pandas()
     source_of = dict(zip(classes["wnid"], classes["source"]))
-    frame, read, common = _read_inputs(paths)
+    inputs = _read_inputs(paths, source_of)
+    frame, common = inputs.frame, inputs.common
     effects: Counter[str] = Counter()
 
-    role = np.where(frame["split"].isin(ILSVRC_SPLITS), frame["split"], "pool")
-    frame["role"] = role
-    frame["class_source"] = frame["label"].map(source_of)
-    effects["not an EIC class"] = int(frame["class_source"].isna().sum())
-    wrong_role = frame["class_source"].notna() & (
-        ((frame["class_source"] == "ilsvrc1k") & (frame["role"] == "pool"))
-        | ((frame["class_source"] != "ilsvrc1k") & (frame["role"] != "pool")))
-    effects["ILSVRC class image in a pool manifest, or new class image in an ILSVRC split"] = int(wrong_role.sum())
-    frame = frame[frame["class_source"].notna() & ~wrong_role]
+    frame["role"] = np.where(frame["split"].isin(ILSVRC_SPLITS), frame["split"], "pool")
+    effects["not an EIC class"] = inputs.not_eic
+    effects["ILSVRC class image in a pool manifest, or new class image in an ILSVRC split"] = inputs.wrong_role
     # classes the downloads lack (Winter 2021 dropped 2,674 synsets of Fall 2011): said, never silent
     absent = sorted(set(source_of) - set(frame.loc[frame["has_image"], "label"].unique()))
     effects["no image file (annotation-only row)"] = int((~frame["has_image"]).sum())
@@ -222,8 +250,9 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
 
     new_classes = sorted(w for w, s in source_of.items() if s != "ilsvrc1k")
     train_counts = train[train["role"] == "pool"]["label"].value_counts()
+    in_pool = set(pool["label"].unique())
     short = [(w, int(train_counts.get(w, 0))) for w in new_classes
-             if w in set(pool["label"]) and train_counts.get(w, 0) < options.min_train_per_class]
+             if w in in_pool and train_counts.get(w, 0) < options.min_train_per_class]
     if short and options.short == "refuse":
         listed = ", ".join(f"{w} ({n})" for w, n in short[:10])
         raise OptionError(f"{len(short)} new classes have fewer than `min_train_per_class`="
@@ -237,13 +266,14 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     present = set(train["label"]) | set(val["label"])
     missing = sorted(set(source_of) - present)
 
-    meta = derived_metadata({str(p): m.meta for p, m in zip(paths, read)}, source_root=common,
+    meta = derived_metadata({str(p): m for p, m in zip(paths, inputs.metas)}, source_root=common,
                             assembled_from=[str(p) for p in paths], seed=options.seed,
                             val_per_class=options.val_per_class, max_train_per_class=options.max_train_per_class,
                             min_train_per_class=options.min_train_per_class)
     counts: dict[str, dict] = {"classes": {}, "images": {}, "boxes": {}, "per_class": {}}
+    box_tables = _boxes_of(paths, [train, val])
     for split, part in (("train", train), ("val", val)):
-        images, boxes = _split_tables(split, part, read)
+        images, boxes = _split_tables(split, part, box_tables)
         split_rejects = _rejects_table([r for r in rejects if r[5] == split])
         write_manifest(out / split, images, boxes, split_rejects, {**meta, "part": split})
         per = part["label"].value_counts()
@@ -271,15 +301,25 @@ def _rejects_table(rows: list[tuple]) -> pa.Table:
     return to_table("rejects", {n: [r[k] for r in rows] for k, n in enumerate(names)})
 
 
-def _split_tables(split: str, part: pd.DataFrame, read: list) -> tuple[pa.Table, pa.Table]:
+def _boxes_of(paths: list[Path], parts: list[pd.DataFrame]) -> list[pa.Table]:
+    """The boxes of the images of ``parts``, per input manifest, streamed (only those rows are held)."""
+    tables = []
+    for number, path in enumerate(paths):
+        ids = pa.array(pd.concat([p.loc[p["manifest"] == number, "image_id"] for p in parts]).tolist(), pa.string())
+        tables.append(read_rows(path / MANIFEST_FILES["boxes"], "boxes",
+                                lambda batch, ids=ids: pc.is_in(batch["image_id"], ids)))
+    return tables
+
+
+def _split_tables(split: str, part: pd.DataFrame, box_tables: list[pa.Table]) -> tuple[pa.Table, pa.Table]:
     """The images and boxes tables of one output split (rows in (label, image_id) order)."""
     part = part.sort_values(["label", "image_id"], kind="stable").assign(split=split)
     images = pa.Table.from_pandas(part[IMAGES_SCHEMA.names], schema=IMAGES_SCHEMA, preserve_index=False)
     boxes = []
-    for number, m in enumerate(read):
+    for number, table in enumerate(box_tables):
         ids = pa.array(part.loc[part["manifest"] == number, "image_id"].tolist(), pa.string())
         if len(ids):
-            boxes.append(m.boxes.filter(pc.is_in(m.boxes["image_id"], ids)))
-    box_table = pa.concat_tables(boxes) if boxes else read[0].boxes.slice(0, 0)
+            boxes.append(table.filter(pc.is_in(table["image_id"], ids)))
+    box_table = pa.concat_tables(boxes) if boxes else empty_table("boxes")
     box_table = box_table.sort_by([("label", "ascending"), ("image_id", "ascending"), ("box_index", "ascending")])
     return images, box_table

@@ -109,7 +109,9 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--layout", default="tree", show_default=True, type=click.Choice(choices.SYNTH_LAYOUTS),
               help="tree: an ILSVRC-style folder tree; archives: that tree under ROOT/ILSVRC plus the shapes of "
-              "the ImageNet-21K downloads, ROOT/fall11_whole.tar and ROOT/Annotation.tar.gz.")
+              "the ImageNet-21K downloads, ROOT/fall11_whole.tar and ROOT/Annotation.tar.gz; downloads: the files "
+              "of today, the four official ILSVRC-2012 files in ROOT/ILSVRC2012 and ROOT/winter21_whole.tar.gz "
+              "with ROOT/Annotation.tar.gz.")
 @click.option("--classes", "n_classes", default=4, show_default=True,
               type=click.IntRange(1, 10), help="Number of ILSVRC classes (1-10, real wnids).")
 @click.option("--train-per-class", default=12, show_default=True, type=click.IntRange(1),
@@ -129,6 +131,15 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
     """
     from eic_builder.synthetic import make_synthetic_archives, make_synthetic_tree
 
+    if layout == "downloads":
+        from eic_builder.synthetic import make_synthetic_downloads
+
+        got = make_synthetic_downloads(root, n_classes, train_per_class, val_per_class, new_per_class, seed=seed)
+        for path in (got.img_train, got.img_val, got.bbox_train, got.bbox_val, got.winter21, got.annotations):
+            click.echo(f"wrote {path}")
+        click.echo(f"{got.train_images} train and {got.val_images} val images in the ILSVRC-2012 files, "
+                   f"{got.winter21_images} in {got.winter21.name}")
+        return
     if layout == "archives":
         made = make_synthetic_archives(root, n_classes, train_per_class, val_per_class, new_per_class, seed=seed)
         tree = made.ilsvrc

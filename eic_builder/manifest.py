@@ -310,8 +310,9 @@ class Manifest:
 MANIFEST_FILES = {"images": "images.parquet", "boxes": "boxes.parquet", "rejects": "rejects.parquet"}
 
 
-def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | None = None) -> Manifest:
-    """Read ``images``, ``boxes`` and ``rejects`` from a manifest directory."""
+def manifest_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance record of a manifest directory, after checking it is one, written whole (its three
+    files from one write); the tables are read by :func:`read_manifest` or :func:`read_rows`."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ManifestError(f"manifest directory {directory} does not exist")
@@ -324,6 +325,30 @@ def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | No
         if found != size:
             raise ManifestError(f"{directory} is a mix of two writes: its {name} ({found} bytes) is not the one "
                                 f"its images.parquet was written with ({size} bytes); write the manifest again")
+    return meta
+
+
+def read_rows(path: str | os.PathLike[str], kind: str, keep: Callable[[pa.RecordBatch], pa.Array],
+              batch_rows: int = 1 << 18) -> pa.Table:
+    """The rows of the Parquet file ``path`` (schema ``kind``) for which ``keep(batch)`` (a boolean array per
+    batch) is true, streamed batch by batch: the file is never held whole, so a 14-million-row manifest
+    costs the rows kept, not its size."""
+    schema = _schema_for(kind)
+    path = Path(path)
+    found = _parquet_schema(path).remove_metadata()
+    if not found.equals(schema):
+        raise ManifestError(f"{path} is not a {kind} table: {schema_difference(found, schema)}")
+    kept = []
+    with parquet_errors_named(path):
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows):
+            kept.append(batch.filter(keep(batch)))
+    return pa.Table.from_batches(kept).replace_schema_metadata(None) if kept else schema.empty_table()
+
+
+def read_manifest(directory: str | os.PathLike[str], box_columns: list[str] | None = None) -> Manifest:
+    """Read ``images``, ``boxes`` and ``rejects`` from a manifest directory."""
+    directory = Path(directory)
+    meta = manifest_meta(directory)
     return Manifest(
         root=directory,
         images=read_table(directory / MANIFEST_FILES["images"], "images"),
