@@ -32,10 +32,11 @@ wordnet:
 
 demo: setup
 	rm -rf $(DEMO)
-	$(EIC) synth $(DEMO)/downloads --layout archives
-	$(EIC) scan $(DEMO)/downloads/ILSVRC --split train --out $(DEMO)/manifests/train
-	$(EIC) scan $(DEMO)/downloads/ILSVRC --split val --out $(DEMO)/manifests/val
-	$(EIC) scan $(DEMO)/downloads/fall11_whole.tar $(DEMO)/downloads/Annotation.tar.gz --out $(DEMO)/manifests/21k
+	$(EIC) synth $(DEMO)/downloads --layout downloads
+	$(EIC) scan $(DEMO)/downloads/ILSVRC2012 --split train --out $(DEMO)/manifests/train
+	$(EIC) scan $(DEMO)/downloads/ILSVRC2012 --split val --out $(DEMO)/manifests/val
+	$(EIC) scan $(DEMO)/downloads/winter21_whole.tar.gz $(DEMO)/downloads/Annotation.tar.gz --out $(DEMO)/manifests/21k \
+	  --classes data_manifests/eic_classes.parquet
 	$(EIC) expand-classes --out $(DEMO)/eic_classes.parquet
 	$(EIC) expand-classes --explain n02084071
 	$(EIC) assemble $(DEMO)/manifests/train $(DEMO)/manifests/val $(DEMO)/manifests/21k --out $(DEMO)/eic \

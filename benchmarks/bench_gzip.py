@@ -58,14 +58,14 @@ def _jpegs() -> list[bytes]:
 def make_archive(folder: Path, gib: float) -> Path:
     """``folder/winter21_whole.tar.gz`` of at least ``gib`` GiB (cached; rebuilt when smaller)."""
     path = folder / "winter21_whole.tar.gz"
-    if path.is_file() and path.stat().st_size >= gib * 2**30 * 0.95:
+    if path.is_file() and path.stat().st_size >= gib * 2**30:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     jpegs = _jpegs()
     tmp = path.with_suffix(".tmp")
-    written, synset = 0, 0
+    synset = 0
     with gzip.open(tmp, "wb", compresslevel=6) as gz, tarfile.open(fileobj=gz, mode="w|") as outer:
-        while written < gib * 2**30:
+        while tmp.stat().st_size < gib * 2**30:  # compressed bytes written so far (give or take a buffer)
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as inner:
                 for k in range(600):
@@ -77,7 +77,6 @@ def make_archive(folder: Path, gib: float) -> Path:
             info.size = buf.tell()
             buf.seek(0)
             outer.addfile(info, buf)
-            written += info.size
             synset += 1
     tmp.replace(path)
     return path

@@ -193,6 +193,31 @@ class _Window(io.RawIOBase):
         n = max(0, min(n, self.length - offset))
         return os.pread(self.fd, n, self.start + offset) if n else b""
 
+    def sub(self, offset: int, length: int) -> _Window:
+        """The window of ``length`` bytes at ``offset`` of this one."""
+        return _Window(self.fd, self.start + offset, length)
+
+
+class _BytesWindow:
+    """A window over bytes in memory (a member of a decompressed stream, read once), with the methods of
+    :class:`_Window`: a tar in it is parsed as fast as one in a file, without copying it."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = memoryview(data)
+
+    def read(self) -> bytes:
+        return bytes(self.data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return bytes(self.data[offset: offset + max(0, n)])
+
+    def sub(self, offset: int, length: int) -> _BytesWindow:
+        return _BytesWindow(self.data[offset: offset + length])
+
+    def as_file(self) -> io.BytesIO:
+        """A file object over a copy of the bytes (for tarfile, which reads the headers we leave to it)."""
+        return io.BytesIO(self.data)
+
 
 def _unsafe_name(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
@@ -274,9 +299,14 @@ class _Reader:
             return
         base = offset if kind == "tar" else None
         if window is None:  # inside a compressed layer: stream the member's bytes
-            self.open_and_read(m.stream(), kind, path, depth, base, None)
+            fileobj = m.stream()
+            if isinstance(fileobj, _BytesWindow) and kind == "tar":  # read whole: parsed directly
+                self.open_and_read(fileobj, kind, path, depth, base, fileobj)
+            else:
+                fileobj = fileobj.as_file() if isinstance(fileobj, _BytesWindow) else fileobj
+                self.open_and_read(fileobj, kind, path, depth, base, None)
         else:
-            sub = _Window(window.fd, window.start + m.offset, m.size)
+            sub = window.sub(m.offset, m.size)
             self.open_and_read(sub, kind, path, depth, base, sub if kind == "tar" else None)
 
     def _mark(self) -> tuple:
@@ -295,7 +325,7 @@ class _Reader:
         return dropped
 
     def open_and_read(self, fileobj, kind: str, path: str, depth: int, base: int | None,
-                      window: _Window | None, drain: bool = False) -> None:
+                      window: _Window | None, drain: bool = False, fast_stream: bool = False) -> None:
         """Read a tar (``kind`` "tar" or "tar.gz") over ``fileobj``. With a ``window`` (uncompressed) the
         headers are parsed directly and data read by offset; otherwise, and always when compressed, tarfile
         reads it as a stream, then the stream is read to its end when compressed or ``drain`` (so that a
@@ -308,8 +338,18 @@ class _Reader:
                     return
                 except _TarfileNeededError:  # pax or GNU long-name headers: tarfile reads them
                     self._restore(mark)
-                with tarfile.open(fileobj=window, mode="r:", tarinfo=_RecordedTarInfo) as tf:
+                fileobj = window.as_file() if isinstance(window, _BytesWindow) else window
+                with tarfile.open(fileobj=fileobj, mode="r:", tarinfo=_RecordedTarInfo) as tf:
                     self.members(_tarfile_members(tf), path, depth, base, window)
+                return
+            if fast_stream:  # an uncompressed tar stream whose headers are parsed here (raises what it cannot)
+                try:
+                    self.members(_stream_members(fileobj), path, depth, base, None)
+                except _TarfileNeededError:
+                    self._restore(mark)
+                    raise
+                while fileobj.read(_READ_BUFFER):  # the rest of the stream, to its CRC
+                    pass
                 return
             if isinstance(fileobj, _Window):
                 fileobj = io.BufferedReader(fileobj, _READ_BUFFER)
@@ -392,6 +432,93 @@ def _ustar_members(window: _Window) -> Iterator[_Member]:
         pos += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
+def _pax_records(data: bytes) -> dict[str, str]:
+    """The ``key=value`` records of a pax extended header (``"%d %s=%s\\n"`` each)."""
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        length = int(data[pos:space])
+        key, _, value = data[space + 1: pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _stream_members(source) -> Iterator[_Member]:
+    """The members of an uncompressed tar read as a stream (``source.read``), headers parsed here: ustar/v7,
+    GNU long names and pax paths and sizes (others raise :class:`_TarfileNeededError`). A member's data is
+    read only if its ``stream()`` is called (as a :class:`_BytesWindow`), else passed over unparsed; offsets
+    count from the stream's byte 0. tarfile's own stream reader copies its buffer on every read: several
+    times slower on a tar of per-synset tars."""
+    pos = 0
+    left = 0  # bytes of the previous member (data and padding) still to pass
+    names: dict[str, str] = {}  # from a GNU long-name or pax header, for the next member
+
+    def read_exact(n: int) -> memoryview:
+        buffer = memoryview(bytearray(n))
+        got = 0
+        while got < n:
+            k = source.readinto(buffer[got: got + min(n - got, 1 << 22)])
+            if not k:
+                break
+            got += k
+        return buffer[:got]
+
+    def skip(n: int) -> None:
+        while n > 0:
+            chunk = source.read(min(n, 1 << 22))
+            if not chunk:
+                raise tarfile.ReadError(f"unexpected end of data at byte {pos - n}: truncated")
+            n -= len(chunk)
+
+    while True:
+        skip(left)
+        buf = bytes(read_exact(tarfile.BLOCKSIZE))
+        if buf == _ZERO_BLOCK:
+            return
+        if len(buf) < tarfile.BLOCKSIZE:
+            raise tarfile.ReadError(f"the tar ends inside a header at byte {pos}: truncated")
+        if _number(buf[148:156]) != 256 + sum(buf[:148]) + sum(buf[156:]):
+            raise _TarfileNeededError
+        flag, size = buf[156:157], _number(buf[124:136])
+        padded = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        pos += tarfile.BLOCKSIZE
+        if flag in (b"L", b"x", b"g"):  # the next member's long name, or pax records (global ones ignored)
+            data = bytes(read_exact(padded))
+            if len(data) < padded:
+                raise tarfile.ReadError(f"unexpected end of data at byte {pos}: truncated")
+            pos, left = pos + padded, 0
+            if flag == b"L":
+                names["path"] = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            elif flag == b"x":
+                names.update(_pax_records(data[:size]))
+            continue
+        kind = _KINDS.get(flag)
+        if kind is None:
+            raise _TarfileNeededError
+        name = buf[:100].split(b"\0", 1)[0]
+        if buf[257:262] == b"ustar" and buf[345] != 0:
+            name = buf[345:500].split(b"\0", 1)[0] + b"/" + name
+        text = names.get("path") or name.decode("utf-8", "surrogateescape")
+        size = int(names["size"]) if "size" in names else size
+        padded = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        names.clear()
+        state = {"left": padded}
+
+        def stream(size: int = size, state: dict = state) -> _BytesWindow:
+            data = read_exact(size)
+            if len(data) < size:
+                raise tarfile.ReadError(f"unexpected end of data in a member of {size} bytes: truncated")
+            state["left"] -= size
+            return _BytesWindow(data)
+
+        yield _Member(text.rstrip("/"), pos, size, kind, stream)
+        left = state["left"]
+        pos += padded
+
+
 def _tarfile_members(tf: tarfile.TarFile) -> Iterator[_Member]:
     """The members of a tar read by tarfile (streams, pax and GNU headers)."""
     for info in _members(tf):
@@ -437,10 +564,8 @@ class _CheckedStream(io.RawIOBase):
     rapidgzip raises one ValueError/RuntimeError for a truncated file and for damaged bytes alike (or ends
     a truncated file without a word): on such an error the file is checked once more with zlib, from its
     start, to tell the two apart as the gzip module does (``EOFError``: truncated, the members read before
-    are kept; ``zlib.error``: damaged, none is trusted). The bytes decoded before an error are handed out
-    first; the end of the stream checks that the whole file was read and keeps the seek index."""
-
-    PIECE = 1 << 16
+    are kept; ``zlib.error``: damaged, none is trusted). The end of the stream checks that the whole file
+    was read and keeps the seek index."""
 
     def __init__(self, stream, archive: str) -> None:
         self.stream, self.archive, self.pending = stream, archive, None
@@ -453,22 +578,14 @@ class _CheckedStream(io.RawIOBase):
 
         if self.pending is not None:
             raise self.pending
-        view, filled = memoryview(buffer), 0
-        while filled < len(view):
-            try:
-                data = self.stream.read(min(self.PIECE, len(view) - filled))
-            except (ValueError, RuntimeError) as exc:
-                self.pending = _gzip_damage(self.archive, exc)
-                if filled:
-                    return filled
-                raise self.pending from exc
-            if not data:
-                if not filled:
-                    finish_scan(self.stream, self.archive)
-                break
-            view[filled: filled + len(data)] = data
-            filled += len(data)
-        return filled
+        try:
+            n = self.stream.readinto(buffer)
+        except (ValueError, RuntimeError) as exc:  # the bytes of this read are lost: at most one read's
+            self.pending = _gzip_damage(self.archive, exc)
+            raise self.pending from exc
+        if not n and len(buffer):
+            finish_scan(self.stream, self.archive)
+        return n
 
 
 def _gzip_damage(path: str, exc: Exception) -> Exception:
@@ -500,7 +617,14 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
     except (OSError, ValueError, RuntimeError) as exc:
         reader.reject(unit.archive, "corrupt_archive", f"reading stopped: {type(exc).__name__}: {exc}")
         return
-    with stream:  # tarfile buffers its reads itself: no BufferedReader, whose reads would lose bytes at an error
+    try:
+        with stream:
+            reader.checked = _CheckedStream(stream, path)
+            reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, fast_stream=True)
+        return
+    except _TarfileNeededError:  # headers only tarfile reads (sparse files, ...): once more, through it
+        pass
+    with open_for_scan(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
         reader.checked = _CheckedStream(stream, path)
         reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
 

@@ -339,13 +339,21 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     return kept, split
 
 
+# a path part that may name a split (a train/val/test folder, an official ILSVRC name, a LOC table)
+_MAY_NAME_SPLIT = re.compile(r"(^|/)(train|val|test)/|ilsvrc\d{4}_(img|bbox)_|loc_(train|val|test)_",
+                             re.IGNORECASE | re.MULTILINE)
+
+
 def select_members(index: FileIndex, split: str | None, name: str) -> str:
     """After the archives are read, apply :func:`select_split` to their members, whose own folders can
     name a split (a tar of a whole ILSVRC tree holds ``train/`` and ``val/``): with ``split`` given,
     members of other splits are ignored by rule; without it, members of several splits are an error.
     Returns the split's name (a split the members name wins over the archive's own name)."""
     members = [*index.member_images, *index.member_xmls]
-    named = {rel: split_of(rel) for rel in members}
+    if not _MAY_NAME_SPLIT.search("\n".join(members)):  # one search over all paths: most archives name none
+        named: dict[str, str | None] = dict.fromkeys(members)
+    else:
+        named = {rel: split_of(rel) for rel in members}
     if split is None:
         loose = {split_of(rel) for rel in (*index.images, *index.xmls) if rel not in named}
         found = sorted(({s for s in named.values()} | loose) - {None})

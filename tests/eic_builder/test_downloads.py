@@ -180,3 +180,33 @@ def test_gzip_stream_offsets_match_gzip(downloads, tmp_path: Path) -> None:
             assert reader.read(str(downloads.winter21), offset, size) == raw[offset: offset + size]
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_a_tar_gz_stream_of_any_header_format_scans_as_its_plain_tar(downloads, tmp_path: Path, fmt) -> None:
+    """The .tar.gz stream parser (GNU long names, pax paths) against the plain tar's offsets and bytes."""
+    import io
+
+    long_dir = "winter21_whole/" + "a_long_folder_name_" * 6  # > 100 characters: a long-name header
+    members = []
+    with tarfile.open(downloads.winter21) as tf:
+        for info in tf.getmembers():
+            members.append((f"{long_dir}/{info.name.rsplit('/', 1)[-1]}", tf.extractfile(info).read()))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "plain" / "w.tar").write_bytes(raw.getvalue())
+    (tmp_path / "gz" / "w.tar.gz").write_bytes(gzip.compress(raw.getvalue(), 6))
+    plain, gz = scan(tmp_path / "plain", tmp_path / "mp"), scan(tmp_path / "gz", tmp_path / "mg")
+    assert plain.images == gz.images == downloads.winter21_images and gz.rejects == 0
+    a, b = read_manifest(tmp_path / "mp").images, read_manifest(tmp_path / "mg").images
+    assert a["offset"].equals(b["offset"]) and a["sha1"].equals(b["sha1"])  # the same bytes at the same offsets
+    from eic_builder.manifest_view import open_manifest
+
+    with open_manifest(tmp_path / "mg") as m:
+        assert all(m.read_bytes(i) for i in m.image_ids[::9])
