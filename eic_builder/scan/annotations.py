@@ -162,7 +162,8 @@ def read_loc_csv(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation]
         if not line.strip():
             continue
         row = _csv_fields(line)
-        image_id = row[0].strip() if row else ""
+        # a row the csv module cannot split in two (an unterminated quote) still names its image for the reject
+        image_id = row[0].strip() if len(row) >= 2 else line.split(",", 1)[0].strip().strip('"')
         if len(row) != 2 or not image_id:
             problems.append((image_id or None, "box", "malformed_row",
                              f"line {line_no}: {len(row)} columns, expected ImageId,PredictionString: {line[:80]!r}"))

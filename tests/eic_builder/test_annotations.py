@@ -144,10 +144,12 @@ def test_loc_csv_rows_stand_alone(tmp_path: Path) -> None:
                   b"e\xff,n01440764 0 0 4 5\r\n"
                   b"f,n01440764 1 1 4 5\r\n")
     anns, problems = read_loc_csv(p)
-    assert sorted(anns) == ['"c', "a", "d", "f"]
+    assert sorted(anns) == ["a", "d", "f"]  # an unterminated quote (CSV quoting) is a bad row of its own
     assert anns["d"].boxes == [("n01440764", 0.0, 0.0, 5.0, 6.0)] and anns["f"].boxes[0][1] == 1.0
-    assert [(q[0], q[2]) for q in problems] == [("b", "malformed_row"), (None, "malformed_row")]
-    assert "line 3: 3 columns" in problems[0][3] and "line 6: not UTF-8" in problems[1][3]
+    assert [(q[0], q[2]) for q in problems] == [("b", "malformed_row"), ("c", "malformed_row"),
+                                                (None, "malformed_row")]
+    assert "line 3: 3 columns" in problems[0][3] and "line 4: 1 columns" in problems[1][3]
+    assert "line 6: not UTF-8" in problems[2][3]
 
 
 def test_coco_entries_that_are_not_objects(tmp_path: Path) -> None:
