@@ -26,7 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE.parent / "RESULTS.md"
-BLOCK = re.compile(r"(<!-- run: (?P<file>[^ ]+) -->\n)(?P<table>.*?)(\n<!-- /run -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- run: (?P<file>[^ ]+) -->\n)(?P<table>(?:(?!<!-- /run -->).)*?)(\n?<!-- /run -->)",
+                   re.DOTALL)
 
 
 def _commit() -> str:
@@ -75,7 +76,7 @@ def render(text: str, folder: Path = RESULTS_DIR) -> str:
     """``text`` with every marked table rewritten from its stored run."""
     def one(match: re.Match) -> str:
         run = json.loads((folder / match["file"]).read_text())
-        return match.group(1) + table_markdown(run) + match.group(4)
+        return match.group(1) + table_markdown(run) + "\n<!-- /run -->"
 
     return BLOCK.sub(one, text)
 
