@@ -5,9 +5,9 @@ strides 8, 16, 32.
 
 Decoder: starting from F^3, each step up doubles the resolution with a
 transposed convolution, H^3 = conv(F^3), H^2 = deconv(H^3), H^1 = deconv(H^2).
-At every level the two merge as the paper writes,
-``G^m = ReLU(w_F * F^m + w_H * H^m + b^m)`` (1x1 convolutions, one bias), and
-G^m feeds that level's head.
+At every level the two merge in the paper's form ``G^m = sigma(w_F * F^m + w_H * H^m + b^m)``
+(1x1 convolutions, one bias) with sigma read as ReLU (the slide's sigma names no function; a
+sigmoid would squash the merged features into (0, 1); see FIDELITY.md), and G^m feeds that level's head.
 
 The component table's other structures: ``arch="downsample"`` ("Down-sample + splitAnc"): the heads
 see F^1..F^3 directly; ``arch="downsample-single"`` ("Down-sample alone"): one head on F^3 only.

@@ -12,7 +12,7 @@ images (as ImageNet-21K does). Then, each in a fresh process, it measures
 and prints wall seconds, peak resident memory (the process's ru_maxrss) and the ratio of the two,
 with the machine. Goal (issue 20) on the 2-core machine at --scale 1.0: at most 2 minutes and 6 GiB.
 
-Usage: python benchmarks/bench_assemble.py [--scale 1.0] [--cache DIR]
+Usage: python benchmarks/bench_assemble.py [--scale 1.0] [--cache DIR] [--store]
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="Share of EIC's real input sizes.")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-assemble",
                         help="Folder for the input manifests (kept between runs).")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     t0 = time.perf_counter()
     inputs = make_inputs(args.cache, args.scale)
@@ -173,6 +174,16 @@ def main() -> None:
     print(f"assemble / floor: {run['seconds'] / floor['seconds']:.1f}x the time, "
           f"{run['peak_gib'] / floor['peak_gib']:.1f}x the memory; goal at scale 1.0: <= 120 s "
           f"({run['seconds'] / 120:.0%} of it) and <= 6 GiB ({run['peak_gib'] / 6:.0%} of it)")
+    if args.store:
+        from results import store
+
+        rows = [["read the inputs (floor)", f"{floor['rows']:,} in", f"{floor['seconds']:.1f}",
+                 f"{floor['peak_gib']:.2f}"],
+                ["assemble", f"{run['rows']:,} out", f"{run['seconds']:.1f}", f"{run['peak_gib']:.2f}"]]
+        path = store(f"assemble-scale{args.scale:g}", machine_line(), {"scale": args.scale, "floor": floor,
+                                                                       "assemble": run},
+                     ["step", "images", "seconds", "peak GiB"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ new names; random-noise JPEGs where the shared data is absent). Then, page cache
 
 Best of ``--repeat`` runs each; prints the machine line.
 
-Usage: python benchmarks/bench_gzip.py [--gib 1.0] [--workers 2] [--reads 200] [--repeat 2] [--cache DIR]
+Usage: python benchmarks/bench_gzip.py [--gib 1.0] [--workers 2] [--reads 200] [--repeat 2] [--cache DIR] [--store]
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=200, help="Members read by offset, at random.")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-gzip")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     archive = make_archive(args.cache, args.gib)
     size = archive.stat().st_size
@@ -130,6 +131,19 @@ def main() -> None:
           f"{np.percentile(ms, 95):.1f} ms (goal: median < 20 ms, {np.median(ms) / 20:.0%} of it)")
     index = Path(m.meta["gzip_indexes"][archive.name]["index"])
     print(f"seek index: {index.stat().st_size / 2**20:.1f} MiB ({index.stat().st_size / size:.3%} of the archive)")
+    if args.store:
+        from results import store
+
+        figures = {"archive_bytes": size, "images": summary.images, "gzip_dc_s": min(floor), "scan_s": min(ours),
+                   "workers": args.workers, "read_ms_median": float(np.median(ms)),
+                   "read_ms_p95": float(np.percentile(ms, 95)), "index_bytes": index.stat().st_size}
+        rows = [["gzip -dc (1 thread, the floor)", f"{min(floor):.1f}", f"{size / 2**20 / min(floor):.0f}", "1.00x"],
+                [f"eic-build scan ({args.workers} workers)", f"{min(ours):.1f}", f"{size / 2**20 / min(ours):.0f}",
+                 f"{min(floor) / min(ours):.2f}x"],
+                [f"member read by offset (median of {len(ms)})", f"{np.median(ms) / 1000:.4f}", "", ""]]
+        path = store(f"gzip-{args.gib:g}gib", machine_line(), figures, ["step", "seconds", "MiB/s", "vs gzip -dc"],
+                     rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Each is run ``--repeat`` times, alternating, and the best time counts (as timeit
 The machine's limit, in the same run: a plain loop that only reads the bytes a scan needs (each
 XML whole and the first 64 KiB of each image, one process) times the worker count: no parsing.
 
-Usage: python benchmarks/bench_scan.py [--images 20000] [--workers 2] [--repeat 3] [--cache DIR]
+Usage: python benchmarks/bench_scan.py [--images 20000] [--workers 2] [--repeat 3] [--cache DIR] [--store]
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs of each")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-scan")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     root = args.cache / f"tree-{args.images}"
     if not (root / ".complete").exists():
@@ -134,6 +135,18 @@ def main() -> None:
     limit = n_naive / read_s * args.workers
     print(f"limit: plain reads of the same bytes {n_naive / read_s:,.0f} files/s x {args.workers} workers = "
           f"{limit:,.0f} images/s; eic reaches {summary.images / eic_s / limit:.0%} of it")
+    if args.store:
+        from results import store
+
+        rows = [["naive loop (1 process, ElementTree + PIL)", f"{n_naive / naive_s:,.0f}", "1.00x"],
+                [f"eic-build scan ({args.workers} workers)", f"{summary.images / eic_s:,.0f}",
+                 f"{naive_s / eic_s:.2f}x"],
+                [f"limit: plain reads x {args.workers} workers", f"{limit:,.0f}",
+                 f"{naive_s / (n_naive / limit):.2f}x"]]
+        path = store(f"scan-{args.images}", machine_line(), {"images": args.images, "naive_s": naive_s,
+                                                            "eic_s": eic_s, "read_s": read_s, "workers": args.workers},
+                     ["method", "images/s", "vs naive"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ SHORT_POLICIES = ("skip", "refuse", "keep")
 BOX_FLAGS = ("small", "twisted")
 # stats
 STATS_FORMATS = ("md", "csv", "latex", "json")
+INTER_DISTANCES = ("cosine", "euclidean")  # stats --inter-distance: the two readings of the paper's row
 # expand-classes
 POOLS = ("bbox", "21k")
 # features

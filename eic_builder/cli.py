@@ -309,8 +309,14 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
               help="An EIC class list (expand-classes output): adds a row counting its classes present.")
 @click.option("--features", "features", multiple=True, metavar="NAME=FEATDIR",
               help="fc6 shards (from `features`) of the manifest NAME: fills the two distance rows. Repeatable.")
+@click.option("--inter-distance", "inter", default="cosine", show_default=True,
+              type=click.Choice(choices.INTER_DISTANCES),
+              help="The inter-class row: cosine, the mean over class pairs of 1 - cos between centroids (at most "
+                   "1 + 1/(C-1)); euclidean, the mean Euclidean distance between the L2-normalised centroids (0 "
+                   "to 2), our best reading of the paper's 1.12-1.55.")
+@click.option("--paper", is_flag=True, help="Add the paper's four columns (EIC and ILSVRC-2012 train/val) beside ours.")
 def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: float, twisted_ratio: float,
-              classes_file: Path | None, features: tuple[str, ...]) -> None:
+              classes_file: Path | None, features: tuple[str, ...], inter: str, paper: bool) -> None:
     """Print the paper's dataset table, one column per manifest directory NAME=DIR."""
     from eic_builder.stats import dataset_table
 
@@ -322,7 +328,8 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
     from eic_builder.stats import parse_named_dirs
 
     text = dataset_table(list(manifests), fmt, small_px, twisted_ratio,
-                         features=dict(parse_named_dirs(features)) if features else None, eic_wnids=eic)
+                         features=dict(parse_named_dirs(features)) if features else None, eic_wnids=eic,
+                         paper=paper, inter=inter)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -345,7 +352,8 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
               help="fc6 before (default) or after its ReLU.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--workers", default=min(8, os.cpu_count() or 1), show_default=True, help="DataLoader workers.")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="DataLoader workers (0: read in the main process).  [default: min(8, cores)]")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES),
               help="bfloat16 converts the model's weights once. auto: bfloat16 on GPUs that have it and on CPUs with "
               "native bf16 (AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is several times slower).")
@@ -361,8 +369,8 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: shard the manifest by rank.")
 def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, device: str, batch_size: int,
-                 workers: int, dtype: str, loader: str, compile_model: bool, shard_size: int, resize: int, crop: int,
-                 root: Path | None, seed: int, distributed: bool) -> None:
+                 workers: int | None, dtype: str, loader: str, compile_model: bool, shard_size: int, resize: int,
+                 crop: int, root: Path | None, seed: int, distributed: bool) -> None:
     """VGG-16 fc6 features of every image (or box) of the manifest MANIFEST, as Parquet shards.
 
     Preprocessing: shorter side resized to 256, centre crop 224, ImageNet mean/std
@@ -370,6 +378,7 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
     """
     from eic_builder.features import FeatureConfig, extract_features
 
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
     cfg = FeatureConfig(weights=weights, layer=layer, on=on, device=device, batch_size=batch_size, workers=workers,
                         dtype=dtype, loader=loader, compile=compile_model, shard_size=shard_size, seed=seed,
                         resize=resize, crop=crop, root=str(root) if root else None)
@@ -619,7 +628,9 @@ _TRAINING_OPTIONS = [
                  help=_default_help("neg_ratio", "Negatives per positive (remark b).")),
     click.option("--neg-ratio-control/--no-neg-ratio-control", default=None, help=_default_help(
         "neg_ratio_control", "Cap negatives at --neg-ratio per positive (remark b); off: they fill the batch.")),
-    click.option("--anchors-per-image", type=int, default=None, help=_default_help("anchors_per_image", "")),
+    click.option("--anchors-per-image", type=int, default=None,
+                 help=_default_help("anchors_per_image", "Anchors sampled per image for the loss (the paper's "
+                                    "\"batch size 300\", read as anchors per image).")),
     click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Encoder weights in torchvision's format: vgg16 (--norm none), vgg16_bn, vgg11(_bn), "
                  "googlenet state dicts, or the encoder.pt of eic-build pretrain."),
@@ -778,8 +789,8 @@ def _labelled_manifest(text: str) -> tuple[str, str] | tuple[None, str]:
 @main.command("experiment")
 @click.argument("name", type=click.Choice(choices.EXPERIMENTS))
 @click.option("--train", "trains", multiple=True, required=True, metavar="[LABEL=]MANIFEST",
-              help="Training manifest; data-strategy takes two (labels default to ILSVRC-1k, then EIC, the paper's "
-              "rows), components one. Repeatable.")
+              help="Training manifest; data-strategy takes one or two (labels default to ILSVRC-1k, then EIC, the "
+              "paper's rows), components one. Repeatable.")
 @click.option("--test", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Held-out manifest every row is scored on.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),

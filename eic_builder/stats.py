@@ -29,12 +29,46 @@ import numpy as np
 import pyarrow.compute as pc
 
 from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.choices import INTER_DISTANCES
 from eic_builder.choices import STATS_FORMATS as OUTPUT_FORMATS
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.manifest import read_manifest
 
+INTER_TEXT = {
+    "cosine": "mean over pairs of classes of D = 1 - cos between class centroids (mean of L2-normalised fc6 "
+              "features); at most 1 + 1/(C - 1), so the paper's 1.12-1.55 are out of its reach",
+    "euclidean": "mean over pairs of classes of the Euclidean distance between the L2-normalised class centroids "
+                 "(0 to 2, about 1.41 for unrelated classes): our best reading of the paper's figures",
+}
 
-def definitions(small_px: float = SMALL_PX, twisted_ratio: float = TWISTED_RATIO) -> list[tuple[str, str]]:
+# The paper's dataset table (the "Extended ImageNet Classification (EIC) set" slide), each figure as printed.
+PAPER_COLUMNS = ("Paper EIC/Train", "Paper EIC/Val", "Paper ILSVRC/Train", "Paper ILSVRC/Val")
+PAPER_TABLE = {
+    "# of images": ("2,456,727", "273,140", "1,281,167", "50,000"),
+    "Avg im # per cls": ("251-1300", "34-50", "732-1300", "50"),
+    "Avg anno per im": ("1.53", "1.17", "1.41", "1.02"),
+    "Avg obj scale": ("25.37 %", "25.50 %", "25.39 %", "25.61 %"),
+    "Small obj %": ("4.81", "4.27", "2.35", "2.47"),
+    "Twisted obj %": ("42.77", "44.55", "40.72", "42.94"),
+    "Inner-cls distance": ("0.434", "0.396", "0.462", "0.411"),
+    "Inter-cls distance": ("1.12", "1.46", "1.52", "1.55"),
+}
+
+
+def _paper_number(text: str) -> object:
+    return float(text.replace(",", "").rstrip(" %")) if "." in text else int(text.replace(",", ""))
+
+
+def paper_numeric(row: str) -> list[object]:
+    """The paper's figures of a row of :func:`numeric_rows`, as plain numbers ("" where it prints none)."""
+    printed = {"Images per class (min)": [t.split("-")[0] for t in PAPER_TABLE["Avg im # per cls"]],
+               "Images per class (max)": [t.split("-")[-1] for t in PAPER_TABLE["Avg im # per cls"]],
+               "Avg obj scale %": list(PAPER_TABLE["Avg obj scale"])}.get(row, PAPER_TABLE.get(row))
+    return [_paper_number(t) for t in printed] if printed else [""] * len(PAPER_COLUMNS)
+
+
+def definitions(small_px: float = SMALL_PX, twisted_ratio: float = TWISTED_RATIO,
+                inter: str = "cosine") -> list[tuple[str, str]]:
     """(row, definition) pairs printed under the table."""
     return [
         ("# of images", "images in the split (with annotations or not)"),
@@ -46,8 +80,7 @@ def definitions(small_px: float = SMALL_PX, twisted_ratio: float = TWISTED_RATIO
         ("Twisted obj %", f"boxes with w/h > {twisted_ratio:g} or w/h < {1 / twisted_ratio:.4g}, in %"),
         ("Inner-cls distance", "mean over classes with >= 2 images of the mean pairwise D = 1 - cos among the "
                                "class's fc6 features (i != j)"),
-        ("Inter-cls distance", "mean over pairs of classes of D between class centroids (mean of L2-normalised "
-                               "fc6 features)"),
+        ("Inter-cls distance", INTER_TEXT[inter]),
     ]
 
 
@@ -171,7 +204,8 @@ def numeric_rows(stats: Sequence[SplitStats]) -> list[list[object]]:
 
 
 # Display names of column groups (the paper's header) for the usual prefixes of NAME=DIR.
-GROUP_TITLES = {"EIC": "Extended ImageNet", "ILSVRC": "ILSVRC CLS 2012"}
+GROUP_TITLES = {"EIC": "Extended ImageNet", "ILSVRC": "ILSVRC CLS 2012",
+                "Paper EIC": "Extended ImageNet (paper)", "Paper ILSVRC": "ILSVRC CLS 2012 (paper)"}
 
 
 def column_groups(names: Sequence[str]) -> list[tuple[str, int]] | None:
@@ -189,26 +223,36 @@ def column_groups(names: Sequence[str]) -> list[tuple[str, int]] | None:
 
 
 def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL_PX,
-           twisted_ratio: float = TWISTED_RATIO) -> str:
+           twisted_ratio: float = TWISTED_RATIO, paper: bool = False, inter: str = "cosine") -> str:
     """Render the table in ``fmt`` (md, csv, latex, json); md and latex end with the definitions.
 
     Names of the form ``GROUP/SUB`` (``EIC/Train``) give md and latex a two-level header, the
-    paper's layout; csv and json stay flat, csv with plain numbers.
+    paper's layout; csv and json stay flat, csv with plain numbers. ``paper`` adds the paper's four
+    columns (:data:`PAPER_TABLE`, as printed; plain numbers in csv and json); ``inter`` names the
+    reading of the inter-class distance the table holds (for its definition).
     """
     check_choice("fmt", fmt, OUTPUT_FORMATS)
-    names = [s.name for s in stats]
+    names = [s.name for s in stats] + (list(PAPER_COLUMNS) if paper else [])
     header = ["Dataset split", *names]
     rows = table_rows(stats)
-    defs = definitions(small_px, twisted_ratio)
+    if paper:
+        rows = [[*r, *PAPER_TABLE.get(r[0], ("n/a",) * len(PAPER_COLUMNS))] for r in rows]
+    defs = definitions(small_px, twisted_ratio, inter)
+    if paper:
+        defs.append(("Paper columns", "the paper's dataset table as printed (EIC train/val, ILSVRC-2012 train/val)"))
     if fmt == "json":
         doc = {"splits": [asdict(s) for s in stats], "table": [dict(zip(header, r)) for r in rows],
-               "definitions": dict(defs)}
+               "definitions": dict(defs), "inter_distance": inter}
+        if paper:  # plain numbers, by the rows of the csv
+            numeric = [(r[0], paper_numeric(r[0])) for r in numeric_rows(stats)]
+            doc["paper"] = {column: {row: values[k] for row, values in numeric}
+                            for k, column in enumerate(PAPER_COLUMNS)}
         return json.dumps(doc, indent=2, default=lambda v: None) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(numeric_rows(stats))
+        writer.writerows([[*r, *paper_numeric(r[0])] if paper else r for r in numeric_rows(stats)])
         return buf.getvalue()
     groups = column_groups(names)
     subs = [n.split("/", 1)[1] if "/" in n else n for n in names]
@@ -274,9 +318,13 @@ def dataset_table(
     twisted_ratio: float = TWISTED_RATIO,
     features: Mapping[str, str | os.PathLike[str]] | None = None,
     eic_wnids: frozenset[str] | None = None,
+    paper: bool = False,
+    inter: str = "cosine",
 ) -> str:
-    """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render."""
+    """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render (``paper``, ``inter``: see
+    :func:`render`)."""
     check_choice("fmt", fmt, OUTPUT_FORMATS)
+    check_choice("inter", inter, INTER_DISTANCES)
     if small_px <= 0:
         raise OptionError(f"`small_px`={small_px} must be > 0")
     if twisted_ratio <= 1:
@@ -291,13 +339,14 @@ def dataset_table(
     for name, path in named:
         split_stats = compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids)
         if name in features:
-            split_stats = with_distances(split_stats, features[name])
+            split_stats = with_distances(split_stats, features[name], inter)
         stats.append(split_stats)
-    return render(stats, fmt, small_px, twisted_ratio)
+    return render(stats, fmt, small_px, twisted_ratio, paper, inter)
 
 
-def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str]) -> SplitStats:
-    """``s`` with the two distance rows computed from the fc6 shards in ``feature_dir``."""
+def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str], inter: str = "cosine") -> SplitStats:
+    """``s`` with the two distance rows computed from the fc6 shards in ``feature_dir``; ``inter`` picks the
+    reading of the inter-class row (:data:`INTER_TEXT`)."""
     from dataclasses import replace
 
     from eic_builder.distances import feature_distances
@@ -306,4 +355,5 @@ def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str]) -> SplitS
     meta = read_metadata(feature_shards(feature_dir)[0])
     distances = feature_distances(feature_dir)
     note = " (random weights)" if meta.get("random_weights") else ""
-    return replace(s, inner_distance=distances.inner, inter_distance=distances.inter, distance_note=note or "")
+    value = distances.inter if inter == "cosine" else distances.inter_euclidean
+    return replace(s, inner_distance=distances.inner, inter_distance=value, distance_note=note or "")

@@ -200,3 +200,45 @@ def test_errors_name_options_as_the_caller_typed_them(tmp_path: Path) -> None:
         open_manifest(m, root=tmp_path / "nowhere").read_bytes(open_manifest(m).image_ids[0])
     r = run("plant-copies", str(m), "--out", str(tmp_path / "p"), "--per-transform", "5")
     assert r.exit_code == 2 and "has 2 images with a file" in r.output
+
+
+def _default_text(param) -> str | None:
+    """How CLI.md writes an option's default: the value (``32`` for 32.0), ``on``/``off`` for a switch pair."""
+    import click
+
+    default = param.default
+    if param.required or default is None or callable(default) or param.multiple or repr(default).startswith(
+            "Sentinel") or isinstance(default, (list, tuple)):
+        return None
+    if param.is_flag and not param.secondary_opts:
+        return None  # a plain flag: off unless given
+    if isinstance(param.type, click.Choice) and len(param.type.choices) == 1:
+        return None
+    if isinstance(default, bool):
+        return param.opts[0] if default else param.secondary_opts[0]
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return str(default)
+
+
+def test_every_default_is_in_cli_md() -> None:
+    """Each option's default, as --help shows it, is written beside the option in its CLI.md section (the
+    synopsis `[--small-px 32]`, or the text `--workers` ... `default 8`): docs that drift from the code fail."""
+    text = (Path(__file__).resolve().parents[2] / "CLI.md").read_text()
+    missing = []
+    for name, command in main.commands.items():
+        if command.hidden:
+            continue
+        section = text.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
+        for param in command.params:
+            long = [o for o in param.opts if o.startswith("--")]
+            shown = _default_text(param) if long else None
+            if shown is None:
+                continue
+            names = [long[0], *param.secondary_opts[:1]]
+            lines = [line for line in section.splitlines() if any(n in line for n in names)]
+            # the synopsis's `[--small-px 32]`, or a sentence saying `default 8` / `default --no-amp`
+            if not any(f"{long[0]} {shown}" in line or f"{long[0]}={shown}" in line
+                       or ("default" in line and shown in line) for line in lines):
+                missing.append(f"{name} {long[0]} (default {shown})")
+    assert not missing, "defaults not in CLI.md: " + "; ".join(missing)

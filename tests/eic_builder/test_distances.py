@@ -118,3 +118,52 @@ def test_real_features_streaming_equals_brute_force(ilsvrc_val_1300: Path, tmp_p
     # near-parallel (mean cosine 0.98), the worst case; measured errors up to 9e-7 (float32 or
     # bfloat16 features): the bound leaves a 6x margin and is far below the 3 decimals reported
     assert d.inner == pytest.approx(inner, abs=5e-6) and d.inter == pytest.approx(inter, abs=5e-6)
+
+
+def brute_force_euclidean(labels: list[str], x: np.ndarray) -> float:
+    """The Euclidean reading the slow way: scikit-learn's pairwise distances of the normalised centroids."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    lab = np.array(labels)
+    cents = []
+    for c in sorted(set(labels)):
+        u = x[lab == c]
+        norms = np.linalg.norm(u, axis=1, keepdims=True)
+        cent = np.divide(u, norms, out=np.zeros_like(u), where=norms > 0).mean(0)
+        cents.append(cent / np.linalg.norm(cent))
+    d = euclidean_distances(np.array(cents))
+    return float(d[np.triu_indices(len(cents), 1)].mean())
+
+
+def test_euclidean_inter_distance_equals_brute_force_and_the_cosine_bound_holds() -> None:
+    from eic_builder.distances import mean_pairwise_euclidean
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 64))
+    labels = [f"c{i}" for i in rng.integers(0, 1500, 3000)]  # more classes than one block of rows
+    d = distances(class_sums_from_batches([(labels[i:i + 500], x[i:i + 500]) for i in range(0, 3000, 500)]))
+    assert d.inter_euclidean == pytest.approx(brute_force_euclidean(labels, x), abs=1e-9)
+    assert 1.3 < d.inter_euclidean < 1.5  # unrelated classes: about sqrt(2)
+    assert d.inter <= 1 + 1 / (d.n_classes - 1) + 1e-12
+    # hand-computed: the corners of a square on the unit circle, 4 sides of sqrt(2) and 2 diagonals of 2
+    square = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=float)
+    assert mean_pairwise_euclidean(square, block_rows=3) == pytest.approx((4 * np.sqrt(2) + 2 * 2) / 6)
+    # the cosine reading's bound is reached by C points summing to zero: 1 + 1/(C - 1)
+    acc = class_sums_from_batches([(["a", "b", "c", "d"], square)])
+    assert distances(acc).inter == pytest.approx(1 + 1 / 3)
+
+
+def test_real_features_euclidean_equals_brute_force(ilsvrc_val_1300: Path, tmp_path: Path, first_images) -> None:
+    from eic_builder.features import FeatureConfig, extract_features
+    from eic_builder.manifest import iter_feature_batches
+    from eic_builder.scan.scanner import scan
+
+    scan(ilsvrc_val_1300, tmp_path / "full")
+    first_images(tmp_path / "full", tmp_path / "m", 40)
+    extract_features(tmp_path / "m", tmp_path / "f", FeatureConfig(weights="random", crop=32, resize=37, workers=0))
+    labels, feats = [], []
+    for lb, f in iter_feature_batches(tmp_path / "f"):
+        labels += lb
+        feats.append(f.astype(np.float64))
+    d = feature_distances(tmp_path / "f")
+    assert d.inter_euclidean == pytest.approx(brute_force_euclidean(labels, np.concatenate(feats)), abs=5e-6)

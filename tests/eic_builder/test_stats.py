@@ -140,3 +140,35 @@ def test_two_level_header_in_the_papers_layout(tmp_path: Path) -> None:
     md = dataset_table([f"A={d}", f"EIC/Train={d}", f"EIC/Val={d}"], "md").splitlines()
     assert [c.strip() for c in md[0].strip("|").split("|")] == ["Dataset split", "", "Extended ImageNet", ""]
     assert [c.strip() for c in md[2].strip("|").split("|")] == ["", "A", "Train", "Val"]
+
+
+def test_the_papers_columns_beside_ours_in_every_format(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    import csv as csv_module
+    import io
+    import json
+
+    from eic_builder.stats import PAPER_COLUMNS, dataset_table
+
+    scan(ilsvrc_val_1300, tmp_path / "m")
+    spec = [f"ILSVRC/Val={tmp_path / 'm'}"]
+    md = dataset_table(spec, "md", paper=True)
+    assert "ILSVRC CLS 2012 (paper)" in md and "Extended ImageNet (paper)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| # of images"))
+    assert [c.strip() for c in row.strip("|").split("|")] == ["# of images", "1,300", "2,456,727", "273,140",
+                                                               "1,281,167", "50,000"]
+    inter = next(line for line in md.splitlines() if line.startswith("| Inter-cls distance"))
+    assert [c.strip() for c in inter.strip("|").split("|")] == ["Inter-cls distance", "n/a (no features)", "1.12",
+                                                                 "1.46", "1.52", "1.55"]  # as printed
+    rows = list(csv_module.reader(io.StringIO(dataset_table(spec, "csv", paper=True))))
+    assert rows[0] == ["Dataset split", "ILSVRC/Val", *PAPER_COLUMNS]
+    by_name = {r[0]: r[1:] for r in rows[1:]}
+    assert by_name["# of images"] == ["1300", "2456727", "273140", "1281167", "50000"]  # plain numbers
+    assert by_name["Images per class (min)"][1:] == ["251", "34", "732", "50"]
+    assert by_name["Avg obj scale %"][1:] == ["25.37", "25.5", "25.39", "25.61"]
+    assert by_name["Inter-cls distance"] == ["", "1.12", "1.46", "1.52", "1.55"]
+    doc = json.loads(dataset_table(spec, "json", paper=True))
+    assert doc["paper"]["Paper EIC/Train"]["# of images"] == 2456727
+    assert doc["paper"]["Paper ILSVRC/Val"]["Twisted obj %"] == 42.94
+    latex = dataset_table(spec, "latex", paper=True)
+    assert r"\multicolumn{2}{c}{Extended ImageNet (paper)}" in latex and "2,456,727" in latex
+    assert "Paper" not in dataset_table(spec, "md")  # only when asked

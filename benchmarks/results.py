@@ -1,0 +1,131 @@
+"""Stored runs: every figure of RESULTS.md comes from a kept run, and a check says when a table drifts.
+
+A benchmark given ``--store`` writes its run to ``benchmarks/results/<date>-<machine>-<name>.json``:
+the command, the git commit, the machine line, the date, its raw figures and the table it prints
+(header and rows, as text). In RESULTS.md a table that comes from a stored run sits between
+``<!-- run: FILE -->`` and ``<!-- /run -->`` (FILE relative to ``benchmarks/results/``).
+
+    python benchmarks/results.py render [--results FILE]   # rewrite the marked tables from their runs
+    python benchmarks/results.py check [--results FILE]    # exit 1 naming each table and figure that differs
+
+``check`` compares every cell of every marked table with its stored run, so a figure typed or edited by
+hand, or a table left behind by a newer run, fails; ``render`` writes the tables back from the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+RESULTS_MD = HERE.parent / "RESULTS.md"
+BLOCK = re.compile(r"(<!-- run: (?P<file>[^ ]+) -->\n)(?P<table>(?:(?!<!-- /run -->).)*?)(\n?<!-- /run -->)",
+                   re.DOTALL)
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, check=False).stdout.strip()
+        return done.stdout.strip() + ("+changes" if dirty else "") if done.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40]
+
+
+def store(name: str, machine: str, figures: Mapping[str, object], header: Sequence[str],
+          rows: Sequence[Sequence[object]], folder: Path = RESULTS_DIR) -> Path:
+    """Write a stored run (see the module's doc); returns its path."""
+    today = dt.date.today().isoformat()
+    doc = {"name": name, "date": today, "command": " ".join(sys.argv), "commit": _commit(), "machine": machine,
+           "figures": dict(figures), "table": {"header": list(header), "rows": [[str(c) for c in r] for r in rows]}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{today}-{_slug(machine)}-{name}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def table_markdown(run: Mapping) -> str:
+    """The Markdown table of a stored run, with the line naming its machine, commit and command."""
+    header, rows = run["table"]["header"], run["table"]["rows"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
+                                                                range(len(header))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"Run of {run['date']} on {run['machine']} (commit {run['commit']}): `{run['command']}`"]
+    return "\n".join(lines)
+
+
+def _cells(table: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("|") and not set(line.replace("|", "").strip()) <= set("-: ")]
+
+
+def render(text: str, folder: Path = RESULTS_DIR) -> str:
+    """``text`` with every marked table rewritten from its stored run."""
+    def one(match: re.Match) -> str:
+        run = json.loads((folder / match["file"]).read_text())
+        return match.group(1) + table_markdown(run) + "\n<!-- /run -->"
+
+    return BLOCK.sub(one, text)
+
+
+def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
+    """Every difference between the marked tables of ``text`` and their stored runs, one line each."""
+    problems = []
+    blocks = list(BLOCK.finditer(text))
+    if not blocks:
+        problems.append("no table marked <!-- run: FILE --> ... <!-- /run -->")
+    for match in blocks:
+        path = folder / match["file"]
+        if not path.is_file():
+            problems.append(f"table of {match['file']}: no such stored run in {folder}")
+            continue
+        run = json.loads(path.read_text())
+        want, got = _cells(table_markdown(run)), _cells(match["table"])
+        if len(want) != len(got):
+            problems.append(f"table of {match['file']}: {len(got)} rows, the stored run has {len(want)}")
+        for want_row, got_row in zip(want, got):
+            for column, (w, g) in enumerate(zip(want_row, got_row)):
+                if w != g:
+                    row = want_row[0] if column else "header"
+                    problems.append(f"table of {match['file']}, row {row!r}, column {want[0][column]!r}: "
+                                    f"{g!r} where the stored run has {w!r}")
+        footer = table_markdown(run).splitlines()[-1]
+        if footer not in match["table"]:
+            problems.append(f"table of {match['file']}: the line naming its run is not {footer!r}")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("render", "check"))
+    parser.add_argument("--results", type=Path, default=RESULTS_MD, help="The Markdown file (default RESULTS.md).")
+    parser.add_argument("--runs", type=Path, default=RESULTS_DIR, help="The folder of stored runs.")
+    args = parser.parse_args(argv)
+    text = args.results.read_text()
+    if args.action == "render":
+        args.results.write_text(render(text, args.runs))
+        print(f"rendered {len(BLOCK.findall(text))} tables of {args.results}")
+        return 0
+    problems = check(text, args.runs)
+    for line in problems:
+        print(f"{args.results}: {line}")
+    if not problems:
+        print(f"{args.results}: {len(BLOCK.findall(text))} tables match their stored runs")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""benchmarks/results.py: RESULTS.md's marked tables match their stored runs, and a changed figure fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_md_matches_its_stored_runs(results) -> None:
+    text = (ROOT / "RESULTS.md").read_text()
+    assert results.check(text) == []
+    assert len(results.BLOCK.findall(text)) >= 3
+    assert results.render(text) == text  # rendering changes nothing: the tables are the runs'
+
+
+def test_one_changed_figure_fails_naming_table_and_figure(results, tmp_path: Path) -> None:
+    text = (ROOT / "RESULTS.md").read_text()
+    match = results.BLOCK.search(text)
+    table = match["table"]
+    number = re.search(r"\| (\d[\d,.]*) \|", table)
+    changed = table[: number.start(1)] + "9" + table[number.start(1):]
+    copy = tmp_path / "RESULTS.md"
+    copy.write_text(text[: match.start("table")] + changed + text[match.end("table"):])
+    assert results.main(["check", "--results", str(copy)]) == 1
+    problems = results.check(copy.read_text())
+    assert len(problems) == 1 and f"table of {match['file']}" in problems[0]
+    assert f"'9{number.group(1)}' where the stored run has '{number.group(1)}'" in problems[0]
+    assert results.main(["render", "--results", str(copy)]) == 0 and results.check(copy.read_text()) == []
+
+
+def test_a_stored_run_records_its_provenance(results, tmp_path: Path) -> None:
+    path = results.store("demo", "CPU: test machine, 2 cores", {"seconds": 1.5}, ["step", "seconds"],
+                         [["one", "1.5"]], folder=tmp_path)
+    doc = json.loads(path.read_text())
+    assert path.name.endswith("-cpu-test-machine-2-cores-demo.json")
+    assert doc["figures"] == {"seconds": 1.5} and doc["table"]["rows"] == [["one", "1.5"]]
+    assert doc["commit"] and doc["machine"] == "CPU: test machine, 2 cores" and doc["date"]
+    text = f"<!-- run: {path.name} -->\n| x |\n<!-- /run -->"
+    assert results.render(text, tmp_path).count("| one | 1.5 |") == 1
+    assert "no such stored run" in results.check("<!-- run: nope.json -->\n| a |\n<!-- /run -->", tmp_path)[0]
