@@ -47,6 +47,11 @@ def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: 
     return lambda image: sliding_window(image, cfg.top_k)
 
 
+def _device_line(device: torch.device) -> str | None:
+    """The GPU's name when scoring ran on one (the machine line of a stored run)."""
+    return f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else None
+
+
 def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None,
                      methods: list[str], cfg: ProposalConfig | None = None, recall_k: int = 300,
                      device: str = "auto", amp: bool = False, max_images: int | None = None,
@@ -87,8 +92,13 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         metrics["seconds_per_image"] = took / max(1, len(records))
         results[name] = metrics
         log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", name, metrics["AR@100"], recall_k, metrics[f"Rec@0.5@{recall_k}"])
+    from eic_builder.hardware import machine_line
+    from eic_builder.manifest import command_line
+
+    # what a stored run needs (benchmarks/results.py import): the command, the machine, the date
     doc = {"manifest": str(Path(manifest_dir).resolve()), "checkpoint": checkpoint, "proposal_config": asdict(cfg),
-           "recall_k": recall_k, "device": str(dev), "results": results}
+           "recall_k": recall_k, "device": str(dev), "results": results, "command": command_line(),
+           "machine": _device_line(dev) or machine_line(), "date": time.strftime("%Y-%m-%d")}
     write_text(out / "metrics.json", json.dumps(doc, indent=2))
     write_text(out / "metrics.md", metrics_markdown(results, recall_k))
     recall_plot(results, out / "recall_iou.png", recall_k)

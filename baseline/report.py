@@ -12,16 +12,23 @@ from eic_builder.manifest import write_bytes
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 
 
-def metrics_markdown(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> str:
-    """One row per method: AR@10/100/300/500/1000, Rec@0.5 (top ``recall_k``) and AR@100 by size, in %."""
+def metrics_rows(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the metrics table: one row per method, AR@10/100/300/500/1000, Rec@0.5 (top
+    ``recall_k``) and AR@100 by size, in % with two decimals (the one formatting of every such table)."""
     cols = ["AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5@{recall_k}",
             "AR_small@100", "AR_medium@100", "AR_large@100"]
     head = ["Method", "AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5 (top {recall_k})",
             "AR small", "AR medium", "AR large"]
+    rows = [[name, *(f"{100 * m[c]:.2f}" if c in m and m[c] == m[c] else "n/a" for c in cols)]
+            for name, m in results.items()]
+    return head, rows
+
+
+def metrics_markdown(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> str:
+    """One row per method: AR@10/100/300/500/1000, Rec@0.5 (top ``recall_k``) and AR@100 by size, in %."""
+    head, rows = metrics_rows(results, recall_k)
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
-    for name, m in results.items():
-        cells = [f"{100 * m[c]:.2f}" if c in m and m[c] == m[c] else "n/a" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     any_m = next(iter(results.values()))
     lines += ["", f"{int(any_m['n_boxes'])} boxes in {int(any_m['n_images'])} images; recall as COCOeval "
               "(useCats=0) computes it; AR = mean recall over IoU 0.50:0.05:0.95; no whole-image box added."]

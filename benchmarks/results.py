@@ -7,6 +7,7 @@ the command, the git commit, the machine line, the date, its raw figures and the
 
     python benchmarks/results.py render [--results FILE]   # rewrite the marked tables from their runs
     python benchmarks/results.py check [--results FILE]    # exit 1 naming each table and figure that differs
+    python benchmarks/results.py import EVAL_DIR --name N  # a stored run of an eval-baseline folder
 
 ``check`` compares every cell of every marked table with its stored run, so a figure typed or edited by
 hand, or a table left behind by a newer run, fails; ``render`` writes the tables back from the runs.
@@ -54,6 +55,22 @@ def store(name: str, machine: str, figures: Mapping[str, object], header: Sequen
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{today}-{_slug(machine)}-{name}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def import_evaluation(eval_dir: Path, name: str, folder: Path = RESULTS_DIR) -> Path:
+    """A stored run from an ``eval-baseline`` folder: its ``metrics.json`` (the command, machine and date it
+    records, every metric) and the table ``metrics.md`` shows, rendered by the same function."""
+    from baseline.report import metrics_rows
+
+    doc = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    header, rows = metrics_rows(doc["results"], doc.get("recall_k", 300))
+    run = {"name": name, "date": doc.get("date") or dt.date.today().isoformat(),
+           "command": doc.get("command", f"eic-build eval-baseline ... --out {eval_dir}"), "commit": _commit(),
+           "machine": doc.get("machine", "unknown"), "figures": doc, "table": {"header": header, "rows": rows}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run['date']}-{_slug(run['machine'])}-{name}.json"
+    path.write_text(json.dumps(run, indent=1) + "\n")
     return path
 
 
@@ -110,10 +127,17 @@ def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("render", "check"))
+    parser.add_argument("action", choices=("render", "check", "import"))
+    parser.add_argument("eval_dir", nargs="?", type=Path, help="import: an eval-baseline --out folder.")
+    parser.add_argument("--name", default="evaluation", help="import: the stored run's name.")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="The Markdown file (default RESULTS.md).")
     parser.add_argument("--runs", type=Path, default=RESULTS_DIR, help="The folder of stored runs.")
     args = parser.parse_args(argv)
+    if args.action == "import":
+        if args.eval_dir is None:
+            parser.error("import needs the eval-baseline folder")
+        print(f"stored {import_evaluation(args.eval_dir, args.name, args.runs)}")
+        return 0
     text = args.results.read_text()
     if args.action == "render":
         args.results.write_text(render(text, args.runs))

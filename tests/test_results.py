@@ -52,3 +52,25 @@ def test_a_stored_run_records_its_provenance(results, tmp_path: Path) -> None:
     text = f"<!-- run: {path.name} -->\n| x |\n<!-- /run -->"
     assert results.render(text, tmp_path).count("| one | 1.5 |") == 1
     assert "no such stored run" in results.check("<!-- run: nope.json -->\n| a |\n<!-- /run -->", tmp_path)[0]
+
+
+def test_an_evaluation_becomes_a_stored_run_with_the_table_it_printed(results, ilsvrc_val_1300: Path,
+                                                                      tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from eic_builder.cli import main
+    from eic_builder.scan.scanner import scan
+
+    scan(ilsvrc_val_1300, tmp_path / "m")
+    r = CliRunner().invoke(main, ["--no-progress", "eval-baseline", str(tmp_path / "m"), "--out", str(tmp_path / "e"),
+                                  "--method", "sliding-window", "--max-images", "6"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert doc["command"] and doc["machine"] and doc["date"]  # the command is this process's own argv
+    assert results.main(["import", str(tmp_path / "e"), "--name", "demo", "--runs", str(tmp_path / "runs")]) == 0
+    (path,) = (tmp_path / "runs").iterdir()
+    run = json.loads(path.read_text())
+    printed = (tmp_path / "e" / "metrics.md").read_text()
+    for row in run["table"]["rows"]:
+        assert "| " + " | ".join(row) + " |" in printed  # the very table metrics.md shows
+    assert run["figures"]["results"]["sliding-window"]["AR@100"] == doc["results"]["sliding-window"]["AR@100"]
