@@ -357,6 +357,11 @@ def run_experiment(plan: ExperimentPlan, out: str | os.PathLike[str],
     writer.writeheader()
     writer.writerows(table)
     write_text(out / "table.csv", buffer.getvalue())
-    write_text(out / "table.json", json.dumps({"experiment": plan.name, "rows": [asdict(r) for r in results]},
-                                              indent=2))
+    from eic_builder.hardware import machine_line
+    from eic_builder.manifest import command_line
+
+    # the command, machine and date make it a stored run (benchmarks/results.py import)
+    write_text(out / "table.json", json.dumps({"experiment": plan.name, "rows": [asdict(r) for r in results],
+                                               "command": command_line(), "machine": machine_line(),
+                                               "date": time.strftime("%Y-%m-%d")}, indent=2))
     return results

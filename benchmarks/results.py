@@ -7,7 +7,7 @@ the command, the git commit, the machine line, the date, its raw figures and the
 
     python benchmarks/results.py render [--results FILE]   # rewrite the marked tables from their runs
     python benchmarks/results.py check [--results FILE]    # exit 1 naming each table and figure that differs
-    python benchmarks/results.py import EVAL_DIR --name N  # a stored run of an eval-baseline folder
+    python benchmarks/results.py import DIR --name N       # a stored run of an eval-baseline or experiment folder
 
 ``check`` compares every cell of every marked table with its stored run, so a figure typed or edited by
 hand, or a table left behind by a newer run, fails; ``render`` writes the tables back from the runs.
@@ -59,14 +59,24 @@ def store(name: str, machine: str, figures: Mapping[str, object], header: Sequen
 
 
 def import_evaluation(eval_dir: Path, name: str, folder: Path = RESULTS_DIR) -> Path:
-    """A stored run from an ``eval-baseline`` folder: its ``metrics.json`` (the command, machine and date it
-    records, every metric) and the table ``metrics.md`` shows, rendered by the same function."""
-    from baseline.report import metrics_rows
+    """A stored run from an ``eval-baseline`` folder (its ``metrics.json``) or an ``experiment`` folder (its
+    ``table.json``): the command, machine and date they record, every figure, and the table their
+    ``metrics.md`` / ``table.md`` show, built by the same function."""
+    eval_dir = Path(eval_dir)
+    if (eval_dir / "table.json").is_file():
+        from baseline.experiment import RowResult, table_rows
 
-    doc = json.loads((Path(eval_dir) / "metrics.json").read_text())
-    header, rows = metrics_rows(doc["results"], doc.get("recall_k", 300))
+        doc = json.loads((eval_dir / "table.json").read_text())
+        table = table_rows(doc["experiment"], [RowResult(**row) for row in doc["rows"]])
+        header = [key for key in table[0] if key != "commands"]
+        rows = [[row[key] for key in header] for row in table]
+    else:
+        from baseline.report import metrics_rows
+
+        doc = json.loads((eval_dir / "metrics.json").read_text())
+        header, rows = metrics_rows(doc["results"], doc.get("recall_k", 300))
     run = {"name": name, "date": doc.get("date") or dt.date.today().isoformat(),
-           "command": doc.get("command", f"eic-build eval-baseline ... --out {eval_dir}"), "commit": _commit(),
+           "command": doc.get("command", f"(command not recorded) {eval_dir}"), "commit": _commit(),
            "machine": doc.get("machine", "unknown"), "figures": doc, "table": {"header": header, "rows": rows}}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run['date']}-{_slug(run['machine'])}-{name}.json"
@@ -128,14 +138,14 @@ def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("render", "check", "import"))
-    parser.add_argument("eval_dir", nargs="?", type=Path, help="import: an eval-baseline --out folder.")
+    parser.add_argument("eval_dir", nargs="?", type=Path, help="import: an eval-baseline or experiment --out folder.")
     parser.add_argument("--name", default="evaluation", help="import: the stored run's name.")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="The Markdown file (default RESULTS.md).")
     parser.add_argument("--runs", type=Path, default=RESULTS_DIR, help="The folder of stored runs.")
     args = parser.parse_args(argv)
     if args.action == "import":
         if args.eval_dir is None:
-            parser.error("import needs the eval-baseline folder")
+            parser.error("import needs an eval-baseline or experiment folder")
         print(f"stored {import_evaluation(args.eval_dir, args.name, args.runs)}")
         return 0
     text = args.results.read_text()

@@ -74,3 +74,23 @@ def test_an_evaluation_becomes_a_stored_run_with_the_table_it_printed(results, i
     for row in run["table"]["rows"]:
         assert "| " + " | ".join(row) + " |" in printed  # the very table metrics.md shows
     assert run["figures"]["results"]["sliding-window"]["AR@100"] == doc["results"]["sliding-window"]["AR@100"]
+
+
+def test_an_experiment_table_becomes_a_stored_run(results, tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from baseline.experiment import RowResult, table_rows
+
+    rows = [RowResult("30 anchors", {"Rec@0.5@300": 0.8, "AR@300": 0.4}, {"Rec@0.5": "94.51"}, ["a", "b"], 10, 5.0),
+            RowResult("9 anchors", {"Rec@0.5@300": 0.7, "AR@300": 0.3}, {}, ["c"], 10, 4.0, reference="30 anchors")]
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "table.json").write_text(json.dumps({
+        "experiment": "components", "rows": [asdict(r) for r in rows], "command": "eic-build experiment components",
+        "machine": "CPU: test", "date": "2026-11-30"}))
+    path = results.import_evaluation(tmp_path / "exp", "components-demo", tmp_path / "runs")
+    run = json.loads(path.read_text())
+    table = table_rows("components", rows)
+    assert run["table"]["header"] == [k for k in table[0] if k != "commands"]
+    assert [r[0] for r in run["table"]["rows"]] == ["30 anchors", "9 anchors"]
+    assert run["table"]["rows"][1] == [table[1][k] for k in run["table"]["header"]]
+    assert run["command"] == "eic-build experiment components" and run["machine"] == "CPU: test"

@@ -64,6 +64,7 @@ def test_components_table_at_toy_scale(manifests: dict[str, Path], tmp_path: Pat
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "table.json").read_text())
     assert [r["label"] for r in doc["rows"]] == [r.label for r in component_rows(TrainConfig.tiny())]
+    assert doc["command"] and doc["machine"] and doc["date"]  # what a stored run needs
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 9  # "Deeper hourglass" and "30 anchors" are one configuration, trained once
     by_label = {r["label"]: r for r in doc["rows"]}
