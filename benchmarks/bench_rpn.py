@@ -4,7 +4,7 @@ fast path (channels_last + bfloat16 autocast on CUDA) and the plain float32 eage
 Uses the synthetic demo tree (generated once). On this project's CPU machine use ``--width 0.125
 --scales 256`` for a quick look; on a GPU the defaults (VGG-16 width, 7 scales 200..1400).
 
-Usage: python benchmarks/bench_rpn.py [--width 1.0] [--iters 20] [--images 20] [--scales 200,...,1400]
+Usage: python benchmarks/bench_rpn.py [--width 1.0] [--iters 20] [--images 20] [--scales 200,...,1400] [--store]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--scales", default=",".join(map(str, TEST_SCALES)))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-rpn")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     device = resolve_device(args.device)
     tree = args.cache / "tree"
@@ -90,6 +91,15 @@ def main() -> None:
         print(f"{name:24s} train {tr:8.1f} img/s   proposals {inf:7.2f} img/s")
     if len(rows) == 2:
         print(f"ratio fast / float32: train {rows[1][1] / rows[0][1]:.2f}x, proposals {rows[1][2] / rows[0][2]:.2f}x")
+    if args.store:
+        from results import store
+
+        line = machine_line() if device.type != "cuda" else f"GPU: {dev}"
+        path = store(f"rpn-speed-w{args.width:g}-s{args.train_scale}", line,
+                     {"rows": rows, "width": args.width, "train_scale": args.train_scale, "scales": list(scales),
+                      "iters": args.iters, "images_per_batch": args.images_per_batch},
+                     ["path", "train img/s", "proposal img/s"], [[n, f"{tr:.1f}", f"{inf:.2f}"] for n, tr, inf in rows])
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":
