@@ -20,7 +20,6 @@ by its owner, and :class:`IndexedGzip` closes its files at exit if nobody did.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import weakref
@@ -29,12 +28,9 @@ from typing import Any
 
 from eic_builder.errors import InputNotFoundError
 
-log = logging.getLogger(__name__)
-
 INDEX_SPACING = 2 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
 INDEX_SUFFIX = ".gzidx"
 ENV_INDEX_DIR = "EIC_GZIP_INDEX_DIR"
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _rapidgzip():
@@ -87,9 +83,11 @@ def finish_scan(stream, archive: str | os.PathLike[str]) -> Path:
 
 
 def _export(stream, archive: str | os.PathLike[str]) -> Path:
+    from eic_builder.manifest import temporary_sibling
+
     path = index_path(archive)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = temporary_sibling(path)
     try:
         stream.export_index(os.fspath(tmp), _rapidgzip().IndexFormat.GZTOOL)
         os.replace(tmp, path)

@@ -15,6 +15,7 @@ ellipses) whose boxes are written to the XML; a share of them are small
 from __future__ import annotations
 
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,16 +172,17 @@ class SyntheticArchives:
     planted_copy: str  # the image id, in the tar, whose bytes are those of an ILSVRC val image
 
 
-def _tar_bytes(members: list[tuple[str, bytes]], gzip_level: int | None = None) -> bytes:
-    """A tar (gzip-compressed when ``gzip_level`` is set) of (name, bytes), byte-identical for the same input."""
+def _tar_bytes(members: list[tuple[str, bytes]], gzip_level: int | None = None,
+               tar_format: int = tarfile.USTAR_FORMAT) -> bytes:
+    """A tar (gzip-compressed when ``gzip_level`` is set) of (name, bytes) in ``tar_format`` (tarfile's
+    USTAR, GNU or PAX), byte-identical for the same input."""
     import gzip
     import io
-    import tarfile
 
     raw = io.BytesIO()
     target = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=gzip_level) \
         if gzip_level is not None else raw
-    with tarfile.open(fileobj=target, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+    with tarfile.open(fileobj=target, mode="w", format=tar_format) as tf:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
@@ -285,7 +287,6 @@ def make_synthetic_downloads(root: str | os.PathLike[str], n_classes: int = 4, t
     with the same arguments: the four official ILSVRC-2012 files side by side, ImageNet-21K as
     ``winter21_whole.tar.gz`` and the bounding-box archive ``Annotation.tar.gz``."""
     import shutil
-    import tarfile
 
     root = Path(root)
     build = root / ".build"

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
+from eic_builder.scan.annotations import WNID_RE
 
 # Archive name endings and their kinds, longest first (".tar.gz" before ".tar" could be tested).
 ARCHIVE_SUFFIXES = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar"}
@@ -64,13 +65,17 @@ ARCHIVE_ERRORS = (tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
 SKIPPED_SYNSET = "per-synset archive of a class not in --classes (not read)"
 
 
+def synset_of(name: str) -> str | None:
+    """The wnid an image id or file name starts with (``n01440764_18``, ``dir/n01440764.tar``), else None."""
+    base = strip_archive_suffix(name.rsplit("/", 1)[-1])[:9]
+    return base if WNID_RE.match(base) else None
+
+
 def wanted_synset(name: str, classes: frozenset[str] | None) -> bool:
-    """Whether the archive ``name`` (``n01440764.tar``, ``dir/n01440764.tar.gz``) is to be read under
-    ``--classes``: always without a class list, or when it is not a per-synset archive."""
-    if classes is None:
-        return True
-    stem = strip_archive_suffix(name.rsplit("/", 1)[-1])
-    return not (len(stem) == 9 and stem[0] == "n" and stem[1:].isdigit()) or stem in classes
+    """Whether the archive or image ``name`` (``n01440764.tar``, ``dir/n01440764.tar.gz``, ``n01440764_18``)
+    is to be read under ``--classes``: always without a class list, or when it names no synset."""
+    synset = None if classes is None else synset_of(name)
+    return synset is None or synset in classes
 
 
 def archive_kind(name: str) -> str | None:

@@ -37,7 +37,7 @@ from eic_builder.manifest import (
 )
 from eic_builder.progress import progress
 from eic_builder.rejects import Rejected
-from eic_builder.scan.annotations import WNID_RE, RawAnnotation, read_coco, read_loc_csv
+from eic_builder.scan.annotations import RawAnnotation, read_coco, read_loc_csv
 from eic_builder.scan.archives import (
     SKIPPED_SYNSET,
     ArchiveEntries,
@@ -47,7 +47,7 @@ from eic_builder.scan.archives import (
     archive_kind,
     plan_archive,
     read_unit,
-    strip_archive_suffix,
+    synset_of,
     wanted_synset,
 )
 from eic_builder.scan.layout import (
@@ -253,12 +253,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(k), int(n)
 
 
-def synset_of(name: str) -> str | None:
-    """The wnid an image id or file name starts with (``n01440764_18``, ``dir/n01440764.tar``), else None."""
-    base = strip_archive_suffix(name.rsplit("/", 1)[-1])[:9]
-    return base if WNID_RE.match(base) else None
-
-
 def shard_of(name: str, n_shards: int) -> int:
     """The shard of an image id or file name: by its synset when it has one, so that a synset's images
     and boxes share a shard; else by the name itself."""
@@ -389,7 +383,7 @@ def scan(
         items = [item for item in items if shard_of(item.image_id, shard[1]) == shard[0]]
         rejects = [r for r in rejects if shard_of(r[1] or r[0], shard[1]) == shard[0]]
     if classes is not None:  # loose images of other synsets (by their ids, n01440764_18) are not read
-        kept = [item for item in items if synset_of(item.image_id) is None or synset_of(item.image_id) in classes]
+        kept = [item for item in items if wanted_synset(item.image_id, classes)]
         if len(kept) < len(items):
             ignored["image of a class not in --classes (not read)"] += len(items) - len(kept)
         items = kept

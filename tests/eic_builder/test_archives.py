@@ -255,13 +255,7 @@ def test_tar_formats_read_alike(fmt: int, tmp_path: Path) -> None:
     long_dir = "d" * 120  # longer than a ustar name field: a pax header or a GNU long-name record
     members = [(f"{long_dir}/n01440764_{i}.JPEG", _jpeg(i)) for i in range(3)] if fmt != tarfile.USTAR_FORMAT \
         else [(f"n01440764_{i}.JPEG", _jpeg(i)) for i in range(3)]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    (tmp_path / "n01440764.tar").write_bytes(buf.getvalue())
+    (tmp_path / "n01440764.tar").write_bytes(tar_bytes(members, tar_format=fmt))
     scan(tmp_path / "n01440764.tar", tmp_path / "m", workers=1)
     m = read_manifest(tmp_path / "m")
     assert m.images["image_id"].to_pylist() == [f"n01440764_{i}" for i in range(3)]

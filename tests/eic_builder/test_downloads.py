@@ -19,7 +19,7 @@ from eic_builder.cli import main
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
-from eic_builder.synthetic import EIC_NEW_WNIDS, NOT_EIC_WNID, make_synthetic_downloads
+from eic_builder.synthetic import EIC_NEW_WNIDS, NOT_EIC_WNID, _tar_bytes, make_synthetic_downloads
 
 
 def run(*args: str):
@@ -149,8 +149,6 @@ def test_a_damaged_or_truncated_gzip_is_a_reject_and_a_changed_one_is_refused(do
     scan(tmp_path / "ok", tmp_path / "mo")
     with tarfile.open(downloads.winter21) as tf:
         members = [(i.name, tf.extractfile(i).read()) for i in tf.getmembers()][::-1]
-    from eic_builder.synthetic import _tar_bytes
-
     (tmp_path / "ok" / "winter21_whole.tar.gz").write_bytes(_tar_bytes(members, gzip_level=6))
     from eic_builder.manifest_view import open_manifest
 
@@ -185,23 +183,16 @@ def test_gzip_stream_offsets_match_gzip(downloads, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
 def test_a_tar_gz_stream_of_any_header_format_scans_as_its_plain_tar(downloads, tmp_path: Path, fmt) -> None:
     """The .tar.gz stream parser (GNU long names, pax paths) against the plain tar's offsets and bytes."""
-    import io
-
     long_dir = "winter21_whole/" + "a_long_folder_name_" * 6  # > 100 characters: a long-name header
     members = []
     with tarfile.open(downloads.winter21) as tf:
         for info in tf.getmembers():
             members.append((f"{long_dir}/{info.name.rsplit('/', 1)[-1]}", tf.extractfile(info).read()))
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    raw = _tar_bytes(members, tar_format=fmt)
     (tmp_path / "plain").mkdir()
     (tmp_path / "gz").mkdir()
-    (tmp_path / "plain" / "w.tar").write_bytes(raw.getvalue())
-    (tmp_path / "gz" / "w.tar.gz").write_bytes(gzip.compress(raw.getvalue(), 6))
+    (tmp_path / "plain" / "w.tar").write_bytes(raw)
+    (tmp_path / "gz" / "w.tar.gz").write_bytes(gzip.compress(raw, 6))
     plain, gz = scan(tmp_path / "plain", tmp_path / "mp"), scan(tmp_path / "gz", tmp_path / "mg")
     assert plain.images == gz.images == downloads.winter21_images and gz.rejects == 0
     a, b = read_manifest(tmp_path / "mp").images, read_manifest(tmp_path / "mg").images
