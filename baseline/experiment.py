@@ -300,6 +300,8 @@ def check_plan_inputs(plan: ExperimentPlan) -> None:
     manifest reads as one and has its images where it says, the test scales are valid, and the test
     manifest is none of the training ones (by folder or by content: scoring on training images
     measures memory, not proposals)."""
+    import pyarrow.compute as pc
+
     from baseline.proposals import ProposalConfig
     from eic_builder.image_source import image_root
     from eic_builder.manifest import manifest_fingerprint, read_manifest
@@ -310,7 +312,7 @@ def check_plan_inputs(plan: ExperimentPlan) -> None:
         if not Path(path).is_dir():
             raise OptionError(f"`{option}` {path}: no such manifest folder")
         manifest = read_manifest(path, box_columns=["image_id"])
-        if not any(manifest.images["has_image"].to_pylist()):
+        if not pc.any(manifest.images["has_image"]).as_py():
             raise OptionError(f"`{option}` {path}: the manifest has no image with a file to train or score on")
         image_root(manifest.meta, plan.root)
         fingerprints[path] = manifest_fingerprint(manifest.images)

@@ -119,10 +119,9 @@ def _rebase(column: pa.ChunkedArray, prefix: str) -> pa.Array:
 @dataclass
 class _Inputs:
     """The input images that can be in EIC (a frame, paths rebased on the common root), each manifest's
-    directory and provenance, that root, and the counts of the rows left out while reading."""
+    provenance, that root, and the counts of the rows left out while reading."""
 
     frame: pd.DataFrame
-    paths: list[Path]
     metas: list[dict]
     common: str
     not_eic: int = 0
@@ -161,8 +160,7 @@ def _read_inputs(paths: list[Path], source_of: dict[str, str]) -> _Inputs:
         frame = images.to_pandas()
         frame["manifest"] = number
         frames.append(frame)
-    return _Inputs(pd.concat(frames, ignore_index=True), paths, metas, common, counts["not_eic"],
-                   counts["wrong_role"])
+    return _Inputs(pd.concat(frames, ignore_index=True), metas, common, counts["not_eic"], counts["wrong_role"])
 
 
 def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:

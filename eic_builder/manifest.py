@@ -275,13 +275,19 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ManifestError(f"{path} holds damaged toolkit metadata: {exc}") from exc
 
 
-def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file and check that it has the schema of ``kind`` (errors name the first difference)."""
+def _require_schema(path: Path, kind: str) -> pa.Schema:
+    """The schema of ``kind``, after checking the Parquet file ``path`` has it (errors name the first difference)."""
     schema = _schema_for(kind)
-    path = Path(path)
     found = _parquet_schema(path).remove_metadata()
     if not found.equals(schema):
         raise ManifestError(f"{path} is not a {kind} table: {schema_difference(found, schema)}")
+    return schema
+
+
+def read_table(path: str | os.PathLike[str], kind: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file and check that it has the schema of ``kind`` (errors name the first difference)."""
+    path = Path(path)
+    _require_schema(path, kind)
     with parquet_errors_named(path):
         return pq.read_table(path, columns=columns)
 
@@ -333,11 +339,8 @@ def read_rows(path: str | os.PathLike[str], kind: str, keep: Callable[[pa.Record
     """The rows of the Parquet file ``path`` (schema ``kind``) for which ``keep(batch)`` (a boolean array per
     batch) is true, streamed batch by batch: the file is never held whole, so a 14-million-row manifest
     costs the rows kept, not its size."""
-    schema = _schema_for(kind)
     path = Path(path)
-    found = _parquet_schema(path).remove_metadata()
-    if not found.equals(schema):
-        raise ManifestError(f"{path} is not a {kind} table: {schema_difference(found, schema)}")
+    schema = _require_schema(path, kind)
     kept = []
     with parquet_errors_named(path):
         for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows):
