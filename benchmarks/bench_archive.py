@@ -15,7 +15,7 @@ Generates (once, cached) N JPEGs in ``--classes`` synsets, written both as
 
 Best of ``--repeat`` runs each. Prints the CPU model and torch's CPU capability.
 
-Usage: python benchmarks/bench_archive.py [--images 20000] [--classes 100] [--workers 2] [--repeat 3]
+Usage: python benchmarks/bench_archive.py [--images 20000] [--classes 100] [--workers 2] [--repeat 3] [--store]
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic_bench_archive")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     data = args.cache / f"n{args.images}-c{args.classes}"
     if not (data / "fall11_whole.tar").is_file():
@@ -150,10 +151,12 @@ def main() -> None:
     print(f"  archive MB/s              {size_mb / t_archive:>10,.0f}  = {t_read / t_archive:.0%} of a plain "
           f"sequential read ({size_mb / t_read:,.0f} MB/s), {t_hash / t_archive:.0%} of one core's read + SHA-1 "
           f"({size_mb / t_hash:,.0f} MB/s)")
-    for name, sources, kw in (("folder", data / "tree", {}), ("archive", archive, {})):
+    kb_per_image = {}
+    for name, sources in (("folder", data / "tree"), ("archive", archive)):
         before = rchar()
-        scan(sources, out / f"bytes_{name}", workers=1, **kw)
-        print(f"  bytes read per image, {name:<8} {(rchar() - before) / n / 1e3:>8.1f} kB (one worker, manifest "
+        scan(sources, out / f"bytes_{name}", workers=1)
+        kb_per_image[name] = (rchar() - before) / n / 1e3
+        print(f"  bytes read per image, {name:<8} {kb_per_image[name]:>8.1f} kB (one worker, manifest "
               "files included)")
 
     folder_m, archive_m = read_manifest(out / "folder"), read_manifest(out / "archive")
@@ -175,6 +178,26 @@ def main() -> None:
     print(f"  loose files               {n / t_loose:>10,.0f} img/s")
     print(f"  archive members by offset {n / t_offset:>10,.0f} img/s  = {t_loose / t_offset:.2f}x loose files")
     shutil.rmtree(out, ignore_errors=True)
+    if args.store:
+        from results import store
+
+        rows = [["scan a folder, headers only", f"{n / t_folder:,.0f}", "1.00x", f"{kb_per_image['folder']:.1f} kB"],
+                ["scan a folder, --hash (every byte read and hashed)", f"{n / t_folder_hash:,.0f}",
+                 f"{t_folder / t_folder_hash:.2f}x", ""],
+                ["scan the archive (every byte read once and hashed)", f"{n / t_archive:,.0f}",
+                 f"{t_folder / t_archive:.2f}x", f"{kb_per_image['archive']:.1f} kB"],
+                ["read images by offset in the archive (features, training)", f"{n / t_offset:,.0f}",
+                 f"{t_folder / t_offset:.2f}x", ""],
+                ["read loose image files", f"{n / t_loose:,.0f}", f"{t_folder / t_loose:.2f}x", ""],
+                ["limit: plain sequential read of the archive", f"{n / t_read:,.0f}", f"{t_folder / t_read:.2f}x", ""],
+                ["limit: one core's read + SHA-1", f"{n / t_hash:,.0f}", f"{t_folder / t_hash:.2f}x", ""]]
+        figures = {"images": n, "classes": args.classes, "workers": args.workers, "archive_mb": size_mb,
+                   "folder_s": t_folder, "folder_hash_s": t_folder_hash, "archive_s": t_archive, "read_s": t_read,
+                   "read_hash_s": t_hash, "loose_read_s": t_loose, "offset_read_s": t_offset,
+                   "kb_per_image": kb_per_image}
+        path = store(f"archive-{n}", machine_line(), figures,
+                     ["step", "img/s", "vs folder scan", "bytes read per image"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

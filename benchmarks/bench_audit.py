@@ -97,14 +97,14 @@ def child(stage: str, data: Path, planted: int, queries: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_phash() -> None:
+def bench_phash() -> dict[int, float]:
     from eic_builder.audit.catalog import load_catalog
     from eic_builder.audit.perceptual import compute_hashes
     from eic_builder.scan.scanner import scan
 
     if not SHARED.exists():
         print(f"pHash: skipped ({SHARED} is absent)")
-        return
+        return {}
     with tempfile.TemporaryDirectory() as tmp:
         scan(SHARED, Path(tmp) / "m")
         cat = load_catalog([Path(tmp) / "m"])
@@ -116,6 +116,7 @@ def bench_phash() -> None:
     print("pHash of the 1,300 real val images (227 px JPEGs): "
           + ", ".join(f"{w} worker(s) {r:,.0f} img/s" for w, r in rates.items())
           + f"; {rates[1]:,.0f} img/s per core")
+    return rates
 
 
 def bench_quality() -> None:
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="--search-only: cpu or cuda")
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--store", action="store_true",
+                        help="Keep the search and pHash figures in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(run_stage(args.stage, args.data, args.planted, args.queries)))
@@ -211,12 +214,27 @@ def main() -> None:
         brute = child("brute", data, args.planted, args.queries)
         print(f"brute-force numpy, 4,096-d     {brute['seconds']:8.1f} s (extrapolated from {brute['queried']:,} query "
               f"rows)  peak {brute['peak_mb']:7,.0f} MB  recall {brute['recall']:.3f}")
+        searches = {}
         for stage in ("exact", "ivf"):
-            r = child(stage, data, args.planted, args.queries)
+            r = searches[stage] = child(stage, data, args.planted, args.queries)
             print(f"whiten 256 + {stage:5s} search     {r['seconds']:8.1f} s (whitening {r['whiten_seconds']:.1f} s)"
                   f"{'':14s}  peak {r['peak_mb']:7,.0f} MB  recall {r['recall']:.3f}  false pairs {r['false_pairs']}"
                   f"  ratio vs brute {brute['seconds'] / r['seconds']:.1f}x")
-    bench_phash()
+    rates = bench_phash()
+    if args.store:
+        from results import store
+
+        rows = [[f"brute-force numpy, 4,096-d (extrapolated from {brute['queried']:,} query rows)",
+                 f"{brute['seconds']:.1f}", f"{brute['recall']:.3f}", "", f"{brute['peak_mb'] / 1e3:.1f}", "1.0x"]]
+        rows += [[f"whiten to 256 + {'exact block' if stage == 'exact' else 'FAISS IVF'} search",
+                  f"{r['seconds']:.1f}", f"{r['recall']:.3f}", str(r["false_pairs"]), f"{r['peak_mb'] / 1e3:.1f}",
+                  f"{brute['seconds'] / r['seconds']:.1f}x"] for stage, r in searches.items()]
+        rows += [[f"pHash of the 1,300 real val images, {w} worker(s)", "", "", "", "",
+                  f"{rate:,.0f} img/s"] for w, rate in rates.items()]
+        path = store(f"audit-{args.rows}", machine_line(), {"rows": args.rows, "planted": args.planted,
+                                                            "brute": brute, **searches, "phash_img_s": rates},
+                     ["step", "seconds", "recall", "false pairs", "peak GB", "vs brute force"], rows)
+        print(f"stored {path}")
     if not args.skip_quality:
         bench_quality()
 

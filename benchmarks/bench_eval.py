@@ -6,7 +6,7 @@ Synthetic ILSVRC-like data: N images (default 50,000) with 1-6 boxes each and 1,
 implementations give the same table (checked here); the loop is timed on the first --loop-images
 images and extrapolated (its cost is linear in the images).
 
-Usage: python benchmarks/bench_eval.py [--images 50000] [--proposals 1000] [--loop-images 1000]
+Usage: python benchmarks/bench_eval.py [--images 50000] [--proposals 1000] [--loop-images 1000] [--store]
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--proposals", type=int, default=1000)
     parser.add_argument("--loop-images", type=int, default=1000)
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     print(machine_line())
     gts, props = make_case(args.images, args.proposals)
@@ -103,6 +104,16 @@ def main() -> None:
     print(f"previous loop        {loop_seconds:9.1f} s (extrapolated from {len(sub):,} images)")
     print(f"vectorised matching  {seconds:9.1f} s   ratio {loop_seconds / seconds:.1f}x  "
           f"({args.images / seconds:,.0f} images/s; same table to 1e-12 on the first {len(sub):,})")
+    if args.store:
+        from results import store
+
+        rows = [[f"previous per-image loop (extrapolated from {len(sub):,} images)", f"{loop_seconds:.1f}", "1.0x"],
+                ["vectorised matching (baseline.evaluation)", f"{seconds:.1f}", f"{loop_seconds / seconds:.1f}x"]]
+        path = store(f"eval-{args.images}x{args.proposals}", machine_line(),
+                     {"images": args.images, "proposals": args.proposals, "loop_images": len(sub),
+                      "loop_seconds": loop_seconds, "seconds": seconds},
+                     ["scoring", "seconds", "vs the loop"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

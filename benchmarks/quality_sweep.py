@@ -6,7 +6,7 @@ prints one JSON line: Rec@0.5 (top 300), AR@100, the sliding window's AR@100, an
 kernels change training's numerics like a seed does, so a bar must hold over several of these runs
 with a margin (RESULTS.md has the eight runs the test's bar was set from).
 
-Usage: python benchmarks/quality_sweep.py --seeds 0,1,2,3,4 --threads 2 [--out DIR]
+Usage: python benchmarks/quality_sweep.py --seeds 0,1,2,3,4 --threads 2 [--out DIR] [--store]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
+import numpy as np
 import torch
 
 from baseline.config import TrainConfig
@@ -29,6 +30,7 @@ from baseline.engine import model_from_checkpoint, train
 from baseline.evaluation import proposal_metrics
 from baseline.peers import sliding_window
 from baseline.proposals import ProposalConfig, propose
+from eic_builder.hardware import machine_line
 from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="eic-quality-"))
@@ -64,8 +67,22 @@ def main() -> None:
         make_synthetic_tree(work / "tree", n_classes=4, train_per_class=16, val_per_class=50, seed=0)
         scan(work / "tree", work / "train", split="train", workers=1)
         scan(work / "tree", work / "val", split="val", workers=1)
+    runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        print(json.dumps(run_once(work, seed)), flush=True)
+        runs.append(run_once(work, seed))
+        print(json.dumps(runs[-1]), flush=True)
+    if args.store:
+        from results import store
+
+        recs = np.array([r["rec"] for r in runs])
+        ratios = np.array([r["ar100"] / r["window_ar100"] for r in runs])
+        rows = [[f"{r['seed']}/{r['threads']}", f"{r['rec']:.3f}", f"{r['ar100'] / r['window_ar100']:.2f}",
+                 f"{r['train_s']:.0f}"] for r in runs]
+        rows.append(["mean (sd)", f"{recs.mean():.3f} ({recs.std(ddof=1) if len(runs) > 1 else 0:.3f})",
+                     f"{ratios.mean():.2f} ({ratios.std(ddof=1) if len(runs) > 1 else 0:.2f})", ""])
+        path = store(f"quality-threads{args.threads}", machine_line(), {"runs": runs},
+                     ["seed / threads", "Rec@0.5 (top 300)", "AR@100 / sliding window's", "train s"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":
