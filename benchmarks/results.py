@@ -10,7 +10,8 @@ the command, the git commit, the machine line, the date, its raw figures and the
     python benchmarks/results.py import DIR --name N       # a stored run of an eval-baseline or experiment folder
 
 ``check`` compares every cell of every marked table with its stored run, so a figure typed or edited by
-hand, or a table left behind by a newer run, fails; ``render`` writes the tables back from the runs.
+hand, or a table left behind by a newer run, fails; a table of figures outside the markers (one no stored
+run backs) fails too. ``render`` writes the tables back from the runs.
 """
 
 from __future__ import annotations
@@ -108,9 +109,28 @@ def render(text: str, folder: Path = RESULTS_DIR) -> str:
     return BLOCK.sub(one, text)
 
 
+def unbacked_tables(text: str) -> list[str]:
+    """One line for each Markdown table of ``text`` outside the run markers whose body holds a digit: a
+    table of figures that no stored run backs."""
+    outside = BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    problems, lines = [], outside.splitlines()
+    start = None
+    for number, line in enumerate([*lines, ""], 1):
+        if line.startswith("|"):
+            start = number if start is None else start
+            continue
+        if start is not None:
+            body = _cells("\n".join(lines[start - 1:number - 1]))[1:]
+            if any(re.search(r"\d", cell) for row in body for cell in row):
+                problems.append(f"table at line {start} ({lines[start - 1][:60]!r}): figures without a stored run")
+            start = None
+    return problems
+
+
 def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
-    """Every difference between the marked tables of ``text`` and their stored runs, one line each."""
-    problems = []
+    """Every difference between the marked tables of ``text`` and their stored runs, and every table of
+    figures outside the markers, one line each."""
+    problems = unbacked_tables(text)
     blocks = list(BLOCK.finditer(text))
     if not blocks:
         problems.append("no table marked <!-- run: FILE --> ... <!-- /run -->")

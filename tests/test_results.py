@@ -94,3 +94,11 @@ def test_an_experiment_table_becomes_a_stored_run(results, tmp_path: Path) -> No
     assert [r[0] for r in run["table"]["rows"]] == ["30 anchors", "9 anchors"]
     assert run["table"]["rows"][1] == [table[1][k] for k in run["table"]["header"]]
     assert run["command"] == "eic-build experiment components" and run["machine"] == "CPU: test"
+
+
+def test_a_table_of_figures_outside_the_markers_fails(results, tmp_path: Path) -> None:
+    text = (ROOT / "RESULTS.md").read_text()
+    typed = "\n## Typed by hand\n\n| Method | AR@100 |\n|---|---:|\n| rpn | 41.20 |\n\n"
+    problems = results.check(text + typed)
+    assert len(problems) == 1 and "figures without a stored run" in problems[0] and "| Method | AR@100 |" in problems[0]
+    assert results.check(text + "\n| step | note |\n|---|---|\n| read | streamed |\n") == []  # words, no figures
