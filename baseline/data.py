@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import Dataset
 
 from eic_builder.boxes import flip_horizontally, scale_boxes
+from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import OptionError
 from eic_builder.image_batches import bytes_tensor, decode_cpu, normalise
-from eic_builder.image_source import ImageReader, ImageRef, decoding, image_refs, image_root
-from eic_builder.manifest import read_manifest
+from eic_builder.image_source import ImageReader, ImageRef, decoding
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,15 @@ class Record:
 def load_records(manifest_dir: str | os.PathLike[str],
                  root: str | os.PathLike[str] | None = None) -> tuple[list[Record], str]:
     """Records of the images that have files and boxes, and the image root (``root`` or the scan's)."""
-    manifest = read_manifest(manifest_dir)
-    by_image: dict[str, list[list[float]]] = {}
-    columns = manifest.boxes.select(["image_id", "x1", "y1", "x2", "y2"]).to_pydict()
-    for i, x1, y1, x2, y2 in zip(columns["image_id"], columns["x1"], columns["y1"], columns["x2"], columns["y2"]):
-        by_image.setdefault(i, []).append([x1, y1, x2, y2])
-    records = []
+    manifest = Manifest.open(manifest_dir, root=root)
+    by_image = manifest.boxes_by_image()
     rows = manifest.images.select(["image_id", "label", "width", "height", "has_image"]).to_pylist()
-    for row, ref in zip(rows, image_refs(manifest.images)):
-        if not row["has_image"] or row["image_id"] not in by_image:
-            continue
-        boxes = torch.tensor(by_image.get(row["image_id"], []), dtype=torch.float32).reshape(-1, 4)
-        records.append(Record(row["image_id"], ref, row["label"], row["width"], row["height"], boxes))
+    records = [Record(row["image_id"], ref, row["label"], row["width"], row["height"],
+                      torch.from_numpy(by_image[row["image_id"]]))
+               for row, ref in zip(rows, manifest.refs) if row["has_image"] and row["image_id"] in by_image]
     if not records:
         raise OptionError(f"manifest {manifest_dir} has no images with files and boxes")
-    return records, image_root(manifest.meta, root)
+    return records, manifest.image_root()
 
 
 def resized_size(width: int, height: int, scale: int, max_size: int) -> tuple[int, int]:

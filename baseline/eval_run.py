@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,11 +24,12 @@ from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, propo
 from baseline.peers import selective_search, sliding_window
 from baseline.proposals import ProposalConfig, propose
 from baseline.report import metrics_markdown, recall_plot
+from eic_builder.atomic_files import write_text
 from eic_builder.choices import PEER_METHODS as METHODS
+from eic_builder.dataset.tables import to_table, write_table
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader
-from eic_builder.manifest import to_table, write_table, write_text
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: torch.device, amp: bool):
     if method == "rpn":
-        from baseline.engine import model_from_checkpoint
+        from baseline.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(checkpoint)
         model.to(device)
@@ -52,13 +54,30 @@ def _device_line(device: torch.device) -> str | None:
     return f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else None
 
 
-def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str | None,
-                     methods: list[str], cfg: ProposalConfig | None = None, recall_k: int = 300,
-                     device: str = "auto", amp: bool = False, max_images: int | None = None,
-                     root: str | os.PathLike[str] | None = None) -> dict[str, dict]:
-    """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc;
-    ``root`` is the image root (``--root``; default: the manifest's)."""
-    cfg = cfg or ProposalConfig()
+@dataclass(frozen=True)
+class EvalOptions:
+    """The knobs of ``eval-baseline``: the RPN ``checkpoint`` (scored as ``rpn`` when given) and the peer
+    ``methods`` (:data:`METHODS`), the ``proposals`` settings (scales, NMS, top k), ``recall_k`` (the
+    proposals Rec@0.5 counts), ``device``, ``amp`` (bf16 autocast on CUDA), ``max_images`` (the first N
+    images only) and ``root`` (the image root, ``--root``; default: the manifest's)."""
+
+    checkpoint: str | None = None
+    methods: Sequence[str] = ()
+    proposals: ProposalConfig | None = None
+    recall_k: int = 300
+    device: str = "auto"
+    amp: bool = False
+    max_images: int | None = None
+    root: str | os.PathLike[str] | None = None
+
+
+def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str],
+                     options: EvalOptions | None = None) -> dict[str, dict]:
+    """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
+    options = options or EvalOptions()
+    checkpoint, methods, recall_k, max_images = options.checkpoint, options.methods, options.recall_k, \
+        options.max_images
+    cfg = options.proposals or ProposalConfig()
     cfg.validate()
     if recall_k < 1:
         raise OptionError(f"`recall_k`={recall_k} must be >= 1")
@@ -70,8 +89,8 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         raise OptionError("nothing to evaluate: give `checkpoint` CKPT and/or `methods` NAME")
     if max_images is not None and max_images < 1:
         raise OptionError(f"`max_images` {max_images} must be >= 1")
-    dev = resolve_device(device)
-    records, root = load_records(manifest_dir, root)
+    dev = resolve_device(options.device)
+    records, root = load_records(manifest_dir, options.root)
     reader = ImageReader(root)
     records = records[:max_images] if max_images else records
     out = Path(out)
@@ -81,7 +100,7 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     write_text(out / "gt_coco.json", json.dumps(gt_json))
     results: dict[str, dict] = {}
     for name in names:
-        fn = _proposer(name, checkpoint, cfg, dev, amp)
+        fn = _proposer(name, checkpoint, cfg, dev, options.amp)
         found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         t0 = time.perf_counter()
         for record in progress(records, desc=name, unit="img"):
@@ -92,8 +111,8 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         metrics["seconds_per_image"] = took / max(1, len(records))
         results[name] = metrics
         log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", name, metrics["AR@100"], recall_k, metrics[f"Rec@0.5@{recall_k}"])
+    from eic_builder.dataset.tables import command_line
     from eic_builder.hardware import machine_line
-    from eic_builder.manifest import command_line
 
     # what a stored run needs (benchmarks/results.py import): the command, the machine, the date
     doc = {"manifest": str(Path(manifest_dir).resolve()), "checkpoint": checkpoint, "proposal_config": asdict(cfg),

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from eic_builder.boxes import to_xywh
+from eic_builder.boxes import batched_iou, box_areas, to_xywh
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)
 AREA_RANGES = {"all": (0.0, 1e5**2), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e5**2)}
@@ -33,13 +33,7 @@ def _iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """IoU of (N, D, 4) proposals with (N, G, 4) boxes, x1y1x2y2, in float64: (N, D, G).
     torchvision's ``box_iou`` formula, batched (torch's kernels use every core); a padding box (all
     zeros) has IoU 0 with everything."""
-    d, g = torch.from_numpy(dets), torch.from_numpy(gts)
-    lt = torch.maximum(d[:, :, None, :2], g[:, None, :, :2])
-    wh = (torch.minimum(d[:, :, None, 2:], g[:, None, :, 2:]) - lt).clamp_(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_d = (d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])
-    area_g = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
-    return torch.nan_to_num_(inter / (area_d[:, :, None] + area_g[:, None, :] - inter), nan=0.0).numpy()
+    return batched_iou(torch.from_numpy(dets), torch.from_numpy(gts)).numpy()
 
 
 def _match_ranks(iou: np.ndarray, ignore: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -91,7 +85,7 @@ def recall_table(gts: Mapping[str, torch.Tensor], proposals: Mapping[str, torch.
         if len(gt) == 0:
             continue
         gt = gt.double().numpy()
-        areas = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
+        areas = box_areas(gt)
         ignore = (areas < lo) | (areas > hi)
         total += int(np.count_nonzero(~ignore))
         dets = proposals.get(image_id)

@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from baseline.config import TrainConfig
+from eic_builder.atomic_files import write_text
 from eic_builder.choices import EXPERIMENTS, PEER_METHODS, SAMPLING_STRATEGIES
 from eic_builder.errors import OptionError, check_choice
-from eic_builder.manifest import write_text
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _commands(plan: ExperimentPlan, cfg: TrainConfig | None, row: Row, folder: P
 def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
     """Train and score one row, or read its result file when an earlier call finished it."""
     from baseline.engine import train
-    from baseline.eval_run import evaluate_methods
+    from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig
 
     proposals = ProposalConfig(scales=plan.scales)
@@ -205,7 +205,8 @@ def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
     folder.mkdir(parents=True, exist_ok=True)
     commands = _commands(plan, cfg, row, folder, scored)
     if cfg is None:
-        metrics = evaluate_methods(plan.test, scored, None, [row.method], proposals, root=plan.root)[row.method]
+        metrics = evaluate_methods(plan.test, scored, EvalOptions(checkpoint=None, methods=[row.method],
+                                                                  proposals=proposals, root=plan.root))[row.method]
         iterations = seconds = None
     else:
         run = folder / "run"
@@ -218,8 +219,8 @@ def run_row(plan: ExperimentPlan, row: Row, out: Path) -> RowResult:
                                             "seconds": time.perf_counter() - t0}))
         trained_doc = json.loads(trained.read_text())
         iterations, seconds = trained_doc["iterations"], trained_doc["seconds"]
-        metrics = evaluate_methods(plan.test, scored, str(run / "last.pt"), [], proposals,
-                                   device=cfg.device, root=plan.root)["rpn"]
+        options = EvalOptions(checkpoint=str(run / "last.pt"), proposals=proposals, device=cfg.device, root=plan.root)
+        metrics = evaluate_methods(plan.test, scored, options)["rpn"]
     kept = {k: float(metrics[k]) for k in METRICS}
     write_text(done, json.dumps({"label": row.label, "metrics": kept, "commands": commands,
                                  "iterations": iterations, "train_seconds": seconds,
@@ -303,19 +304,18 @@ def check_plan_inputs(plan: ExperimentPlan) -> None:
     import pyarrow.compute as pc
 
     from baseline.proposals import ProposalConfig
-    from eic_builder.image_source import image_root
-    from eic_builder.manifest import manifest_fingerprint, read_manifest
+    from eic_builder.dataset.manifest import Manifest
 
     ProposalConfig(scales=plan.scales).validate()
     fingerprints = {}
     for option, path in [("trains", p) for _, p in plan.trains] + [("test", plan.test)]:
         if not Path(path).is_dir():
             raise OptionError(f"`{option}` {path}: no such manifest folder")
-        manifest = read_manifest(path, box_columns=["image_id"])
+        manifest = Manifest.open(path, root=plan.root, box_columns=["image_id"])
         if not pc.any(manifest.images["has_image"]).as_py():
             raise OptionError(f"`{option}` {path}: the manifest has no image with a file to train or score on")
-        image_root(manifest.meta, plan.root)
-        fingerprints[path] = manifest_fingerprint(manifest.images)
+        manifest.image_root()
+        fingerprints[path] = manifest.fingerprint()
     for _, path in plan.trains:
         if Path(path).resolve() == Path(plan.test).resolve() or fingerprints[path] == fingerprints[plan.test]:
             raise OptionError(f"`test` {plan.test} holds the same images as `trains` {path}: scores on training "
@@ -359,8 +359,8 @@ def run_experiment(plan: ExperimentPlan, out: str | os.PathLike[str],
     writer.writeheader()
     writer.writerows(table)
     write_text(out / "table.csv", buffer.getvalue())
+    from eic_builder.dataset.tables import command_line
     from eic_builder.hardware import machine_line
-    from eic_builder.manifest import command_line
 
     # the command, machine and date make it a stored run (benchmarks/results.py import)
     write_text(out / "table.json", json.dumps({"experiment": plan.name, "rows": [asdict(r) for r in results],

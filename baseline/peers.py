@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from eic_builder.boxes import box_areas
 from eic_builder.errors import OptionError
 
 
@@ -55,6 +56,6 @@ def sliding_window(image: torch.Tensor, top_k: int = 1000) -> tuple[torch.Tensor
             boxes.append(np.stack([gx.ravel(), gy.ravel(), gx.ravel() + bw, gy.ravel() + bh], 1))
     b = np.concatenate(boxes).astype(np.float32)
     centre = np.hypot((b[:, 0] + b[:, 2]) / 2 - w / 2, (b[:, 1] + b[:, 3]) / 2 - h / 2) / np.hypot(w, h)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (w * h)
+    area = box_areas(b) / (w * h)
     order = np.lexsort((-area, np.round(centre, 3)))[:top_k]
     return torch.from_numpy(b[order]), torch.from_numpy(1.0 / (1.0 + np.arange(len(order), dtype=np.float32)))

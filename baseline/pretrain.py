@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: N812 - PyTorch's own idiom
 from torch import nn
 from torch.utils.data import Dataset
 
+from baseline.checkpoint import save_atomically
 from baseline.config import PretrainConfig
 from baseline.data import read_rgb
 from baseline.encoders import build_encoder
@@ -38,14 +39,14 @@ from baseline.engine import (
     open_run,
     parallel_model,
     run_loop,
-    save_atomically,
     setup_process,
 )
 from baseline.sampling import BatchPlan, PlannedBatches
+from eic_builder.atomic_files import write_text
+from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.image_batches import normalise
-from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
-from eic_builder.manifest import read_manifest, write_text
+from eic_builder.image_source import ImageReader, ImageRef
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,10 @@ class LabelledImages:
 
 def labelled_images(manifest_dir: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
                     ) -> LabelledImages:
-    manifest = read_manifest(manifest_dir, box_columns=["image_id"])
+    manifest = Manifest.open(manifest_dir, root=root, box_columns=["image_id"])
     rows = manifest.images.select(["label", "has_image"]).to_pylist()
-    kept = [(ref, row["label"]) for row, ref in zip(rows, image_refs(manifest.images))
-            if row["has_image"] and row["label"]]
-    return LabelledImages([r for r, _ in kept], [lb for _, lb in kept], image_root(manifest.meta, root))
+    kept = [(ref, row["label"]) for row, ref in zip(rows, manifest.refs) if row["has_image"] and row["label"]]
+    return LabelledImages([r for r, _ in kept], [lb for _, lb in kept], manifest.image_root())
 
 
 @torch.no_grad()

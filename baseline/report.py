@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from baseline.evaluation import IOU_THRESHOLDS
-from eic_builder.manifest import write_bytes
+from eic_builder.atomic_files import write_bytes
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 

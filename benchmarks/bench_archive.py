@@ -35,9 +35,9 @@ import numpy as np
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
 import eic_builder.scan.archives as archives
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.hardware import machine_line
 from eic_builder.image_source import ImageReader, image_refs
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 
 

@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eic_builder.dataset.manifest import write_manifest
+from eic_builder.dataset.tables import empty_table, to_table
 from eic_builder.hardware import machine_line
-from eic_builder.manifest import empty_table, to_table, write_manifest
 from eic_builder.reference_lists import data_manifests_dir
 
 REAL = {"train": 1_281_167, "val": 50_000, "pool": 14_197_122}
@@ -131,7 +132,7 @@ _MEASURE = textwrap.dedent("""
     t0 = time.perf_counter()
     inputs = [Path(p) for p in sys.argv[2:5]]
     if sys.argv[1] == "read":
-        from eic_builder.manifest import read_manifest
+        from eic_builder.dataset.manifest import read_manifest
         rows = sum(read_manifest(p).images.num_rows for p in inputs)
     else:
         from eic_builder.assemble import AssembleOptions, assemble

@@ -123,9 +123,9 @@ def bench_quality() -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from eic_builder.audit import audit_manifests
+    from eic_builder.audit import AuditOptions, audit_manifests
+    from eic_builder.dataset.manifest import read_manifest, write_manifest
     from eic_builder.features import FeatureConfig, extract_features
-    from eic_builder.manifest import read_manifest, write_manifest
     from eic_builder.planted_copies import TRANSFORMS, plant_copies, score_planted
     from eic_builder.scan.scanner import scan
 
@@ -150,8 +150,8 @@ def bench_quality() -> None:
             copies = plant_copies(d / "val", s / "planted", per_transform=10, seed=seed)
             scan(s / "planted" / "images", s / "train", split="train")
             extract_features(s / "train", s / "ftrain", config)
-            audit_manifests([d / "val", s / "train"], s / "audit", features={"val": d / "fval", "train": s / "ftrain"},
-                            device="cpu")
+            features = {"val": d / "fval", "train": s / "ftrain"}
+            audit_manifests([d / "val", s / "train"], s / "audit", AuditOptions(features=features, device="cpu"))
             for method, row in score_planted(pq.read_table(s / "audit" / "pairs.parquet"), copies).items():
                 print(f"| {seed} | {method} | {row['pairs']:.0f} | {row['precision']:.2f} | "
                       + " | ".join(f"{row[t]:.1f}" for t in TRANSFORMS) + " |")

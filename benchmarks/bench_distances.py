@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eic_builder.dataset.feature_shards import features_table
+from eic_builder.dataset.schemas import FEATURE_ROW_GROUP
+from eic_builder.dataset.tables import write_table
 from eic_builder.hardware import machine_line, sequential_read_rate
-from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
 
 SHARD_ROWS = 50_000
 

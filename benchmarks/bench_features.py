@@ -33,10 +33,12 @@ import torch
 
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
+from eic_builder.dataset.feature_shards import features_table
+from eic_builder.dataset.schemas import FEATURE_ROW_GROUP
+from eic_builder.dataset.tables import write_table
 from eic_builder.devices import resolve_device
 from eic_builder.features import FeatureConfig, build_model, extract_features, manifest_items
 from eic_builder.hardware import machine_line, matmul_rate, resolve_dtype
-from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, write_table
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import DEMO_WNIDS
 

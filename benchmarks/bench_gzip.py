@@ -33,9 +33,9 @@ import numpy as np
 
 os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
+from eic_builder.dataset.manifest import read_manifest, resolve_image_root
 from eic_builder.hardware import machine_line
-from eic_builder.image_source import ImageReader, image_refs, image_root
-from eic_builder.manifest import read_manifest
+from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.scan.scanner import scan
 
 SHARED_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ilsvrc2012_val_1300" / "val"
@@ -113,7 +113,7 @@ def main() -> None:
         ours.append(time.perf_counter() - t0)
     m = read_manifest(out)
     refs = image_refs(m.images)
-    reader = ImageReader(image_root(m.meta))
+    reader = ImageReader(resolve_image_root(m.meta))
     rng = np.random.default_rng(0)
     times = []
     for i in rng.choice(len(refs), min(args.reads, len(refs)), replace=False):

@@ -20,9 +20,10 @@ os.environ.setdefault("EIC_NO_PROGRESS", "1")
 
 import torch
 
+from baseline.checkpoint import model_from_checkpoint
 from baseline.config import TrainConfig
 from baseline.data import load_records, read_rgb
-from baseline.engine import model_from_checkpoint, train
+from baseline.engine import train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
 from eic_builder.devices import resolve_device, synchronize
 from eic_builder.hardware import machine_line

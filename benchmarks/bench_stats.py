@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eic_builder.dataset.manifest import read_manifest, write_manifest
+from eic_builder.dataset.tables import empty_table, to_table
 from eic_builder.hardware import machine_line
-from eic_builder.manifest import empty_table, read_manifest, to_table, write_manifest
 from eic_builder.stats import compute_split_stats
 
 

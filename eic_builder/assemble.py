@@ -33,77 +33,26 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eic_builder.choices import SHORT_POLICIES
-from eic_builder.errors import OptionError, check_choice
-from eic_builder.image_source import ImageReader, image_refs, image_root
-from eic_builder.manifest import (
-    IMAGES_SCHEMA,
-    MANIFEST_FILES,
-    derived_metadata,
-    empty_table,
-    manifest_meta,
-    read_rows,
-    read_table,
-    to_table,
-    write_manifest,
-)
+from eic_builder.assemble_options import ILSVRC_SPLITS, AssembleOptions, AssembleResult
+from eic_builder.assemble_report import write_report
+from eic_builder.dataset.manifest import Manifest, write_manifest
+from eic_builder.dataset.rows import RejectRow, rows_table
+from eic_builder.dataset.schemas import IMAGES_SCHEMA
+from eic_builder.dataset.tables import derived_metadata, empty_table, read_table
+from eic_builder.errors import OptionError
+from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.progress import progress
 
 log = logging.getLogger(__name__)
-
-ILSVRC_SPLITS = ("train", "val")
-# The paper's "Extended ImageNet" columns (dataset table slide).
-PAPER = {"classes": 2686, "train_images": 2_456_727, "val_images": 273_140, "train_per_class": (251, 1300),
-         "val_per_class": (34, 50)}
-
-
-@dataclass(frozen=True)
-class AssembleOptions:
-    """The knobs of ``assemble`` (see the module docstring for the rules they drive)."""
-
-    val_per_class: int = 50
-    max_train_per_class: int = 1300
-    min_train_per_class: int = 1
-    seed: int = 0
-    short: str = "skip"
-    hash_workers: int = 8
-
-    def validate(self) -> None:
-        check_choice("short", self.short, SHORT_POLICIES)
-        if self.val_per_class < 1:
-            raise OptionError(f"`val_per_class`={self.val_per_class} must be >= 1")
-        if self.max_train_per_class < 1:
-            raise OptionError(f"`max_train_per_class`={self.max_train_per_class} must be >= 1")
-        if not 0 <= self.min_train_per_class <= self.max_train_per_class:
-            raise OptionError(f"`min_train_per_class`={self.min_train_per_class} must be in "
-                              f"[0, `max_train_per_class`={self.max_train_per_class}]")
-        if self.hash_workers < 1:
-            raise OptionError(f"`hash_workers`={self.hash_workers} must be >= 1")
-
-
-@dataclass
-class AssembleResult:
-    """What ``assemble`` wrote and every rule's effect (image counts unless named otherwise)."""
-
-    out: Path
-    classes_listed: int
-    classes: dict[str, int]  # split -> classes with images
-    images: dict[str, int]
-    boxes: dict[str, int]
-    per_class: dict[str, tuple[int, int]]  # split -> (min, max) images per class
-    effects: dict[str, int] = field(default_factory=dict)
-    short_classes: list[tuple[str, int]] = field(default_factory=list)  # (wnid, train images)
-    missing_classes: list[str] = field(default_factory=list)
-    absent_classes: list[str] = field(default_factory=list)  # listed, but no image with a file in any input
-
 
 def rank_key(image_id: str, seed: int) -> int:
     """The deterministic draw order of an image: the first 8 bytes of ``sha1(seed:image_id)``."""
@@ -122,7 +71,7 @@ class _Inputs:
     provenance, that root, and the counts of the rows left out while reading."""
 
     frame: pd.DataFrame
-    metas: list[dict]
+    manifests: list[Manifest]
     common: str
     not_eic: int = 0
     wrong_role: int = 0
@@ -132,9 +81,9 @@ def _read_inputs(paths: list[Path], source_of: dict[str, str]) -> _Inputs:
     """Read the input images an EIC class and its role can use, streamed: a 14-million-row ImageNet-21K
     manifest costs the rows of EIC classes, not its size. An ILSVRC class's images come from the
     train/val manifests and a new class's from the pool; the rest are counted, never held."""
-    metas = [manifest_meta(p) for p in paths]
-    roots = [image_root(meta, remedy=f"the images of {path} must be where it was scanned (or scan them again)")
-             for meta, path in zip(metas, paths)]
+    manifests = [Manifest.open(p) for p in paths]
+    roots = [m.image_root(f"the images of {m.directory} must be where it was scanned (or scan them again)")
+             for m in manifests]
     common = os.path.commonpath([os.path.abspath(r) for r in roots])
     eic = pa.array(sorted(source_of), pa.string())
     ilsvrc = pa.array(sorted(w for w, s in source_of.items() if s == "ilsvrc1k"), pa.string())
@@ -151,16 +100,16 @@ def _read_inputs(paths: list[Path], source_of: dict[str, str]) -> _Inputs:
         return keep
 
     frames = []
-    for number, (path, root) in enumerate(zip(paths, roots)):
+    for number, (manifest, root) in enumerate(zip(manifests, roots)):
         prefix = os.path.relpath(os.path.abspath(root), common).replace(os.sep, "/")
         prefix = "" if prefix == "." else prefix
-        images = read_rows(path / MANIFEST_FILES["images"], "images", usable)
+        images = manifest.read_rows("images", usable)
         for name in ("path", "annotation", "archive"):
             images = images.set_column(images.schema.get_field_index(name), name, _rebase(images[name], prefix))
         frame = images.to_pandas()
         frame["manifest"] = number
         frames.append(frame)
-    return _Inputs(pd.concat(frames, ignore_index=True), metas, common, counts["not_eic"], counts["wrong_role"])
+    return _Inputs(pd.concat(frames, ignore_index=True), manifests, common, counts["not_eic"], counts["wrong_role"])
 
 
 def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:
@@ -264,15 +213,15 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     present = set(train["label"]) | set(val["label"])
     missing = sorted(set(source_of) - present)
 
-    meta = derived_metadata({str(p): m for p, m in zip(paths, inputs.metas)}, source_root=common,
+    meta = derived_metadata({str(p): m.meta for p, m in zip(paths, inputs.manifests)}, source_root=common,
                             assembled_from=[str(p) for p in paths], seed=options.seed,
                             val_per_class=options.val_per_class, max_train_per_class=options.max_train_per_class,
                             min_train_per_class=options.min_train_per_class)
     counts: dict[str, dict] = {"classes": {}, "images": {}, "boxes": {}, "per_class": {}}
-    box_tables = _boxes_of(paths, [train, val])
+    box_tables = _boxes_of(inputs.manifests, [train, val])
     for split, part in (("train", train), ("val", val)):
         images, boxes = _split_tables(split, part, box_tables)
-        split_rejects = _rejects_table([r for r in rejects if r[5] == split])
+        split_rejects = _rejects_table([r.row for r in rejects if r.split == split])
         write_manifest(out / split, images, boxes, split_rejects, {**meta, "part": split})
         per = part["label"].value_counts()
         counts["classes"][split] = len(per)
@@ -281,31 +230,33 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
         counts["per_class"][split] = (int(per.min()), int(per.max())) if len(per) else (0, 0)
     result = AssembleResult(out, len(source_of), counts["classes"], counts["images"], counts["boxes"],
                             counts["per_class"], dict(effects), short, missing, absent)
-    from eic_builder.assemble_report import write_report
 
     write_report(result, out / "report.md", options, meta)
     return result
 
 
-def _reject_row(row, reason: str, detail: str) -> tuple:
-    """A rejects row for an image left out, remembering which output it would have gone to."""
-    bound = "train" if row.role in ("train", "pool") else "val"
-    return (row.path, row.image_id, "file", reason, detail, bound)
+class _LeftOut(NamedTuple):
+    """The reject row of an image left out, and the output (``train`` or ``val``) it would have gone to."""
+
+    row: RejectRow
+    split: str
 
 
-def _rejects_table(rows: list[tuple]) -> pa.Table:
-    rows = sorted(r[:5] for r in rows)
-    names = ("path", "image_id", "level", "reason", "detail")
-    return to_table("rejects", {n: [r[k] for r in rows] for k, n in enumerate(names)})
+def _reject_row(row, reason: str, detail: str) -> _LeftOut:
+    return _LeftOut(RejectRow(row.path, row.image_id, "file", reason, detail),
+                    "train" if row.role in ("train", "pool") else "val")
 
 
-def _boxes_of(paths: list[Path], parts: list[pd.DataFrame]) -> list[pa.Table]:
+def _rejects_table(rows: list[RejectRow]) -> pa.Table:
+    return rows_table("rejects", sorted(rows), RejectRow)
+
+
+def _boxes_of(manifests: list[Manifest], parts: list[pd.DataFrame]) -> list[pa.Table]:
     """The boxes of the images of ``parts``, per input manifest, streamed (only those rows are held)."""
     tables = []
-    for number, path in enumerate(paths):
+    for number, manifest in enumerate(manifests):
         ids = pa.array(pd.concat([p.loc[p["manifest"] == number, "image_id"] for p in parts]).tolist(), pa.string())
-        tables.append(read_rows(path / MANIFEST_FILES["boxes"], "boxes",
-                                lambda batch, ids=ids: pc.is_in(batch["image_id"], ids)))
+        tables.append(manifest.read_rows("boxes", lambda batch, ids=ids: pc.is_in(batch["image_id"], ids)))
     return tables
 
 

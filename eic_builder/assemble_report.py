@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eic_builder.manifest import write_text
-
-if TYPE_CHECKING:
-    from eic_builder.assemble import AssembleOptions, AssembleResult
+from eic_builder.assemble_options import PAPER, AssembleOptions, AssembleResult
+from eic_builder.atomic_files import write_text
 
 
 def _range(pair: tuple[int, int]) -> str:
@@ -28,7 +26,6 @@ def absent_line(result: AssembleResult, most: int) -> str:
 
 def report_text(result: AssembleResult, options: AssembleOptions, meta: dict[str, Any]) -> str:
     """The report as Markdown."""
-    from eic_builder.assemble import PAPER
 
     lines = [
         "# EIC assembly report", "",

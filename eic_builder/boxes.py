@@ -72,6 +72,25 @@ def scale_boxes(boxes, fx: float, fy: float):
     return boxes * np.asarray([fx, fy, fx, fy], dtype=np.asarray(boxes).dtype)
 
 
+def box_areas(boxes):
+    """Areas ``w * h`` in square pixels of (..., 4) corners (torch or numpy): shape (...)."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def batched_iou(dets, gts):
+    """IoU of (N, D, 4) corners with (N, G, 4) corners, image by image, as torch tensors: (N, D, G).
+
+    torchvision's ``box_iou`` formula, batched over the first axis; a padding box (all zeros) has IoU 0
+    with everything (0 / 0 is taken as 0)."""
+    import torch
+
+    lt = torch.maximum(dets[:, :, None, :2], gts[:, None, :, :2])
+    wh = (torch.minimum(dets[:, :, None, 2:], gts[:, None, :, 2:]) - lt).clamp_(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_areas(dets)[:, :, None] + box_areas(gts)[:, None, :] - inter
+    return torch.nan_to_num_(inter / union, nan=0.0)
+
+
 def flip_horizontally(boxes, width: float):
     """(N, 4) corners (torch or numpy) of an image of ``width`` pixels mirrored left-right:
     ``x1' = width - x2``, ``x2' = width - x1`` (corners are continuous, 0..width)."""

@@ -282,7 +282,7 @@ def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | No
 def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_side: float, small_px: float,
                twisted_ratio: float, audit_dir: Path | None, keep_one: bool) -> None:
     """Write a filtered copy of the manifest SRC (boxes, and images left without boxes, removed)."""
-    from eic_builder.filters import filter_manifest, parse_flags
+    from eic_builder.filters import FilterOptions, filter_manifest, parse_flags
 
     exclude = None
     if keep_one and audit_dir is None:
@@ -291,7 +291,8 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
         from eic_builder.audit.exclude import images_to_exclude
 
         exclude = images_to_exclude(src, audit_dir, keep_one)
-    r = filter_manifest(src, out, parse_flags(drop), parse_flags(keep), min_side, small_px, twisted_ratio, exclude)
+    r = filter_manifest(src, out, FilterOptions(drop=parse_flags(drop), keep=parse_flags(keep), min_side=min_side,
+                                                small_px=small_px, twisted_ratio=twisted_ratio, exclude=exclude))
     if audit_dir is not None:
         click.echo(f"excluded {r.excluded_images} images found in the audit {audit_dir} (now rows of rejects.parquet)")
     click.echo(f"removed {r.removed_boxes} boxes, {r.removed_images} images; "
@@ -322,7 +323,7 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 
     eic = None
     if classes_file is not None:
-        from eic_builder.manifest import read_table
+        from eic_builder.dataset.tables import read_table
 
         eic = frozenset(read_table(classes_file, "eic_classes")["wnid"].to_pylist())
     from eic_builder.stats import parse_named_dirs
@@ -333,7 +334,7 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
     if out is None:
         click.echo(text, nl=False)
     else:
-        from eic_builder.manifest import write_text
+        from eic_builder.atomic_files import write_text
 
         write_text(out, text)
         click.echo(f"wrote {out}")
@@ -415,7 +416,8 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
     neither an ancestor nor a descendant of one, and has enough images; the choice
     keeps WordNet's top-level categories (lexnames) balanced. See CLI.md.
     """
-    from eic_builder.expand import ExpandOptions, expand_classes, explain, write_expansion
+    from eic_builder.expand import ExpandOptions, expand_classes, explain
+    from eic_builder.expand_report import write_expansion
     from eic_builder.reference_lists import data_manifests_dir
     from eic_builder.wordnet import load_wordnet_index
 
@@ -476,9 +478,10 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
     are converted exactly: COCO [x, y, w, h], VOC 1-based corners, hf [x, y, w, h]; scanning the
     export gives the manifest's boxes back. Only images with a file are exported.
     """
-    from eic_builder.export import export_manifests
+    from eic_builder.export import ExportOptions, export_manifests
 
-    r = export_manifests(manifests, out, fmt, materialize, labels, root, wordnet_dir)
+    r = export_manifests(manifests, out, ExportOptions(fmt=fmt, materialize=materialize, labels=labels, root=root,
+                                                       wordnet_dir=wordnet_dir))
     for name, n_images, n_boxes in r.splits:
         click.echo(f"{name}: {n_images:,} images, {n_boxes:,} boxes")
     if r.without_file:
@@ -528,12 +531,14 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...],
 
     Reports train/val leakage: `filter SRC --exclude-audit OUT` removes the copies from SRC.
     """
-    from eic_builder.audit import audit_manifests, parse_methods
+    from eic_builder.audit import AuditOptions, audit_manifests, parse_methods
     from eic_builder.stats import parse_named_dirs
 
-    r = audit_manifests(manifests, out, dict(parse_named_dirs(features)) if features else None,
-                        parse_methods(methods) if methods else None, phash_threshold, min_cosine, whiten_dims, index,
-                        device, workers, root)
+    options = AuditOptions(features=dict(parse_named_dirs(features)) if features else None,
+                           methods=parse_methods(methods) if methods else None, phash_threshold=phash_threshold,
+                           min_cosine=min_cosine, whiten_dims=whiten_dims, index=index, device=device,
+                           workers=workers, root=root)
+    r = audit_manifests(manifests, out, options)
     click.echo(f"{r.n_images:,} images in {', '.join(r.names)}; pairs: "
                + ", ".join(f"{m} {n:,}" for m, n in r.pairs.items())
                + f"; {r.n_groups:,} groups of {r.n_grouped:,} images")
@@ -691,12 +696,13 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
     click.echo(f"trained to iteration {result.iteration} on {result.device} ({result.images_per_second:.1f} img/s), "
                f"last loss {result.last_loss:.4f}; checkpoint {result.checkpoint}")
     if val is not None:
-        from baseline.eval_run import evaluate_methods
+        from baseline.eval_run import EvalOptions, evaluate_methods
         from baseline.proposals import ProposalConfig
 
         scale = int(sum(cfg.train_scales) / len(cfg.train_scales))
-        res = evaluate_methods(val, out / "val_eval", str(result.checkpoint), [],
-                               ProposalConfig(scales=(scale,), top_k=1000), device=cfg.device, root=root)["rpn"]
+        options = EvalOptions(checkpoint=str(result.checkpoint), proposals=ProposalConfig(scales=(scale,), top_k=1000),
+                              device=cfg.device, root=root)
+        res = evaluate_methods(val, out / "val_eval", options)["rpn"]
         click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
 
 
@@ -771,12 +777,13 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
              recall_k: int, max_images: int | None, device: str, amp: bool, root: Path | None) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
-    from baseline.eval_run import evaluate_methods
+    from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig
 
     cfg = ProposalConfig(scales=_ints(scales), top_k=top_k)
-    evaluate_methods(manifest, out, str(checkpoint) if checkpoint else None, list(methods), cfg, recall_k, device,
-                     amp, max_images, root=root)
+    evaluate_methods(manifest, out, EvalOptions(checkpoint=str(checkpoint) if checkpoint else None,
+                                                methods=list(methods), proposals=cfg, recall_k=recall_k,
+                                                device=device, amp=amp, max_images=max_images, root=root))
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
 

@@ -196,7 +196,7 @@ def class_sums_from_batches(batches: Iterable[tuple[Sequence[str | None], np.nda
 
 def feature_distances(feature_dir: str | os.PathLike[str], batch_rows: int = 4096) -> DistanceStats:
     """Distances over every shard of a features directory, streamed ``batch_rows`` at a time."""
-    from eic_builder.manifest import iter_feature_batches
+    from eic_builder.dataset.feature_shards import iter_feature_batches
 
     labels = _shard_labels(feature_dir)
     acc = class_sums_from_batches(_prefetch(iter_feature_batches(feature_dir, batch_rows)), labels)
@@ -229,7 +229,8 @@ def _prefetch(iterable: Iterable, depth: int = 2) -> Iterable:
 def _shard_labels(feature_dir: str | os.PathLike[str]) -> list[str]:
     import pyarrow.compute as pc
 
-    from eic_builder.manifest import feature_shards, read_table
+    from eic_builder.dataset.feature_shards import feature_shards
+    from eic_builder.dataset.tables import read_table
 
     seen: set[str] = set()
     for shard in feature_shards(feature_dir):

@@ -26,8 +26,8 @@ wnid. Same inputs, same bytes out.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +35,9 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.choices import POOLS
+from eic_builder.dataset.manifest import read_manifest
+from eic_builder.dataset.schemas import EIC_CLASSES_SCHEMA
 from eic_builder.errors import OptionError, WordNetError
-from eic_builder.manifest import EIC_CLASSES_SCHEMA, read_manifest, write_table
 from eic_builder.reference_lists import (
     MIN500_FILE,
     POOL_FILES,
@@ -151,8 +152,27 @@ def base_classes(options: ExpandOptions) -> list[str]:
     return base
 
 
-def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()) -> Expansion:
-    """Apply the rules of this module; raises :class:`OptionError` when too few candidates qualify."""
+class _Funnel:
+    """The rule steps and each refused candidate's verdict, as the rules are applied one after another."""
+
+    def __init__(self, pool: list[str]) -> None:
+        self.steps = [RuleStep("in pool", len(pool))]
+        self.verdicts: dict[str, str] = {}
+
+    def keep(self, cands: list[str], rule: str, ok: Callable[[str], bool], why: Callable[[str], str]) -> list[str]:
+        """The candidates ``ok`` accepts; the others get the verdict ``why(w)``; the step is counted."""
+        kept = []
+        for w in cands:
+            if ok(w):
+                kept.append(w)
+            else:
+                self.verdicts[w] = why(w)
+        self.steps.append(RuleStep(rule, len(kept)))
+        return kept
+
+
+def _checked_base(index: WordNetIndex, options: ExpandOptions) -> list[str]:
+    """The base classes, after checking the options against them."""
     if options.min_images < 0:
         raise OptionError(f"`min_images` {options.min_images} must be >= 0")
     base = base_classes(options)
@@ -162,80 +182,51 @@ def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()
     if options.target < len(base):
         raise OptionError(f"`target` {options.target} is below the {len(base):,} base classes; "
                           f"it must be at least {len(base):,}")
-    pool, pool_name = _pool_wnids(options.pool)
-    pool = sorted(set(pool))
-    counts, known500, count_source = _image_counts(options)
-    base_set = set(base)
-    ancestors = index.ancestors(base)
-    descendants = index.descendants(base)
-    verdicts: dict[str, str] = {}
-    steps = [RuleStep("in pool", len(pool))]
+    return base
 
-    def keep(cands: list[str], rule: str, ok, why) -> list[str]:
-        kept = []
-        for w in cands:
-            if ok(w):
-                kept.append(w)
-            else:
-                verdicts[w] = why(w)
-        steps.append(RuleStep(rule, len(kept)))
-        return kept
 
-    _check_known(index, pool, f"pool ({pool_name})")
-    c = keep(pool, "not an ILSVRC class", lambda w: w not in base_set, lambda w: "is a base (ILSVRC) class")
-    c = keep(c, "not an ancestor of an ILSVRC class", lambda w: w not in ancestors,
-             lambda w: "is an ancestor (hypernym) of ILSVRC classes")
-    c = keep(c, "not a descendant of an ILSVRC class", lambda w: w not in descendants,
-             lambda w: "is a descendant (hyponym) of an ILSVRC class")
+def _qualified(index: WordNetIndex, options: ExpandOptions, base: list[str], pool: list[str],
+               counts: dict[str, int] | None, known500: frozenset[str] | None, funnel: _Funnel) -> list[str]:
+    """The pool's candidates that pass every rule (not a base class, nor an ancestor or descendant of one,
+    enough images, and with ``exclusive`` no ancestor of another candidate)."""
+    base_set, ancestors, descendants = set(base), index.ancestors(base), index.descendants(base)
+    c = funnel.keep(pool, "not an ILSVRC class", lambda w: w not in base_set, lambda w: "is a base (ILSVRC) class")
+    c = funnel.keep(c, "not an ancestor of an ILSVRC class", lambda w: w not in ancestors,
+                    lambda w: "is an ancestor (hypernym) of ILSVRC classes")
+    c = funnel.keep(c, "not a descendant of an ILSVRC class", lambda w: w not in descendants,
+                    lambda w: "is a descendant (hyponym) of an ILSVRC class")
     if counts is not None:
-        c = keep(c, f">= {options.min_images} images", lambda w: counts.get(w, 0) >= options.min_images,
-                 lambda w: f"has {counts.get(w, 0)} images, fewer than {options.min_images}")
+        c = funnel.keep(c, f">= {options.min_images} images", lambda w: counts.get(w, 0) >= options.min_images,
+                        lambda w: f"has {counts.get(w, 0)} images, fewer than {options.min_images}")
     elif known500 is not None:
-        c = keep(c, f">= {options.min_images} images", lambda w: w in known500,
-                 lambda w: "not among the ImageNet-21K-P classes with >= 500 images")
-    overlaps: list[tuple[str, str]] = []
-    cand_set = set(c)
-    among = index.ancestors(c) & cand_set
+        c = funnel.keep(c, f">= {options.min_images} images", lambda w: w in known500,
+                        lambda w: "not among the ImageNet-21K-P classes with >= 500 images")
     if options.exclusive:
-        c = keep(c, "not an ancestor of another candidate (--exclusive)", lambda w: w not in among,
-                 lambda w: "is an ancestor of another candidate (--exclusive keeps the more specific)")
-    need = options.target - len(base)
-    if len(c) < need:
-        hints = []
-        if options.pool == "bbox":
-            hints.append("`pool` 21k")
-        if options.min_images:
-            hints.append("a lower `min_images` (0 turns the rule off)")
-        if options.exclusive:
-            hints.append("leaving out `exclusive`")
-        raise OptionError(f"only {len(c):,} candidates qualify but `target` {options.target:,} needs {need:,} "
-                          f"beyond the {len(base):,} base classes; {' or '.join(hints) or 'a lower `target`'} "
-                          "would admit more")
-    nearest, hops = index.nearest(base)
-    pos = {w: index.position(w) for w in [*base, *c]}
+        among = index.ancestors(c) & set(c)
+        c = funnel.keep(c, "not an ancestor of another candidate (--exclusive)", lambda w: w not in among,
+                        lambda w: "is an ancestor of another candidate (--exclusive keeps the more specific)")
+    return c
 
-    def rank(w: str) -> tuple:
-        i = pos[w]
-        h = int(hops[i]) if hops[i] >= 0 else 1 << 30
-        return (-(counts or {}).get(w, 0), h, -int(index.depths[i]), w)
 
-    by_lexname: dict[str, list[str]] = {}
-    for w in sorted(c, key=rank):
-        by_lexname.setdefault(index.lexnames[pos[w]], []).append(w)
-    by_lexname = dict(sorted(by_lexname.items()))
-    chosen = sorted(balanced_choice(by_lexname, need))
-    chosen_set = set(chosen)
-    for w in c:
-        if w not in chosen_set:
-            verdicts[w] = f"qualified but not chosen: {index.lexnames[pos[w]]} was over its balanced quota"
-    steps.append(RuleStep("chosen (balanced over lexnames)", len(chosen)))
-    if not options.exclusive:
-        new_anc = index.ancestors(chosen) & chosen_set
-        overlaps = sorted((a, d) for d in chosen for a in index.ancestors([d]) if a in new_anc)
+def _too_few(options: ExpandOptions, qualified: int, need: int, n_base: int) -> OptionError:
+    hints = []
+    if options.pool == "bbox":
+        hints.append("`pool` 21k")
+    if options.min_images:
+        hints.append("a lower `min_images` (0 turns the rule off)")
+    if options.exclusive:
+        hints.append("leaving out `exclusive`")
+    return OptionError(f"only {qualified:,} candidates qualify but `target` {options.target:,} needs {need:,} "
+                       f"beyond the {n_base:,} base classes; {' or '.join(hints) or 'a lower `target`'} "
+                       "would admit more")
 
+
+def _class_table(index: WordNetIndex, base: list[str], chosen: list[str], counts: dict[str, int] | None,
+                 count_source: str, nearest: np.ndarray, hops: np.ndarray) -> pa.Table:
+    """The EIC class table: the base classes (``ilsvrc1k``) then the chosen ones (``expanded``)."""
     rows = [(w, "ilsvrc1k") for w in sorted(base)] + [(w, "expanded") for w in chosen]
-    idx = [pos[w] for w, _ in rows]
-    table = pa.table(
+    idx = [index.position(w) for w, _ in rows]
+    return pa.table(
         {
             "wnid": [w for w, _ in rows],
             "lemma": [index.lemmas[i] for i in idx],
@@ -251,9 +242,45 @@ def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()
         },
         schema=EIC_CLASSES_SCHEMA,
     )
+
+
+def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()) -> Expansion:
+    """Apply the rules of this module; raises :class:`OptionError` when too few candidates qualify."""
+    base = _checked_base(index, options)
+    pool, pool_name = _pool_wnids(options.pool)
+    pool = sorted(set(pool))
+    counts, known500, count_source = _image_counts(options)
+    funnel = _Funnel(pool)
+    _check_known(index, pool, f"pool ({pool_name})")
+    c = _qualified(index, options, base, pool, counts, known500, funnel)
+    need = options.target - len(base)
+    if len(c) < need:
+        raise _too_few(options, len(c), need, len(base))
+    nearest, hops = index.nearest(base)
+    pos = {w: index.position(w) for w in [*base, *c]}
+
+    def rank(w: str) -> tuple:
+        i = pos[w]
+        h = int(hops[i]) if hops[i] >= 0 else 1 << 30
+        return (-(counts or {}).get(w, 0), h, -int(index.depths[i]), w)
+
+    by_lexname: dict[str, list[str]] = {}
+    for w in sorted(c, key=rank):
+        by_lexname.setdefault(index.lexnames[pos[w]], []).append(w)
+    chosen = sorted(balanced_choice(dict(sorted(by_lexname.items())), need))
+    chosen_set = set(chosen)
+    for w in c:
+        if w not in chosen_set:
+            funnel.verdicts[w] = f"qualified but not chosen: {index.lexnames[pos[w]]} was over its balanced quota"
+    funnel.steps.append(RuleStep("chosen (balanced over lexnames)", len(chosen)))
+    overlaps: list[tuple[str, str]] = []
+    if not options.exclusive:
+        new_anc = index.ancestors(chosen) & chosen_set
+        overlaps = sorted((a, d) for d in chosen for a in index.ancestors([d]) if a in new_anc)
+    table = _class_table(index, base, chosen, counts, count_source, nearest, hops)
     meta = {
         "wordnet_version": WORDNET_VERSION,
-        "rules": [f"{s.rule}: {s.left}" for s in steps],
+        "rules": [f"{s.rule}: {s.left}" for s in funnel.steps],
         "options": {"pool": pool_name, "target": options.target, "min_images": options.min_images,
                     "exclusive": options.exclusive, "base": Path(options.base).name if options.base else
                     "data_manifests/ilsvrc1k_classes.parquet"},
@@ -262,10 +289,10 @@ def expand_classes(index: WordNetIndex, options: ExpandOptions = ExpandOptions()
                    "depth desc, wnid",
     }
     return Expansion(
-        table=table, steps=steps, overlaps=overlaps,
+        table=table, steps=funnel.steps, overlaps=overlaps,
         lexname_before=Counter(index.lexnames[pos[w]] for w in base),
         lexname_after=Counter(table["lexname"].to_pylist()),
-        image_count_source=count_source, metadata=meta, verdicts=verdicts,
+        image_count_source=count_source, metadata=meta, verdicts=funnel.verdicts,
     )
 
 
@@ -290,13 +317,3 @@ def explain(index: WordNetIndex, wnid: str, options: ExpandOptions = ExpandOptio
     else:
         lines.append(f"  verdict: not an EIC class: {result.verdicts.get(wnid, 'not in the pool')}")
     return lines
-
-
-def write_expansion(result: Expansion, out: str | os.PathLike[str], report: str | os.PathLike[str] | None) -> Path:
-    """Write the class table (atomic Parquet) and, unless ``report`` is None, the Markdown + PNG report."""
-    out = write_table(result.table, out, "eic_classes", result.metadata)
-    if report is not None:
-        from eic_builder.expand_report import write_report
-
-        write_report(result, Path(report))
-    return out

@@ -1,15 +1,15 @@
-"""The report of ``expand-classes``: counts at each rule (Markdown) and classes per lexname (PNG)."""
+"""What ``expand-classes`` writes: the class table, and its report (counts at each rule in Markdown, classes
+per lexname as a PNG)."""
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from eic_builder.manifest import write_bytes, write_text
-
-if TYPE_CHECKING:
-    from eic_builder.expand import Expansion
+from eic_builder.atomic_files import write_bytes, write_text
+from eic_builder.dataset.tables import write_table
+from eic_builder.expand import Expansion
 
 
 def report_markdown(result: Expansion) -> str:
@@ -83,3 +83,11 @@ def write_report(result: Expansion, path: Path) -> tuple[Path, Path]:
     write_text(path, report_markdown(result))
     png = bar_chart(dict(result.lexname_before), dict(result.lexname_after), path.with_suffix(".png"))
     return path, png
+
+
+def write_expansion(result: Expansion, out: str | os.PathLike[str], report: str | os.PathLike[str] | None) -> Path:
+    """Write the class table (atomic Parquet) and, unless ``report`` is None, the Markdown + PNG report."""
+    out = write_table(result.table, out, "eic_classes", result.metadata)
+    if report is not None:
+        write_report(result, Path(report))
+    return out

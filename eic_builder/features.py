@@ -28,6 +28,10 @@ from torch import nn
 from eic_builder.choices import FEATURE_LAYERS as LAYERS
 from eic_builder.choices import FEATURE_TARGETS as TARGETS
 from eic_builder.choices import LOADERS
+from eic_builder.dataset.feature_shards import features_table
+from eic_builder.dataset.manifest import Manifest
+from eic_builder.dataset.schemas import FEATURE_ROW_GROUP
+from eic_builder.dataset.tables import read_metadata, write_table
 from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
 from eic_builder.errors import FormatError, ManifestError, ModelError, OptionError, check_choice
 from eic_builder.hardware import DTYPES, resolve_dtype
@@ -40,8 +44,6 @@ from eic_builder.image_batches import (
     collate_bytes,
     decode_batch_on_device,
 )
-from eic_builder.image_source import image_refs, image_root
-from eic_builder.manifest import FEATURE_ROW_GROUP, features_table, read_manifest, read_metadata, write_table
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_matching, load_torch_file, state_dict_of
 
@@ -138,14 +140,14 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
 def manifest_items(directory: str | os.PathLike[str], on: str,
                    root: str | os.PathLike[str] | None = None) -> tuple[list[FeatureItem], str]:
     """The items of a manifest (images with files, or their boxes) and the image root (``root`` or the scan's)."""
-    manifest = read_manifest(directory)
-    images = manifest.images.filter(manifest.images["has_image"])
-    refs = image_refs(images)
-    cols = images.select(["image_id", "label"]).to_pydict()
+    manifest = Manifest.open(directory, root=root)
+    has_image = manifest.images["has_image"].to_pylist()
+    cols = manifest.images.select(["image_id", "label"]).to_pydict()
+    kept = [(i, label, ref) for i, label, ref, has in zip(cols["image_id"], cols["label"], manifest.refs, has_image)
+            if has]
     if on == "image":
-        return [FeatureItem(i, -1, label, ref, None) for i, label, ref in zip(cols["image_id"], cols["label"], refs)], \
-            image_root(manifest.meta, root)
-    ref_of = dict(zip(cols["image_id"], refs))
+        return [FeatureItem(i, -1, label, ref, None) for i, label, ref in kept], manifest.image_root()
+    ref_of = {i: ref for i, _, ref in kept}
     coords = manifest.boxes.select(["x1", "y1", "x2", "y2"]).to_pandas().to_numpy()
     if len(coords) and not np.isfinite(coords).all():  # scans never store one; a manifest made otherwise may
         bad = manifest.boxes.slice(int(np.argmin(np.isfinite(coords).all(axis=1))), 1).to_pylist()[0]
@@ -153,8 +155,8 @@ def manifest_items(directory: str | os.PathLike[str], on: str,
                           f"{bad['box_index']} ({bad['x1']}, {bad['y1']}, {bad['x2']}, {bad['y2']}); scan it again")
     boxes = manifest.boxes.select(["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]).to_pylist()
     return [FeatureItem(b["image_id"], b["box_index"], b["label"], ref_of[b["image_id"]],
-                 (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \
-        image_root(manifest.meta, root)
+                        (b["x1"], b["y1"], b["x2"], b["y2"])) for b in boxes if b["image_id"] in ref_of], \
+        manifest.image_root()
 
 
 def _settings(cfg: FeatureConfig, manifest: str, dtype: str) -> dict:

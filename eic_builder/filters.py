@@ -16,15 +16,10 @@ import pyarrow.compute as pc
 
 from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
 from eic_builder.choices import BOX_FLAGS as FLAG_NAMES
+from eic_builder.dataset.manifest import Manifest
+from eic_builder.dataset.schemas import REJECTS_SCHEMA
+from eic_builder.dataset.tables import empty_table, to_table
 from eic_builder.errors import OptionError, choices_text
-from eic_builder.manifest import (
-    REJECTS_SCHEMA,
-    derived_metadata,
-    empty_table,
-    read_manifest,
-    to_table,
-    write_manifest,
-)
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +45,38 @@ class FilterResult:
     excluded_images: int = 0  # of removed_images: named by ``exclude`` (an audit), each now a reject row
 
 
-def filter_manifest(
-    src: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    drop: frozenset[str] = frozenset(),
-    keep: frozenset[str] = frozenset(),
-    min_side: float = 0.0,
-    small_px: float = SMALL_PX,
-    twisted_ratio: float = TWISTED_RATIO,
-    exclude: Mapping[str, tuple[str, str]] | None = None,
-) -> FilterResult:
-    """Write a manifest holding the boxes of ``src`` that pass the filter, and their images.
+@dataclass(frozen=True)
+class FilterOptions:
+    """The knobs of ``filter``: ``drop`` removes boxes with any of the named flags; ``keep`` keeps only
+    boxes with at least one of them; ``min_side`` removes boxes whose shorter side is under that many
+    pixels; flags are recomputed with ``small_px`` and ``twisted_ratio``. ``exclude`` maps image ids to
+    remove, whatever their boxes, to the (reason, detail) of the reject row each becomes (``filter
+    --exclude-audit``: see :mod:`eic_builder.audit.exclude`)."""
 
-    ``exclude`` maps image ids to remove, whatever their boxes, to the (reason, detail) of the reject
-    row each becomes (``filter --exclude-audit``: see :mod:`eic_builder.audit.exclude`).
+    drop: frozenset[str] = frozenset()
+    keep: frozenset[str] = frozenset()
+    min_side: float = 0.0
+    small_px: float = SMALL_PX
+    twisted_ratio: float = TWISTED_RATIO
+    exclude: Mapping[str, tuple[str, str]] | None = None
 
-    ``drop`` removes boxes with any of the named flags; ``keep`` keeps only boxes
-    with at least one of them; ``min_side`` removes boxes whose shorter side is
-    under that many pixels. Flags are recomputed with ``small_px`` and
-    ``twisted_ratio``. Images left without boxes are removed when they had boxes
-    before; images that never had boxes are kept.
+
+def filter_manifest(src: str | os.PathLike[str], out: str | os.PathLike[str],
+                    options: FilterOptions | None = None) -> FilterResult:
+    """Write a manifest holding the boxes of ``src`` that pass the filter (see :class:`FilterOptions`), and
+    their images. Images left without boxes are removed when they had boxes before; images that never had
+    boxes are kept.
     """
+    options = options or FilterOptions()
+    drop, keep, min_side, exclude = options.drop, options.keep, options.min_side, options.exclude
+    small_px, twisted_ratio = options.small_px, options.twisted_ratio
     if drop and keep:
         raise OptionError("`drop` and `keep` exclude each other; give one of them")
     if not math.isfinite(min_side) or min_side < 0:
         raise OptionError(f"`min_side`={min_side} must be a finite number >= 0")
     if Path(out).resolve() == Path(src).resolve():
         raise OptionError(f"`out` {out} is the input directory; choose another")
-    manifest = read_manifest(src)
+    manifest = Manifest.open(src)
     boxes, images, rejects = manifest.boxes, manifest.images, manifest.rejects
     excluded = 0
     if exclude:
@@ -128,11 +127,9 @@ def filter_manifest(
         kept_images=len(new_images),
         excluded_images=excluded,
     )
-    meta = derived_metadata({str(src): manifest.meta}, filter={"drop": sorted(drop), "keep": sorted(keep),
-                                                        "min_side": min_side, "small_px": small_px,
-                                                        "twisted_ratio": twisted_ratio,
-                                                        "excluded_images": excluded})
-    write_manifest(out, new_images, new_boxes, rejects, meta)
+    manifest.derive(new_images, new_boxes, rejects,
+                    filter={"drop": sorted(drop), "keep": sorted(keep), "min_side": min_side, "small_px": small_px,
+                            "twisted_ratio": twisted_ratio, "excluded_images": excluded}).write(out)
     log.info(
         "removed %d boxes, %d images; %d boxes, %d images left",
         result.removed_boxes, result.removed_images, result.kept_boxes, result.kept_images,

@@ -83,7 +83,7 @@ def finish_scan(stream, archive: str | os.PathLike[str]) -> Path:
 
 
 def _export(stream, archive: str | os.PathLike[str]) -> Path:
-    from eic_builder.manifest import temporary_sibling
+    from eic_builder.atomic_files import temporary_sibling
 
     path = index_path(archive)
     path.parent.mkdir(parents=True, exist_ok=True)

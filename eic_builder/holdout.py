@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import OptionError
-from eic_builder.manifest import derived_metadata, read_manifest, write_manifest
 
 
 def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
@@ -38,7 +38,7 @@ def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[
         if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
             raise OptionError(f"{name_a} {path_a} and {name_b} {path_b} overlap; split writes two new manifests "
                               "and never overwrites one: give separate folders")
-    manifest = read_manifest(src)
+    manifest = Manifest.open(src)
     mask = pa.array([held_out(i, fraction, seed) for i in manifest.images["image_id"].to_pylist()], pa.bool_())
     test_ids = manifest.images["image_id"].filter(mask)
     # a reject goes with its image id, as its image would have; one without an id stays with the train part
@@ -49,8 +49,7 @@ def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[
         in_test = pc.is_in(manifest.boxes["image_id"], test_ids)
         boxes = manifest.boxes.filter(in_test if keep_test else pc.invert(in_test))
         rejects = manifest.rejects.filter(rejects_held_out if keep_test else pc.invert(rejects_held_out))
-        meta = derived_metadata({str(src): manifest.meta}, test_fraction=fraction, seed=seed,
-                                part="test" if keep_test else "train")
-        write_manifest(out, images, boxes, rejects, meta)
+        manifest.derive(images, boxes, rejects, test_fraction=fraction, seed=seed,
+                        part="test" if keep_test else "train").write(out)
     n_test = int(pc.sum(mask).as_py() or 0)
     return len(manifest.images) - n_test, n_test

@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
-from eic_builder.errors import ImageDataError, InputNotFoundError, OptionError, first_line
+from eic_builder.errors import ImageDataError, InputNotFoundError, first_line
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -51,17 +49,6 @@ def image_refs(images: pa.Table) -> list[ImageRef]:
     names = [*REF_COLUMNS, "sha1"] if "sha1" in images.column_names else list(REF_COLUMNS)
     cols = images.select(names).to_pydict()
     return [ImageRef(*row) for row in zip(*(cols[c] for c in names))]
-
-
-def image_root(meta: Mapping[str, Any], override: str | os.PathLike[str] | None = None,
-               remedy: str = "give `root` DIR (the folder the manifest's image paths are relative to)") -> str:
-    """The folder image paths are relative to: ``override`` (``--root``) or the manifest's ``source_root``.
-    ``remedy`` ends the error raised when that folder does not exist."""
-    root = os.fspath(override) if override else str(meta.get("source_root", ""))
-    if not root or not Path(root).is_dir():
-        where = "given with `root`" if override else "recorded in the manifest"
-        raise OptionError(f"image root {root!r} ({where}) does not exist; {remedy}")
-    return root
 
 
 # what Pillow and torchvision's decoders raise on bytes they cannot decode (Pillow's

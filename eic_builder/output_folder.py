@@ -52,7 +52,7 @@ def claim_output_folder(out: str | os.PathLike[str], command: str, identity: Map
     if found and not run_file.is_file():
         raise OptionError(f"`out` {out} already holds {', '.join(found)} of an earlier run it cannot tell apart "
                           f"from this one; {remedy}")
-    from eic_builder.manifest import write_text
+    from eic_builder.atomic_files import write_text
 
     out.mkdir(parents=True, exist_ok=True)
     write_text(run_file, json.dumps(stamp, sort_keys=True, indent=1))

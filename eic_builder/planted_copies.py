@@ -69,8 +69,8 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
                  seed: int = 0, root: str | os.PathLike[str] | None = None) -> list[PlantedCopy]:
     """Copy ``per_transform`` images of ``manifest`` per transformation (each original used once) into
     ``out`` (layout in the module's doc); returns the copies, also written to ``out/planted.csv``."""
-    from eic_builder.manifest import manifest_fingerprint, write_bytes, write_text
-    from eic_builder.manifest_view import open_manifest
+    from eic_builder.atomic_files import write_bytes, write_text
+    from eic_builder.dataset.manifest import manifest_fingerprint, open_manifest
     from eic_builder.output_folder import claim_output_folder
 
     if per_transform < 1:

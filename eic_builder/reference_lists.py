@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from eic_builder.dataset.schemas import ILSVRC_SCHEMA
+from eic_builder.dataset.tables import read_table, write_table
 from eic_builder.errors import InputNotFoundError, WordNetError
-from eic_builder.manifest import ILSVRC_SCHEMA, read_table, write_table
 
 DATA_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 ILSVRC_CLASSES_FILE = "ilsvrc1k_classes.parquet"
@@ -45,7 +46,7 @@ def read_wnid_list(path: str | os.PathLike[str]) -> list[str]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        from eic_builder.manifest import parquet_errors_named
+        from eic_builder.dataset.tables import parquet_errors_named
 
         with parquet_errors_named(path, "give a class list with a wnid column, or a text file of wnids"):
             wnids = pq.read_table(path, columns=["wnid"])["wnid"].to_pylist()

@@ -1,7 +1,7 @@
 """The reasons a file or a box is refused: the codes of ``rejects.parquet``, defined once.
 
 Their meanings are the table of ``data_manifests/SCHEMA.md`` (a test keeps the two equal);
-:func:`eic_builder.manifest.write_manifest` refuses to write a code that is not here.
+:func:`eic_builder.dataset.manifest.write_manifest` refuses to write a code that is not here.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
 from eic_builder.choices import INTER_DISTANCES
 from eic_builder.choices import STATS_FORMATS as OUTPUT_FORMATS
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import OptionError, check_choice
-from eic_builder.manifest import read_manifest
 
 INTER_TEXT = {
     "cosine": "mean over pairs of classes of D = 1 - cos between class centroids (mean of L2-normalised fc6 "
@@ -222,6 +222,89 @@ def column_groups(names: Sequence[str]) -> list[tuple[str, int]] | None:
     return [(GROUP_TITLES.get(p, p), span) for p, span in groups]
 
 
+@dataclass(frozen=True)
+class _Table:
+    """What every format renders: the split statistics, the column names (ours, then the paper's with
+    ``paper``), the text rows and the definitions."""
+
+    stats: Sequence[SplitStats]
+    names: list[str]
+    rows: list[list[str]]
+    defs: list[tuple[str, str]]
+    paper: bool
+    inter: str
+
+    @property
+    def header(self) -> list[str]:
+        return ["Dataset split", *self.names]
+
+
+def _render_json(t: _Table) -> str:
+    doc = {"splits": [asdict(s) for s in t.stats], "table": [dict(zip(t.header, r)) for r in t.rows],
+           "definitions": dict(t.defs), "inter_distance": t.inter}
+    if t.paper:  # plain numbers, by the rows of the csv
+        numeric = [(r[0], paper_numeric(r[0])) for r in numeric_rows(t.stats)]
+        doc["paper"] = {column: {row: values[k] for row, values in numeric} for k, column in enumerate(PAPER_COLUMNS)}
+    return json.dumps(doc, indent=2, default=lambda v: None) + "\n"
+
+
+def _render_csv(t: _Table) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(t.header)
+    writer.writerows([[*r, *paper_numeric(r[0])] if t.paper else r for r in numeric_rows(t.stats)])
+    return buf.getvalue()
+
+
+def _latex_escaped(text: str) -> str:
+    return text.replace("%", r"\%").replace("#", r"\#").replace("_", r"\_").replace("&", r"\&")
+
+
+def _render_latex(t: _Table) -> str:
+    esc = _latex_escaped
+    groups = column_groups(t.names)
+    lines = [r"\begin{tabular}{l" + "r" * len(t.stats) + "}", r"\hline"]
+    if groups:
+        cells, rules, col = ["Dataset split"], [], 2
+        for title, span in groups:
+            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{esc(title)}}}" if span > 1 else esc(title))
+            if title:
+                rules.append(rf"\cline{{{col}-{col + span - 1}}}")
+            col += span
+        subs = [n.split("/", 1)[1] if "/" in n else n for n in t.names]
+        lines += [" & ".join(cells) + r" \\", "".join(rules), " & ".join(["", *map(esc, subs)]) + r" \\"]
+    else:
+        lines.append(" & ".join(esc(h) for h in t.header) + r" \\")
+    lines.append(r"\hline")
+    lines += [" & ".join(esc(c) for c in r) + r" \\" for r in t.rows]
+    lines += [r"\hline", r"\end{tabular}", ""]
+    lines += [f"% {name}: {text}" for name, text in t.defs]
+    return "\n".join(lines) + "\n"
+
+
+def _render_md(t: _Table) -> str:
+    groups = column_groups(t.names)
+    if groups:
+        top = ["Dataset split"]
+        for title, span in groups:
+            top += [title] + [""] * (span - 1)
+        table = [top, ["", *[n.split("/", 1)[1] if "/" in n else n for n in t.names]], *t.rows]
+    else:
+        table = [t.header, *t.rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(t.header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    out = [line(table[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in table[1:]]
+    out += ["", "Definitions:"] + [f"- {name}: {text}" for name, text in t.defs]
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"md": _render_md, "csv": _render_csv, "latex": _render_latex, "json": _render_json}
+
+
 def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL_PX,
            twisted_ratio: float = TWISTED_RATIO, paper: bool = False, inter: str = "cosine") -> str:
     """Render the table in ``fmt`` (md, csv, latex, json); md and latex end with the definitions.
@@ -233,63 +316,13 @@ def render(stats: Sequence[SplitStats], fmt: str = "md", small_px: float = SMALL
     """
     check_choice("fmt", fmt, OUTPUT_FORMATS)
     names = [s.name for s in stats] + (list(PAPER_COLUMNS) if paper else [])
-    header = ["Dataset split", *names]
     rows = table_rows(stats)
     if paper:
         rows = [[*r, *PAPER_TABLE.get(r[0], ("n/a",) * len(PAPER_COLUMNS))] for r in rows]
     defs = definitions(small_px, twisted_ratio, inter)
     if paper:
         defs.append(("Paper columns", "the paper's dataset table as printed (EIC train/val, ILSVRC-2012 train/val)"))
-    if fmt == "json":
-        doc = {"splits": [asdict(s) for s in stats], "table": [dict(zip(header, r)) for r in rows],
-               "definitions": dict(defs), "inter_distance": inter}
-        if paper:  # plain numbers, by the rows of the csv
-            numeric = [(r[0], paper_numeric(r[0])) for r in numeric_rows(stats)]
-            doc["paper"] = {column: {row: values[k] for row, values in numeric}
-                            for k, column in enumerate(PAPER_COLUMNS)}
-        return json.dumps(doc, indent=2, default=lambda v: None) + "\n"
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([[*r, *paper_numeric(r[0])] if paper else r for r in numeric_rows(stats)])
-        return buf.getvalue()
-    groups = column_groups(names)
-    subs = [n.split("/", 1)[1] if "/" in n else n for n in names]
-    if fmt == "latex":
-        def esc(text: str) -> str:
-            return text.replace("%", r"\%").replace("#", r"\#").replace("_", r"\_").replace("&", r"\&")
-
-        lines = [r"\begin{tabular}{l" + "r" * len(stats) + "}", r"\hline"]
-        if groups:
-            cells, rules, col = ["Dataset split"], [], 2
-            for title, span in groups:
-                cells.append(rf"\multicolumn{{{span}}}{{c}}{{{esc(title)}}}" if span > 1 else esc(title))
-                if title:
-                    rules.append(rf"\cline{{{col}-{col + span - 1}}}")
-                col += span
-            lines += [" & ".join(cells) + r" \\", "".join(rules), " & ".join(["", *map(esc, subs)]) + r" \\"]
-        else:
-            lines.append(" & ".join(esc(h) for h in header) + r" \\")
-        lines.append(r"\hline")
-        lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
-        lines += [r"\hline", r"\end{tabular}", ""]
-        lines += [f"% {name}: {text}" for name, text in defs]
-        return "\n".join(lines) + "\n"
-    if groups:
-        top = ["Dataset split"]
-        for title, span in groups:
-            top += [title] + [""] * (span - 1)
-        table = [top, ["", *subs], *rows]
-    else:
-        table = [header, *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    out = [line(table[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in table[1:]]
-    out += ["", "Definitions:"] + [f"- {name}: {text}" for name, text in defs]
-    return "\n".join(out) + "\n"
+    return RENDERERS[fmt](_Table(stats, names, rows, defs, paper, inter))
 
 
 def parse_named_dirs(specs: Sequence[str]) -> list[tuple[str, Path]]:
@@ -349,8 +382,9 @@ def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str], inter: st
     reading of the inter-class row (:data:`INTER_TEXT`)."""
     from dataclasses import replace
 
+    from eic_builder.dataset.feature_shards import feature_shards
+    from eic_builder.dataset.tables import read_metadata
     from eic_builder.distances import feature_distances
-    from eic_builder.manifest import feature_shards, read_metadata
 
     meta = read_metadata(feature_shards(feature_dir)[0])
     distances = feature_distances(feature_dir)

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from eic_builder.dataset.schemas import NOUN_INDEX_SCHEMA
+from eic_builder.dataset.tables import read_metadata, read_table, write_table
 from eic_builder.errors import WordNetError
-from eic_builder.manifest import NOUN_INDEX_SCHEMA, read_metadata, read_table, write_table
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ def _first_images(src: Path, out: Path, n: int) -> Path:
     """A manifest at ``out`` with the first ``n`` images of the manifest ``src`` and their boxes."""
     import pyarrow.compute as pc
 
-    from eic_builder.manifest import read_manifest, write_manifest
+    from eic_builder.dataset.manifest import read_manifest, write_manifest
 
     m = read_manifest(src)
     images = m.images.slice(0, n)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from eic_builder.cli import main
-from eic_builder.manifest import read_manifest, write_manifest
+from eic_builder.dataset.manifest import read_manifest, write_manifest
 from eic_builder.scan.scanner import scan
 
 SPLIT = "x/../../../esc"

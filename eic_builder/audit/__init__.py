@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,30 +25,13 @@ from eic_builder.audit.catalog import Catalog, load_catalog
 from eic_builder.audit.neighbours import DEFAULT_DIMS as WHITEN_DIMS
 from eic_builder.audit.neighbours import DEFAULT_THRESHOLD as COSINE_THRESHOLD
 from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
+from eic_builder.audit.result import AuditResult
 from eic_builder.choices import AUDIT_METHODS as METHODS
 from eic_builder.errors import ManifestError, OptionError, check_choice, choices_text
 
 HELD_OUT_SPLITS = ("val", "test")
 
-__all__ = ["HELD_OUT_SPLITS", "METHODS", "AuditResult", "audit_manifests", "parse_methods"]
-
-
-@dataclass
-class AuditResult:
-    """What an audit found: images compared, pairs per method, groups, and the files written."""
-
-    out: Path
-    names: list[str]
-    n_images: int
-    without_file: int
-    pairs: dict[str, int] = field(default_factory=dict)
-    n_groups: int = 0
-    n_grouped: int = 0
-    sha1_computed: int = 0
-    undecodable: int = 0
-    without_features: int = 0
-    leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
-    files: list[Path] = field(default_factory=list)
+__all__ = ["HELD_OUT_SPLITS", "METHODS", "AuditOptions", "AuditResult", "audit_manifests", "parse_methods"]
 
 
 def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -63,7 +46,7 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def _feature_rows(cat: Catalog, features: Mapping[str, str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray]:
     """(catalog index of each feature row, (n, 4096) float16 features) for the manifests given features."""
-    from eic_builder.manifest import read_image_features
+    from eic_builder.dataset.feature_shards import read_image_features
 
     unknown = sorted(set(features) - set(cat.names))
     if unknown:
@@ -84,7 +67,7 @@ def _feature_rows(cat: Catalog, features: Mapping[str, str | os.PathLike[str]]) 
 
 
 def _pairs_table(cat: Catalog, found: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
-    from eic_builder.manifest import to_table
+    from eic_builder.dataset.tables import to_table
 
     method = [m for m, i, _, _ in found for _ in range(len(i))]
     first = np.concatenate([i for _, i, _, _ in found]) if found else np.zeros(0, dtype=np.int64)
@@ -103,7 +86,7 @@ def _groups_table(cat: Catalog, first: np.ndarray, second: np.ndarray) -> pa.Tab
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from eic_builder.manifest import to_table
+    from eic_builder.dataset.tables import to_table
 
     n = len(cat)
     graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n))
@@ -136,25 +119,45 @@ def leak_counts(pairs: pa.Table) -> dict[tuple[str, str], int]:
     return {key: len(images) for key, images in sorted(found.items())}
 
 
-def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                    features: Mapping[str, str | os.PathLike[str]] | None = None,
-                    methods: Sequence[str] | None = None, phash_threshold: int = PHASH_THRESHOLD,
-                    min_cosine: float = COSINE_THRESHOLD, whiten_dims: int = WHITEN_DIMS, index: str = "auto",
-                    device: str = "auto", workers: int | None = None,
-                    root: str | os.PathLike[str] | None = None, contact_pairs: int = 12) -> AuditResult:
-    """Audit ``manifests`` (see the module's doc) into the folder ``out``.
+@dataclass(frozen=True)
+class AuditOptions:
+    """The knobs of ``audit``.
 
     ``features`` maps a manifest's name (its split) to its whole-image fc6 features (``features --on
-    image``); ``methods`` defaults to exact and perceptual, plus features when features are given.
-    ``device`` (auto, cpu, cuda) runs the features search: FAISS on the CPU, torch block products on CUDA.
+    image``); ``methods`` defaults to exact and perceptual, plus features when features are given;
+    ``phash_threshold``: the most differing bits (of 64) of a perceptual pair; ``min_cosine`` and
+    ``whiten_dims``: the features pairs' cosine in the whitened space of that many dimensions; ``index``
+    (:data:`~eic_builder.audit.neighbours.INDEXES`) and ``device`` (auto, cpu, cuda) run the features search:
+    FAISS on the CPU, torch block products on CUDA; ``workers`` hash images (default: the usable cores);
+    ``root`` is the image root when the manifests' recorded one moved; ``contact_pairs`` pairs are shown on
+    the contact sheet.
     """
+
+    features: Mapping[str, str | os.PathLike[str]] | None = None
+    methods: Sequence[str] | None = None
+    phash_threshold: int = PHASH_THRESHOLD
+    min_cosine: float = COSINE_THRESHOLD
+    whiten_dims: int = WHITEN_DIMS
+    index: str = "auto"
+    device: str = "auto"
+    workers: int | None = None
+    root: str | os.PathLike[str] | None = None
+    contact_pairs: int = 12
+
+
+def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                    options: AuditOptions | None = None) -> AuditResult:
+    """Audit ``manifests`` (see the module's doc) into the folder ``out``, as ``options`` say."""
     from eic_builder.audit import exact, neighbours, perceptual
     from eic_builder.audit.report import write_contact_sheet, write_report
+    from eic_builder.dataset.tables import write_table
     from eic_builder.hardware import usable_cores
-    from eic_builder.manifest import write_table
 
-    features = dict(features or {})
-    methods = parse_methods(methods or (METHODS if features else METHODS[:2]))
+    options = options or AuditOptions()
+    features = dict(options.features or {})
+    methods = parse_methods(options.methods or (METHODS if features else METHODS[:2]))
+    phash_threshold, min_cosine, whiten_dims = options.phash_threshold, options.min_cosine, options.whiten_dims
+    index, device = options.index, options.device
     if "features" in methods and not features:
         raise OptionError("`methods` features needs `features` NAME=FEATDIR (from `eic-build features MANIFEST "
                           "--on image`)")
@@ -164,8 +167,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OptionError(f"`out` {out} is a file; give a folder")
-    workers = workers or usable_cores()
-    cat = load_catalog(manifests, root)
+    workers = options.workers or usable_cores()
+    cat = load_catalog(manifests, options.root)
     if len(cat) == 0:
         raise OptionError(f"nothing to audit: {', '.join(map(str, manifests))} hold no image with a file")
     try:
@@ -207,7 +210,7 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
                 "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
         result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
         result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))
-        result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, contact_pairs))
+        result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, options.contact_pairs))
         result.files.append(write_report(out / "report.md", result, pairs, groups, meta))
     finally:
         cat.close()  # the archives hashing and the contact sheet read

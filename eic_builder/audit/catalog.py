@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from eic_builder.dataset.manifest import Manifest, check_distinct_names
 from eic_builder.errors import OptionError
-from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
-from eic_builder.manifest import check_distinct_names, manifest_fingerprint, manifest_name, read_manifest
+from eic_builder.image_source import ImageRef
 
 
 @dataclass
@@ -26,8 +26,7 @@ class Catalog:
 
     names: list[str] = field(default_factory=list)
     directories: list[Path] = field(default_factory=list)
-    roots: list[str | None] = field(default_factory=list)
-    metas: list[dict[str, Any]] = field(default_factory=list)
+    manifests: list[Manifest] = field(default_factory=list)
     fingerprints: list[str] = field(default_factory=list)  # manifest_fingerprint of each manifest, as read
     manifest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     split: list[str] = field(default_factory=list)
@@ -36,37 +35,33 @@ class Catalog:
     ref: list[ImageRef] = field(default_factory=list)
     sha1: list[str | None] = field(default_factory=list)
     without_file: int = 0
-    _readers: dict[int, ImageReader] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.image_id)
 
+    @property
+    def metas(self) -> list[dict[str, Any]]:
+        """The provenance record of each manifest."""
+        return [m.meta for m in self.manifests]
+
     def root_of(self, k: int) -> str:
         """The image root of manifest ``k`` (raises a one-line error when it is missing)."""
-        root = self.roots[k]
-        if root is None:
-            root = self.roots[k] = image_root(self.metas[k], None)
-        return root
+        return self.manifests[k].image_root()
 
     def open_readers(self, rows) -> None:
         """Open the readers of the manifests of catalog ``rows`` before :meth:`read_bytes` is called from
         threads, so that threads share one reader per manifest instead of racing to open one."""
         for k in sorted({int(self.manifest[i]) for i in rows}):
-            if k not in self._readers:
-                self._readers[k] = ImageReader(self.root_of(k))
+            self.manifests[k].reader()
 
     def read_bytes(self, i: int) -> bytes:
         """The file bytes of catalog image ``i`` (a loose file or an archive member)."""
-        k = int(self.manifest[i])
-        if k not in self._readers:
-            self._readers[k] = ImageReader(self.root_of(k))
-        return self._readers[k].read(self.ref[i])
+        return self.manifests[int(self.manifest[i])].reader().read(self.ref[i])
 
     def close(self) -> None:
         """Close the archives :meth:`read_bytes` kept open."""
-        for reader in self._readers.values():
-            reader.close()
-        self._readers.clear()
+        for manifest in self.manifests:
+            manifest.close()
 
     def index_of(self, k: int) -> dict[str, int]:
         """Image id -> catalog index, for the images of manifest ``k``."""
@@ -82,15 +77,14 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
     cat = Catalog()
     manifests = []
     for k, directory in enumerate(directories):
-        manifest = read_manifest(directory, box_columns=["image_id"])
-        cat.names.append(manifest_name(Path(directory), manifest.images))
+        manifest = Manifest.open(directory, root=root, box_columns=["image_id"])
+        cat.names.append(manifest.name)
         cat.directories.append(Path(directory).resolve())
         check_distinct_names(list(zip(cat.names, directories)), "audit manifests of different names")
-        cat.roots.append(os.fspath(root) if root else None)
-        cat.metas.append(manifest.meta)
-        cat.fingerprints.append(manifest_fingerprint(manifest.images))
+        cat.manifests.append(manifest)
+        cat.fingerprints.append(manifest.fingerprint())
         cols = manifest.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
-        refs = image_refs(manifest.images)
+        refs = manifest.refs
         keep = [i for i, has in enumerate(cols["has_image"]) if has and refs[i].path is not None]
         cat.without_file += len(refs) - len(keep)
         manifests.append(np.full(len(keep), k, dtype=np.int32))

@@ -19,7 +19,8 @@ def audited_name(audit_dir: Path, src: Path) -> str:
     """The name ``src`` had in the audit at ``audit_dir``; raises when it was not audited there, or when
     its content changed since (another scan, another filter): an audit's pairs name image ids of the
     manifests it read, and applied to other ones they would remove nothing, or the wrong images."""
-    from eic_builder.manifest import manifest_fingerprint, read_manifest, read_metadata
+    from eic_builder.dataset.manifest import Manifest
+    from eic_builder.dataset.tables import read_metadata
 
     pairs_file = audit_dir / "pairs.parquet"
     if not pairs_file.is_file():
@@ -31,7 +32,7 @@ def audited_name(audit_dir: Path, src: Path) -> str:
     if name is None:
         raise OptionError(f"{src} was not audited in {audit_dir}; it audited: "
                           + ", ".join(f"{n} ({d})" for n, d in manifests.items()))
-    found = manifest_fingerprint(read_manifest(src).images)
+    found = Manifest.open(src).fingerprint()
     if fingerprints.get(name) != found:
         was = f"content {fingerprints[name]}" if name in fingerprints else "a manifest of unrecorded content"
         raise OptionError(f"the audit {audit_dir} is stale for {src}: it read {was}, the manifest now holds "
@@ -43,7 +44,7 @@ def images_to_exclude(src: str | os.PathLike[str], audit_dir: str | os.PathLike[
                       keep_one: bool = False) -> dict[str, tuple[str, str]]:
     """Image id -> (reject reason, detail) for the images of ``src`` to remove (see the module's doc)."""
     from eic_builder.audit import HELD_OUT_SPLITS
-    from eic_builder.manifest import read_table
+    from eic_builder.dataset.tables import read_table
 
     audit_dir, src = Path(audit_dir), Path(src)
     name = audited_name(audit_dir, src)

@@ -6,17 +6,15 @@ from __future__ import annotations
 import io
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from eic_builder.atomic_files import write_bytes, write_text
 from eic_builder.audit.catalog import Catalog
+from eic_builder.audit.result import AuditResult
 from eic_builder.image_source import decoding
-from eic_builder.manifest import write_bytes, write_text
-
-if TYPE_CHECKING:
-    from eic_builder.audit import AuditResult
 
 THUMB = 160  # pixels, the longer side of each image on the contact sheet
 CAPTION = 30

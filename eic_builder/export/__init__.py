@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eic_builder.choices import EXPORT_FORMATS
+from eic_builder.dataset.manifest import check_distinct_names
 from eic_builder.errors import OptionError, check_choice
 from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
-from eic_builder.manifest import check_distinct_names
 from eic_builder.output_folder import claim_output_folder
 from eic_builder.progress import progress
 from eic_builder.safe_names import child_path, path_component
@@ -59,8 +59,8 @@ class ExportResult:
 
 def _export_coco(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
                  result: ExportResult) -> None:
+    from eic_builder.atomic_files import write_text
     from eic_builder.export.coco import coco_document
-    from eic_builder.manifest import write_text
 
     for split in splits:
         root = split.root if split.images else ""
@@ -98,8 +98,8 @@ def _check_voc(splits: Sequence[ExportSplit], materialize: bool) -> None:
 
 def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], materialize: bool,
                 result: ExportResult) -> None:
+    from eic_builder.atomic_files import write_text
     from eic_builder.export.voc import voc_xml
-    from eic_builder.manifest import write_text
 
     for split in splits:
         file_names = [path_component(i.image_id, i.extension) for i in split.images]
@@ -120,8 +120,8 @@ def _export_voc(splits: Sequence[ExportSplit], out: Path, names: dict[str, str],
 
 
 def _export_hf(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], result: ExportResult) -> None:
+    from eic_builder.dataset.tables import command_line
     from eic_builder.export.hf import check_split_names, write_card, write_split_shards
-    from eic_builder.manifest import command_line
     from eic_builder.stats import compute_split_stats, render
 
     check_split_names([split.name for split in splits])
@@ -135,14 +135,25 @@ def _export_hf(splits: Sequence[ExportSplit], out: Path, names: dict[str, str], 
     result.files.append(write_card(out, splits, table, command_line()))
 
 
-def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], fmt: str = "coco",
-                     materialize: bool = False, labels: str = "wnid", root: str | os.PathLike[str] | None = None,
-                     wordnet_dir: str | os.PathLike[str] | None = None) -> ExportResult:
-    """Export each manifest directory of ``manifests`` to ``out`` as ``fmt`` (see the module's doc).
+@dataclass(frozen=True)
+class ExportOptions:
+    """The knobs of ``export``: ``fmt`` (coco, voc, hf), ``materialize`` (copy the images beside the
+    annotations), ``labels`` (``wnid`` as in the manifest, or ``name``: WordNet lemmas, see
+    :mod:`eic_builder.export.labels`, read from ``wordnet_dir`` when given), ``root`` (the image root when
+    the manifests' recorded one moved)."""
 
-    ``labels`` names the classes: ``wnid`` (as in the manifest) or ``name`` (WordNet lemmas, see
-    :mod:`eic_builder.export.labels`); ``root`` is the image root when the manifests' recorded one moved.
-    """
+    fmt: str = "coco"
+    materialize: bool = False
+    labels: str = "wnid"
+    root: str | os.PathLike[str] | None = None
+    wordnet_dir: str | os.PathLike[str] | None = None
+
+
+def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                     options: ExportOptions | None = None) -> ExportResult:
+    """Export each manifest directory of ``manifests`` to ``out`` as ``options`` say (see the module's doc)."""
+    options = options or ExportOptions()
+    fmt, materialize, labels = options.fmt, options.materialize, options.labels
     check_choice("fmt", fmt, EXPORT_FORMATS)
     check_choice("labels", labels, LABEL_STYLES)
     if not manifests:
@@ -153,10 +164,10 @@ def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OptionError(f"`out` {out} is a file; give a folder")
-    splits = [load_split(m, root) for m in manifests]
+    splits = [load_split(m, options.root) for m in manifests]
     check_distinct_names([(s.name, s.directory) for s in splits],
                          "export them one at a time into different `out` folders")
-    names = label_names(set().union(*(s.labels() for s in splits)), labels, wordnet_dir)
+    names = label_names(set().union(*(s.labels() for s in splits)), labels, options.wordnet_dir)
     result = ExportResult(fmt, out, [(s.name, len(s.images), s.n_boxes) for s in splits],
                           without_file=sum(s.without_file for s in splits),
                           boxes_without_file=sum(s.boxes_without_file for s in splits))

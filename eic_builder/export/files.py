@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eic_builder.atomic_files import temporary_sibling
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.export.source import ExportImage
 from eic_builder.image_source import ImageReader
-from eic_builder.manifest import temporary_sibling
 from eic_builder.progress import progress
 
 DISK_MARGIN = 64 << 20  # bytes left free beyond what the copies need: the annotation files, the file system's own

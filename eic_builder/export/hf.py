@@ -1,6 +1,6 @@
 """A Hugging Face dataset folder: Parquet shards with the images inside, and a dataset card.
 
-``data/<split>-<i>-of-<n>.parquet`` holds one row per image (schema: :data:`eic_builder.manifest.HF_SCHEMA`):
+``data/<split>-<i>-of-<n>.parquet`` holds one row per image (schema: :data:`eic_builder.dataset.schemas.HF_SCHEMA`):
 the image's encoded bytes, its id, size, class, and its boxes as ``objects`` (``bbox`` in COCO's
 ``[x, y, w, h]`` pixels, ``category`` a ``ClassLabel``), the layout of the Hub's object-detection
 sets. ``datasets.load_dataset(DIR)`` reads the card's ``configs``; ``load_dataset("parquet",
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from eic_builder.atomic_files import write_text
 from eic_builder.boxes import to_xywh
+from eic_builder.dataset.schemas import hf_schema
+from eic_builder.dataset.tables import write_hf_shard
 from eic_builder.errors import OptionError
 from eic_builder.export.source import ExportSplit
-from eic_builder.image_source import ImageReader
-from eic_builder.manifest import hf_schema, write_hf_shard, write_text
 from eic_builder.progress import progress
 from eic_builder.safe_names import child_path, path_component
 
@@ -48,7 +49,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
     schema = hf_schema(list(categories))
     position = {name: k for k, name in enumerate(categories)}
     category_of = {label: position[name] for label, name in names.items() if name in position}
-    reader = ImageReader(split.root) if split.images else None
+    reader = split.manifest.reader() if split.images else None
     # an earlier export's shards: replaced, not mixed
     for stale in data_dir.glob(f"{glob.escape(path_component(split.name))}-*.parquet"):
         stale.unlink()
@@ -81,8 +82,7 @@ def write_split_shards(split: ExportSplit, names: Mapping[str, str], categories:
         if rows["image_id"] or not written:
             flush()
     finally:
-        if reader is not None:
-            reader.close()
+        split.manifest.close()
     final = []
     for i, part in enumerate(written):
         path = child_path(data_dir, f"{split.name}-{i:05d}-of-{len(written):05d}", suffix=".parquet")

@@ -19,7 +19,7 @@ from eic_builder.scan.annotations import is_wnid
 
 
 def _committed_lemmas() -> dict[str, str]:
-    from eic_builder.manifest import read_table
+    from eic_builder.dataset.tables import read_table
     from eic_builder.reference_lists import data_manifests_dir
 
     table = read_table(data_manifests_dir() / "eic_classes.parquet", "eic_classes", columns=["wnid", "lemma"])

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from eic_builder.image_source import ImageRef, image_refs, image_root
-from eic_builder.manifest import manifest_fingerprint, manifest_name, read_manifest
+from eic_builder.dataset.manifest import Manifest
+from eic_builder.image_source import ImageRef
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,24 @@ class ExportBox:
 
 @dataclass
 class ExportSplit:
-    """A manifest to export, named ``name`` (its split, or its folder's name)."""
+    """A manifest to export, named ``name`` (its split, or its folder's name): the images with a file and
+    their boxes grouped by image id, in box order."""
 
     name: str
-    directory: Path
-    meta: dict[str, Any]
+    manifest: Manifest
     images: list[ExportImage]
     boxes: dict[str, list[ExportBox]] = field(default_factory=dict)
     without_file: int = 0  # annotation-only images (no image file): not exported
     boxes_without_file: int = 0
-    root_override: str | os.PathLike[str] | None = None
     fingerprint: str = ""  # manifest_fingerprint of the manifest read
+
+    @property
+    def directory(self) -> Path:
+        return self.manifest.directory
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.manifest.meta
 
     @property
     def n_boxes(self) -> int:
@@ -71,7 +78,7 @@ class ExportSplit:
     @property
     def root(self) -> str:
         """The folder the images' paths are relative to (``--root`` or the manifest's source root)."""
-        return image_root(self.meta, self.root_override)
+        return self.manifest.image_root()
 
     def labels(self) -> set[str]:
         """Every box label and image label of the split."""
@@ -81,19 +88,18 @@ class ExportSplit:
 
 def load_split(directory: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> ExportSplit:
     """Read the manifest ``directory`` for export; images without a file are counted, not kept."""
-    directory = Path(directory)
-    manifest = read_manifest(directory, box_columns=["image_id", "box_index", "label", "x1", "y1", "x2", "y2"])
+    manifest = Manifest.open(directory, root=root,
+                             box_columns=["image_id", "box_index", "label", "x1", "y1", "x2", "y2"])
     cols = manifest.images.select(["image_id", "label", "width", "height", "has_image"]).to_pydict()
-    refs = image_refs(manifest.images)
+    refs = manifest.refs
     images, kept = [], set()
     for image_id, label, width, height, has_image, ref in zip(cols["image_id"], cols["label"], cols["width"],
                                                              cols["height"], cols["has_image"], refs):
         if has_image and ref.path is not None:
             images.append(ExportImage(image_id, int(width), int(height), label, ref))
             kept.add(image_id)
-    split = ExportSplit(manifest_name(directory, manifest.images), directory, manifest.meta, images, root_override=root,
-                        without_file=len(cols["image_id"]) - len(images),
-                        fingerprint=manifest_fingerprint(manifest.images))
+    split = ExportSplit(manifest.name, manifest, images, without_file=len(cols["image_id"]) - len(images),
+                        fingerprint=manifest.fingerprint())
     box_table = manifest.boxes
     corners = [box_table[c].to_numpy().astype(np.float32) for c in ("x1", "y1", "x2", "y2")]
     # float32 -> Python float is exact: every writer gets the manifest's values to the last bit

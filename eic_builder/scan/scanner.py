@@ -24,17 +24,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eic_builder.atomic_files import write_text
+from eic_builder.dataset.manifest import MANIFEST_FILES, read_manifest, write_manifest
+from eic_builder.dataset.tables import command_line, empty_table, to_table
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.gzip_index import archive_record, index_path
-from eic_builder.manifest import (
-    MANIFEST_FILES,
-    command_line,
-    empty_table,
-    read_manifest,
-    to_table,
-    write_manifest,
-    write_text,
-)
 from eic_builder.progress import progress
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import RawAnnotation, read_coco, read_loc_csv
@@ -324,6 +318,7 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
 def scan(
     root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
+    *,
     fmt: str = "auto",
     split: str | None = None,
     verify_images: bool = False,
@@ -353,32 +348,63 @@ def scan(
     sources = [root] if isinstance(root, (str, os.PathLike)) else list(root)
     out = Path(out)
     index, split_name = select_split(index_sources(sources, exclude=out), split)
-    root = index.root
     n_workers = workers or os.cpu_count() or 1
     archive_parts = out / PARTS_DIR / "archives"
     archive_parts.mkdir(parents=True, exist_ok=True)
     archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard,
                                                                       classes)
     split_name = select_members(index, split, split_name)
-    try:
-        resolved = detect_format(index) if fmt == "auto" else fmt
-        if fmt != "auto" and not (index.images or index.xmls or index.loc_csvs or index.jsons):
-            detect_format(index)  # raises the "nothing recognisable" error
-    except InputNotFoundError:
-        if not (archive_rejects or index.rejects):
-            raise
-        resolved = fmt if fmt != "auto" else "ilsvrc-xml"  # only damaged input: its rejects are the manifest
+    resolved = _resolve_format(index, fmt, bool(archive_rejects or index.rejects))
     items, rejects, ignored = build_items(index, resolved)
     rejects += archive_rejects + index.rejects
     if not items and not rejects:
-        raise InputNotFoundError(f"{root} holds no {resolved} annotation or image to scan")
+        raise InputNotFoundError(f"{index.root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):
         known_wnids = known_wnids() if resolved in WNID_FORMATS else None
-    cfg = ScanConfig(
-        root=os.fspath(root), fmt=resolved, split=split_name, verify_images=verify_images,
-        images_expected=bool(index.images),
-        known_wnids=known_wnids, hash_files=hash_files,
+    cfg = ScanConfig(root=os.fspath(index.root), fmt=resolved, split=split_name, verify_images=verify_images,
+                     images_expected=bool(index.images), known_wnids=known_wnids, hash_files=hash_files)
+    items, rejects = _select_items(items, rejects, ignored, shard, classes)
+    units = make_units(items, UNIT_SIZE)
+    results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _fingerprint(cfg), n_workers)
+    images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
+    meta = {"command": command_line(), "source_root": str(index.root.resolve()), "format": resolved,
+            "gzip_indexes": gzip_records(index),
+            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+            "ignored": dict(sorted(ignored.items()))}
+    write_manifest(out, images, boxes, rejected, meta)
+    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
+    reasons = Counter(rejected.column("reason").to_pylist())
+    summary = ScanSummary(
+        split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
+        rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
+        units_resumed=resumed + archives_resumed, units_total=len(units) + archive_units,
+        size_disagreements=_size_disagreements(images),
     )
+    log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
+             index.root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,
+             sum(summary.ignored.values()))
+    return summary
+
+
+def _resolve_format(index: FileIndex, fmt: str, has_rejects: bool) -> str:
+    """The annotation format to read: ``fmt``, or the one detected with ``auto``. A source holding nothing
+    recognisable is an error, unless it held only damaged input (whose rejects are then the manifest)."""
+    try:
+        if fmt == "auto":
+            return detect_format(index)
+        if not (index.images or index.xmls or index.loc_csvs or index.jsons):
+            detect_format(index)  # raises the "nothing recognisable" error
+        return fmt
+    except InputNotFoundError:
+        if not has_rejects:
+            raise
+        return fmt if fmt != "auto" else "ilsvrc-xml"
+
+
+def _select_items(items: list[ScanItem], rejects: list[tuple], ignored: Counter, shard: tuple[int, int] | None,
+                  classes: frozenset[str] | None) -> tuple[list[ScanItem], list[tuple]]:
+    """The items (and rejects) of ``shard`` and of the synsets ``classes``; loose images of other synsets
+    are counted in ``ignored``, never read."""
     if shard is not None:  # an empty shard is a valid (empty) manifest
         items = [item for item in items if shard_of(item.image_id, shard[1]) == shard[0]]
         rejects = [r for r in rejects if shard_of(r[1] or r[0], shard[1]) == shard[0]]
@@ -387,12 +413,18 @@ def scan(
         if len(kept) < len(items):
             ignored["image of a class not in --classes (not read)"] += len(items) - len(kept)
         items = kept
-    units = make_units(items, UNIT_SIZE)
-    parts_root = out / PARTS_DIR / _fingerprint(cfg)
+    return items, rejects
+
+
+def _scan_units(units: list[tuple[str, list[ScanItem]]], cfg: ScanConfig, parts_root: Path,
+                n_workers: int) -> tuple[dict[str, tuple], int]:
+    """The (images, boxes, rejects) tables of every unit by name, and how many were resumed: a unit kept
+    under ``parts_root`` by an earlier run is reused if its input files are unchanged, the others are scanned
+    (those that read files in ``n_workers`` processes)."""
     parts_root.mkdir(parents=True, exist_ok=True)
     results = {}
     stale = 0
-    for name, chunk in units:  # a finished unit is reused only if its input files are unchanged
+    for name, chunk in units:
         if (parts_root / name / MANIFEST_FILES["images"]).is_file():
             part = read_manifest(parts_root / name)
             if part.meta.get("inputs") == inputs_digest(chunk, cfg.root):
@@ -417,21 +449,4 @@ def scan(
     _run_units(scan_unit, read_already, 1, keep)
     _run_units(scan_unit, [job for job in jobs if _reads_files(job[1][1], cfg)], n_workers, keep)
     bar.close()
-    images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
-    meta = {"command": command_line(), "source_root": str(root.resolve()), "format": resolved,
-            "gzip_indexes": gzip_records(index),
-            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-            "ignored": dict(sorted(ignored.items()))}
-    write_manifest(out, images, boxes, rejected, meta)
-    shutil.rmtree(out / PARTS_DIR, ignore_errors=True)
-    reasons = Counter(rejected.column("reason").to_pylist())
-    summary = ScanSummary(
-        split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
-        rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
-        units_resumed=resumed + archives_resumed, units_total=len(units) + archive_units,
-        size_disagreements=_size_disagreements(images),
-    )
-    log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
-             root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,
-             sum(summary.ignored.values()))
-    return summary
+    return results, resumed

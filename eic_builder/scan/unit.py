@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from eic_builder.boxes import box_flags, clip_to_image, geometry_problem
+from eic_builder.dataset.manifest import write_manifest
+from eic_builder.dataset.rows import BoxRow, ImageRow, RejectRow, columns, rows_table
+from eic_builder.dataset.tables import to_table
 from eic_builder.errors import EICError
 from eic_builder.imagesize import (
     image_header_of_bytes,
@@ -22,7 +25,6 @@ from eic_builder.imagesize import (
     verify_image,
     verify_image_bytes,
 )
-from eic_builder.manifest import to_table, write_manifest
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import RawAnnotation, is_wnid, parse_xml
 from eic_builder.scan.archives import ImageProbe, strip_archive_suffix
@@ -57,28 +59,16 @@ class ScanItem:
     ann_bytes: bytes | None = None
 
 
-IMAGE_COLUMNS = ("image_id", "split", "label", "wnid", "path", "annotation", "width", "height", "has_image",
-                 "n_boxes", "archive", "offset", "size", "sha1", "ann_width", "ann_height")
-BOX_COLUMNS = ("image_id", "box_index", "label", "wnid", "x1", "y1", "x2", "y2", "image_width", "image_height")
-REJECT_COLUMNS = ("path", "image_id", "level", "reason", "detail")
-
-
 @dataclass
 class _Rows:
-    """Rows as tuples (one append per row), turned into columns once per unit."""
+    """The rows of one unit, made one at a time, turned into columns once per unit."""
 
-    images: list[tuple] = field(default_factory=list)
-    boxes: list[tuple] = field(default_factory=list)
-    rejects: list[tuple] = field(default_factory=list)
+    images: list[ImageRow] = field(default_factory=list)
+    boxes: list[BoxRow] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
 
     def reject(self, path: str, image_id: str | None, level: str, reason: str, detail: str) -> None:
-        self.rejects.append((path, image_id, level, reason, detail))
-
-
-def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
-    if not rows:
-        return {name: [] for name in names}
-    return dict(zip(names, map(list, zip(*rows))))
+        self.rejects.append(RejectRow(path, image_id, level, reason, detail))
 
 
 def _folder_label(rel: str | None) -> str | None:
@@ -100,6 +90,7 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
+XML_FORMATS = ("ilsvrc-xml", "voc-xml")
 MAX_STATED_SIDE = 2**31 - 1  # pixels: the most an image header (PNG) can state, and the int32 columns hold
 
 
@@ -108,96 +99,124 @@ def _box_text(index: int, box: tuple, width: int, height: int) -> str:
     return f"box {index} {label} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) in {width}x{height}"
 
 
-def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
-    root = cfg.root
-    ann = item.pre
-    ann_path = item.ann_rel
-    xml = cfg.fmt in ("ilsvrc-xml", "voc-xml")
-    if xml and ann_path is not None:
+def _annotation(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> tuple[RawAnnotation | None, str | None]:
+    """The item's annotation and its path: the one parsed by the layout, or its XML parsed here (a
+    malformed or unreadable one becomes a reject row and no annotation); a stated size beyond what an
+    image header can state is dropped (one reject row), its boxes kept."""
+    ann, ann_path = item.pre, item.ann_rel
+    if cfg.fmt in XML_FORMATS and ann_path is not None:
         try:
-            data = item.ann_bytes if item.ann_bytes is not None else _read_file(f"{root}/{ann_path}")
+            data = item.ann_bytes if item.ann_bytes is not None else _read_file(f"{cfg.root}/{ann_path}")
             ann = parse_xml(data, "voc" if cfg.fmt == "voc-xml" else "ilsvrc")
         except Rejected as exc:
             rows.reject(ann_path, item.image_id, "file", exc.reason, exc.detail)
-            ann, ann_path = None, None
+            return None, None
         except OSError as exc:
             rows.reject(ann_path, item.image_id, "file", "unreadable", str(exc))
-            ann, ann_path = None, None
-
+            return None, None
     if ann is not None and not all(v is None or 0 < v <= MAX_STATED_SIDE for v in (ann.width, ann.height)):
-        # a size no image has (and no int32 column holds): one reject row, the annotation's boxes kept
         rows.reject(ann_path or "", item.image_id, "file", "malformed_size",
                     f"stated size {ann.width}x{ann.height} is beyond {MAX_STATED_SIDE:,} pixels a side; "
                     "it is left out")
         ann = RawAnnotation(None, None, ann.boxes, ann.bad_rows)
+    return ann, ann_path
 
+
+def _measure_image(item: ScanItem, cfg: ScanConfig) -> tuple[int, int, tuple]:
+    """(width, height, (archive, offset, size, sha1)) of the item's image, from its archive probe, its
+    bytes (``hash_files``) or its header; decoded whole with ``verify_images``. Raises :class:`Rejected`
+    or ``OSError`` for an image that cannot be kept."""
+    root, rel = cfg.root, item.image_rel
+    if item.probe is not None:
+        probe = item.probe
+        location = (probe.archive, probe.offset, probe.size, probe.sha1)
+        if probe.reason is not None:
+            raise Rejected(probe.reason, probe.detail or probe.reason)
+        width, height = probe.width, probe.height
+        if cfg.verify_images:
+            width, height = verify_image_bytes(_read_member(root, rel, probe))
+        return width, height, location
+    if cfg.hash_files:
+        data = _read_file(f"{root}/{rel}")
+        header = image_header_of_bytes(data, rel)
+        size = verify_image_bytes(data) if cfg.verify_images else (header.width, header.height)
+        return *size, (None, None, len(data), hashlib.sha1(data).hexdigest())
+    header = read_image_header(f"{root}/{rel}")
+    size = verify_image(f"{root}/{rel}") if cfg.verify_images else (header.width, header.height)
+    return *size, (None, None, None, None)
+
+
+def _reject_image(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None, ann_path: str | None,
+                  exc: Exception, rows: _Rows) -> None:
+    """The reject rows of an image that cannot be kept: the image, and its annotation file or boxes."""
+    reason = exc.reason if isinstance(exc, Rejected) else "unreadable"
+    rows.reject(item.image_rel, item.image_id, "file", reason, str(exc))
+    if ann_path is not None and cfg.fmt in XML_FORMATS:
+        rows.reject(ann_path, item.image_id, "file", "image_rejected", f"its image {item.image_rel}: {reason}")
+    elif ann is not None and ann.boxes:
+        rows.reject(ann_path or "", item.image_id, "box", "image_rejected",
+                    f"{len(ann.boxes)} boxes of rejected image {item.image_rel}")
+
+
+def _stated_size(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None, ann_path: str | None,
+                 rows: _Rows) -> tuple[int, int] | None:
+    """The size of an annotation-only image (no image file), as its annotation states it; None (and a
+    reject row) when the tree should have held the image or the annotation states no size."""
+    if cfg.images_expected:
+        rows.reject(ann_path or "", item.image_id, "file", "image_missing",
+                    "annotation without an image file in the tree")
+        return None
+    if ann is None or ann.width is None or ann.height is None:
+        rows.reject(ann_path or "", item.image_id, "file", "no_image_size",
+                    "annotation-only image whose annotation states no <size>")
+        return None
+    return ann.width, ann.height
+
+
+def _keep_boxes(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation, ann_path: str | None, width: int,
+                height: int, rows: _Rows) -> tuple[int, str | None]:
+    """Add the annotation's valid boxes (clipped to the image) and a reject row for each other one;
+    returns (boxes kept, the first kept box's label)."""
+    source = ann_path or ""
+    for detail in ann.bad_rows:
+        rows.reject(source, item.image_id, "box", "malformed_box", detail)
+    check_wnid = cfg.fmt in WNID_FORMATS
+    n_kept, first_label = 0, None
+    for index, box in enumerate(ann.boxes):
+        problem = _box_problem(box, width, height, check_wnid, cfg.known_wnids)
+        if problem is not None:
+            reason, why = problem
+            rows.reject(source, item.image_id, "box", reason, f"{_box_text(index, box, width, height)}: {why}")
+            continue
+        label, x1, y1, x2, y2 = box
+        rows.boxes.append(BoxRow(item.image_id, index, label, label if check_wnid else None,
+                                 *clip_to_image(x1, y1, x2, y2, width, height), width, height))
+        n_kept += 1
+        first_label = first_label if first_label is not None else label
+    return n_kept, first_label
+
+
+def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
+    """The rows of one item: its image row, its boxes, and a reject row for whatever cannot be kept."""
+    ann, ann_path = _annotation(item, cfg, rows)
     location: tuple = (None, None, None, None)  # archive, offset, size, sha1
     if item.image_rel is not None:
         try:
-            if item.probe is not None:
-                probe = item.probe
-                location = (probe.archive, probe.offset, probe.size, probe.sha1)
-                if probe.reason is not None:
-                    raise Rejected(probe.reason, probe.detail or probe.reason)
-                width, height = probe.width, probe.height
-                if cfg.verify_images:
-                    width, height = verify_image_bytes(_read_member(root, item.image_rel, probe))
-            elif cfg.hash_files:
-                data = _read_file(f"{root}/{item.image_rel}")
-                location = (None, None, len(data), hashlib.sha1(data).hexdigest())
-                header = image_header_of_bytes(data, item.image_rel)
-                width, height = header.width, header.height
-                if cfg.verify_images:
-                    width, height = verify_image_bytes(data)
-            else:
-                header = read_image_header(f"{root}/{item.image_rel}")
-                width, height = header.width, header.height
-                if cfg.verify_images:
-                    width, height = verify_image(f"{root}/{item.image_rel}")
+            width, height, location = _measure_image(item, cfg)
         except (Rejected, OSError) as exc:
-            reason = exc.reason if isinstance(exc, Rejected) else "unreadable"
-            rows.reject(item.image_rel, item.image_id, "file", reason, str(exc))
-            if ann_path is not None and xml:
-                rows.reject(ann_path, item.image_id, "file", "image_rejected", f"its image {item.image_rel}: {reason}")
-            elif ann is not None and ann.boxes:
-                rows.reject(ann_path or "", item.image_id, "box", "image_rejected",
-                            f"{len(ann.boxes)} boxes of rejected image {item.image_rel}")
+            _reject_image(item, cfg, ann, ann_path, exc, rows)
             return
     else:
-        if cfg.images_expected:
-            rows.reject(ann_path or "", item.image_id, "file", "image_missing",
-                        "annotation without an image file in the tree")
+        size = _stated_size(item, cfg, ann, ann_path, rows)
+        if size is None:
             return
-        if ann is None or ann.width is None or ann.height is None:
-            rows.reject(ann_path or "", item.image_id, "file", "no_image_size",
-                        "annotation-only image whose annotation states no <size>")
-            return
-        width, height = ann.width, ann.height
-
-    n_kept = 0
-    first_label = None
-    if ann is not None:
-        source = ann_path or ""
-        for detail in ann.bad_rows:
-            rows.reject(source, item.image_id, "box", "malformed_box", detail)
-        check_wnid = cfg.fmt in WNID_FORMATS
-        for index, box in enumerate(ann.boxes):
-            problem = _box_problem(box, width, height, check_wnid, cfg.known_wnids)
-            if problem is not None:
-                reason, why = problem
-                rows.reject(source, item.image_id, "box", reason, f"{_box_text(index, box, width, height)}: {why}")
-                continue
-            label, x1, y1, x2, y2 = box
-            rows.boxes.append((item.image_id, index, label, label if check_wnid else None,
-                               *clip_to_image(x1, y1, x2, y2, width, height), width, height))
-            n_kept += 1
-            if first_label is None:
-                first_label = label
-
+        width, height = size
+    n_kept, first_label = _keep_boxes(item, cfg, ann, ann_path, width, height, rows) if ann is not None else (0, None)
     label = _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
-    rows.images.append((item.image_id, cfg.split, label, label if label is not None and is_wnid(label) else None,
-                        item.image_rel, ann_path, width, height, item.image_rel is not None, n_kept, *location,
-                        ann.width if ann is not None else None, ann.height if ann is not None else None))
+    wnid = label if label is not None and is_wnid(label) else None
+    rows.images.append(ImageRow(item.image_id, cfg.split, label, wnid, item.image_rel, ann_path, width, height,
+                                item.image_rel is not None, n_kept, *location,
+                                ann.width if ann is not None else None, ann.height if ann is not None else None))
 
 
 def _read_member(root: str, rel: str, probe: ImageProbe) -> bytes:
@@ -229,13 +248,13 @@ def scan_items(items: list[ScanItem], cfg: ScanConfig) -> tuple:
     rows = _Rows()
     for item in items:
         _scan_item(item, cfg, rows)
-    b = _columns(rows.boxes, BOX_COLUMNS)
+    b = columns(rows.boxes, BoxRow)
     coords = {k: np.asarray(b[k], dtype=np.float32) for k in ("x1", "y1", "x2", "y2")}
     flags = box_flags(coords["x1"], coords["y1"], coords["x2"], coords["y2"],
                       np.asarray(b.pop("image_width")), np.asarray(b.pop("image_height")))
     boxes = dict(b, **coords, area_ratio=flags.area_ratio, is_small=flags.is_small, is_twisted=flags.is_twisted)
-    return (to_table("images", _columns(rows.images, IMAGE_COLUMNS)), to_table("boxes", boxes),
-            to_table("rejects", _columns(rows.rejects, REJECT_COLUMNS)))
+    return (rows_table("images", rows.images, ImageRow), to_table("boxes", boxes),
+            rows_table("rejects", rows.rejects, RejectRow))
 
 
 def inputs_digest(items: list[ScanItem], root: str) -> str:

@@ -5,8 +5,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from eic_builder.cli import main
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.holdout import held_out
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from baseline.checkpoint import load_checkpoint, model_config, model_from_checkpoint
 from baseline.config import TrainConfig
-from baseline.engine import load_checkpoint, lr_at, model_config, model_from_checkpoint, train
+from baseline.engine import lr_at, train
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.scan.scanner import scan
 
@@ -227,3 +228,26 @@ def test_a_cpu_run_that_cannot_fit_is_refused_with_advice(train_manifest: Path, 
     assert not (tmp_path / "run" / "last.pt").exists()
     tiny = TrainConfig.tiny(**FAST)
     assert memory.training_bytes(tiny, HourglassRPN(model_config(tiny))) < 1 << 30
+
+
+def test_metrics_of_every_rank_are_averaged_whatever_their_name(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over ranks, every figure a rank measured on its own batch is averaged (losses and pretrain's top-1
+    alike); the iteration, learning rate and images per second are left as they are."""
+    import json
+
+    import torch.distributed as dist
+
+    from baseline.engine import MetricsWriter
+
+    def all_reduce(tensor: torch.Tensor) -> None:  # the other rank measured 10.0 on every figure
+        tensor += 10.0
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    writer = MetricsWriter(tmp_path / "metrics.jsonl", rank=0, distributed=True)
+    writer.write({"iter": 4, "lr": 0.5, "images_per_second": 3.0, "loss": 2.0, "cls_p3": 4.0, "top1": 0.25})
+    writer.close()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert record == {"iter": 4, "lr": 0.5, "images_per_second": 3.0, "loss": 6.0, "cls_p3": 7.0, "top1": 5.125}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from baseline.eval_run import evaluate_methods
+from baseline.eval_run import EvalOptions, evaluate_methods
 from baseline.proposals import ProposalConfig
+from eic_builder.dataset.tables import read_table
 from eic_builder.errors import OptionError
-from eic_builder.manifest import read_table
 from eic_builder.scan.scanner import scan
 
 
@@ -23,8 +23,8 @@ def real_subset(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory,
 
 def test_peers_scored_and_files_written(real_subset: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    res = evaluate_methods(real_subset, out, None, ["sliding-window", "selective-search"],
-                           ProposalConfig(top_k=1000))
+    res = evaluate_methods(real_subset, out, EvalOptions(methods=["sliding-window", "selective-search"],
+                                                         proposals=ProposalConfig(top_k=1000)))
     assert set(res) == {"sliding-window", "selective-search"}
     for name, m in res.items():
         assert 0 <= m["AR@10"] <= m["AR@100"] <= m["AR@1000"] <= 1, name
@@ -44,7 +44,8 @@ def test_coco_files_rescore_the_same_with_pycocotools(real_subset: Path, tmp_pat
     from pycocotools.cocoeval import COCOeval
 
     out = tmp_path / "eval"
-    res = evaluate_methods(real_subset, out, None, ["sliding-window"], ProposalConfig(top_k=1000))["sliding-window"]
+    res = evaluate_methods(real_subset, out, EvalOptions(checkpoint=None, methods=["sliding-window"],
+                                                         proposals=ProposalConfig(top_k=1000)))["sliding-window"]
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(out / "gt_coco.json"))
         dt = gt.loadRes(str(out / "sliding-window" / "proposals_coco.json"))
@@ -59,8 +60,9 @@ def test_coco_files_rescore_the_same_with_pycocotools(real_subset: Path, tmp_pat
 
 def test_bad_arguments(real_subset: Path, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="nothing to evaluate"):
-        evaluate_methods(real_subset, tmp_path / "e", None, [])
+        evaluate_methods(real_subset, tmp_path / "e", EvalOptions(checkpoint=None, methods=[]))
     with pytest.raises(OptionError, match="methods 'edge-boxes' is not known; choose from selective-search"):
-        evaluate_methods(real_subset, tmp_path / "e", None, ["edge-boxes"])
+        evaluate_methods(real_subset, tmp_path / "e", EvalOptions(checkpoint=None, methods=["edge-boxes"]))
     with pytest.raises(OptionError, match="max_images 0 must be >= 1"):
-        evaluate_methods(real_subset, tmp_path / "e", None, ["sliding-window"], max_images=0)
+        evaluate_methods(real_subset, tmp_path / "e", EvalOptions(checkpoint=None, methods=["sliding-window"],
+                                                                  max_images=0))

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from baseline.engine import load_checkpoint
+from baseline.checkpoint import load_checkpoint
 from baseline.model import HourglassRPN, ModelConfig
 from baseline.pretrain import PretrainConfig, crop_box, lr_at, pretrain
 from eic_builder.cli import main

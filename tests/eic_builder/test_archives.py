@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 import pytest
 
 import eic_builder.scan.archives as archives
+from eic_builder.dataset.manifest import read_manifest, resolve_image_root
 from eic_builder.errors import InputNotFoundError
-from eic_builder.image_source import ImageReader, ImageRef, image_refs, image_root
-from eic_builder.manifest import read_manifest
+from eic_builder.image_source import ImageReader, ImageRef, image_refs
 from eic_builder.scan.scanner import scan
 from eic_builder.stats import compute_split_stats
 from eic_builder.synthetic import EIC_NEW_WNIDS, ilsvrc_xml, make_synthetic_archives
@@ -31,7 +31,7 @@ def downloads(tmp_path_factory: pytest.TempPathFactory):
 
 def _all_bytes_match(manifest: Path) -> bool:
     m = read_manifest(manifest)
-    reader = ImageReader(image_root(m.meta))
+    reader = ImageReader(resolve_image_root(m.meta))
     return all(hashlib.sha1(reader.read(ref)).hexdigest() == digest
                for ref, digest in zip(image_refs(m.images), m.images["sha1"].to_pylist()))
 

@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 import pytest
 
 from eic_builder.assemble import AssembleOptions, assemble, rank_key
+from eic_builder.dataset.manifest import read_manifest, resolve_image_root, write_manifest
 from eic_builder.errors import ManifestError, OptionError
-from eic_builder.image_source import ImageReader, image_refs, image_root
-from eic_builder.manifest import read_manifest, write_manifest
+from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.reference_lists import data_manifests_dir
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import (
@@ -80,7 +80,7 @@ def test_rules_split_and_leakage(manifests, tmp_path: Path) -> None:
     assert r.images == {"train": 48 + 4 * 6, "val": 16 + 4 * 3} and r.classes == {"train": 8, "val": 8}
     # every image reads from the common root, archive members by offset, and the bytes are the hashed ones
     for part in (train, val):
-        reader = ImageReader(image_root(part.meta))
+        reader = ImageReader(resolve_image_root(part.meta))
         assert all(hashlib.sha1(reader.read(ref)).hexdigest() == digest
                    for ref, digest in zip(image_refs(part.images), part.images["sha1"].to_pylist()))
     report = (tmp_path / "eic" / "report.md").read_text()

@@ -11,13 +11,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from eic_builder.audit import audit_manifests, parse_methods
+from eic_builder.audit import AuditOptions, audit_manifests, parse_methods
 from eic_builder.audit.exact import exact_pairs
 from eic_builder.audit.neighbours import _exact_pairs, cosine_pairs, whiten
 from eic_builder.audit.perceptual import block_count, hamming_pairs, phash_bytes
 from eic_builder.cli import main
+from eic_builder.dataset.manifest import read_manifest, write_manifest
+from eic_builder.dataset.tables import empty_table
 from eic_builder.errors import InputNotFoundError, ManifestError, OptionError
-from eic_builder.manifest import empty_table, read_manifest, write_manifest
 from eic_builder.planted_copies import TRANSFORMS, plant_copies, read_planted, score_planted, transform_bytes
 from eic_builder.scan.scanner import scan
 
@@ -124,8 +125,8 @@ def planted(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory, fir
     config = FeatureConfig(weights="random", on="image", resize=128, crop=112, device="cpu", dtype="float32")
     extract_features(d / "val", d / "fval", config)
     extract_features(d / "train", d / "ftrain", config)
-    audit_manifests([d / "val", d / "train"], d / "audit", features={"val": d / "fval", "train": d / "ftrain"},
-                    device="cpu")
+    audit_manifests([d / "val", d / "train"], d / "audit", AuditOptions(features={"val": d / "fval",
+                                                                                  "train": d / "ftrain"}, device="cpu"))
     return {"dir": d, "val": d / "val", "train": d / "train", "audit": d / "audit", "fval": d / "fval"}
 
 
@@ -184,17 +185,17 @@ def test_bad_input_is_one_line_and_writes_nothing(planted: dict[str, Path], tmp_
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     val, train, out = planted["val"], planted["train"], tmp_path / "out"
     with pytest.raises(OptionError, match=r"methods features needs features NAME=FEATDIR"):
-        audit_manifests([val], out, methods=["features"])
+        audit_manifests([val], out, AuditOptions(methods=["features"]))
     with pytest.raises(ManifestError, match=r"features .* are not of manifest train: 400 of their 400 images"):
-        audit_manifests([val, train], out, features={"train": planted["fval"]})
+        audit_manifests([val, train], out, AuditOptions(features={"train": planted["fval"]}))
     with pytest.raises(OptionError, match=r"features names bogus, which is no audited manifest; names: val"):
-        audit_manifests([val], out, features={"bogus": planted["fval"]})
+        audit_manifests([val], out, AuditOptions(features={"bogus": planted["fval"]}))
     with pytest.raises(OptionError, match=r"are both named 'val'"):
         audit_manifests([val, val], out)
     with pytest.raises(OptionError, match=r"phash_threshold=64 must be in \[0, 63\]"):
-        audit_manifests([val], out, phash_threshold=64)
+        audit_manifests([val], out, AuditOptions(phash_threshold=64))
     with pytest.raises(OptionError, match=r"index='hnsw' is not allowed"):
-        audit_manifests([val], out, index="hnsw")
+        audit_manifests([val], out, AuditOptions(index="hnsw"))
     empty = tmp_path / "empty"
     write_manifest(empty, empty_table("images"), empty_table("boxes"), empty_table("rejects"),
                    {"source_root": str(tmp_path)})
@@ -218,7 +219,8 @@ def test_bad_input_is_one_line_and_writes_nothing(planted: dict[str, Path], tmp_
 
 
 def test_box_features_are_refused(tmp_path: Path) -> None:
-    from eic_builder.manifest import features_table, read_image_features, write_table
+    from eic_builder.dataset.feature_shards import features_table, read_image_features
+    from eic_builder.dataset.tables import write_table
 
     table = features_table(["a"], [0], ["n01440764"], np.zeros((1, 4096), dtype=np.float16))
     write_table(table, tmp_path / "part-000000.parquet", "features")
@@ -245,7 +247,7 @@ def test_exclude_audit_refuses_an_audit_of_other_content(planted: dict[str, Path
 
     train = tmp_path / "train"
     shutil.copytree(planted["train"], train)
-    audit_manifests([planted["val"], train], tmp_path / "audit", methods=["exact"])
+    audit_manifests([planted["val"], train], tmp_path / "audit", AuditOptions(methods=["exact"]))
     ok = CliRunner().invoke(main, ["--no-progress", "filter", str(train), "--out", str(tmp_path / "f1"),
                                    "--exclude-audit", str(tmp_path / "audit")])
     assert ok.exit_code == 0 and ok.output.startswith("excluded 10 images"), ok.output
@@ -288,4 +290,4 @@ def test_a_damaged_features_shard_is_named(planted: dict[str, Path], tmp_path: P
     assert "run `eic-build features` again" in r.output and "Traceback" not in r.output
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(ManifestError, match=rf"{shard} is damaged or not a Parquet file"):
-        audit_manifests([planted["val"]], tmp_path / "a", features={"val": feats})
+        audit_manifests([planted["val"]], tmp_path / "a", AuditOptions(features={"val": feats}))

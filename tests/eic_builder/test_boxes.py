@@ -80,3 +80,23 @@ def test_flip_horizontally_by_hand() -> None:
     assert flip_horizontally(boxes, 100).tolist() == [[90.0, 1.0, 100.0, 5.0], [0.0, 2.0, 10.0, 3.0]]
     assert boxes[0, 0] == 0.0  # the input is left as it was
     assert np.array_equal(flip_horizontally(np.array([[1.0, 0, 3, 4]]), 10), np.array([[7.0, 0, 9, 4]]))
+
+
+def test_batched_iou_and_areas_match_torchvision() -> None:
+    import torch
+    from torchvision.ops import box_area, box_iou
+
+    from eic_builder.boxes import batched_iou, box_areas
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3, 7, 2, generator=g, dtype=torch.float64) * 100
+    dets = torch.cat([xy, xy + 1 + torch.rand(3, 7, 2, generator=g, dtype=torch.float64) * 80], 2)
+    xy = torch.rand(3, 4, 2, generator=g, dtype=torch.float64) * 100
+    gts = torch.cat([xy, xy + 1 + torch.rand(3, 4, 2, generator=g, dtype=torch.float64) * 80], 2)
+    gts[2, 3] = 0  # a padding box: IoU 0 with everything, not nan
+    got = batched_iou(dets, gts)
+    assert got.shape == (3, 7, 4) and not got.isnan().any() and (got[2, :, 3] == 0).all()
+    for n in range(3):
+        torch.testing.assert_close(got[n, :, :3], box_iou(dets[n], gts[n, :3]))
+        torch.testing.assert_close(box_areas(dets[n]), box_area(dets[n]))
+    assert box_areas(np.array([[1.0, 2.0, 4.0, 7.0]])).tolist() == [15.0]  # numpy too: 3 x 5

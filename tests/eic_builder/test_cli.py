@@ -177,9 +177,9 @@ def test_errors_name_options_as_the_caller_typed_them(tmp_path: Path) -> None:
     import pytest
 
     from eic_builder.assemble import AssembleOptions
-    from eic_builder.audit import audit_manifests
+    from eic_builder.audit import AuditOptions, audit_manifests
+    from eic_builder.dataset.manifest import open_manifest
     from eic_builder.errors import OptionError
-    from eic_builder.manifest_view import open_manifest
 
     root, m = tmp_path / "tree", tmp_path / "m"
     run("synth", str(root), "--classes", "1", "--train-per-class", "2", "--val-per-class", "1")
@@ -191,7 +191,7 @@ def test_errors_name_options_as_the_caller_typed_them(tmp_path: Path) -> None:
     r = run("audit", str(m), "--out", str(tmp_path / "a"), "--max-hamming", "64")
     assert r.exit_code == 2 and "--max-hamming=64 must be in [0, 63]" in r.output
     with pytest.raises(OptionError, match=r"^phash_threshold=64 must be in \[0, 63\]$"):
-        audit_manifests([m], tmp_path / "a", phash_threshold=64)
+        audit_manifests([m], tmp_path / "a", AuditOptions(phash_threshold=64))
     r = run("audit", str(m), "--out", str(tmp_path / "a"), "--methods", "features")
     assert r.exit_code == 2 and "--methods features needs --features NAME=FEATDIR" in r.output
     r = run("export", str(m), "--out", str(tmp_path / "e"), "--root", str(tmp_path / "nowhere"), "--format", "voc")

@@ -100,8 +100,8 @@ def test_all_reduce_two_gloo_ranks(tmp_path: Path) -> None:
 
 
 def test_real_features_streaming_equals_brute_force(ilsvrc_val_1300: Path, tmp_path: Path, first_images) -> None:
+    from eic_builder.dataset.feature_shards import iter_feature_batches
     from eic_builder.features import FeatureConfig, extract_features
-    from eic_builder.manifest import iter_feature_batches
     from eic_builder.scan.scanner import scan
 
     scan(ilsvrc_val_1300, tmp_path / "full")
@@ -154,8 +154,8 @@ def test_euclidean_inter_distance_equals_brute_force_and_the_cosine_bound_holds(
 
 
 def test_real_features_euclidean_equals_brute_force(ilsvrc_val_1300: Path, tmp_path: Path, first_images) -> None:
+    from eic_builder.dataset.feature_shards import iter_feature_batches
     from eic_builder.features import FeatureConfig, extract_features
-    from eic_builder.manifest import iter_feature_batches
     from eic_builder.scan.scanner import scan
 
     scan(ilsvrc_val_1300, tmp_path / "full")

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from eic_builder.cli import main
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import InputNotFoundError, OptionError
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import EIC_NEW_WNIDS, NOT_EIC_WNID, _tar_bytes, make_synthetic_downloads
 
@@ -77,8 +77,8 @@ def test_a_tar_of_a_whole_tree_is_split_by_its_folders(synthetic_tree: Path, tmp
 
 
 def test_winter21_is_read_in_place_through_its_index(downloads, tmp_path: Path) -> None:
+    from eic_builder.dataset.manifest import open_manifest
     from eic_builder.gzip_index import index_path
-    from eic_builder.manifest_view import open_manifest
 
     out = tmp_path / "21k"
     r = run("scan", str(downloads.winter21), str(downloads.annotations), "--out", str(out), "--no-wordnet-check")
@@ -150,7 +150,7 @@ def test_a_damaged_or_truncated_gzip_is_a_reject_and_a_changed_one_is_refused(do
     with tarfile.open(downloads.winter21) as tf:
         members = [(i.name, tf.extractfile(i).read()) for i in tf.getmembers()][::-1]
     (tmp_path / "ok" / "winter21_whole.tar.gz").write_bytes(_tar_bytes(members, gzip_level=6))
-    from eic_builder.manifest_view import open_manifest
+    from eic_builder.dataset.manifest import open_manifest
 
     with open_manifest(tmp_path / "mo") as m, pytest.raises(InputNotFoundError, match=r"has no seek index .* "
                                                                                       r"scan it again"):
@@ -197,7 +197,7 @@ def test_a_tar_gz_stream_of_any_header_format_scans_as_its_plain_tar(downloads, 
     assert plain.images == gz.images == downloads.winter21_images and gz.rejects == 0
     a, b = read_manifest(tmp_path / "mp").images, read_manifest(tmp_path / "mg").images
     assert a["offset"].equals(b["offset"]) and a["sha1"].equals(b["sha1"])  # the same bytes at the same offsets
-    from eic_builder.manifest_view import open_manifest
+    from eic_builder.dataset.manifest import open_manifest
 
     with open_manifest(tmp_path / "mg") as m:
         assert all(m.read_bytes(i) for i in m.image_ids[::9])

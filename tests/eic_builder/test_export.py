@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from eic_builder.cli import main
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import InputNotFoundError, ManifestError, OptionError, WordNetError
-from eic_builder.export import export_manifests
+from eic_builder.export import ExportOptions, export_manifests
 from eic_builder.export.hf import check_split_names
 from eic_builder.export.labels import label_names
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 
 BOX_COLUMNS = ["image_id", "box_index", "label", "x1", "y1", "x2", "y2"]
@@ -49,7 +49,7 @@ def test_coco_loads_in_pycocotools_and_scans_back_to_the_pixel(real: dict[str, P
     from pycocotools.coco import COCO
 
     manifest = real[name]
-    r = export_manifests([manifest], tmp_path / "coco", "coco")
+    r = export_manifests([manifest], tmp_path / "coco", ExportOptions(fmt="coco"))
     (json_path,) = r.files
     coco = COCO(str(json_path))
     expected = boxes_of(manifest)
@@ -82,7 +82,7 @@ def test_coco_loads_in_pycocotools_and_scans_back_to_the_pixel(real: dict[str, P
 @pytest.mark.parametrize("name", ["val1300", "voc85"])
 def test_voc_is_one_based_and_scans_back_to_the_pixel(real: dict[str, Path], name: str, tmp_path: Path) -> None:
     manifest = real[name]
-    r = export_manifests([manifest], tmp_path / "voc", "voc")
+    r = export_manifests([manifest], tmp_path / "voc", ExportOptions(fmt="voc"))
     assert r.placement.written == r.splits[0][1] and r.placement.bytes_written == 0  # links, not copies
     back = tmp_path / "back"
     assert scan(tmp_path / "voc", back, split="x").format == "voc-xml"  # wnid labels too: <database> says VOC
@@ -92,14 +92,14 @@ def test_voc_is_one_based_and_scans_back_to_the_pixel(real: dict[str, Path], nam
     images = sorted((tmp_path / "voc" / "JPEGImages").iterdir())
     assert all(p.is_symlink() and p.resolve().is_file() for p in images)
     # a second run keeps the links
-    again = export_manifests([manifest], tmp_path / "voc", "voc")
+    again = export_manifests([manifest], tmp_path / "voc", ExportOptions(fmt="voc"))
     assert (again.placement.written, again.placement.kept) == (0, r.splits[0][1])
 
 
 def test_voc_corners_by_hand(real: dict[str, Path], tmp_path: Path) -> None:
     # voc85's first box of 2007_000027 is COCO bbox [176, 206, 49, 60]: 0-based corners 176,206 - 225,266
     # (exclusive), so VOC's 1-based inclusive corners are 177,207 - 225,266
-    export_manifests([real["voc85"]], tmp_path, "voc")
+    export_manifests([real["voc85"]], tmp_path, ExportOptions(fmt="voc"))
     text = (tmp_path / "Annotations" / "2007_000027.xml").read_text()
     assert "<xmin>177</xmin><ymin>207</ymin><xmax>225</xmax><ymax>266</ymax>" in text
     assert "<database>EIC, exported by eic-build (PASCAL VOC format)</database>" in text
@@ -112,7 +112,7 @@ def test_voc_corners_by_hand(real: dict[str, Path], tmp_path: Path) -> None:
 def test_hf_folder_loads_with_datasets(real: dict[str, Path], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "hf"
-    r = export_manifests([real["val1300"], real["voc85"]], out, "hf", labels="name")
+    r = export_manifests([real["val1300"], real["voc85"]], out, ExportOptions(fmt="hf", labels="name"))
     assert [p.name for p in r.files] == ["val-00000-of-00001.parquet", "voc2012_85-00000-of-00001.parquet",
                                          "README.md"]
     card = (out / "README.md").read_text()
@@ -177,7 +177,7 @@ def test_materialize_writes_archive_members_once_and_resumes(archive_manifest: P
     images = read_manifest(archive_manifest).images
     n = images.num_rows
     sha1 = dict(zip(images["image_id"].to_pylist(), images["sha1"].to_pylist()))
-    r = export_manifests([archive_manifest], tmp_path, "coco", materialize=True)
+    r = export_manifests([archive_manifest], tmp_path, ExportOptions(fmt="coco", materialize=True))
     assert (r.placement.written, r.placement.kept) == (n, 0) and r.archive_references == 0
     folder = Path(r.image_roots["fall11_whole"])
     files = sorted(folder.iterdir())
@@ -189,13 +189,13 @@ def test_materialize_writes_archive_members_once_and_resumes(archive_manifest: P
     files[0].unlink()
     files[1].write_bytes(b"cut")
     (folder / ".x.JPEG.tmp-1").write_bytes(b"")
-    again = export_manifests([archive_manifest], tmp_path, "coco", materialize=True)
+    again = export_manifests([archive_manifest], tmp_path, ExportOptions(fmt="coco", materialize=True))
     assert (again.placement.written, again.placement.kept) == (2, n - 2)
     assert hashlib.sha1(files[1].read_bytes()).hexdigest() == sha1[files[1].stem]
 
 
 def test_archive_members_are_referenced_in_coco_and_refused_by_voc(archive_manifest: Path, tmp_path: Path) -> None:
-    r = export_manifests([archive_manifest], tmp_path / "coco", "coco")
+    r = export_manifests([archive_manifest], tmp_path / "coco", ExportOptions(fmt="coco"))
     n = read_manifest(archive_manifest).images.num_rows
     assert r.archive_references == n and r.placement.written == 0
     doc = json.loads(r.files[0].read_text())
@@ -204,7 +204,7 @@ def test_archive_members_are_referenced_in_coco_and_refused_by_voc(archive_manif
         data = os.pread(f.fileno(), image["eic_size"], image["eic_offset"])
     assert data[:2] == b"\xff\xd8" and len(data) == image["eic_size"]
     with pytest.raises(OptionError, match=rf"{n} images of .* lie inside archives.*add materialize"):
-        export_manifests([archive_manifest], tmp_path / "voc", "voc")
+        export_manifests([archive_manifest], tmp_path / "voc", ExportOptions(fmt="voc"))
     assert not (tmp_path / "voc" / "Annotations").exists()  # refused before writing
 
 
@@ -214,13 +214,13 @@ def test_disk_space_is_checked_before_the_first_copy(archive_manifest: Path, tmp
 
     monkeypatch.setattr(files, "_free_bytes", lambda folder: 1000)
     with pytest.raises(OptionError, match=r"materialize needs 0\.\d\d GB for \d+ images but .* has 0\.00 GB free"):
-        export_manifests([archive_manifest], tmp_path, "voc", materialize=True)
+        export_manifests([archive_manifest], tmp_path, ExportOptions(fmt="voc", materialize=True))
     assert not (tmp_path / "JPEGImages").exists()
 
 
 def test_annotation_only_images_are_counted_not_exported(voc_85: Path, tmp_path: Path) -> None:
     scan(voc_85 / "instances.json", tmp_path / "m")  # the JSON alone: 85 images without files
-    r = export_manifests([tmp_path / "m"], tmp_path / "coco", "coco")
+    r = export_manifests([tmp_path / "m"], tmp_path / "coco", ExportOptions(fmt="coco"))
     assert r.splits == [("instances", 0, 0)] and (r.without_file, r.boxes_without_file) == (85, 686)
     assert json.loads(r.files[0].read_text())["images"] == []
 
@@ -245,9 +245,9 @@ def test_label_names_outside_the_class_lists_come_from_wordnet(wordnet_index, wo
 def test_bad_requests(real: dict[str, Path], tmp_path: Path) -> None:
     m = real["voc85"]
     with pytest.raises(OptionError, match=r"fmt='yolo' is not allowed; choose one of 'coco', 'voc', 'hf'"):
-        export_manifests([m], tmp_path, "yolo")
+        export_manifests([m], tmp_path, ExportOptions(fmt="yolo"))
     with pytest.raises(OptionError, match=r"materialize is for fmt coco and voc"):
-        export_manifests([m], tmp_path, "hf", materialize=True)
+        export_manifests([m], tmp_path, ExportOptions(fmt="hf", materialize=True))
     with pytest.raises(OptionError, match="at least one MANIFEST"):
         export_manifests([], tmp_path)
     with pytest.raises(ManifestError, match="does not exist"):
@@ -294,19 +294,20 @@ def test_an_image_gone_since_the_scan_is_named_not_linked(voc_85: Path, tmp_path
                                                              for p in (out / "JPEGImages").iterdir())
     with pytest.raises(InputNotFoundError, match=rf"1 image file\(s\) of the manifest are gone since the scan, "
                                                  rf"e\.g\. '{gone.stem}' \({gone}\)"):
-        export_manifests([tmp_path / "m"], tmp_path / "voc_api", "voc")
+        export_manifests([tmp_path / "m"], tmp_path / "voc_api", ExportOptions(fmt="voc"))
 
 
 def test_an_out_folder_of_another_export_is_refused(real: dict[str, Path], tmp_path: Path, first_images) -> None:
     first_images(real["voc85"], tmp_path / "a", 3)
     first_images(real["voc85"], tmp_path / "b", 5)
-    export_manifests([tmp_path / "a"], tmp_path / "out", "voc")
-    again = export_manifests([tmp_path / "a"], tmp_path / "out", "voc")  # the same export: resumed in place
+    export_manifests([tmp_path / "a"], tmp_path / "out", ExportOptions(fmt="voc"))
+    again = export_manifests([tmp_path / "a"], tmp_path / "out",
+                             ExportOptions(fmt="voc"))  # the same export: resumed in place
     assert again.placement.kept == 3
     with pytest.raises(OptionError, match=r"holds the files of another export run \(it differs in manifests\); "
                                           r"choose a new out, or remove that folder first"):
-        export_manifests([tmp_path / "b"], tmp_path / "out", "voc")
+        export_manifests([tmp_path / "b"], tmp_path / "out", ExportOptions(fmt="voc"))
     assert len(list((tmp_path / "out" / "Annotations").iterdir())) == 3
-    export_manifests([tmp_path / "a"], tmp_path / "out2", "coco")
+    export_manifests([tmp_path / "a"], tmp_path / "out2", ExportOptions(fmt="coco"))
     with pytest.raises(OptionError, match=r"holds the files of another export run \(it differs in manifests\)"):
-        export_manifests([tmp_path / "b"], tmp_path / "out2", "coco", materialize=True)
+        export_manifests([tmp_path / "b"], tmp_path / "out2", ExportOptions(fmt="coco", materialize=True))

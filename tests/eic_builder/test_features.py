@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from eic_builder.dataset.feature_shards import iter_feature_batches
+from eic_builder.dataset.manifest import read_manifest, write_manifest
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.features import FeatureConfig, build_model, extract_features
-from eic_builder.manifest import iter_feature_batches, read_manifest, write_manifest
 from eic_builder.scan.scanner import scan
 
 SMALL = {"weights": "random", "crop": 32, "resize": 37, "workers": 0, "batch_size": 4}
@@ -279,7 +280,7 @@ def test_batched_preprocessing_equals_per_image(real_subset: Path) -> None:
 def test_auto_dtype_is_chosen_by_the_cpu_and_recorded(real_subset: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch, flags, dtype: str) -> None:
     from eic_builder import hardware
-    from eic_builder.manifest import read_metadata
+    from eic_builder.dataset.tables import read_metadata
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     s = extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cpu", shard_size=6))

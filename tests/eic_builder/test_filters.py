@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from eic_builder.boxes import box_flags
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import OptionError
-from eic_builder.filters import filter_manifest, parse_flags
-from eic_builder.manifest import read_manifest
+from eic_builder.filters import FilterOptions, filter_manifest, parse_flags
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import SyntheticBox, ilsvrc_xml
 
@@ -64,7 +64,7 @@ def manifest(tmp_path: Path) -> Path:
 
 
 def test_filter_drop_small(manifest: Path, tmp_path: Path) -> None:
-    r = filter_manifest(manifest, tmp_path / "f", drop=frozenset({"small"}))
+    r = filter_manifest(manifest, tmp_path / "f", FilterOptions(drop=frozenset({"small"})))
     m = read_manifest(tmp_path / "f")
     # image 2 loses its only box and goes; image 4 never had boxes and stays
     assert (r.removed_boxes, r.removed_images, r.kept_boxes, r.kept_images) == (2, 1, 2, 3)
@@ -74,16 +74,16 @@ def test_filter_drop_small(manifest: Path, tmp_path: Path) -> None:
 
 
 def test_filter_keep_and_min_side(manifest: Path, tmp_path: Path) -> None:
-    r = filter_manifest(manifest, tmp_path / "k", keep=frozenset({"twisted"}))
+    r = filter_manifest(manifest, tmp_path / "k", FilterOptions(keep=frozenset({"twisted"})))
     assert (r.kept_boxes, r.kept_images) == (1, 2)
-    r = filter_manifest(manifest, tmp_path / "s", min_side=20)
+    r = filter_manifest(manifest, tmp_path / "s", FilterOptions(min_side=20))
     assert (r.kept_boxes, r.removed_boxes) == (1, 3)
 
 
 def test_filter_bad_options(manifest: Path, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="exclude each other"):
-        filter_manifest(manifest, tmp_path / "x", drop=frozenset({"small"}), keep=frozenset({"twisted"}))
+        filter_manifest(manifest, tmp_path / "x", FilterOptions(drop=frozenset({"small"}), keep=frozenset({"twisted"})))
     with pytest.raises(OptionError, match="min_side=-1"):
-        filter_manifest(manifest, tmp_path / "x", min_side=-1)
+        filter_manifest(manifest, tmp_path / "x", FilterOptions(min_side=-1))
     with pytest.raises(OptionError, match="is the input directory"):
         filter_manifest(manifest, manifest)

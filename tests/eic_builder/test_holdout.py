@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import OptionError
 from eic_builder.holdout import held_out, hold_out_manifest
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 
 
@@ -24,7 +24,8 @@ def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path
     assert len(src.rejects) == 0
     import pyarrow as pa
 
-    from eic_builder.manifest import to_table, write_manifest
+    from eic_builder.dataset.manifest import write_manifest
+    from eic_builder.dataset.tables import to_table
 
     ids = src.images["image_id"].to_pylist()[:6]
     rejects = to_table("rejects", {"path": [f"{i}.xml" for i in ids] + ["x.json"], "image_id": [*ids, None],

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from eic_builder.dataset.manifest import read_manifest
 from eic_builder.errors import InputNotFoundError, OptionError
-from eic_builder.manifest import read_manifest
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import SyntheticBox, ilsvrc_xml
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eic_builder.dataset.manifest import write_manifest
+from eic_builder.dataset.tables import to_table
 from eic_builder.errors import ManifestError, OptionError
-from eic_builder.manifest import to_table, write_manifest
 from eic_builder.scan.scanner import scan
 from eic_builder.stats import compute_split_stats, dataset_table, parse_named_dirs
 
@@ -69,7 +70,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_empty_manifest(tmp_path: Path) -> None:
     empty = {k: [] for k in ("path", "image_id", "level", "reason", "detail")}
-    from eic_builder.manifest import empty_table
+    from eic_builder.dataset.tables import empty_table
 
     write_manifest(tmp_path / "e", empty_table("images"), empty_table("boxes"), to_table("rejects", empty))
     md = dataset_table([f"E={tmp_path / 'e'}"])
@@ -101,7 +102,7 @@ def test_stats_on_large_random_manifest(tmp_path: Path) -> None:
     boxes = {"image_id": ["i"] * n, "box_index": np.arange(n, dtype=np.int32), "label": ["a"] * n,
              "wnid": [None] * n, "x1": x1, "y1": y1, "x2": x1 + w, "y2": y1 + h,
              "area_ratio": (w * h / 40000), "is_small": np.zeros(n, bool), "is_twisted": np.zeros(n, bool)}
-    from eic_builder.manifest import empty_table
+    from eic_builder.dataset.tables import empty_table
 
     write_manifest(tmp_path / "big", to_table("images", images), to_table("boxes", boxes), empty_table("rejects"))
     s = compute_split_stats("big", tmp_path / "big")
@@ -113,7 +114,7 @@ def test_stats_on_large_random_manifest(tmp_path: Path) -> None:
 
 
 def test_eic_classes_present(synthetic_tree: Path, tmp_path: Path) -> None:
-    from eic_builder.manifest import read_table
+    from eic_builder.dataset.tables import read_table
     from eic_builder.reference_lists import data_manifests_dir
 
     scan(synthetic_tree, tmp_path / "m", split="train")

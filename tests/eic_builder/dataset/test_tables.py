@@ -6,8 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from eic_builder.dataset.manifest import read_manifest
+from eic_builder.dataset.tables import empty_table, read_metadata, read_table, to_table, write_table
 from eic_builder.errors import ManifestError
-from eic_builder.manifest import empty_table, read_manifest, read_metadata, read_table, to_table, write_table
 
 
 def test_roundtrip_with_metadata(tmp_path: Path) -> None:
@@ -101,7 +102,8 @@ def test_feature_vectors_are_stored_plain(tmp_path: Path) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from eic_builder.manifest import features_table, write_table
+    from eic_builder.dataset.feature_shards import features_table
+    from eic_builder.dataset.tables import write_table
 
     table = features_table(["a", "b"], [-1, 0], ["n01440764", None], np.ones((2, 4096), np.float16))
     write_table(table, tmp_path / "part-000000.parquet", "features")
@@ -113,9 +115,9 @@ def test_feature_vectors_are_stored_plain(tmp_path: Path) -> None:
 
 def test_schema_md_documents_every_column_of_every_schema() -> None:
     """data_manifests/SCHEMA.md: each column of each schema is the first cell of one of its table rows."""
-    from eic_builder.manifest import HF_SCHEMA, SCHEMAS
+    from eic_builder.dataset.schemas import HF_SCHEMA, SCHEMAS
 
-    text = (Path(__file__).resolve().parents[2] / "data_manifests" / "SCHEMA.md").read_text()
+    text = (Path(__file__).resolve().parents[3] / "data_manifests" / "SCHEMA.md").read_text()
     documented = set()
     for line in text.splitlines():
         if line.startswith("| "):
@@ -126,11 +128,12 @@ def test_schema_md_documents_every_column_of_every_schema() -> None:
 
 
 def test_reject_reasons_are_defined_once_and_documented(tmp_path: Path) -> None:
+    from eic_builder.dataset.manifest import write_manifest
+    from eic_builder.dataset.tables import empty_table, to_table
     from eic_builder.errors import ManifestError
-    from eic_builder.manifest import empty_table, to_table, write_manifest
     from eic_builder.rejects import REJECT_REASONS, Rejected
 
-    text = (Path(__file__).resolve().parents[2] / "data_manifests" / "SCHEMA.md").read_text()
+    text = (Path(__file__).resolve().parents[3] / "data_manifests" / "SCHEMA.md").read_text()
     table = text.split("Reason codes:", 1)[1].split("\n## ", 1)[0]
     documented = {code.strip() for line in table.splitlines() if line.startswith("| ") and not line.startswith(
         "| reason") for code in line.split("|")[1].split(",")}

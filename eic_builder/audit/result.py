@@ -1,0 +1,24 @@
+"""What ``audit`` returns (its report is written from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class AuditResult:
+    """What an audit found: images compared, pairs per method, groups, and the files written."""
+
+    out: Path
+    names: list[str]
+    n_images: int
+    without_file: int
+    pairs: dict[str, int] = field(default_factory=dict)
+    n_groups: int = 0
+    n_grouped: int = 0
+    sha1_computed: int = 0
+    undecodable: int = 0
+    without_features: int = 0
+    leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
+    files: list[Path] = field(default_factory=list)
