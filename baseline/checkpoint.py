@@ -20,7 +20,7 @@ import torch
 
 from baseline.config import TrainConfig
 from baseline.model import HourglassRPN, ModelConfig
-from eic_builder.atomic_files import temporary_sibling
+from eic_builder.atomic_files import write_atomically
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.torch_files import load_matching, load_torch_file
 
@@ -34,9 +34,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 def save_atomically(path: Path, state: dict) -> None:
-    tmp = temporary_sibling(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def rng_state() -> dict:

@@ -14,7 +14,7 @@
 4. ``--search-only``: the exact search alone on --rows unit vectors drawn in the whitened space, on
    ``--device`` (cpu, cuda): EIC's 2.7 million images fit a GPU this way.
 
-Usage: python benchmarks/bench_audit.py [--rows 200000] [--planted 1000] [--queries 2000] [--skip-quality]
+Usage: python benchmarks/bench_audit.py [--rows 200000] [--planted 1000] [--queries 2000] [--skip-quality] [--store]
        python benchmarks/bench_audit.py --search-only --rows 2700000 --device cuda
 """
 

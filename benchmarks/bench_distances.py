@@ -7,7 +7,7 @@ and the peak memory (RSS) of that process beyond its start. The brute-force
 method (scikit-learn ``cosine_distances`` per class, then between centroids)
 is timed on one class of N/C rows in the same run and extrapolated.
 
-Usage: python benchmarks/bench_distances.py [--rows 1000000] [--classes 1000] [--cache DIR]
+Usage: python benchmarks/bench_distances.py [--rows 1000000] [--classes 1000] [--cache DIR] [--store]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-distances")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     if args.child is not None:
         stream_in_child(args.child)
@@ -112,6 +113,19 @@ def main() -> None:
     print(f"ratio brute / streaming: {brute / float(took):.1f}x")
     stream_mb_s = size / float(took) / 1e6
     print(f"streaming reads {stream_mb_s:,.0f} MB/s: {stream_mb_s / read_mb_s:.0%} of the plain read rate")
+    if args.store:
+        from results import store
+
+        rows = [[f"brute force (sklearn per class, extrapolated from one {per_class:,}-row class)", f"{brute:.0f}",
+                 "1.0x", ""],
+                ["streaming, exact (eic_builder.distances)", f"{float(took):.1f}", f"{brute / float(took):.1f}x",
+                 f"{stream_mb_s:,.0f}"],
+                ["limit: plain sequential read", f"{size / 1e6 / read_mb_s:.1f}", "", f"{read_mb_s:,.0f}"]]
+        path = store(f"distances-{args.rows}", machine_line(),
+                     {"rows": args.rows, "classes": args.classes, "streaming_s": float(took), "peak_mib": float(mem),
+                      "inner": float(inner), "inter": float(inter), "brute_s": brute, "read_mb_s": read_mb_s},
+                     ["method", "seconds", "vs brute force", "MB/s"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

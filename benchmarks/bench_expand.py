@@ -8,7 +8,7 @@ all-nltk implementation of the same rules measured in the same run.
   so it does less than the command). Its qualified count must equal ours.
 
 Whole commands are timed as subprocesses (Python start and imports included).
-Usage: python benchmarks/bench_expand.py
+Usage: python benchmarks/bench_expand.py [--store]
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def naive(cache: Path) -> tuple[int, float]:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache, out = Path(tmp) / "cache", Path(tmp) / "classes.parquet"
         cold = run_command(cache, out)
@@ -67,6 +72,16 @@ def main() -> None:
     print(f"warm (cached index, best of 3):                                  {warm:6.2f} s")
     print(f"naive all-nltk rules 1-5 ({n_naive} qualified; ours 1688):         {naive_s:6.2f} s")
     print(f"ratio naive / warm: {naive_s / warm:.1f}x; naive / cold: {naive_s / cold:.1f}x")
+    if args.store:
+        from results import store
+
+        rows = [[f"naive: nltk for every rule ({n_naive:,} qualified)", f"{naive_s:.2f}", "1.0x"],
+                ["expand-classes, cold (lay out WordNet, build the noun index)", f"{cold:.2f}",
+                 f"{naive_s / cold:.1f}x"],
+                ["expand-classes, warm (cached index, best of 3)", f"{warm:.2f}", f"{naive_s / warm:.1f}x"]]
+        path = store("expand", machine_line(), {"cold_s": cold, "warm_s": warm, "naive_s": naive_s,
+                                                "naive_qualified": n_naive}, ["method", "seconds", "vs naive"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

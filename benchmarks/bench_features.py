@@ -16,7 +16,7 @@ Generates (once, cached) N photo-like 500x375 JPEGs, or links N files to the rea
 ``--source`` (repeated as needed), and scans them into a manifest.
 On this project's 2-core CPU machine use a small N; on a GPU, N=20000 or more.
 
-Usage: python benchmarks/bench_features.py [--images 64] [--device auto] [--workers 2] [--batch-size 64]
+Usage: python benchmarks/bench_features.py [--images 64] [--device auto] [--workers 2] [--batch-size 64] [--store]
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main() -> None:
                         help="torch.compile the fast path")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="the fast path's dtype (auto: eic_builder.hardware's choice)")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     device = resolve_device(args.device)
     root = args.cache / (f"real-{args.images}" if args.source else f"jpegs-{args.images}")
@@ -152,6 +153,16 @@ def main() -> None:
     print(f"{fast_name:42s} {n / fast_s:8.1f} img/s ({fast_s:.1f} s)")
     print(f"ratio fast / naive: {naive_s / fast_s:.2f}x")
     forward_limit(device, dtype, args.batch_size if device.type == "cuda" else 8)
+    if args.store:
+        from results import store
+
+        rows = [["naive (PIL DataLoader + float32 eager)", f"{n / naive_s:,.1f}", "1.00x"],
+                [fast_name, f"{n / fast_s:,.1f}", f"{naive_s / fast_s:.2f}x"]]
+        line = machine_line() if device.type != "cuda" else f"{name} (torch {torch.__version__})"
+        figures = {"images": n, "naive_s": naive_s, "fast_s": fast_s, "dtype": str(dtype),
+                   "batch_size": args.batch_size, "workers": args.workers}
+        path = store(f"features-{n}-{device.type}", line, figures, ["path", "img/s", "vs naive"], rows)
+        print(f"stored {path}")
 
 
 def vgg_fc6_macs(size: int = 224) -> int:

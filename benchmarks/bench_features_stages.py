@@ -10,7 +10,7 @@ Stages, each timed over the same images (best of 2):
 An end-to-end rate near one stage's rate names the bottleneck. Images: N links to the real JPEGs
 of ``--source`` (as bench_features.py).
 
-Usage: python benchmarks/bench_features_stages.py --source DIR [--images 4096] [--device auto] [--workers 8]
+Usage: python benchmarks/bench_features_stages.py --source DIR [--images 4096] [--device auto] [--workers 8] [--store]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="eic-feat-stages-"))
@@ -96,11 +97,20 @@ def main() -> None:
         print(machine_line())
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
         print(f"device: {name}; {n} images, batch {args.batch_size}, {args.workers} loader workers")
+        rates = {}
         for label, fn in (("read (DataLoader, bytes)", read_only), ("read + decode + preprocess", decode),
                           ("model fp32 (resident batch)", lambda: forward(False)),
                           ("model bf16 (resident batch)", lambda: forward(True)), ("end to end", end_to_end)):
             best = min(fn() for _ in range(2))
+            rates[label] = n / best
             print(f"  {label:30s} {n / best:9.1f} img/s")
+        if args.store:
+            from results import store
+
+            line = machine_line() if device.type != "cuda" else f"{name} (torch {torch.__version__})"
+            path = store(f"features-stages-{n}-{device.type}", line, {"images": n, "img_s": rates},
+                         ["stage alone", "img/s"], [[label, f"{rate:,.1f}"] for label, rate in rates.items()])
+            print(f"stored {path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

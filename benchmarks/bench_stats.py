@@ -6,7 +6,7 @@ in 1,000 classes, then times :func:`eic_builder.stats.compute_split_stats`
 Python arithmetic per box), measured in the same run on a 200k-box slice and
 extrapolated.
 
-Usage: python benchmarks/bench_stats.py [--boxes 4000000] [--cache DIR]
+Usage: python benchmarks/bench_stats.py [--boxes 4000000] [--cache DIR] [--store]
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--boxes", type=int, default=4_000_000)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eic-bench-stats")
+    parser.add_argument("--store", action="store_true", help="Keep the run in benchmarks/results/ (RESULTS.md).")
     args = parser.parse_args()
     out = args.cache / f"manifest-{args.boxes}"
     if not (out / "images.parquet").exists():
@@ -82,6 +83,14 @@ def main() -> None:
     print(f"stats over {s.n_boxes:,} boxes, {s.n_images:,} images: {fast_s:.2f} s (vectorised, Parquet read included)")
     print(f"naive per-row loop, extrapolated from {sample:,} boxes: {naive_s:.1f} s")
     print(f"ratio naive / vectorised: {naive_s / fast_s:.1f}x")
+    if args.store:
+        from results import store
+
+        rows = [[f"naive per-row loop (extrapolated from {sample:,} boxes)", f"{naive_s:.1f}", "1.0x"],
+                ["stats (vectorised, Parquet read included)", f"{fast_s:.2f}", f"{naive_s / fast_s:.1f}x"]]
+        path = store(f"stats-{args.boxes}", machine_line(), {"boxes": args.boxes, "fast_s": fast_s, "naive_s": naive_s},
+                     ["method", "seconds", "vs naive"], rows)
+        print(f"stored {path}")
 
 
 if __name__ == "__main__":

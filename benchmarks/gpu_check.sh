@@ -54,11 +54,12 @@ fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
   echo "== 1. features: naive vs fast, $N real JPEGs"
-  $PY benchmarks/bench_features.py --images "$N" --source "$DATA/val" --device "$DEV" --workers "$WORKERS" \
-      --batch-size "$BATCH" --no-compile --cache "$W/features" | tee "$OUT/features.txt"
+  EIC_RESULTS_DIR="$OUT" $PY benchmarks/bench_features.py --images "$N" --source "$DATA/val" --device "$DEV" \
+      --workers "$WORKERS" --batch-size "$BATCH" --no-compile --cache "$W/features" --store | tee "$OUT/features.txt"
 
   echo "== 2. RPN speed: bf16 + channels_last vs float32"
-  $PY benchmarks/bench_rpn.py --device "$DEV" "${RPN_BENCH[@]}" --cache "$W/rpn" | tee "$OUT/rpn_speed.txt"
+  EIC_RESULTS_DIR="$OUT" $PY benchmarks/bench_rpn.py --device "$DEV" "${RPN_BENCH[@]}" --cache "$W/rpn" --store \
+      | tee "$OUT/rpn_speed.txt"
 
   echo "== 3. short GPU training on 1,048 real images, eval on the 252 held out"
   $EIC -q scan "$DATA" --out "$W/val1300" --no-wordnet-check
@@ -70,7 +71,7 @@ fi
   $EIC eval-baseline "$W/rpn_heldout" --out "$W/eval" --checkpoint "$W/run/last.pt" --method sliding-window \
       --scales "$SCALES" --device "$DEV" --amp "${MAX_IMAGES[@]}"
   cp "$W/eval/metrics.json" "$W/eval/metrics.md" "$W/eval/recall_iou.png" "$OUT/" 2>/dev/null || true
-  # the stored run of the scores (benchmarks/results/): committing it from $OUT is all it takes
+  # the stored runs (benchmarks/results/) of the three steps land in $OUT: committing them is all it takes
   PYTHONPATH=. $PY benchmarks/results.py import "$W/eval" --name gpu-short-training --runs "$OUT"
   cp "$W/run/config.json" "$OUT/train_config.json"
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
+# EIC_RESULTS_DIR: where --store writes (gpu_check.sh points it into $OUT, whose files come back)
+RESULTS_DIR = Path(os.environ.get("EIC_RESULTS_DIR") or HERE / "results")
 RESULTS_MD = HERE.parent / "RESULTS.md"
 BLOCK = re.compile(r"(<!-- run: (?P<file>[^ ]+) -->\n)(?P<table>(?:(?!<!-- /run -->).)*?)(\n?<!-- /run -->)",
                    re.DOTALL)

@@ -44,10 +44,10 @@ import pyarrow.compute as pc
 
 from eic_builder.assemble_options import ILSVRC_SPLITS, AssembleOptions, AssembleResult
 from eic_builder.assemble_report import write_report
-from eic_builder.dataset.manifest import Manifest, write_manifest
+from eic_builder.dataset.manifest import Manifest
 from eic_builder.dataset.rows import RejectRow, rows_table
 from eic_builder.dataset.schemas import IMAGES_SCHEMA
-from eic_builder.dataset.tables import derived_metadata, empty_table, read_table
+from eic_builder.dataset.tables import empty_table, read_table
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.progress import progress
@@ -213,16 +213,18 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     present = set(train["label"]) | set(val["label"])
     missing = sorted(set(source_of) - present)
 
-    meta = derived_metadata({str(p): m.meta for p, m in zip(paths, inputs.manifests)}, source_root=common,
-                            assembled_from=[str(p) for p in paths], seed=options.seed,
-                            val_per_class=options.val_per_class, max_train_per_class=options.max_train_per_class,
-                            min_train_per_class=options.min_train_per_class)
+    first, *others = inputs.manifests
+    step = {"source_root": common, "assembled_from": [str(p) for p in paths], "seed": options.seed,
+            "val_per_class": options.val_per_class, "max_train_per_class": options.max_train_per_class,
+            "min_train_per_class": options.min_train_per_class}
     counts: dict[str, dict] = {"classes": {}, "images": {}, "boxes": {}, "per_class": {}}
     box_tables = _boxes_of(inputs.manifests, [train, val])
     for split, part in (("train", train), ("val", val)):
         images, boxes = _split_tables(split, part, box_tables)
         split_rejects = _rejects_table([r.row for r in rejects if r.split == split])
-        write_manifest(out / split, images, boxes, split_rejects, {**meta, "part": split})
+        made = first.derive(images, boxes, split_rejects, parents=others, **step)
+        made.write(out / split, part=split)
+        meta = made.meta
         per = part["label"].value_counts()
         counts["classes"][split] = len(per)
         counts["images"][split] = len(images)

@@ -49,6 +49,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
+def write_folder_atomically(dest: Path, fill: Callable[[Path], object]) -> Path:
+    """``fill(tmp)`` a temporary folder beside ``dest``, then rename it to ``dest``: readers see the whole
+    folder or none. When another process put ``dest`` in place first, ours is dropped and theirs kept."""
+    import shutil
+
+    tmp = temporary_sibling(dest)
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        fill(tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 def write_json(path: str | os.PathLike[str], doc: Any, indent: int | None = 1) -> Path:
     """:func:`write_text` of ``doc`` as JSON (a newline at the end)."""
     return write_text(path, json.dumps(doc, indent=indent) + "\n")

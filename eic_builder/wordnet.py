@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from eic_builder.atomic_files import write_folder_atomically
 from eic_builder.dataset.schemas import NOUN_INDEX_SCHEMA
 from eic_builder.dataset.tables import read_metadata, read_table, write_table
 from eic_builder.errors import WordNetError
@@ -106,17 +107,14 @@ def _lay_out(src: Path) -> Path:
         return dest
     import shutil
 
-    tmp = dest.with_name(f"wordnet.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for item in sorted(src.iterdir()):
-        if item.is_file():
-            shutil.copyfile(item, tmp / item.name)
-    if not (tmp / "lexnames").is_file():
-        (tmp / "lexnames").write_text(lexnames_text())
-    try:
-        os.replace(tmp, dest)
-    except OSError:  # another process laid it out first
-        shutil.rmtree(tmp, ignore_errors=True)
+    def fill(tmp: Path) -> None:
+        for item in sorted(src.iterdir()):
+            if item.is_file():
+                shutil.copyfile(item, tmp / item.name)
+        if not (tmp / "lexnames").is_file():
+            (tmp / "lexnames").write_text(lexnames_text())
+
+    write_folder_atomically(dest, fill)  # another process may lay it out first: theirs is kept
     log.info("laid out WordNet from %s as an nltk data folder in %s", src, dest)
     return dest
 

@@ -102,3 +102,9 @@ def test_a_table_of_figures_outside_the_markers_fails(results, tmp_path: Path) -
     problems = results.check(text + typed)
     assert len(problems) == 1 and "figures without a stored run" in problems[0] and "| Method | AR@100 |" in problems[0]
     assert results.check(text + "\n| step | note |\n|---|---|\n| read | streamed |\n") == []  # words, no figures
+
+
+def test_every_benchmark_can_store_its_run() -> None:
+    scripts = [*sorted((ROOT / "benchmarks").glob("bench_*.py")), ROOT / "benchmarks" / "quality_sweep.py"]
+    lacking = [s.name for s in scripts if '"--store"' not in s.read_text() or "store(" not in s.read_text()]
+    assert len(scripts) >= 13 and lacking == []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eic_builder.atomic_files import temporary_sibling
+from eic_builder.atomic_files import write_atomically
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.export.source import ExportImage
 from eic_builder.image_source import ImageReader
@@ -106,18 +106,14 @@ def materialize_images(images: Sequence[ExportImage], dests: Sequence[Path], roo
     try:
         for image, dest, size in progress(todo, desc="materialize", unit="img"):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temporary_sibling(dest)
-            try:
-                if dest.is_symlink():  # a link from an export without --materialize: replaced by the file
-                    dest.unlink()
-                if image.ref.archive is None:
-                    shutil.copyfile(os.path.join(root, image.ref.path), tmp)
-                else:
-                    tmp.write_bytes(reader.read(image.ref))
-                os.replace(tmp, dest)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            if dest.is_symlink():  # a link from an export without --materialize: replaced by the file
+                dest.unlink()
+            if image.ref.archive is None:
+                source = os.path.join(root, image.ref.path)
+                write_atomically(dest, lambda tmp, source=source: shutil.copyfile(source, tmp))
+            else:
+                data = reader.read(image.ref)
+                write_atomically(dest, lambda tmp, data=data: tmp.write_bytes(data))
             done.written += 1
             done.bytes_written += size
     finally:
