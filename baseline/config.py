@@ -7,14 +7,24 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from eic_builder.choices import ANCHOR_SETS, ARCHS, DEVICES, ENCODERS, NORMS, OPTIMIZERS, SAMPLING_STRATEGIES
+from eic_builder.choices import (
+    ANCHOR_SETS,
+    ARCHS,
+    DEVICES,
+    ENCODERS,
+    NORMS,
+    OPTIMIZERS,
+    REG_LOSSES,
+    SAMPLING_STRATEGIES,
+)
 from eic_builder.errors import OptionError, check_choice
 
 # The fields that are train-baseline options (``--images-per-batch`` for ``images_per_batch``): what a
 # command line can set, and so what ``experiment`` may vary and print as each row's command.
 CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales", "flip",
               "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
-              "anchors_per_image", "backbone_weights", "device", "amp", "workers", "checkpoint_every", "seed")
+              "anchors_per_image", "reg_loss", "reg_weight", "backbone_weights", "device", "amp", "workers",
+              "checkpoint_every", "seed")
 
 
 def check_encoder_options(encoder: str, width: float, norm: str) -> None:
@@ -61,6 +71,8 @@ class TrainConfig:
     neg_ratio: float = 3.0  # remark (b)
     neg_ratio_control: bool = True  # False: negatives fill the rest of each image's batch
     gray_fraction: float = 0.1
+    reg_loss: str = "smooth-l1"  # the box term: smooth-L1 on the deltas (the paper's) | giou on the boxes
+    reg_weight: float = 1.0  # its weight against the classification term
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA
     workers: int = 4
@@ -76,6 +88,9 @@ class TrainConfig:
         check_choice("--anchors", self.anchors, ANCHOR_SETS)
         check_encoder_options(self.encoder, self.width, self.norm)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--reg-loss", self.reg_loss, REG_LOSSES)
+        if not math.isfinite(self.reg_weight) or self.reg_weight <= 0:
+            raise OptionError(f"`reg_weight`={self.reg_weight} must be a finite number > 0")
         check_choice("--device", self.device, DEVICES)
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:

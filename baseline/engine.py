@@ -42,7 +42,7 @@ def target_config(cfg: TrainConfig) -> TargetConfig:
     return TargetConfig(pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou, gray=cfg.gray,
                         batch_per_image=cfg.anchors_per_image,
                         neg_ratio=cfg.neg_ratio if cfg.neg_ratio_control else None,
-                        gray_fraction=cfg.gray_fraction)
+                        gray_fraction=cfg.gray_fraction, reg_loss=cfg.reg_loss, reg_weight=cfg.reg_weight)
 
 
 def lr_at(cfg: TrainConfig, it: int) -> float:

@@ -4,7 +4,9 @@ Writes, under OUT: ``<method>/proposals.parquet`` (image_id, rank, score, x1, y1
 x2, y2 in original pixels), ``<method>/proposals_coco.json`` (COCO results,
 category 1), ``gt_coco.json`` (the boxes as COCO instances, to re-score with
 pycocotools), ``metrics.json``, ``metrics.md`` (the paper's layout) and
-``recall_iou.png``.
+``recall_iou.png``. A checkpoint is scored twice from one forward pass: ``rpn`` (its proposals) and
+``rpn-anchors`` (its ranked anchors with the deltas at zero), so that what the box regressor adds is
+one row of the table (``--no-anchors-only`` leaves that row out).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import torch
 from baseline.data import load_records, read_rgb
 from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, proposal_metrics
 from baseline.peers import selective_search, sliding_window
-from baseline.proposals import ProposalConfig, propose
+from baseline.proposals import ProposalConfig, propose_sets
 from baseline.report import metrics_markdown, recall_plot
 from eic_builder.atomic_files import write_text
 from eic_builder.choices import PEER_METHODS as METHODS
@@ -35,7 +37,10 @@ from eic_builder.progress import progress
 log = logging.getLogger(__name__)
 
 
-def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: torch.device, amp: bool):
+def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: torch.device,
+              options: EvalOptions) -> Callable[[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """image (3, H, W) uint8 -> {name: (boxes, scores)}: one set for a peer, ``rpn`` (and ``rpn-anchors``)
+    for the network."""
     if method == "rpn":
         from baseline.checkpoint import model_from_checkpoint
 
@@ -43,10 +48,10 @@ def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: 
         model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return lambda image: propose(model, image, cfg, device, amp)
+        return lambda image: propose_sets(model, image, cfg, device, options.amp, options.anchors_only)
     if method == "selective-search":
-        return lambda image: selective_search(image, cfg.top_k)
-    return lambda image: sliding_window(image, cfg.top_k)
+        return lambda image: {method: selective_search(image, cfg.top_k)}
+    return lambda image: {method: sliding_window(image, cfg.top_k)}
 
 
 def _device_line(device: torch.device) -> str | None:
@@ -59,7 +64,9 @@ class EvalOptions:
     """The knobs of ``eval-baseline``: the RPN ``checkpoint`` (scored as ``rpn`` when given) and the peer
     ``methods`` (:data:`METHODS`), the ``proposals`` settings (scales, NMS, top k), ``recall_k`` (the
     proposals Rec@0.5 counts), ``device``, ``amp`` (bf16 autocast on CUDA), ``max_images`` (the first N
-    images only) and ``root`` (the image root, ``--root``; default: the manifest's)."""
+    images only) and ``root`` (the image root, ``--root``; default: the manifest's). With ``anchors_only``
+    (the default) the RPN is also scored as ``rpn-anchors``: its ranked anchors with the deltas at zero,
+    from the same forward pass, so that what the box regressor adds is one row of every evaluation."""
 
     checkpoint: str | None = None
     methods: Sequence[str] = ()
@@ -69,6 +76,7 @@ class EvalOptions:
     amp: bool = False
     max_images: int | None = None
     root: str | os.PathLike[str] | None = None
+    anchors_only: bool = True
 
 
 def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -100,17 +108,20 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     write_text(out / "gt_coco.json", json.dumps(gt_json))
     results: dict[str, dict] = {}
     for name in names:
-        fn = _proposer(name, checkpoint, cfg, dev, options.amp)
-        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        fn = _proposer(name, checkpoint, cfg, dev, options)
+        found: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
         t0 = time.perf_counter()
         for record in progress(records, desc=name, unit="img"):
-            found[record.image_id] = fn(read_rgb(reader, record.ref))
+            for kind, proposals in fn(read_rgb(reader, record.ref)).items():
+                found.setdefault(kind, {})[record.image_id] = proposals
         took = time.perf_counter() - t0
-        _write_proposals(out / name, found, ids)
-        metrics = proposal_metrics(gts, {k: v[0] for k, v in found.items()}, MAX_DETS, recall_k)
-        metrics["seconds_per_image"] = took / max(1, len(records))
-        results[name] = metrics
-        log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", name, metrics["AR@100"], recall_k, metrics[f"Rec@0.5@{recall_k}"])
+        for kind, proposals in found.items():  # rpn's two sets share one forward pass, hence its time
+            _write_proposals(out / kind, proposals, ids)
+            metrics = proposal_metrics(gts, {k: v[0] for k, v in proposals.items()}, MAX_DETS, recall_k)
+            metrics["seconds_per_image"] = took / max(1, len(records))
+            results[kind] = metrics
+            log.info("%s: AR@100 %.4f, Rec@0.5@%d %.4f", kind, metrics["AR@100"], recall_k,
+                     metrics[f"Rec@0.5@{recall_k}"])
     from eic_builder.dataset.tables import command_line
     from eic_builder.hardware import machine_line
 

@@ -7,6 +7,10 @@ best ``pre_nms`` are decoded, clipped, tiny boxes dropped, and NMS at 0.7
 keeps ``post_nms``. The survivors of all levels and scales, mapped back to
 original pixels, go through NMS at 0.5 ("across scales"), and the best
 ``top_k`` remain. Boxes: x1, y1, x2, y2 float pixels of the original image.
+
+:func:`propose_sets` also gives, from the same forward pass, the proposals of the anchors alone (each
+ranked anchor as its own box, its deltas taken as zero, through the same NMS): what the box regressor
+adds is the difference between the two.
 """
 
 from __future__ import annotations
@@ -50,14 +54,32 @@ class ProposalConfig:
                 raise OptionError(f"{name}={value} must be in (0, 1]")
 
 
+REGRESSED, ANCHORS_ONLY = "rpn", "rpn-anchors"
+
+
+def _level_survivors(boxes: torch.Tensor, score: torch.Tensor, size: tuple[int, int], cfg: ProposalConfig,
+                     fx: float, fy: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One level's ranked boxes (input pixels) clipped, tiny ones dropped, NMS at ``level_nms``, the best
+    ``post_nms`` kept, mapped back to original pixels."""
+    boxes = clip_boxes_to_image(boxes, size)
+    keep = remove_small_boxes(boxes, cfg.min_size * min(fx, fy))
+    boxes, score = boxes[keep], score[keep]
+    keep = nms(boxes, score, cfg.level_nms)[: cfg.post_nms]
+    return scale_boxes(boxes[keep], 1 / fx, 1 / fy), score[keep]
+
+
 @torch.inference_mode()
-def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),
-            device: torch.device | None = None, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Proposals for one uint8 (3, H, W) image: boxes (k, 4) and scores (k,), best first, on the CPU."""
+def propose_sets(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),
+                 device: torch.device | None = None, amp: bool = False,
+                 anchors_only: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Proposals for one uint8 (3, H, W) image: ``{"rpn": (boxes (k, 4), scores (k,))}``, best first, on the
+    CPU; with ``anchors_only`` also ``"rpn-anchors"``: the same ranked anchors with their deltas at zero."""
     device = device or next(model.parameters()).device
     coder = box_coder()
     _, height, width = image.shape
-    all_boxes, all_scores = [], []
+    found: dict[str, tuple[list, list]] = {REGRESSED: ([], [])}
+    if anchors_only:
+        found[ANCHORS_ONLY] = ([], [])
     for scale in cfg.scales:
         x, (fx, fy) = prepare(image.to(device), scale, cfg.max_size)
         h, w = x.shape[-2:]
@@ -68,16 +90,24 @@ def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = Prop
             logits, deltas, anchors = model(batch)
         for lg, dl, an in zip(logits, deltas, anchors):
             prob = 1 - torch.softmax(lg[0].float(), dim=-1)[:, BACKGROUND]
-            k = min(cfg.pre_nms, len(prob))
-            score, idx = prob.topk(k)
-            boxes = coder.decode_single(dl[0][idx].float(), an[idx])
-            boxes = clip_boxes_to_image(boxes, (h, w))
-            keep = remove_small_boxes(boxes, cfg.min_size * min(fx, fy))
-            boxes, score = boxes[keep], score[keep]
-            keep = nms(boxes, score, cfg.level_nms)[: cfg.post_nms]
-            all_boxes.append(scale_boxes(boxes[keep], 1 / fx, 1 / fy))
-            all_scores.append(score[keep])
-    boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
-    scores = torch.cat(all_scores)
-    keep = nms(boxes, scores, cfg.scale_nms)[: cfg.top_k]  # across levels and scales: one NMS over all
-    return boxes[keep].cpu(), scores[keep].cpu()
+            score, idx = prob.topk(min(cfg.pre_nms, len(prob)))
+            ranked = {REGRESSED: coder.decode_single(dl[0][idx].float(), an[idx])}
+            if anchors_only:
+                ranked[ANCHORS_ONLY] = an[idx].float()
+            for kind, boxes in ranked.items():
+                level_boxes, level_scores = _level_survivors(boxes, score, (h, w), cfg, fx, fy)
+                found[kind][0].append(level_boxes)
+                found[kind][1].append(level_scores)
+    out = {}
+    for kind, (all_boxes, all_scores) in found.items():
+        boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
+        scores = torch.cat(all_scores)
+        keep = nms(boxes, scores, cfg.scale_nms)[: cfg.top_k]  # across levels and scales: one NMS over all
+        out[kind] = (boxes[keep].cpu(), scores[keep].cpu())
+    return out
+
+
+def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),
+            device: torch.device | None = None, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proposals for one uint8 (3, H, W) image: boxes (k, 4) and scores (k,), best first, on the CPU."""
+    return propose_sets(model, image, cfg, device, amp)[REGRESSED]

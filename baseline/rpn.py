@@ -10,7 +10,8 @@ up to half, backgrounds at most ``neg_ratio`` times the objects (remark (b); wit
 control, ``neg_ratio=None``, backgrounds fill the rest of the batch as in Faster R-CNN), grays up to
 ``gray_fraction`` of the batch. The loss of level m is
 cross-entropy over its sampled anchors / N1^m plus smooth-L1 over its object
-anchors / N2^m; the total is the sum over levels.
+anchors / N2^m (``reg_loss="giou"``: 1 - GIoU of the decoded and the matched box instead), weighted by
+``reg_weight``; the total is the sum over levels.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - PyTorch's own idiom
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, generalized_box_iou_loss
 
 BACKGROUND, OBJECT, GRAY, IGNORE = 0, 1, 2, -1
 
@@ -59,6 +60,8 @@ class TargetConfig:
     neg_ratio: float | None = 3.0  # None: no ratio control, negatives fill the batch
     gray_fraction: float = 0.1
     min_negatives: int = 16
+    reg_loss: str = "smooth-l1"  # smooth-l1 on the deltas | giou on the decoded boxes
+    reg_weight: float = 1.0
 
 
 def assign(anchors: torch.Tensor, boxes: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +109,15 @@ def box_coder() -> BoxCoder:
     return BoxCoder(weights=BOX_CODER_WEIGHTS)
 
 
+def _box_term(deltas: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor, kind: str,
+              coder: BoxCoder) -> torch.Tensor:
+    """The summed box loss of (P, 4) predicted deltas: smooth-L1 (beta 1/9) against the encoded targets,
+    or 1 - GIoU between the decoded boxes and the matched boxes (``targets`` then holds those boxes)."""
+    if kind == "giou":
+        return generalized_box_iou_loss(coder.decode_single(deltas, anchors), targets, reduction="sum")
+    return F.smooth_l1_loss(deltas, targets, beta=1 / 9, reduction="sum")
+
+
 @dataclass
 class LevelLoss:
     """One level's loss terms (for logging) and their sum."""
@@ -125,7 +137,7 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
     """
     sizes = [len(a) for a in anchors]
     all_anchors = torch.cat(anchors)
-    per_level = [[[], [], [], []] for _ in anchors]  # logits, labels, deltas(pos), targets(pos)
+    per_level = [[[], [], [], [], []] for _ in anchors]  # logits, labels, deltas, targets, anchors (of objects)
     for b, gt in enumerate(boxes):
         labels, matched = assign(all_anchors, gt, cfg)
         chosen = torch.zeros_like(labels, dtype=torch.bool)
@@ -139,16 +151,18 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
             per_level[m][1].append(lab)
             pos = sel & (labels[sl] == OBJECT)
             per_level[m][2].append(deltas[m][b][pos])
-            per_level[m][3].append(coder.encode_single(matched[sl][pos], anchors[m][pos]))
+            per_level[m][3].append(matched[sl][pos] if cfg.reg_loss == "giou" else
+                                   coder.encode_single(matched[sl][pos], anchors[m][pos]))
+            per_level[m][4].append(anchors[m][pos])
             start += n
     total = logits[0].new_zeros(())
     terms = []
-    for m, (lg, lb, dl, tg) in enumerate(per_level):
-        lg, lb, dl, tg = torch.cat(lg), torch.cat(lb), torch.cat(dl), torch.cat(tg)
+    for m, (lg, lb, dl, tg, an) in enumerate(per_level):
+        lg, lb, dl, tg, an = torch.cat(lg), torch.cat(lb), torch.cat(dl), torch.cat(tg), torch.cat(an)
         # "* 0" terms keep every head in the graph when a level has nothing to learn from
         # (DistributedDataParallel needs a gradient for every parameter)
         cls = F.cross_entropy(lg.float(), lb, reduction="sum") / len(lb) if len(lb) else logits[m].sum() * 0
-        reg = F.smooth_l1_loss(dl.float(), tg, beta=1 / 9, reduction="sum") / len(dl) if len(dl) \
+        reg = cfg.reg_weight * _box_term(dl.float(), tg, an, cfg.reg_loss, coder) / len(dl) if len(dl) \
             else deltas[m].sum() * 0
         total = total + cls + reg
         terms.append(LevelLoss(cls.detach(), reg.detach(), len(dl)))

@@ -37,6 +37,7 @@ AUDIT_INDEXES = ("auto", "exact", "ivf")
 # train-baseline
 SAMPLING_STRATEGIES = ("base", "random", "balanced")
 OPTIMIZERS = ("sgd", "adamw")
+REG_LOSSES = ("smooth-l1", "giou")  # the RPN's box regression term
 ARCHS = ("hourglass", "downsample", "downsample-single")
 ENCODERS = ("vgg16", "vgg11", "googlenet")
 ANCHOR_SETS = (30, 9)

@@ -636,6 +636,10 @@ _TRAINING_OPTIONS = [
     click.option("--anchors-per-image", type=int, default=None,
                  help=_default_help("anchors_per_image", "Anchors sampled per image for the loss (the paper's "
                                     "\"batch size 300\", read as anchors per image).")),
+    click.option("--reg-loss", default=None, type=click.Choice(choices.REG_LOSSES), help=_default_help(
+        "reg_loss", "The box term: smooth-l1 on the deltas (the paper's) or giou (1 - GIoU of the decoded boxes).")),
+    click.option("--reg-weight", type=float, default=None,
+                 help=_default_help("reg_weight", "Weight of the box term against the classification term.")),
     click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Encoder weights in torchvision's format: vgg16 (--norm none), vgg16_bn, vgg11(_bn), "
                  "googlenet state dicts, or the encoder.pt of eic-build pretrain."),
@@ -774,8 +778,12 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 @click.option("--amp/--no-amp", default=False, show_default=True, help="bfloat16 autocast on CUDA.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
+@click.option("--anchors-only/--no-anchors-only", default=True, show_default=True,
+              help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
+              "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
-             recall_k: int, max_images: int | None, device: str, amp: bool, root: Path | None) -> None:
+             recall_k: int, max_images: int | None, device: str, amp: bool, root: Path | None,
+             anchors_only: bool) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
     from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig
@@ -783,7 +791,8 @@ def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[
     cfg = ProposalConfig(scales=_ints(scales), top_k=top_k)
     evaluate_methods(manifest, out, EvalOptions(checkpoint=str(checkpoint) if checkpoint else None,
                                                 methods=list(methods), proposals=cfg, recall_k=recall_k,
-                                                device=device, amp=amp, max_images=max_images, root=root))
+                                                device=device, amp=amp, max_images=max_images, root=root,
+                                                anchors_only=anchors_only))
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
 

@@ -43,7 +43,13 @@ def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
             str(tmp_path / "run" / "last.pt"), "--method", "sliding-window", "--scales", "128,192", "--max-images", "3")
     assert r.exit_code == 0, r.output
     assert "| rpn |" in r.output and "| sliding-window |" in r.output
+    assert "| rpn-anchors |" in r.output  # what the regressor adds: one row of every evaluation
     assert (tmp_path / "eval" / "rpn" / "proposals.parquet").is_file()
+    assert (tmp_path / "eval" / "rpn-anchors" / "proposals.parquet").is_file()
+    assert "Rec@0.7 (top 300)" in r.output
+    r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval2"), "--checkpoint",
+            str(tmp_path / "run" / "last.pt"), "--scales", "128", "--max-images", "2", "--no-anchors-only")
+    assert r.exit_code == 0 and "| rpn |" in r.output and "rpn-anchors" not in r.output, r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "4")
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "r2"), "--train-scales", "1,x")

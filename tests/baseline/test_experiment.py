@@ -70,8 +70,10 @@ def test_components_table_at_toy_scale(manifests: dict[str, Path], tmp_path: Pat
     by_label = {r["label"]: r for r in doc["rows"]}
     assert by_label["Deeper hourglass"]["run"] == by_label["30 anchors"]["run"]
     for row in doc["rows"]:  # each row's figures are those of its own run's evaluation
-        scored = json.loads((Path(row["scored"]) / "metrics.json").read_text())["results"]["rpn"]
-        assert row["metrics"] == {k: pytest.approx(scored[k]) for k in experiment.METRICS}
+        results = json.loads((Path(row["scored"]) / "metrics.json").read_text())["results"]
+        want = {k: pytest.approx(results["rpn"][k]) for k in experiment.METRICS}
+        want[experiment.ANCHORS_AR100] = pytest.approx(results["rpn-anchors"]["AR@100"])  # the regressor's share
+        assert row["metrics"] == want
         assert row["iterations"] == 2
     config = json.loads((Path(by_label["Down-sample alone"]["run"]) / "run" / "config.json").read_text())
     assert (config["arch"], config["encoder"], config["gray"], config["neg_ratio_control"],
@@ -88,6 +90,7 @@ def test_components_table_at_toy_scale(manifests: dict[str, Path], tmp_path: Pat
     assert f"| {gain:+.2f} |" in lines[0]
     csv_lines = (out / "table.csv").read_text().splitlines()
     assert len(csv_lines) == 11 and csv_lines[0].startswith("row,Rec@0.5 (top 300) ours,Rec@0.5 (top 300) paper")
+    assert "AR@100 anchors alone ours" in csv_lines[0]  # what the regressor adds, a column of the table
 
     # the printed command reproduces the row's configuration exactly
     train_command = shlex.split(by_label["Down-sample alone"]["commands"][0])

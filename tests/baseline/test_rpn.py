@@ -70,3 +70,70 @@ def test_one_box_coder_for_training_and_inference() -> None:
     targets = box_coder().encode_single(boxes, anchors)
     assert proposals.box_coder is box_coder  # inference imports this very function
     torch.testing.assert_close(proposals.box_coder().decode_single(targets, anchors), boxes, atol=1e-4, rtol=0)
+
+
+def _one_level(delta: list[float]) -> tuple[list, list, list]:
+    """One level, one image: an anchor that is the box's only (so best) anchor, and a far background one."""
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]])]
+    logits = [torch.zeros(1, 2, 3)]
+    deltas = [torch.tensor([[delta, [0.0, 0.0, 0.0, 0.0]]])]
+    return logits, deltas, anchors
+
+
+def test_box_term_smooth_l1_giou_and_weight_hand_computed() -> None:
+    box = [torch.tensor([[0.0, 0.0, 10.0, 20.0]])]  # the anchor (0,0,10,10) overlaps it at IoU 0.5
+    cfg = TargetConfig(pos_iou=0.7, neg_iou=0.3)
+    coder = box_coder()
+    logits, deltas, anchors = _one_level([0.0, 0.0, 0.0, 0.0])
+    _, (smooth,) = rpn_loss(logits, deltas, anchors, box, cfg, coder, torch.Generator().manual_seed(0))
+    # targets: dy = (10 - 5) / 10 = 0.5 (box centre minus anchor centre, over its height), dh = log(20 / 10);
+    # smooth-L1 (beta 1/9: |d| - 1/18 above 1/9) of each, summed, over 1 object
+    want = (0.5 - 1 / 18) + (torch.log(torch.tensor(2.0)).item() - 1 / 18)
+    assert smooth.n_positive == 1 and abs(smooth.reg.item() - want) < 1e-5
+    _, (giou,) = rpn_loss(logits, deltas, anchors, box, TargetConfig(pos_iou=0.7, reg_loss="giou"), coder,
+                          torch.Generator().manual_seed(0))
+    assert abs(giou.reg.item() - 0.5) < 1e-6  # IoU 0.5, the enclosing box is the box itself: 1 - GIoU = 0.5
+    _, (heavy,) = rpn_loss(logits, deltas, anchors, box, TargetConfig(pos_iou=0.7, reg_loss="giou", reg_weight=3.0),
+                           coder, torch.Generator().manual_seed(0))
+    assert abs(heavy.reg.item() - 1.5) < 1e-6
+    exact = coder.encode_single(box[0], anchors[0][:1])[0].tolist()
+    logits, deltas, anchors = _one_level(exact)  # deltas that land on the box: no box loss either way
+    for kind in ("smooth-l1", "giou"):
+        _, (term,) = rpn_loss(logits, deltas, anchors, box, TargetConfig(pos_iou=0.7, reg_loss=kind), coder,
+                              torch.Generator().manual_seed(0))
+        assert abs(term.reg.item()) < 1e-5, kind
+
+
+def test_regression_options_are_checked() -> None:
+    import pytest
+
+    from baseline.config import TrainConfig
+    from eic_builder.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"reg_weight=0.0 must be a finite number > 0"):
+        TrainConfig.tiny(reg_weight=0.0).validate()
+    with pytest.raises(OptionError, match=r"iou.*smooth-l1.*giou"):
+        TrainConfig.tiny(reg_loss="iou").validate()
+    assert TrainConfig.tiny(reg_loss="giou", reg_weight=2.0).command_options(tiny=True) == [
+        "--tiny", "--reg-loss", "giou", "--reg-weight", "2.0"]
+
+
+def test_anchors_alone_are_the_proposals_of_a_regressor_at_zero() -> None:
+    """propose_sets' ``rpn-anchors`` set is what ``rpn`` gives when every delta is zero, from the same pass."""
+    from baseline.model import HourglassRPN, ModelConfig
+    from baseline.proposals import ProposalConfig, propose_sets
+
+    torch.manual_seed(0)
+    model = HourglassRPN(ModelConfig(width=0.125)).eval()
+    image = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
+    cfg = ProposalConfig(scales=(96,), top_k=50)
+    sets = propose_sets(model, image, cfg, anchors_only=True)
+    assert set(sets) == {"rpn", "rpn-anchors"}
+    assert not torch.equal(sets["rpn"][0], sets["rpn-anchors"][0])  # random deltas move the boxes
+    for head in model.heads:
+        torch.nn.init.zeros_(head.reg.weight)
+        torch.nn.init.zeros_(head.reg.bias)
+    zero = propose_sets(model, image, cfg, anchors_only=True)
+    torch.testing.assert_close(zero["rpn"][0], zero["rpn-anchors"][0])
+    torch.testing.assert_close(zero["rpn"][1], zero["rpn-anchors"][1])
+    assert set(propose_sets(model, image, cfg)) == {"rpn"}
