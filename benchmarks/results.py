@@ -8,6 +8,7 @@ the command, the git commit, the machine line, the date, its raw figures and the
     python benchmarks/results.py render [--results FILE]   # rewrite the marked tables from their runs
     python benchmarks/results.py check [--results FILE]    # exit 1 naming each table and figure that differs
     python benchmarks/results.py import DIR --name N       # a stored run of an eval-baseline or experiment folder
+    python benchmarks/results.py import DIR... --labels A,B... --name N   # several evaluations as one table
 
 ``check`` compares every cell of every marked table with its stored run, so a figure typed or edited by
 hand, or a table left behind by a newer run, fails; a table of figures outside the markers (one no stored
@@ -87,6 +88,31 @@ def import_evaluation(eval_dir: Path, name: str, folder: Path = RESULTS_DIR) -> 
     return path
 
 
+def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: str,
+                       folder: Path = RESULTS_DIR) -> Path:
+    """One stored run from several ``eval-baseline`` folders (variants of a recipe, say): one table whose rows
+    are each folder's methods, named ``LABEL: method``, with every folder's command and figures."""
+    from baseline.report import metrics_rows
+
+    if len(labels) != len(eval_dirs):
+        raise SystemExit(f"give one label per folder: {len(eval_dirs)} folders, {len(labels)} labels")
+    docs = [json.loads((Path(d) / "metrics.json").read_text()) for d in eval_dirs]
+    machines = {doc.get("machine", "unknown") for doc in docs}
+    if len(machines) != 1:
+        raise SystemExit(f"the evaluations ran on different machines: {sorted(machines)}")
+    header, rows = [], []
+    for label, doc in zip(labels, docs):
+        header, part = metrics_rows(doc["results"], doc.get("recall_k", 300))
+        rows += [[f"{label}: {row[0]}", *row[1:]] for row in part]
+    run = {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
+           "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
+           "machine": machines.pop(), "figures": dict(zip(labels, docs)), "table": {"header": header, "rows": rows}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run['date']}-{_slug(run['machine'])}-{name}.json"
+    path.write_text(json.dumps(run, indent=1) + "\n")
+    return path
+
+
 def table_markdown(run: Mapping) -> str:
     """The Markdown table of a stored run, with the line naming its machine, commit and command."""
     header, rows = run["table"]["header"], run["table"]["rows"]
@@ -160,15 +186,21 @@ def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("render", "check", "import"))
-    parser.add_argument("eval_dir", nargs="?", type=Path, help="import: an eval-baseline or experiment --out folder.")
+    parser.add_argument("eval_dir", nargs="*", type=Path,
+                        help="import: an eval-baseline or experiment --out folder (several with --labels).")
+    parser.add_argument("--labels", default=None, help="import of several eval-baseline folders: a label each.")
     parser.add_argument("--name", default="evaluation", help="import: the stored run's name.")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="The Markdown file (default RESULTS.md).")
     parser.add_argument("--runs", type=Path, default=RESULTS_DIR, help="The folder of stored runs.")
     args = parser.parse_args(argv)
     if args.action == "import":
-        if args.eval_dir is None:
+        if not args.eval_dir:
             parser.error("import needs an eval-baseline or experiment folder")
-        print(f"stored {import_evaluation(args.eval_dir, args.name, args.runs)}")
+        if args.labels or len(args.eval_dir) > 1:
+            path = import_evaluations(args.eval_dir, (args.labels or "").split(","), args.name, args.runs)
+        else:
+            path = import_evaluation(args.eval_dir[0], args.name, args.runs)
+        print(f"stored {path}")
         return 0
     text = args.results.read_text()
     if args.action == "render":

@@ -74,6 +74,15 @@ def test_an_evaluation_becomes_a_stored_run_with_the_table_it_printed(results, i
     for row in run["table"]["rows"]:
         assert "| " + " | ".join(row) + " |" in printed  # the very table metrics.md shows
     assert run["figures"]["results"]["sliding-window"]["AR@100"] == doc["results"]["sliding-window"]["AR@100"]
+    # several evaluations (variants of a recipe) as one table, each row named by its folder's label
+    assert results.main(["import", str(tmp_path / "e"), str(tmp_path / "e"), "--labels", "base,again", "--name",
+                         "variants", "--runs", str(tmp_path / "many")]) == 0
+    (many,) = (tmp_path / "many").iterdir()
+    both = json.loads(many.read_text())
+    assert [row[0] for row in both["table"]["rows"]] == ["base: sliding-window", "again: sliding-window"]
+    assert both["table"]["rows"][0][1:] == run["table"]["rows"][0][1:] and set(both["figures"]) == {"base", "again"}
+    with pytest.raises(SystemExit, match="one label per folder"):
+        results.import_evaluations([tmp_path / "e"], ["a", "b"], "x", tmp_path / "many")
 
 
 def test_an_experiment_table_becomes_a_stored_run(results, tmp_path: Path) -> None:
