@@ -166,8 +166,13 @@ class Manifest:
 
     def reader(self) -> ImageReader:
         """The one :class:`ImageReader` of this manifest's images (archives kept open until :meth:`close`)."""
+        return self._reader_under(self.image_root())
+
+    def _reader_under(self, root: str) -> ImageReader:
+        # the root is resolved by the caller, whose wording a missing one is reported in (a stage's option,
+        # or the notebook's keyword)
         if self._reader is None:
-            self._reader = ImageReader(self.root)
+            self._reader = ImageReader(root)
         return self._reader
 
     def _ref_of(self, image_id: str) -> ImageRef:
@@ -184,16 +189,16 @@ class Manifest:
 
     def read_bytes(self, image_id: str) -> bytes:
         """The file bytes of one image (a loose file, or an archive member read at its offset)."""
-        ref = self._ref_of(image_id)
-        return self.reader().read(ref)
+        return self._reader_under(self.root).read(self._ref_of(image_id))
 
     def read_image(self, image_id: str):
         """One image as a loaded RGB ``PIL.Image.Image`` (its size is the manifest's width x height)."""
         from PIL import Image
 
-        data = self.read_bytes(image_id)
-        what = f"image {image_id!r} ({self._ref_of(image_id).path}) of manifest {self.directory}"
-        with decoding(what), Image.open(io.BytesIO(data)) as image:
+        ref = self._ref_of(image_id)
+        data = self._reader_under(self.root).read(ref)
+        with decoding(f"image {image_id!r} ({ref.path}) of manifest {self.directory}"), \
+                Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
 
     def close(self) -> None:

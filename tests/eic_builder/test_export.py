@@ -257,6 +257,9 @@ def test_bad_requests(real: dict[str, Path], tmp_path: Path) -> None:
         export_manifests([m], tmp_path / "file")
     with pytest.raises(OptionError, match=r"are both named 'voc2012_85'"):
         export_manifests([m, m], tmp_path / "twice")
+    for fmt in ("coco", "hf"):  # a moved image root, in the stage's words whichever writer reads the images
+        with pytest.raises(OptionError, match=r"image root .*gone.* \(given with root\) does not exist; give root DIR"):
+            export_manifests([m], tmp_path / f"moved_{fmt}", ExportOptions(fmt=fmt, root=tmp_path / "gone"))
     with pytest.raises(OptionError, match=r"split name 'my split' is not one datasets accepts"):
         check_split_names(["val", "my split"])
 
