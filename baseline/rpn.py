@@ -109,13 +109,14 @@ def box_coder() -> BoxCoder:
     return BoxCoder(weights=BOX_CODER_WEIGHTS)
 
 
-def _box_term(deltas: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor, kind: str,
+def _box_term(deltas: torch.Tensor, matched: torch.Tensor, anchors: torch.Tensor, kind: str,
               coder: BoxCoder) -> torch.Tensor:
-    """The summed box loss of (P, 4) predicted deltas: smooth-L1 (beta 1/9) against the encoded targets,
-    or 1 - GIoU between the decoded boxes and the matched boxes (``targets`` then holds those boxes)."""
+    """The summed box loss of (P, 4) predicted deltas of P object anchors (P, 4) matched to the boxes
+    (P, 4): smooth-L1 (beta 1/9) against the encoded boxes, or 1 - GIoU between the decoded and the
+    matched boxes. One call per level, however many images the batch holds."""
     if kind == "giou":
-        return generalized_box_iou_loss(coder.decode_single(deltas, anchors), targets, reduction="sum")
-    return F.smooth_l1_loss(deltas, targets, beta=1 / 9, reduction="sum")
+        return generalized_box_iou_loss(coder.decode_single(deltas, anchors), matched, reduction="sum")
+    return F.smooth_l1_loss(deltas, coder.encode_single(matched, anchors), beta=1 / 9, reduction="sum")
 
 
 @dataclass
@@ -137,7 +138,7 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
     """
     sizes = [len(a) for a in anchors]
     all_anchors = torch.cat(anchors)
-    per_level = [[[], [], [], [], []] for _ in anchors]  # logits, labels, deltas, targets, anchors (of objects)
+    per_level = [[[], [], [], [], []] for _ in anchors]  # logits, labels; deltas, matched boxes, anchors of objects
     for b, gt in enumerate(boxes):
         labels, matched = assign(all_anchors, gt, cfg)
         chosen = torch.zeros_like(labels, dtype=torch.bool)
@@ -151,18 +152,17 @@ def rpn_loss(logits: list[torch.Tensor], deltas: list[torch.Tensor], anchors: li
             per_level[m][1].append(lab)
             pos = sel & (labels[sl] == OBJECT)
             per_level[m][2].append(deltas[m][b][pos])
-            per_level[m][3].append(matched[sl][pos] if cfg.reg_loss == "giou" else
-                                   coder.encode_single(matched[sl][pos], anchors[m][pos]))
+            per_level[m][3].append(matched[sl][pos])
             per_level[m][4].append(anchors[m][pos])
             start += n
     total = logits[0].new_zeros(())
     terms = []
-    for m, (lg, lb, dl, tg, an) in enumerate(per_level):
-        lg, lb, dl, tg, an = torch.cat(lg), torch.cat(lb), torch.cat(dl), torch.cat(tg), torch.cat(an)
+    for m, (lg, lb, dl, gt, an) in enumerate(per_level):
+        lg, lb, dl, gt, an = torch.cat(lg), torch.cat(lb), torch.cat(dl), torch.cat(gt), torch.cat(an)
         # "* 0" terms keep every head in the graph when a level has nothing to learn from
         # (DistributedDataParallel needs a gradient for every parameter)
         cls = F.cross_entropy(lg.float(), lb, reduction="sum") / len(lb) if len(lb) else logits[m].sum() * 0
-        reg = cfg.reg_weight * _box_term(dl.float(), tg, an, cfg.reg_loss, coder) / len(dl) if len(dl) \
+        reg = cfg.reg_weight * _box_term(dl.float(), gt, an, cfg.reg_loss, coder) / len(dl) if len(dl) \
             else deltas[m].sum() * 0
         total = total + cls + reg
         terms.append(LevelLoss(cls.detach(), reg.detach(), len(dl)))

@@ -53,12 +53,16 @@ def _slug(text: str) -> str:
 def store(name: str, machine: str, figures: Mapping[str, object], header: Sequence[str],
           rows: Sequence[Sequence[object]], folder: Path = RESULTS_DIR) -> Path:
     """Write a stored run (see the module's doc); returns its path."""
-    today = dt.date.today().isoformat()
-    doc = {"name": name, "date": today, "command": " ".join(sys.argv), "commit": _commit(), "machine": machine,
-           "figures": dict(figures), "table": {"header": list(header), "rows": [[str(c) for c in r] for r in rows]}}
+    return _save({"name": name, "date": dt.date.today().isoformat(), "command": " ".join(sys.argv),
+                  "commit": _commit(), "machine": machine, "figures": dict(figures),
+                  "table": {"header": list(header), "rows": [[str(c) for c in r] for r in rows]}}, folder)
+
+
+def _save(run: Mapping, folder: Path) -> Path:
+    """Write a stored run as ``folder/<date>-<machine>-<name>.json``; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{today}-{_slug(machine)}-{name}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    path = folder / f"{run['date']}-{_slug(run['machine'])}-{run['name']}.json"
+    path.write_text(json.dumps(run, indent=1) + "\n")
     return path
 
 
@@ -82,10 +86,7 @@ def import_evaluation(eval_dir: Path, name: str, folder: Path = RESULTS_DIR) -> 
     run = {"name": name, "date": doc.get("date") or dt.date.today().isoformat(),
            "command": doc.get("command", f"(command not recorded) {eval_dir}"), "commit": _commit(),
            "machine": doc.get("machine", "unknown"), "figures": doc, "table": {"header": header, "rows": rows}}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run['date']}-{_slug(run['machine'])}-{name}.json"
-    path.write_text(json.dumps(run, indent=1) + "\n")
-    return path
+    return _save(run, folder)
 
 
 def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: str,
@@ -107,10 +108,7 @@ def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: s
     run = {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
            "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
            "machine": machines.pop(), "figures": dict(zip(labels, docs)), "table": {"header": header, "rows": rows}}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run['date']}-{_slug(run['machine'])}-{name}.json"
-    path.write_text(json.dumps(run, indent=1) + "\n")
-    return path
+    return _save(run, folder)
 
 
 def table_markdown(run: Mapping) -> str:

@@ -6,11 +6,9 @@ full disk or a kill leaves the old file, if any, as it was.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from eic_builder.errors import ManifestError
 
@@ -65,8 +63,3 @@ def write_folder_atomically(dest: Path, fill: Callable[[Path], object]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def write_json(path: str | os.PathLike[str], doc: Any, indent: int | None = 1) -> Path:
-    """:func:`write_text` of ``doc`` as JSON (a newline at the end)."""
-    return write_text(path, json.dumps(doc, indent=indent) + "\n")

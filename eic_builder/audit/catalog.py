@@ -10,7 +10,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,11 +37,6 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.image_id)
-
-    @property
-    def metas(self) -> list[dict[str, Any]]:
-        """The provenance record of each manifest."""
-        return [m.meta for m in self.manifests]
 
     def root_of(self, k: int) -> str:
         """The image root of manifest ``k`` (raises a one-line error when it is missing)."""
