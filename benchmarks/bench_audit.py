@@ -9,12 +9,20 @@
 2. pHash of the 1,300 real ILSVRC val images (../shared/data): images/s with 1 worker and with all cores.
 3. Precision and recall per method and per transformation on real planted copies: 10 copies per
    transformation of the first 400 real val images, fc6 features with RANDOM weights (no ImageNet
-   weights here) at 112 px, float32.
+   weights here) at 160 px with --mirror --regions, float32 (bench_audit_peers.py runs the same
+   against imagededup, each tool as a whole process).
 
-4. ``--search-only``: the exact search alone on --rows unit vectors drawn in the whitened space, on
+4. ``--mirror-cost``: what finding mirrored copies costs the perceptual method: hashing the 1,300 real
+   val images as before (``imagehash.phash``) against the hash and mirror hash of each
+   (:func:`~eic_builder.audit.perceptual.phash_pair`), one worker; and the multi-index search of
+   --rows random hashes (with planted near and mirrored pairs): the search before mirror hashes
+   (a copy of it, here), today's direct only, and today's direct + mirrored.
+
+5. ``--search-only``: the exact search alone on --rows unit vectors drawn in the whitened space, on
    ``--device`` (cpu, cuda): EIC's 2.7 million images fit a GPU this way.
 
 Usage: python benchmarks/bench_audit.py [--rows 200000] [--planted 1000] [--queries 2000] [--skip-quality] [--store]
+       python benchmarks/bench_audit.py --mirror-cost --rows 2000000 [--store]
        python benchmarks/bench_audit.py --search-only --rows 2700000 --device cuda
 """
 
@@ -132,7 +140,8 @@ def bench_quality() -> None:
     if not SHARED.exists():
         print(f"quality: skipped ({SHARED} is absent)")
         return
-    config = FeatureConfig(weights="random", on="image", resize=128, crop=112, device="cpu", dtype="float32")
+    config = FeatureConfig(weights="random", on="image", resize=160, crop=160, mirror=True, regions=True, device="cpu",
+                           dtype="float32")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         scan(SHARED, d / "all")
@@ -142,7 +151,8 @@ def bench_quality() -> None:
                        m.rejects, m.meta)
         extract_features(d / "val", d / "fval", config)
         print(f"quality on real planted copies (400 val originals + 10 copies per transformation, 5 seeds; "
-              f"features: VGG-16 RANDOM weights, 112 px; thresholds: {6} bits, cosine {THRESHOLD}):")
+              f"features: VGG-16 RANDOM weights, 160 px, --mirror --regions; thresholds: 6 bits, "
+              f"cosine {THRESHOLD}):")
         print("| seed | method | pairs | precision | " + " | ".join(f"recall {t}" for t in TRANSFORMS) + " |")
         print("|---|---|---:|---:|" + "---:|" * len(TRANSFORMS))
         for seed in range(5):
@@ -184,6 +194,98 @@ def search_only(rows: int, planted: int, device: str, dims: int = 256) -> None:
           f"of {planted:,} planted, {len(found - truth)} other pairs")
 
 
+def imagehash_phash(data: bytes) -> int:
+    """The pHash as the audit computed it before mirrored hashes (imagehash, the same draft decoding)."""
+    import io
+
+    import imagehash
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (64, 64))
+        return int(str(imagehash.phash(image.convert("L"))), 16)
+
+
+def hamming_pairs_before(hashes: np.ndarray, threshold: int, query_chunk: int = 65536) -> np.ndarray:
+    """The audit's multi-index search before mirror hashes (commit f9f99ea), the baseline: two binary
+    searches a probe, and every candidate kept until the end."""
+    from eic_builder.audit.perceptual import HASH_BITS, _flip_masks, block_count
+
+    n = len(hashes)
+    m = block_count(n, threshold)
+    radius = threshold // m
+    widths = [HASH_BITS // m + (1 if b < HASH_BITS % m else 0) for b in range(m)]
+    found, shift = [], HASH_BITS
+    for width in widths:
+        shift -= width
+        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        masks = _flip_masks(width, radius)
+        for start in range(0, n, query_chunk):
+            q_rows = np.arange(start, min(n, start + query_chunk))
+            probes = (keys[q_rows, None] ^ masks[None, :]).reshape(-1)
+            lo = np.searchsorted(sorted_keys, probes, "left")
+            counts = np.searchsorted(sorted_keys, probes, "right") - lo
+            queries = np.repeat(np.repeat(q_rows, len(masks)), counts)
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            matches = order[np.repeat(lo, counts) + offsets]
+            keep = queries < matches
+            found.append(queries[keep] * n + matches[keep])
+    codes = np.unique(np.concatenate(found))
+    i, j = codes // n, codes % n
+    return i[np.bitwise_count(hashes[i] ^ hashes[j]) <= threshold]
+
+
+def mirror_cost(rows: int, store_run: bool) -> None:
+    """Hashing and searching with mirror hashes against without, in the same run (see the module's doc)."""
+    from eic_builder.audit.perceptual import hamming_pairs, phash_pair
+
+    figures: dict[str, float] = {}
+    table = []
+    if SHARED.exists():
+        blobs = [p.read_bytes() for p in sorted((SHARED / "val").glob("*.JPEG"))]
+        for name, hash_one in (("imagehash.phash (before)", imagehash_phash), ("phash_pair (hash + mirror)",
+                                                                                phash_pair)):
+            best = min(_seconds(lambda f=hash_one: [f(b) for b in blobs]) for _ in range(3))
+            figures[name] = len(blobs) / best
+        base = figures["imagehash.phash (before)"]
+        table += [[f"hash the 1,300 real val images, one worker: {name}", f"{rate:,.0f} img/s",
+                   f"{base / rate:.2f}x"] for name, rate in figures.items()]
+    rng = np.random.default_rng(0)
+    direct = rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64)
+    mirrored = rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64)
+    for k in range(0, 20_000, 2):  # 5,000 near and 5,000 mirrored pairs, 0-6 bits apart
+        noise = np.uint64(sum(1 << int(b) for b in rng.choice(64, k % 7, replace=False)))
+        direct[k + 1] = (mirrored[k] if k % 4 else direct[k]) ^ noise
+    searches = {"before (f9f99ea), direct": lambda: (hamming_pairs_before(direct, 6),),
+                "now, direct": lambda: hamming_pairs(direct, 6),
+                "now, direct + mirrored": lambda: hamming_pairs(direct, 6, mirrored=mirrored)}
+    seconds = {}
+    for name, search in searches.items():
+        seconds[name] = min(_seconds(search) for _ in range(2))
+        found = search()
+        figures[f"search {name} s"] = seconds[name]
+        table.append([f"multi-index search of {rows:,} random hashes within 6 bits: {name} "
+                      f"({len(found[0]):,} pairs)", f"{seconds[name]:.2f} s",
+                      f"{seconds[name] / seconds['before (f9f99ea), direct']:.2f}x"])
+    print("| step | measured | cost vs before |\n|---|---:|---:|")
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+    if store_run:
+        from results import store
+
+        header = ["step", "measured", "cost vs before"]
+        path = store(f"audit-mirror-cost-{rows}", machine_line(), figures, header, table)
+        print(f"stored {path}")
+
+
+def _seconds(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -193,6 +295,8 @@ def main() -> None:
     parser.add_argument("--search-only", action="store_true",
                         help="only the exact search, on --rows unit vectors of 256 dimensions (EIC scale: 2700000)")
     parser.add_argument("--device", default="cpu", help="--search-only: cpu or cuda")
+    parser.add_argument("--mirror-cost", action="store_true",
+                        help="only the cost of mirror hashes: hashing and the --rows hash search, with and without")
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--store", action="store_true",
@@ -204,6 +308,9 @@ def main() -> None:
     print(machine_line())
     if args.search_only:
         search_only(args.rows, args.planted, args.device)
+        return
+    if args.mirror_cost:
+        mirror_cost(args.rows, args.store)
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "features.npy"

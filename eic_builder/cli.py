@@ -365,13 +365,19 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--shard-size", default=4096, show_default=True, help="Items per output shard (the resume unit).")
 @click.option("--resize", default=256, show_default=True, help="Shorter side before the centre crop.")
 @click.option("--crop", default=224, show_default=True, help="Centre crop (and box-crop) size.")
+@click.option("--mirror", is_flag=True,
+              help="Average each image's features with its left-right mirror image's (twice the work): an image "
+              "and its mirror image get the same features, which is what `audit` needs to find mirrored copies.")
+@click.option("--regions", is_flag=True,
+              help="fc6 of the mean pool5 map of the whole image and five regions of 80 % of each side (centre, "
+              "four corners), from the same pass: features a cropped copy shares with its original (`audit`).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
 @click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: shard the manifest by rank.")
 def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, device: str, batch_size: int,
                  workers: int | None, dtype: str, loader: str, compile_model: bool, shard_size: int, resize: int,
-                 crop: int, root: Path | None, seed: int, distributed: bool) -> None:
+                 crop: int, mirror: bool, regions: bool, root: Path | None, seed: int, distributed: bool) -> None:
     """VGG-16 fc6 features of every image (or box) of the manifest MANIFEST, as Parquet shards.
 
     Preprocessing: shorter side resized to 256, centre crop 224, ImageNet mean/std
@@ -382,7 +388,7 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     cfg = FeatureConfig(weights=weights, layer=layer, on=on, device=device, batch_size=batch_size, workers=workers,
                         dtype=dtype, loader=loader, compile=compile_model, shard_size=shard_size, seed=seed,
-                        resize=resize, crop=crop, root=str(root) if root else None)
+                        resize=resize, crop=crop, mirror=mirror, regions=regions, root=str(root) if root else None)
     s = extract_features(manifest, out, cfg, distributed=distributed)
     click.echo(f"{s.items} {on}s -> {s.shards_total} shards in {out} ({s.shards_resumed} resumed) on {s.device} "
                f"({s.settings['dtype']}); weights: {s.settings['weights']}")
@@ -527,9 +533,12 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...], methods: str | None,
               phash_threshold: int, min_cosine: float, whiten_dims: int, index: str, device: str,
               workers: int | None, root: Path | None) -> None:
-    """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash, fc6 features.
+    """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash (of the image and of
+    its mirror image), fc6 features.
 
-    Reports train/val leakage: `filter SRC --exclude-audit OUT` removes the copies from SRC.
+    Reports train/val leakage: `filter SRC --exclude-audit OUT` removes the copies from SRC. Each pair is
+    named with the transformation it most likely is (exact, reencoded, resized, mirrored, cropped). For
+    features that see mirrored and cropped copies, make them with `features --on image --mirror --regions`.
     """
     from eic_builder.audit import AuditOptions, audit_manifests, parse_methods
     from eic_builder.stats import parse_named_dirs

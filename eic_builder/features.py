@@ -68,6 +68,8 @@ class FeatureConfig:
     seed: int = 0
     resize: int = 256
     crop: int = 224
+    mirror: bool = False  # average with the left-right mirror image's features (2x the work)
+    regions: bool = False  # fc6 of the mean pool5 map of the image and five 80 % regions (region_pool5)
     root: str | None = None  # image root; default: the manifest's scan root
 
     def validate(self) -> None:
@@ -93,21 +95,46 @@ class FeatureConfig:
         return f"file {Path(self.weights).name}"
 
 
-class VGG16FC6(nn.Module):
-    """VGG-16 up to fc6: (B, 3, H, W) normalised images -> (B, 4096) activations."""
+REGION_SIDE = 0.8  # of each side of the conv5 map, covered by each region of ``regions``
+REGION_PLACES = ((0.5, 0.5), (0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))  # centre, four corners (x, y)
 
-    def __init__(self, vgg: nn.Module, relu: bool) -> None:
+
+def region_pool5(conv5: torch.Tensor) -> torch.Tensor:
+    """(B, 512, H, W) conv5_3 activations -> (B, 512, 7, 7): the mean of the pool5 maps (2x2 max pooling,
+    then VGG's adaptive average to 7x7) of the whole map and of five regions covering 80 % of each side
+    (centre, four corners). A copy cropped to 80 % of each side is one of these regions, or near one,
+    of its original: the mean is shared by the two more than the whole map is (audit's crops)."""
+    height, width = conv5.shape[2:]
+    h, w = max(1, round(height * REGION_SIDE)), max(1, round(width * REGION_SIDE))
+    regions = [conv5] + [conv5[:, :, round((height - h) * y):round((height - h) * y) + h,
+                               round((width - w) * x):round((width - w) * x) + w] for x, y in REGION_PLACES]
+    pooled = [nn.functional.adaptive_max_pool2d(r, (max(1, r.shape[2] // 2), max(1, r.shape[3] // 2)))
+              for r in regions]
+    return torch.stack([nn.functional.adaptive_avg_pool2d(p, 7) for p in pooled]).mean(dim=0)
+
+
+class VGG16FC6(nn.Module):
+    """VGG-16 up to fc6: (B, 3, H, W) normalised images -> (B, 4096) activations.
+
+    ``regions``: fc6 of :func:`region_pool5` of the conv5_3 map instead of its pool5 map (one pass of
+    the convolutions either way). Before its ReLU fc6 is affine, so this is the mean of the six
+    regions' fc6 vectors."""
+
+    def __init__(self, vgg: nn.Module, relu: bool, regions: bool = False) -> None:
         super().__init__()
         self.features = vgg.features
         self.avgpool = vgg.avgpool
         self.fc6 = vgg.classifier[0]
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+        self.regions = regions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.fc6(torch.flatten(self.avgpool(self.features(x)), 1)))
+        # features[-1] is pool5, which region_pool5 replaces
+        pooled = region_pool5(self.features[:-1](x)) if self.regions else self.avgpool(self.features(x))
+        return self.relu(self.fc6(torch.flatten(pooled, 1)))
 
 
-def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) -> VGG16FC6:
+def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0, regions: bool = False) -> VGG16FC6:
     """VGG-16 up to fc6 with the named weights; raises :class:`ModelError` when they cannot be had."""
     from torchvision.models import VGG16_Weights, vgg16
 
@@ -134,7 +161,7 @@ def build_model(weights: str = "imagenet", layer: str = "fc6", seed: int = 0) ->
         if missing:
             raise ModelError(f"{path} is not a torchvision VGG-16 state dict: missing {', '.join(missing[:4])}...")
         load_matching(vgg, state, f"weights file {path}", strict=False)
-    return VGG16FC6(vgg, relu=layer == "fc6-relu").eval()
+    return VGG16FC6(vgg, relu=layer == "fc6-relu", regions=regions).eval()
 
 
 def manifest_items(directory: str | os.PathLike[str], on: str,
@@ -159,12 +186,23 @@ def manifest_items(directory: str | os.PathLike[str], on: str,
         manifest.image_root()
 
 
+MIRROR_SETTING = "averaged with the left-right mirror image's"
+REGIONS_SETTING = "fc6 of the mean pool5 map of the whole image and five regions of 80 % of each side"
+OPTIONAL_SETTINGS = ("mirror", "regions")  # recorded only when set
+
+
 def _settings(cfg: FeatureConfig, manifest: str, dtype: str) -> dict:
-    """What a shard records of its run (and what a resumed run must match); ``dtype`` is the one used."""
-    return {"weights": cfg.weights_label(), "random_weights": cfg.weights == "random", "layer": cfg.layer,
+    """What a shard records of its run (and what a resumed run must match); ``dtype`` is the one used.
+    ``mirror`` and ``regions`` are recorded only when set, so that shards written before it existed still resume."""
+    settings = {"weights": cfg.weights_label(), "random_weights": cfg.weights == "random", "layer": cfg.layer,
             "on": cfg.on, "dtype": dtype, "preprocessing": f"resize shorter side {cfg.resize}, centre crop "
             f"{cfg.crop}, ImageNet mean/std" if cfg.on == "image" else f"box crop warped to {cfg.crop}x{cfg.crop}, "
             "ImageNet mean/std", "manifest": manifest, "shard_size": cfg.shard_size}
+    if cfg.mirror:
+        settings["mirror"] = MIRROR_SETTING
+    if cfg.regions:
+        settings["regions"] = REGIONS_SETTING
+    return settings
 
 
 @dataclass
@@ -214,8 +252,9 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
         except (OSError, ValueError, ManifestError) as exc:  # pyarrow's errors are OSError/ValueError kinds
             log.warning("%s is unreadable (%s): it is made again", shard, exc)
             continue
-        old = {key: meta.get(key) for key in settings}
-        if old != settings:
+        keys = [*settings, *(k for k in OPTIONAL_SETTINGS if k not in settings)]
+        old = {key: meta.get(key) for key in keys}
+        if old != {key: settings.get(key) for key in keys}:
             raise OptionError(f"{out} holds shards made with other settings ({old}); use a new `out`")
         if meta.get("inputs") == chunk_digest(chunks[k]):
             done.add(k)
@@ -225,7 +264,7 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     if done:
         log.info("rank %d: resuming, %d of %d shards already written", rank, len(done), len(mine))
     if todo:
-        model = model if model is not None else build_model(cfg.weights, cfg.layer, cfg.seed)
+        model = model if model is not None else build_model(cfg.weights, cfg.layer, cfg.seed, cfg.regions)
         _run(model, chunks, todo, out, root, cfg, device, settings)
     if distributed:
         import torch.distributed as dist
@@ -289,7 +328,12 @@ def _run(model: nn.Module, chunks: list[list[FeatureItem]], todo: list[int], out
                 x = decode_batch_on_device(batch, [flat[i] for i in index], pp, device)
             else:
                 x = batch.to(device, non_blocking=True)
-            y = forward(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+            x = x.to(dtype)
+            if cfg.mirror:  # the image and its mirror in one batch; their mean is the same for either
+                x = torch.cat([x, x.flip(-1)])
+            y = forward(x.contiguous(memory_format=torch.channels_last)).float()
+            if cfg.mirror:
+                y = y.view(2, -1, y.shape[-1]).mean(dim=0)
             if device.type == "cuda":
                 host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(y, non_blocking=True)

@@ -8,8 +8,9 @@ applied, so that precision and recall of each audit method can be measured per t
     OUT/planted.csv                                  copy_id,original_id,transform
 
 Transformations (:data:`TRANSFORMS`): ``exact`` (the same bytes), ``reencode`` (JPEG quality 40),
-``resize`` (half size, Lanczos), ``crop`` (6 % off every side) and ``flip`` (left-right mirror);
-all but ``exact`` are written as JPEG quality 90. Deterministic for a seed.
+``resize`` (half size, Lanczos), ``crop`` (80 % of each side, at a random place: the edge of the range
+copy detectors are judged on) and ``flip`` (left-right mirror); all but ``exact`` are written as JPEG
+quality 90. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from eic_builder.image_source import decoding
 from eic_builder.safe_names import child_path
 
 TRANSFORMS = ("exact", "reencode", "resize", "crop", "flip")
-CROP_SHARE = 0.06
+CROP_SIDE = 0.8  # of each side, kept by a cropped copy
 TRUTH_FILE = "planted.csv"
 
 
-def transform_bytes(data: bytes, transform: str) -> bytes:
-    """The bytes of a copy of the encoded image ``data`` under ``transform`` (one of :data:`TRANSFORMS`)."""
+def transform_bytes(data: bytes, transform: str, place: tuple[float, float] = (0.5, 0.5)) -> bytes:
+    """The bytes of a copy of the encoded image ``data`` under ``transform`` (one of :data:`TRANSFORMS`);
+    ``place``: where a crop sits, as the share of the margin left of and above it (0.5, 0.5: centred)."""
     from PIL import Image, ImageOps
 
     if transform == "exact":
@@ -45,8 +47,9 @@ def transform_bytes(data: bytes, transform: str) -> bytes:
     elif transform == "resize":
         image = image.resize((max(1, image.width // 2), max(1, image.height // 2)), Image.Resampling.LANCZOS)
     elif transform == "crop":
-        dx, dy = round(image.width * CROP_SHARE), round(image.height * CROP_SHARE)
-        image = image.crop((dx, dy, image.width - dx, image.height - dy))
+        width, height = max(1, round(image.width * CROP_SIDE)), max(1, round(image.height * CROP_SIDE))
+        left, top = round((image.width - width) * place[0]), round((image.height - height) * place[1])
+        image = image.crop((left, top, left + width, top + height))
     elif transform == "flip":
         image = ImageOps.mirror(image)
     else:
@@ -85,7 +88,9 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
         claim_output_folder(out, "plant-copies", {"manifest": manifest_fingerprint(m.images),
                                                   "per_transform": per_transform, "seed": seed},
                             owned=("images", TRUTH_FILE))
-        chosen = np.random.default_rng(seed).choice(has, need, replace=False)
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(has, need, replace=False)
+        places = rng.random((need, 2))
         ids, labels = m.image_ids, m.images["label"].to_pylist()
         copies = []
         for k, row in enumerate(chosen.tolist()):
@@ -93,7 +98,7 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
             copy_id = f"{ids[row]}_{transform}"
             folder = labels[row] or "unlabelled"
             with decoding(f"image {ids[row]!r} of manifest {manifest}"):
-                copy = transform_bytes(m.read_bytes(ids[row]), transform)
+                copy = transform_bytes(m.read_bytes(ids[row]), transform, tuple(places[k]))
             write_bytes(child_path(Path(out) / "images", folder, copy_id, suffix=".JPEG"), copy)
             copies.append(PlantedCopy(copy_id, ids[row], transform))
     buf = io.StringIO()

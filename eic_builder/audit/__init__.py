@@ -1,10 +1,12 @@
 """``eic-build audit``: duplicates inside and across manifests (train/val leakage), found three ways.
 
 * ``exact``: the same bytes (SHA-1; :mod:`eic_builder.audit.exact`);
-* ``perceptual``: pHash within a Hamming distance (:mod:`eic_builder.audit.perceptual`): re-encoded
-  and resized copies;
-* ``features``: whitened fc6 features at a cosine (:mod:`eic_builder.audit.neighbours`): crops too.
+* ``perceptual``: pHash within a Hamming distance, of the image or of its mirror image
+  (:mod:`eic_builder.audit.perceptual`): re-encoded, resized and mirrored copies;
+* ``features``: whitened fc6 features at a cosine (:mod:`eic_builder.audit.neighbours`): crops too, and
+  mirrored copies when the features were made with ``features --mirror``.
 
+Each pair is named with the transformation it most likely is (:mod:`eic_builder.audit.likely`).
 Writes ``OUT/pairs.parquet`` (one row per pair and method), ``OUT/groups.parquet`` (connected groups
 of all pairs), ``OUT/report.md`` and ``OUT/contact_sheet.png`` (the closest cross-split pairs, side by
 side). Everything is checked before anything is written: a bad option, a missing image or features
@@ -14,6 +16,7 @@ of another manifest is a one-line error and leaves ``OUT`` as it was.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from eic_builder.audit.catalog import Catalog, load_catalog
 from eic_builder.audit.neighbours import DEFAULT_DIMS as WHITEN_DIMS
 from eic_builder.audit.neighbours import DEFAULT_THRESHOLD as COSINE_THRESHOLD
 from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
+from eic_builder.audit.perceptual import Hashes
 from eic_builder.audit.result import AuditResult
 from eic_builder.choices import AUDIT_METHODS as METHODS
 from eic_builder.errors import ManifestError, OptionError, check_choice, choices_text
@@ -66,14 +70,15 @@ def _feature_rows(cat: Catalog, features: Mapping[str, str | os.PathLike[str]]) 
     return np.concatenate(rows), np.concatenate(blocks)
 
 
-def _pairs_table(cat: Catalog, found: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> pa.Table:
+def _pairs_table(cat: Catalog, found: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                 likely: np.ndarray) -> pa.Table:
     from eic_builder.dataset.tables import to_table
 
     method = [m for m, i, _, _ in found for _ in range(len(i))]
     first = np.concatenate([i for _, i, _, _ in found]) if found else np.zeros(0, dtype=np.int64)
     second = np.concatenate([j for _, _, j, _ in found]) if found else np.zeros(0, dtype=np.int64)
     score = np.concatenate([s for _, _, _, s in found]) if found else np.zeros(0, dtype=np.float32)
-    columns: dict[str, object] = {"method": method, "score": score}
+    columns: dict[str, object] = {"method": method, "score": score, "likely": likely.tolist()}
     for side, rows in (("a", first), ("b", second)):
         columns[f"manifest_{side}"] = [cat.names[cat.manifest[r]] for r in rows]
         columns[f"split_{side}"] = [cat.split[r] for r in rows]
@@ -117,6 +122,49 @@ def leak_counts(pairs: pa.Table) -> dict[tuple[str, str], int]:
         if sa in HELD_OUT_SPLITS:
             found.setdefault((sb, sa), set()).add((mb, ib))
     return {key: len(images) for key, images in sorted(found.items())}
+
+
+def _likely(cat: Catalog, first: np.ndarray, second: np.ndarray, hashes: Hashes | None, threshold: int,
+            workers: int) -> np.ndarray:
+    """The likely transformation of each pair; the evidence the methods run did not gather (SHA-1s, pHashes)
+    is gathered for the images of pairs only."""
+    from eic_builder.audit import exact, perceptual
+    from eic_builder.audit.likely import likely_transforms
+
+    rows = np.unique(np.concatenate([first, second]))
+    if len(rows):
+        exact.fill_sha1(cat, workers, rows)
+        if hashes is None:
+            hashes = perceptual.compute_hashes(cat, workers, rows)
+    return likely_transforms(first, second, cat.sha1, cat.sizes, hashes, threshold)
+
+
+def _likely_counts(methods: list[str], likely: np.ndarray) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for (method, kind), n in Counter(zip(methods, likely.tolist())).items():
+        counts.setdefault(method, {})[kind] = n
+    return counts
+
+
+_KIND_KEYS = ("weights", "layer", "on", "preprocessing", "mirror", "regions")  # what makes features comparable
+
+
+def _feature_kinds(features: Mapping[str, str | os.PathLike[str]]) -> dict[str, dict]:
+    """Each manifest's features settings (from its first shard) that decide whether they can be compared;
+    raises :class:`OptionError` when two manifests' differ (their cosines would mean nothing)."""
+    from eic_builder.dataset.feature_shards import feature_shards
+    from eic_builder.dataset.tables import read_metadata
+
+    kinds = {name: {k: read_metadata(feature_shards(directory)[0]).get(k) for k in _KIND_KEYS}
+             for name, directory in features.items()}
+    (first, kind), *others = kinds.items()
+    for name, other in others:
+        differ = [k for k in _KIND_KEYS if other[k] != kind[k]]
+        if differ:
+            raise OptionError(f"features of {first} and {name} were made differently ({differ[0]}: "
+                              f"{kind[differ[0]]!r} against {other[differ[0]]!r}); make them with the same "
+                              "`eic-build features` options")
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -177,6 +225,7 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             from eic_builder.devices import resolve_device
 
             device = str(resolve_device(device))
+            kinds = _feature_kinds(features)
         for k in sorted(set(cat.manifest.tolist())):
             cat.root_of(k)  # a missing image root fails here, before any work
         result = AuditResult(out, list(cat.names), len(cat), cat.without_file)
@@ -184,10 +233,11 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
         if "exact" in methods:
             result.sha1_computed = exact.fill_sha1(cat, workers)
             found.append(("exact", *exact.exact_pairs(cat)))
+        hashes = None
         if "perceptual" in methods:
-            hashes, valid = perceptual.compute_hashes(cat, workers)
-            result.undecodable = int((~valid).sum())
-            found.append(("perceptual", *perceptual.perceptual_pairs(hashes, valid, phash_threshold)))
+            hashes = perceptual.compute_hashes(cat, workers)
+            result.undecodable = int((~hashes.valid).sum())
+            found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)[:3]))
         if "features" in methods:
             whitened = neighbours.whiten(feature_matrix, whiten_dims)
             i, j, score = neighbours.cosine_pairs(whitened, min_cosine, index, device)
@@ -196,10 +246,13 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             a, b = np.where(swap, b, a), np.where(swap, a, b)
             found.append(("features", a, b, score))
             result.without_features = len(cat) - len(feature_rows)
+            result.mirror_features = {name: bool(kind["mirror"]) for name, kind in kinds.items()}
         result.pairs = {m: len(i) for m, i, _, _ in found}
-        pairs = _pairs_table(cat, found)
         all_first = np.concatenate([i for _, i, _, _ in found])
         all_second = np.concatenate([j for _, _, j, _ in found])
+        likely = _likely(cat, all_first, all_second, hashes, phash_threshold, workers)
+        result.likely = _likely_counts([m for m, i, _, _ in found for _ in range(len(i))], likely)
+        pairs = _pairs_table(cat, found, likely)
         groups = _groups_table(cat, all_first, all_second)
         result.n_groups = len(set(groups["group"].to_pylist()))
         result.n_grouped = groups.num_rows

@@ -21,7 +21,8 @@ from eic_builder.image_source import ImageRef
 @dataclass
 class Catalog:
     """Images of several manifests: ``names[k]``/``directories[k]`` name manifest ``k``; per image ``i``:
-    ``manifest[i]`` (its manifest's number), ``split``, ``image_id``, ``label``, ``ref`` and ``sha1``."""
+    ``manifest[i]`` (its manifest's number), ``split``, ``image_id``, ``label``, ``ref``, ``sha1`` and
+    ``sizes[i]`` (width, height in pixels, as scanned)."""
 
     names: list[str] = field(default_factory=list)
     directories: list[Path] = field(default_factory=list)
@@ -33,6 +34,7 @@ class Catalog:
     label: list[str | None] = field(default_factory=list)
     ref: list[ImageRef] = field(default_factory=list)
     sha1: list[str | None] = field(default_factory=list)
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     without_file: int = 0
 
     def __len__(self) -> int:
@@ -69,7 +71,7 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
     if not directories:
         raise OptionError("give at least one MANIFEST directory to audit")
     cat = Catalog()
-    manifests = []
+    manifests, sizes = [], []
     for k, directory in enumerate(directories):
         manifest = Manifest.open(directory, root=root, box_columns=["image_id"])
         cat.names.append(manifest.name)
@@ -77,7 +79,8 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
         check_distinct_names(list(zip(cat.names, directories)), "audit manifests of different names")
         cat.manifests.append(manifest)
         cat.fingerprints.append(manifest.fingerprint())
-        cols = manifest.images.select(["image_id", "split", "label", "sha1", "has_image"]).to_pydict()
+        cols = manifest.images.select(["image_id", "split", "label", "sha1", "has_image", "width",
+                                       "height"]).to_pydict()
         refs = manifest.refs
         keep = [i for i, has in enumerate(cols["has_image"]) if has and refs[i].path is not None]
         cat.without_file += len(refs) - len(keep)
@@ -87,5 +90,9 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
         cat.label += [cols["label"][i] for i in keep]
         cat.sha1 += [cols["sha1"][i] for i in keep]
         cat.ref += [refs[i] for i in keep]
+        rows = np.asarray(keep, dtype=np.int64)
+        sizes.append(np.stack([np.asarray(cols["width"], dtype=np.int64)[rows],
+                               np.asarray(cols["height"], dtype=np.int64)[rows]], axis=1).reshape(-1, 2))
     cat.manifest = np.concatenate(manifests) if manifests else cat.manifest
+    cat.sizes = np.concatenate(sizes) if sizes else cat.sizes
     return cat

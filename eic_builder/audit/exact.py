@@ -18,9 +18,10 @@ from eic_builder.progress import progress
 CLIQUE_LIMIT = 64  # a larger group of identical files is paired star-wise, to its first member
 
 
-def fill_sha1(cat: Catalog, workers: int = 2) -> int:
-    """Hash the images whose SHA-1 the manifest lacks; returns how many were hashed."""
-    missing = [i for i, h in enumerate(cat.sha1) if h is None]
+def fill_sha1(cat: Catalog, workers: int = 2, rows=None) -> int:
+    """Hash the images (of ``rows``, default all) whose SHA-1 the manifest lacks; returns how many were hashed."""
+    wanted = range(len(cat)) if rows is None else sorted(set(np.asarray(rows).tolist()))
+    missing = [i for i in wanted if cat.sha1[i] is None]
     cat.open_readers(missing)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         hashed = pool.map(lambda i: hashlib.sha1(cat.read_bytes(i)).hexdigest(), missing)

@@ -50,6 +50,11 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
                           + (f"; {result.without_features:,} images have no features" if result.without_features
                              else "")}
     lines += ["Methods: " + "; ".join(f"**{m}**: {params[m]}" for m in meta["methods"]) + ".", ""]
+    unmirrored = [name for name, mirror in result.mirror_features.items() if not mirror]
+    if unmirrored:
+        lines += [f"The features of {', '.join(f'`{n}`' for n in unmirrored)} were made without `--mirror`: the "
+                  "features method cannot see their mirrored copies (perceptual can). `eic-build features "
+                  "MANIFEST --on image --mirror` makes features that can.", ""]
     lines += ["## Leakage", ""]
     if result.leaks:
         lines += ["| images of | with a copy in | images |", "|---|---|---:|"]
@@ -65,6 +70,7 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
     fixed = ["all pairs", "within one split", "across splits", "across manifests", "across classes"]
     for row in fixed + [r for r in rows if r not in fixed]:
         lines.append(f"| {row} | " + " | ".join(f"{counts.get(m, Counter())[row]:,}" for m in methods) + " |")
+    lines += _likely_lines(result, methods)
     sizes = Counter(groups.select(["group", "size"]).to_pydict()["size"])
     n_groups = result.n_groups
     largest = max(sizes) if sizes else 0
@@ -75,6 +81,23 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
               "group), `contact_sheet.png` (the closest pairs across splits, or within one when there are none).",
               ""]
     return write_text(path, "\n".join(lines))
+
+
+def _likely_lines(result: AuditResult, methods: list[str]) -> list[str]:
+    """The table of pairs by likely transformation (rows) and method (columns)."""
+    from eic_builder.audit.likely import LIKELY
+
+    kinds = [k for k in (*LIKELY, "") if any(k in result.likely.get(m, {}) for m in methods)]
+    if not kinds:
+        return []
+    lines = ["", "## Pairs by likely transformation", "",
+             "Read from each pair's SHA-1, pixel sizes and pHashes (direct and mirrored), whichever method found "
+             "it: `eic_builder/audit/likely.py` says how.", "",
+             "| likely transformation | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for kind in kinds:
+        lines.append(f"| {kind or 'cannot tell'} | "
+                     + " | ".join(f"{result.likely.get(m, {}).get(kind, 0):,}" for m in methods) + " |")
+    return lines
 
 
 def _thumb(cat: Catalog, i: int) -> Any:

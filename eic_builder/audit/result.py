@@ -20,5 +20,7 @@ class AuditResult:
     sha1_computed: int = 0
     undecodable: int = 0
     without_features: int = 0
+    mirror_features: dict[str, bool] = field(default_factory=dict)  # manifest -> made with features --mirror
+    likely: dict[str, dict[str, int]] = field(default_factory=dict)  # method -> likely transformation -> pairs
     leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
     files: list[Path] = field(default_factory=list)

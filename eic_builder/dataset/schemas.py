@@ -152,7 +152,9 @@ PROPOSALS_SCHEMA = pa.schema(
 _SIDE = [("manifest", pa.string(), False), ("split", pa.string(), False), ("image_id", pa.string(), False),
          ("label", pa.string(), True)]
 AUDIT_PAIRS_SCHEMA = pa.schema(
-    [pa.field("method", pa.string(), nullable=False), pa.field("score", pa.float32(), nullable=False)]
+    [pa.field("method", pa.string(), nullable=False), pa.field("score", pa.float32(), nullable=False),
+     # exact | reencoded | resized | mirrored | cropped | "" (eic_builder.audit.likely)
+     pa.field("likely", pa.string(), nullable=False)]
     + [pa.field(f"{name}_{side}", kind, nullable=nullable) for side in "ab" for name, kind, nullable in _SIDE]
 )
 # One row per image in a group: the connected components of the pairs (all methods together).

@@ -289,3 +289,51 @@ def test_auto_dtype_is_chosen_by_the_cpu_and_recorded(real_subset: Path, tmp_pat
     explicit = extract_features(real_subset, tmp_path / "f", FeatureConfig(**SMALL, device="cpu", shard_size=6,
                                                                             dtype=dtype))
     assert explicit.shards_resumed == 2  # auto resolved to the same dtype: the same run
+
+
+def test_region_pool5_by_hand() -> None:
+    from eic_builder.features import region_pool5
+
+    conv = torch.randn(2, 512, 10, 10)
+    # by hand: the whole map and five 8x8 regions (80 % of 10), each 2x2 max pooled to 4x4 and averaged to 7x7
+    corners = [(1, 1), (0, 0), (2, 0), (0, 2), (2, 2)]  # (left, top) of the centre and the four corners
+    maps = [conv] + [conv[:, :, top:top + 8, left:left + 8] for left, top in corners]
+    expected = torch.stack([torch.nn.functional.adaptive_avg_pool2d(torch.nn.functional.max_pool2d(m, 2), 7)
+                            for m in maps]).mean(0)
+    assert torch.allclose(region_pool5(conv), expected, atol=1e-6)
+    model, regions = build_model("random", "fc6", seed=0), build_model("random", "fc6", seed=0, regions=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = region_pool5(model.features[:-1](x))
+        assert torch.allclose(regions(x), model.fc6(torch.flatten(pooled, 1)), atol=1e-4)
+
+
+def test_mirror_features_are_the_same_for_an_image_and_its_mirror(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from eic_builder.dataset.feature_shards import read_image_features
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images" / "n01440764"
+    folder.mkdir(parents=True)
+    pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)  # resized to 72, cropped to 64: a centred crop
+    Image.fromarray(pixels).save(folder / "a.png")
+    Image.fromarray(pixels[:, ::-1]).save(folder / "a_mirror.png")  # lossless: the exact mirror image
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(folder / "b.png")
+    scan(tmp_path / "images", tmp_path / "m", split="train")
+    runs = {}
+    for name, options in (("plain", {}), ("mirror", {"mirror": True}), ("both", {"mirror": True, "regions": True})):
+        config = FeatureConfig(**{**SMALL, "resize": 72, "crop": 64}, **options)
+        summary = extract_features(tmp_path / "m", tmp_path / name, config)
+        ids, matrix = read_image_features(tmp_path / name)
+        runs[name] = dict(zip(ids, matrix.astype(np.float32)))
+        assert summary.settings.get("mirror", "") == ("" if name == "plain" else summary.settings["mirror"])
+        assert ("regions" in summary.settings) == (name == "both")
+    def apart(f: dict[str, np.ndarray], other: str) -> float:
+        return float(np.linalg.norm(f["a"] - f[other]))
+
+    for name in ("mirror", "both"):  # the same up to float16 storage and float sums in another order
+        assert apart(runs[name], "a_mirror") < 0.01 * apart(runs[name], "b")
+    assert apart(runs["plain"], "a_mirror") > 0.3 * apart(runs["plain"], "b")
+    with pytest.raises(OptionError, match="holds shards made with other settings"):
+        extract_features(tmp_path / "m", tmp_path / "mirror", FeatureConfig(**{**SMALL, "resize": 72, "crop": 64}))
