@@ -237,7 +237,7 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
         if "perceptual" in methods:
             hashes = perceptual.compute_hashes(cat, workers)
             result.undecodable = int((~hashes.valid).sum())
-            found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)[:3]))
+            found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)))
         if "features" in methods:
             whitened = neighbours.whiten(feature_matrix, whiten_dims)
             i, j, score = neighbours.cosine_pairs(whitened, min_cosine, index, device)

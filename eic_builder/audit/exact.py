@@ -18,7 +18,7 @@ from eic_builder.progress import progress
 CLIQUE_LIMIT = 64  # a larger group of identical files is paired star-wise, to its first member
 
 
-def fill_sha1(cat: Catalog, workers: int = 2, rows=None) -> int:
+def fill_sha1(cat: Catalog, workers: int = 2, rows: np.ndarray | None = None) -> int:
     """Hash the images (of ``rows``, default all) whose SHA-1 the manifest lacks; returns how many were hashed."""
     wanted = range(len(cat)) if rows is None else sorted(set(np.asarray(rows).tolist()))
     missing = [i for i in wanted if cat.sha1[i] is None]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eic_builder.audit.perceptual import Hashes
+from eic_builder.audit.perceptual import Hashes, pair_distances
 
 LIKELY = ("exact", "reencoded", "resized", "mirrored", "cropped")
 
@@ -32,9 +32,7 @@ def likely_transforms(first: np.ndarray, second: np.ndarray, sha1: list[str | No
     digests = np.asarray(sha1, dtype=object)
     same_bytes = (digests[first] == digests[second]) & np.not_equal(digests[first], None)
     both = hashes.valid[first] & hashes.valid[second]
-    direct = np.bitwise_count(hashes.direct[first] ^ hashes.direct[second]).astype(np.int64)
-    mirrored = np.minimum(np.bitwise_count(hashes.mirrored[first] ^ hashes.direct[second]),
-                          np.bitwise_count(hashes.direct[first] ^ hashes.mirrored[second])).astype(np.int64)
+    direct, mirrored = pair_distances(hashes.direct, hashes.mirrored, first, second)
     known = (sizes[first] >= 0).all(axis=1) & (sizes[second] >= 0).all(axis=1)
     same_size = (sizes[first] == sizes[second]).all(axis=1) & known
     close = both & (direct <= threshold) & (direct <= mirrored)

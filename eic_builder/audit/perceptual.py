@@ -200,25 +200,32 @@ def hamming_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD, query_
         return empty, empty, empty, np.zeros(0, dtype=bool)
     codes = np.concatenate(found)
     q, i = codes // n, codes % n
-    codes = np.unique(np.minimum(q, i) * n + np.maximum(q, i))
+    codes = np.unique(np.minimum(q, i) * n + np.maximum(q, i))  # q != i in both passes: i < j here
     i, j = codes // n, codes % n
-    keep = i < j
-    i, j = i[keep], j[keep]
-    distance = np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
-    flipped = np.zeros(len(i), dtype=bool)
-    if mirrored is not None:
-        across = np.minimum(np.bitwise_count(mirrored[i] ^ hashes[j]), np.bitwise_count(hashes[i] ^ mirrored[j]))
-        flipped = across.astype(np.int64) < distance
-        distance = np.where(flipped, across, distance).astype(np.int64)
+    distance, across = pair_distances(hashes, mirrored, i, j)
+    flipped = across < distance
+    distance = np.minimum(distance, across)
     close = distance <= threshold
     return i[close], j[close], distance[close], flipped[close]
 
 
+def pair_distances(direct: np.ndarray, mirrored: np.ndarray | None, first: np.ndarray,
+                   second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(direct, mirrored) Hamming distances (int64) of the pairs ``(first[k], second[k])`` of 64-bit hashes:
+    ``direct`` between their hashes, ``mirrored`` the nearer of either image's mirror hash to the other's
+    hash (65, farther than any distance, without ``mirrored`` hashes)."""
+    plain = np.bitwise_count(direct[first] ^ direct[second]).astype(np.int64)
+    if mirrored is None:
+        return plain, np.full(len(plain), HASH_BITS + 1, dtype=np.int64)
+    across = np.minimum(np.bitwise_count(mirrored[first] ^ direct[second]),
+                        np.bitwise_count(direct[first] ^ mirrored[second])).astype(np.int64)
+    return plain, across
+
+
 def perceptual_pairs(hashes: Hashes, threshold: int = DEFAULT_THRESHOLD,
-                     mirrored: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(i, j, score, flipped)`` of decodable catalog images within ``threshold`` bits (directly or,
-    with ``mirrored``, as mirror images); score ``1 - d / 64``."""
+                     mirrored: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(i, j, score)`` of decodable catalog images within ``threshold`` bits (directly or, with
+    ``mirrored``, as mirror images); score ``1 - d / 64``."""
     rows = np.flatnonzero(hashes.valid)
-    i, j, d, flipped = hamming_pairs(hashes.direct[rows], threshold,
-                                     mirrored=hashes.mirrored[rows] if mirrored else None)
-    return rows[i], rows[j], (1.0 - d / HASH_BITS).astype(np.float32), flipped
+    i, j, d, _ = hamming_pairs(hashes.direct[rows], threshold, mirrored=hashes.mirrored[rows] if mirrored else None)
+    return rows[i], rows[j], (1.0 - d / HASH_BITS).astype(np.float32)
