@@ -26,7 +26,8 @@ from eic_builder.torch_files import load_matching, load_torch_file
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 3  # 2: RNG states and config as plain data (weights_only); 3: backbone.encoder.* names
+CHECKPOINT_VERSION = 4  # 2: RNG states and config as plain data (weights_only); 3: backbone.encoder.* names;
+# 4: batch norm in the decoder and heads (--norm bn), --dtype instead of --amp
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:

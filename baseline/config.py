@@ -11,6 +11,7 @@ from eic_builder.choices import (
     ANCHOR_SETS,
     ARCHS,
     DEVICES,
+    DTYPES,
     ENCODERS,
     NORMS,
     OPTIMIZERS,
@@ -23,7 +24,7 @@ from eic_builder.errors import OptionError, check_choice
 # command line can set, and so what ``experiment`` may vary and print as each row's command.
 CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales", "flip",
               "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
-              "anchors_per_image", "reg_loss", "reg_weight", "backbone_weights", "device", "amp", "workers",
+              "anchors_per_image", "reg_loss", "reg_weight", "backbone_weights", "device", "dtype", "workers",
               "checkpoint_every", "seed")
 
 
@@ -74,7 +75,7 @@ class TrainConfig:
     reg_loss: str = "smooth-l1"  # the box term: smooth-L1 on the deltas (the paper's) | giou on the boxes
     reg_weight: float = 1.0  # its weight against the classification term
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA
+    dtype: str = "auto"  # float32 | bfloat16 (autocast) | auto: eic_builder.hardware.resolve_dtype's rule
     workers: int = 4
     seed: int = 0
     checkpoint_every: int = 500
@@ -92,6 +93,7 @@ class TrainConfig:
         if not math.isfinite(self.reg_weight) or self.reg_weight <= 0:
             raise OptionError(f"`reg_weight`={self.reg_weight} must be a finite number > 0")
         check_choice("--device", self.device, DEVICES)
+        check_choice("--dtype", self.dtype, DTYPES)
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
             if getattr(self, name) < 1:
                 raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
@@ -113,7 +115,7 @@ class TrainConfig:
         than with the paper's SGD at 1e-4 and 0.7, which need a GPU's iterations."""
         base = dict(iters=500, images_per_batch=4, optimizer="adamw", lr=3e-3, lr_step=400, warmup_iters=20,
                     width=0.125, pos_iou=0.5, train_scales=(224, 256, 288), max_size=512, workers=0,
-                    checkpoint_every=100, log_every=10, device="cpu", amp=False)
+                    checkpoint_every=100, log_every=10, device="cpu")
         base.update(overrides)
         return cls(**base)
 
@@ -163,7 +165,7 @@ class PretrainConfig:
     warmup_iters: int = 200
     crop: int = 224
     device: str = "auto"
-    amp: bool = True
+    dtype: str = "auto"
     workers: int = 4
     seed: int = 0
     checkpoint_every: int = 1000
@@ -172,6 +174,7 @@ class PretrainConfig:
     def validate(self) -> None:
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--device", self.device, DEVICES)
+        check_choice("--dtype", self.dtype, DTYPES)
         for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
@@ -185,7 +188,7 @@ class PretrainConfig:
     def tiny(cls, **overrides: Any) -> PretrainConfig:
         """About a minute on two CPU cores: a 1/8-width VGG-16 on 64-px crops."""
         base = dict(width=0.125, iters=200, images_per_batch=16, optimizer="adamw", lr=3e-3, warmup_iters=10,
-                    crop=64, device="cpu", amp=False, workers=0, checkpoint_every=50, log_every=10)
+                    crop=64, device="cpu", workers=0, checkpoint_every=50, log_every=10)
         base.update(overrides)
         return cls(**base)
 

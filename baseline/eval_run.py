@@ -31,6 +31,7 @@ from eic_builder.choices import PEER_METHODS as METHODS
 from eic_builder.dataset.tables import to_table, write_table
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
+from eic_builder.hardware import resolve_dtype
 from eic_builder.image_source import ImageReader
 from eic_builder.progress import progress
 
@@ -48,7 +49,8 @@ def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: 
         model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return lambda image: propose_sets(model, image, cfg, device, options.amp, options.anchors_only)
+        bf16 = resolve_dtype(options.dtype, device) == "bfloat16"
+        return lambda image: propose_sets(model, image, cfg, device, bf16, options.anchors_only)
     if method == "selective-search":
         return lambda image: {method: selective_search(image, cfg.top_k)}
     return lambda image: {method: sliding_window(image, cfg.top_k)}
@@ -63,17 +65,18 @@ def _device_line(device: torch.device) -> str | None:
 class EvalOptions:
     """The knobs of ``eval-baseline``: the RPN ``checkpoint`` (scored as ``rpn`` when given) and the peer
     ``methods`` (:data:`METHODS`), the ``proposals`` settings (scales, NMS, top k), ``recall_k`` (the
-    proposals Rec@0.5 counts), ``device``, ``amp`` (bf16 autocast on CUDA), ``max_images`` (the first N
-    images only) and ``root`` (the image root, ``--root``; default: the manifest's). With ``anchors_only``
-    (the default) the RPN is also scored as ``rpn-anchors``: its ranked anchors with the deltas at zero,
-    from the same forward pass, so that what the box regressor adds is one row of every evaluation."""
+    proposals Rec@0.5 counts), ``device``, ``dtype`` (float32, bfloat16 autocast, or auto: bf16 where the
+    device runs it natively), ``max_images`` (the first N images only) and ``root`` (the image root,
+    ``--root``; default: the manifest's). With ``anchors_only`` (the default) the RPN is also scored as
+    ``rpn-anchors``: its ranked anchors with the deltas at zero, from the same forward pass, so that what the
+    box regressor adds is one row of every evaluation."""
 
     checkpoint: str | None = None
     methods: Sequence[str] = ()
     proposals: ProposalConfig | None = None
     recall_k: int = 300
     device: str = "auto"
-    amp: bool = False
+    dtype: str = "auto"
     max_images: int | None = None
     root: str | os.PathLike[str] | None = None
     anchors_only: bool = True

@@ -22,17 +22,39 @@ from baseline.encoders import Encoder, build_encoder
 from eic_builder.choices import ARCHS
 
 
-class Merge(nn.Module):
-    """G = ReLU(w_F * F + w_H * H + b): two 1x1 convolutions sharing one bias."""
+def conv_relu(in_channels: int, out_channels: int, norm: str) -> nn.Sequential:
+    """3x3 conv (padding 1), batch norm when ``norm="bn"`` (the conv then has no bias), ReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm != "bn")]
+    if norm == "bn":
+        layers.append(nn.BatchNorm2d(out_channels))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
-    def __init__(self, f_channels: int, h_channels: int, out_channels: int) -> None:
+
+class ChannelShift(nn.Module):
+    """x + b, one learnt shift per channel (the merge's bias when it has no norm)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, -1, 1, 1)
+
+
+class Merge(nn.Module):
+    """G = ReLU(w_F * F + w_H * H + b): two 1x1 convolutions sharing one bias. With ``norm="bn"`` the sum
+    is batch-normalised before the ReLU and b is the norm's shift: without it, a network trained from
+    scratch loses most of its merged channels to ReLUs that never fire again, and a head over a few live
+    channels cannot learn to regress boxes (issue 25)."""
+
+    def __init__(self, f_channels: int, h_channels: int, out_channels: int, norm: str = "none") -> None:
         super().__init__()
         self.w_f = nn.Conv2d(f_channels, out_channels, 1, bias=False)
         self.w_h = nn.Conv2d(h_channels, out_channels, 1, bias=False)
-        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.shift = nn.BatchNorm2d(out_channels) if norm == "bn" else ChannelShift(out_channels)
 
     def forward(self, f: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.w_f(f) + self.w_h(h) + self.bias.view(1, -1, 1, 1))
+        return torch.relu(self.shift(self.w_f(f) + self.w_h(h)))
 
 
 def levels_of(arch: str) -> int:
@@ -55,10 +77,10 @@ class Hourglass(nn.Module):
         channels = out_channels or max(8, round(256 * width))
         if arch == "hourglass":
             self.out_channels = [channels] * 3
-            self.top = nn.Sequential(nn.Conv2d(tap_channels[2], channels, 3, padding=1), nn.ReLU(inplace=True))
+            self.top = conv_relu(tap_channels[2], channels, norm)
             self.up = nn.ModuleList([nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)
                                      for _ in range(2)])
-            self.merge = nn.ModuleList([Merge(tc, channels, channels) for tc in tap_channels])
+            self.merge = nn.ModuleList([Merge(tc, channels, channels, norm) for tc in tap_channels])
         else:
             self.out_channels = list(tap_channels)[-levels_of(arch):]
 

@@ -32,7 +32,7 @@ class HourglassRPN(nn.Module):
         self.cfg = cfg
         self.backbone = Hourglass(cfg.arch, cfg.width, cfg.norm, cfg.encoder)
         self.anchor_gen = AnchorGenerator(*anchor_layout(cfg.anchors, levels_of(cfg.arch)))
-        self.heads = nn.ModuleList([LevelHead(c, a) for c, a in zip(self.backbone.out_channels,
+        self.heads = nn.ModuleList([LevelHead(c, a, norm=cfg.norm) for c, a in zip(self.backbone.out_channels,
                                                                      self.anchor_gen.num_anchors)])
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:

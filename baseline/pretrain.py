@@ -40,6 +40,7 @@ from baseline.engine import (
     parallel_model,
     run_loop,
     setup_process,
+    uses_bf16,
 )
 from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.atomic_files import write_text
@@ -137,7 +138,7 @@ def labelled_images(manifest_dir: str | os.PathLike[str], root: str | os.PathLik
 
 @torch.no_grad()
 def top_k_accuracy(model: nn.Module, images: LabelledImages, classes: list[str], cfg: PretrainConfig,
-                   device: torch.device) -> dict[str, float]:
+                   device: torch.device, bf16: bool = False) -> dict[str, float]:
     """Top-1 and top-5 accuracy on the images whose label is one of ``classes`` (the rest are counted as
     ``unknown_label``, not scored)."""
     index = {c: i for i, c in enumerate(classes)}
@@ -149,7 +150,7 @@ def top_k_accuracy(model: nn.Module, images: LabelledImages, classes: list[str],
     model.eval()
     hits1 = hits5 = 0
     for batch, target in progress(loader, desc="val", unit="batch"):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(batch.to(device))
         top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices.cpu()
         hits1 += int((top[:, 0] == target).sum())
@@ -198,6 +199,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     if rank == 0:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
     net = parallel_model(model, device, distributed)
+    bf16 = uses_bf16(cfg, device)
     target_of = {c: i for i, c in enumerate(classes)}
     dataset = ClassificationDataset(images.refs, [target_of[lb] for lb in images.labels], images.root, cfg.crop,
                                     train=True, seed=cfg.seed)
@@ -217,7 +219,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
             group["lr"] = lr_at(cfg, it)
         if device.type == "cuda":
             crops = crops.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(crops)
         loss = F.cross_entropy(logits.float(), target)
         loss_value = float(loss.detach())
@@ -236,7 +238,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     if rank == 0:
         save_atomically(encoder_file, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
         if val_dir is not None:
-            val = top_k_accuracy(model, labelled_images(val_dir, root), classes, cfg, device)
+            val = top_k_accuracy(model, labelled_images(val_dir, root), classes, cfg, device, bf16)
             write_text(run / "val_metrics.json", json.dumps({"iteration": ended.iteration, **val}, indent=2))
     if distributed:
         import torch.distributed as dist

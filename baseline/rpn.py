@@ -24,16 +24,19 @@ from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
+from baseline.hourglass import conv_relu
+
 BACKGROUND, OBJECT, GRAY, IGNORE = 0, 1, 2, -1
 
 
 class LevelHead(nn.Module):
-    """(B, C, H, W) -> logits (B, H*W*A, 3) and deltas (B, H*W*A, 4), anchors ordered (y, x, a)."""
+    """(B, C, H, W) -> logits (B, H*W*A, 3) and deltas (B, H*W*A, 4), anchors ordered (y, x, a). The shared
+    3x3 conv is batch-normalised with ``norm="bn"`` (as the encoder and decoder are)."""
 
-    def __init__(self, in_channels: int, num_anchors: int, mid_channels: int | None = None) -> None:
+    def __init__(self, in_channels: int, num_anchors: int, mid_channels: int | None = None, norm: str = "none") -> None:
         super().__init__()
         mid = mid_channels or in_channels
-        self.conv = nn.Sequential(nn.Conv2d(in_channels, mid, 3, padding=1), nn.ReLU(inplace=True))
+        self.conv = conv_relu(in_channels, mid, norm)
         self.cls = nn.Conv2d(mid, num_anchors * 3, 1)
         self.reg = nn.Conv2d(mid, num_anchors * 4, 1)
         for layer in (self.cls, self.reg):

@@ -1,5 +1,6 @@
-"""Hourglass RPN speed: training images/s and proposal inference images/s (all test scales), for the
-fast path (channels_last + bfloat16 autocast on CUDA) and the plain float32 eager path, in the same run.
+"""Hourglass RPN speed: training images/s and proposal inference images/s (all test scales), in float32
+and in bfloat16 autocast (``--dtype bfloat16``; channels_last on CUDA), in the same run, and which of the
+two ``--dtype auto`` picks on this machine (bf16 only where the device runs it natively).
 
 Uses the synthetic demo tree (generated once). On this project's CPU machine use ``--width 0.125
 --scales 256`` for a quick look; on a GPU the defaults (VGG-16 width, 7 scales 200..1400).
@@ -26,7 +27,7 @@ from baseline.data import load_records, read_rgb
 from baseline.engine import train
 from baseline.proposals import TEST_SCALES, ProposalConfig, propose
 from eic_builder.devices import resolve_device, synchronize
-from eic_builder.hardware import machine_line
+from eic_builder.hardware import machine_line, resolve_dtype
 from eic_builder.image_source import ImageReader
 from eic_builder.scan.scanner import scan
 from eic_builder.synthetic import make_synthetic_tree
@@ -58,11 +59,10 @@ def main() -> None:
         recs, root = load_records(work / "train")
         reader = ImageReader(root)
         images = [read_rgb(reader, r.ref) for r in recs[: args.images]]
-        for name, amp in (("float32 eager", False), ("bf16 + channels_last", True)):
-            if amp and device.type != "cuda":
-                continue
+        for name, dtype in (("float32", "float32"), ("bfloat16", "bfloat16")):
+            amp = dtype == "bfloat16"
             cfg = TrainConfig(iters=args.iters, images_per_batch=args.images_per_batch, width=args.width,
-                              train_scales=(args.train_scale,), device=device.type, amp=amp,
+                              train_scales=(args.train_scale,), device=device.type, dtype=dtype,
                               workers=min(4, os.cpu_count() or 1),
                               checkpoint_every=args.iters, warmup_iters=1)
             run = work / f"run-{amp}"
@@ -88,18 +88,22 @@ def main() -> None:
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {dev}; width {args.width}; train scale {args.train_scale}, batch {args.images_per_batch}; "
           f"inference scales {scales}")
+    auto = resolve_dtype("auto", device)
     for name, tr, inf in rows:
         print(f"{name:24s} train {tr:8.1f} img/s   proposals {inf:7.2f} img/s")
-    if len(rows) == 2:
-        print(f"ratio fast / float32: train {rows[1][1] / rows[0][1]:.2f}x, proposals {rows[1][2] / rows[0][2]:.2f}x")
+    print(f"ratio bfloat16 / float32: train {rows[1][1] / rows[0][1]:.2f}x, proposals {rows[1][2] / rows[0][2]:.2f}x; "
+          f"--dtype auto picks {auto} here")
     if args.store:
         from results import store
 
         line = machine_line() if device.type != "cuda" else f"GPU: {dev}"
-        path = store(f"rpn-speed-w{args.width:g}-s{args.train_scale}", line,
+        path = store(f"rpn-dtype-w{args.width:g}-s{args.train_scale}", line,
                      {"rows": rows, "width": args.width, "train_scale": args.train_scale, "scales": list(scales),
-                      "iters": args.iters, "images_per_batch": args.images_per_batch},
-                     ["path", "train img/s", "proposal img/s"], [[n, f"{tr:.1f}", f"{inf:.2f}"] for n, tr, inf in rows])
+                      "iters": args.iters, "images_per_batch": args.images_per_batch, "auto": auto},
+                     ["dtype", "train img/s", "proposal img/s", "ratio to float32 (train, proposals)",
+                      "--dtype auto"],
+                     [[n, f"{tr:.1f}", f"{inf:.2f}", f"{tr / rows[0][1]:.2f}x, {inf / rows[0][2]:.2f}x",
+                       "picked" if n == auto else ""] for n, tr, inf in rows])
         print(f"stored {path}")
 
 

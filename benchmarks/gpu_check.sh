@@ -69,7 +69,7 @@ fi
   echo "training wall time: $(( $(date +%s) - start )) s"
   tail -n 1 "$W/run/metrics.jsonl" | tee "$OUT/last_metrics.json"
   $EIC eval-baseline "$W/rpn_heldout" --out "$W/eval" --checkpoint "$W/run/last.pt" --method sliding-window \
-      --scales "$SCALES" --device "$DEV" --amp "${MAX_IMAGES[@]}"
+      --scales "$SCALES" --device "$DEV" "${MAX_IMAGES[@]}"
   cp "$W/eval/metrics.json" "$W/eval/metrics.md" "$W/eval/recall_iou.png" "$OUT/" 2>/dev/null || true
   # the stored runs (benchmarks/results/) of the three steps land in $OUT: committing them is all it takes
   PYTHONPATH=. $PY benchmarks/results.py import "$W/eval" --name gpu-short-training --runs "$OUT"
@@ -103,7 +103,7 @@ text = f"""## GPU run (`bash benchmarks/gpu_check.sh`)
 ```
 
 ### Short GPU training (to iteration {it}), scored on the 252 held-out real images
-Recipe: width {cfg['width']}, {cfg['optimizer']} lr {cfg['lr']} (halved every {cfg['lr_step']}), {cfg['images_per_batch']} images per batch, scales {cfg['train_scales']}, positives at IoU {cfg['pos_iou']}, bf16 autocast {cfg['amp']}.
+Recipe: width {cfg['width']}, {cfg['optimizer']} lr {cfg['lr']} (halved every {cfg['lr_step']}), {cfg['images_per_batch']} images per batch, scales {cfg['train_scales']}, positives at IoU {cfg['pos_iou']}, dtype {cfg['dtype']}.
 
 {metrics}
 

@@ -608,6 +608,9 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+_DTYPE_HELP = ("bfloat16: autocast in bf16; auto: bf16 on CUDA GPUs that have it and on CPUs with native bf16 "
+               "(AVX512-BF16, AMX), float32 elsewhere (where bf16 is emulated it is slower).")
+
 # The options of one training run, shared by train-baseline and experiment (the base of every row).
 _TRAINING_OPTIONS = [
     click.option("--sampling", default=None, type=click.Choice(choices.SAMPLING_STRATEGIES),
@@ -636,7 +639,8 @@ _TRAINING_OPTIONS = [
     click.option("--width", type=float, default=None,
                  help=_default_help("width", "Channel multiplier of a VGG encoder.")),
     click.option("--norm", default=None, type=click.Choice(choices.NORMS),
-                 help=_default_help("norm", "bn: vgg*_bn layout (trains from scratch); none: vgg* layout.")),
+                 help=_default_help("norm", "bn: vgg*_bn layout, and batch norm in the decoder and heads (trains "
+                                    "from scratch); none: vgg* layout, the slide's merge as it is.")),
     click.option("--gray/--no-gray", default=None, help=_default_help("gray", "Train the gray class (remark c).")),
     click.option("--neg-ratio", type=float, default=None,
                  help=_default_help("neg_ratio", "Negatives per positive (remark b).")),
@@ -653,7 +657,7 @@ _TRAINING_OPTIONS = [
                  help="Encoder weights in torchvision's format: vgg16 (--norm none), vgg16_bn, vgg11(_bn), "
                  "googlenet state dicts, or the encoder.pt of eic-build pretrain."),
     click.option("--device", default=None, type=click.Choice(choices.DEVICES), help=_default_help("device", "")),
-    click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA.")),
+    click.option("--dtype", default=None, type=click.Choice(choices.DTYPES), help=_default_help("dtype", _DTYPE_HELP)),
     click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers.")),
     click.option("--checkpoint-every", type=int, default=None,
                  help=_default_help("checkpoint_every", "Iterations between checkpoints.")),
@@ -706,7 +710,8 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
     cfg = _train_config(tiny, options)
     result = train(manifest, out, cfg, resume=resume, distributed=distributed, root=root,
                    max_seconds=minutes * 60 if minutes else None)
-    click.echo(f"trained to iteration {result.iteration} on {result.device} ({result.images_per_second:.1f} img/s), "
+    click.echo(f"trained to iteration {result.iteration} on {result.device} ({result.dtype}, "
+               f"{result.images_per_second:.1f} img/s), "
                f"last loss {result.last_loss:.4f}; checkpoint {result.checkpoint}")
     if val is not None:
         from baseline.eval_run import EvalOptions, evaluate_methods
@@ -742,7 +747,8 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
               help=_default_help("crop", "Crop side in pixels (a multiple of 32).", pretrain=True))
 @click.option("--device", default=None, type=click.Choice(choices.DEVICES),
               help=_default_help("device", "", pretrain=True))
-@click.option("--amp/--no-amp", default=None, help=_default_help("amp", "bfloat16 autocast on CUDA.", pretrain=True))
+@click.option("--dtype", default=None, type=click.Choice(choices.DTYPES),
+              help=_default_help("dtype", _DTYPE_HELP, pretrain=True))
 @click.option("--workers", type=int, default=None, help=_default_help("workers", "DataLoader workers.", pretrain=True))
 @click.option("--checkpoint-every", type=int, default=None,
               help=_default_help("checkpoint_every", "Iterations between checkpoints.", pretrain=True))
@@ -781,26 +787,31 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 @click.option("--scales", default="200,400,600,800,1000,1200,1400", show_default=True,
               help="Test scales (shorter side) of the RPN.")
 @click.option("--top-k", default=1000, show_default=True, help="Proposals kept per image.")
+@click.option("--level-nms", default=0.7, show_default=True, type=float,
+              help="RPN: NMS IoU threshold inside each level of each scale (the paper's inner-level 0.7).")
+@click.option("--scale-nms", default=0.5, show_default=True, type=float,
+              help="RPN: NMS IoU threshold over the survivors of every level and scale (the paper's inter-scale "
+              "0.5); higher keeps more tightly regressed boxes beside the best-scored one (RESULTS.md).")
 @click.option("--recall-k", default=300, show_default=True, help="Proposals for Rec@0.5 and the recall plot.")
 @click.option("--max-images", type=int, default=None, help="Score only the first N images.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
-@click.option("--amp/--no-amp", default=False, show_default=True, help="bfloat16 autocast on CUDA.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES), help=_DTYPE_HELP)
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
 @click.option("--anchors-only/--no-anchors-only", default=True, show_default=True,
               help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
               "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
-             recall_k: int, max_images: int | None, device: str, amp: bool, root: Path | None,
-             anchors_only: bool) -> None:
+             level_nms: float, scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str,
+             root: Path | None, anchors_only: bool) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
     from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig
 
-    cfg = ProposalConfig(scales=_ints(scales), top_k=top_k)
+    cfg = ProposalConfig(scales=_ints(scales), top_k=top_k, level_nms=level_nms, scale_nms=scale_nms)
     evaluate_methods(manifest, out, EvalOptions(checkpoint=str(checkpoint) if checkpoint else None,
                                                 methods=list(methods), proposals=cfg, recall_k=recall_k,
-                                                device=device, amp=amp, max_images=max_images, root=root,
+                                                device=device, dtype=dtype, max_images=max_images, root=root,
                                                 anchors_only=anchors_only))
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")

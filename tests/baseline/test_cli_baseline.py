@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from eic_builder.cli import main
@@ -50,6 +52,18 @@ def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
     r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval2"), "--checkpoint",
             str(tmp_path / "run" / "last.pt"), "--scales", "128", "--max-images", "2", "--no-anchors-only")
     assert r.exit_code == 0 and "| rpn |" in r.output and "rpn-anchors" not in r.output, r.output
+    loose = {}
+    for nms in ("0.5", "0.9"):  # a looser NMS over levels and scales keeps at least as many proposals
+        r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / f"eval-{nms}"), "--checkpoint",
+                str(tmp_path / "run" / "last.pt"), "--scales", "128,192", "--max-images", "2", "--scale-nms", nms)
+        assert r.exit_code == 0, r.output
+        doc = json.loads((tmp_path / f"eval-{nms}" / "metrics.json").read_text())
+        assert doc["proposal_config"]["scale_nms"] == float(nms) and doc["proposal_config"]["level_nms"] == 0.7
+        loose[nms] = pq.read_table(tmp_path / f"eval-{nms}" / "rpn" / "proposals.parquet").num_rows
+    assert loose["0.9"] > loose["0.5"] > 0
+    r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval3"), "--checkpoint",
+            str(tmp_path / "run" / "last.pt"), "--level-nms", "1.5")
+    assert r.exit_code == 2 and "level_nms=1.5 must be in (0, 1]" in r.output, r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "4")
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "r2"), "--train-scales", "1,x")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +40,30 @@ def test_config_validation() -> None:
         TrainConfig(iters=0).validate()
     with pytest.raises(OptionError, match=r"neg \(0.8\) <= pos \(0.7\)"):
         TrainConfig(neg_iou=0.8).validate()
+    with pytest.raises(OptionError, match=r"dtype='float16' is not allowed; choose one of 'auto', 'float32', "
+                                          r"'bfloat16'"):
+        TrainConfig(dtype="float16").validate()
+
+
+@pytest.mark.parametrize(("dtype", "resolved", "computed"), [("float32", "float32", torch.float32),
+                                                              ("bfloat16", "bfloat16", torch.bfloat16),
+                                                              ("auto", "bfloat16", torch.bfloat16),
+                                                              ("auto", "float32", torch.float32)])
+def test_dtype_auto_follows_the_hardware_rule_and_the_step_computes_in_it(
+        train_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str, resolved: str,
+        computed: torch.dtype) -> None:
+    import baseline.engine as engine
+    from baseline.rpn import LevelHead
+
+    monkeypatch.setattr(engine, "resolve_dtype", lambda requested, device: requested if requested != "auto"
+                        else resolved)
+    seen: list[torch.dtype] = []
+    original = LevelHead.forward
+    monkeypatch.setattr(LevelHead, "forward", lambda self, x: seen.append(x.dtype) or original(self, x))
+    result = train(train_manifest, tmp_path / "run", TrainConfig.tiny(**{**FAST, "iters": 2}, dtype=dtype))
+    # (the CPU memory estimate runs one float32 forward pass before training; the steps run in `computed`)
+    assert result.dtype == resolved and (torch.bfloat16 in seen) == (computed == torch.bfloat16)
+    assert all(math.isfinite(json.loads(line)["loss"]) for line in (tmp_path / "run" / "metrics.jsonl").open())
 
 
 def test_interrupted_run_resumes_exactly(train_manifest: Path, tmp_path: Path) -> None:
@@ -165,9 +190,9 @@ def test_checkpoints_never_run_code(train_manifest: Path, tmp_path: Path) -> Non
             load()
     assert not marker.exists()
     old = tmp_path / "old.pt"
-    torch.save({**state, "version": 1}, old)
-    with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 3 "
-                                         r"\(its version is 1\)"):
+    torch.save({**state, "version": 3}, old)  # 3: before batch norm in the decoder and heads
+    with pytest.raises(ModelError, match=r"not an eic-build train-baseline checkpoint of version 4 "
+                                         r"\(its version is 3\)"):
         load_checkpoint(old)
 
 
@@ -209,7 +234,8 @@ def test_options_typed_override_a_preset_and_defaults_do_not(train_manifest: Pat
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     tiny = TrainConfig.tiny()
-    assert (cfg["device"], cfg["amp"], cfg["width"], cfg["optimizer"]) == (tiny.device, tiny.amp, tiny.width, "adamw")
+    assert (cfg["device"], cfg["dtype"], cfg["width"], cfg["optimizer"]) == (tiny.device, tiny.dtype, tiny.width,
+                                                                             "adamw")
     assert (cfg["iters"], cfg["train_scales"]) == (1, [96])
 
 

@@ -19,9 +19,31 @@ def test_merge_is_the_papers_formula() -> None:
     m = Merge(3, 5, 4)
     f, h = torch.randn(1, 3, 2, 2), torch.randn(1, 5, 2, 2)
     with torch.no_grad():
-        m.bias.fill_(0.3)
+        m.shift.bias.fill_(0.3)
     expect = torch.relu(m.w_f(f) + m.w_h(h) + 0.3)
     assert torch.allclose(m(f, h), expect)
+
+
+def test_batch_norm_merge_normalises_the_sum_and_shifts_by_its_bias() -> None:
+    m = Merge(3, 5, 4, norm="bn").train()
+    f, h = torch.randn(6, 3, 4, 4), torch.randn(6, 5, 4, 4)
+    with torch.no_grad():
+        m.shift.weight.fill_(2.0)
+        m.shift.bias.fill_(0.3)
+    s = m.w_f(f) + m.w_h(h)
+    mean, var = s.mean(dim=(0, 2, 3), keepdim=True), s.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    expect = torch.relu(2.0 * (s - mean) / torch.sqrt(var + 1e-5) + 0.3)
+    assert torch.allclose(m(f, h), expect, atol=1e-5)
+
+
+@pytest.mark.parametrize(("norm", "norms"), [("bn", 3 + 1 + 3), ("none", 0)])
+def test_decoder_and_heads_are_normalised_as_the_encoder_is(norm: str, norms: int) -> None:
+    """With batch norm, the merges, the top conv and every head's conv are normalised too: trained from
+    scratch without it, most merged channels die (issue 25)."""
+    model = HourglassRPN(ModelConfig(width=0.125, norm=norm))
+    outside_encoder = [m for name, m in model.named_modules()
+                       if isinstance(m, torch.nn.BatchNorm2d) and not name.startswith("backbone.encoder")]
+    assert len(outside_encoder) == norms
 
 
 def test_rpn_outputs_match_anchors() -> None:
