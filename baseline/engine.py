@@ -33,7 +33,7 @@ from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.atomic_files import write_text
 from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
-from eic_builder.hardware import resolve_dtype
+from eic_builder.hardware import bf16_autocast
 from eic_builder.progress import progress
 from eic_builder.torch_files import load_torch_file, state_dict_of
 
@@ -91,7 +91,7 @@ class TrainResult:
     images_per_second: float
     checkpoint: Path
     device: str
-    dtype: str = "float32"
+    dtype: str
 
 
 def build_optimizer(cfg: TrainConfig | PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -251,15 +251,6 @@ def run_loop(loader: Iterable, step: Callable[[int, Any], tuple[int, dict[str, f
     return LoopEnd(it, loss_value, seen / max(1e-9, time.perf_counter() - t0))
 
 
-def uses_bf16(cfg: TrainConfig | PretrainConfig, device: torch.device) -> bool:
-    """Whether a run computes in bfloat16 autocast: ``cfg.dtype`` as ``resolve_dtype`` reads it (``auto``:
-    bf16 on CUDA with bf16 and on CPUs with native bf16 instructions, where it is several times faster;
-    float32 where bf16 would be emulated and slower)."""
-    dtype = resolve_dtype(cfg.dtype, device)
-    log.info("computing in %s on %s (--dtype %s)", dtype, device, cfg.dtype)
-    return dtype == "bfloat16"
-
-
 def setup_process(cfg: TrainConfig | PretrainConfig, distributed: bool) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process; joins torchrun's group with ``distributed``."""
     rank, world = init_distributed(distributed)
@@ -337,7 +328,8 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         DetectionDataset(records, root, cfg.max_size),
         batch_sampler=PlannedBatches(lambda it: flipped(cfg, it, plan.batch(it))[rank::world], start, stop),
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, uses_bf16(cfg, device), run)
+    ctx = StepContext(net, model, optimizer, cfg, target_config(cfg), device, bf16_autocast(cfg.dtype, device),
+                      run)
     net.train()
 
     def step(it: int, batch: tuple) -> tuple[int, dict[str, float]]:

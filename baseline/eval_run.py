@@ -31,7 +31,7 @@ from eic_builder.choices import PEER_METHODS as METHODS
 from eic_builder.dataset.tables import to_table, write_table
 from eic_builder.devices import resolve_device
 from eic_builder.errors import OptionError
-from eic_builder.hardware import resolve_dtype
+from eic_builder.hardware import bf16_autocast
 from eic_builder.image_source import ImageReader
 from eic_builder.progress import progress
 
@@ -49,7 +49,7 @@ def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: 
         model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        bf16 = resolve_dtype(options.dtype, device) == "bfloat16"
+        bf16 = bf16_autocast(options.dtype, device)
         return lambda image: propose_sets(model, image, cfg, device, bf16, options.anchors_only)
     if method == "selective-search":
         return lambda image: {method: selective_search(image, cfg.top_k)}

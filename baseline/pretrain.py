@@ -40,12 +40,12 @@ from baseline.engine import (
     parallel_model,
     run_loop,
     setup_process,
-    uses_bf16,
 )
 from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.atomic_files import write_text
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import ModelError, OptionError
+from eic_builder.hardware import bf16_autocast
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef
 from eic_builder.progress import progress
@@ -199,7 +199,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     if rank == 0:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
     net = parallel_model(model, device, distributed)
-    bf16 = uses_bf16(cfg, device)
+    bf16 = bf16_autocast(cfg.dtype, device)
     target_of = {c: i for i, c in enumerate(classes)}
     dataset = ClassificationDataset(images.refs, [target_of[lb] for lb in images.labels], images.root, cfg.crop,
                                     train=True, seed=cfg.seed)

@@ -59,7 +59,7 @@ def main() -> None:
         recs, root = load_records(work / "train")
         reader = ImageReader(root)
         images = [read_rgb(reader, r.ref) for r in recs[: args.images]]
-        for name, dtype in (("float32", "float32"), ("bfloat16", "bfloat16")):
+        for dtype in ("float32", "bfloat16"):
             amp = dtype == "bfloat16"
             cfg = TrainConfig(iters=args.iters, images_per_batch=args.images_per_batch, width=args.width,
                               train_scales=(args.train_scale,), device=device.type, dtype=dtype,
@@ -81,7 +81,7 @@ def main() -> None:
             for im in images:
                 propose(model, im, pc, device, amp)
             synchronize(device)
-            rows.append((name, r.images_per_second, len(images) / (time.perf_counter() - t)))
+            rows.append((dtype, r.images_per_second, len(images) / (time.perf_counter() - t)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(machine_line())

@@ -7,8 +7,8 @@ of each level it prints how many there are, the R^2 of the predicted deltas agai
 anchors and of the decoded boxes. It also counts, on the first 8 images, the channels of each level's
 merged map G^m and of its head's conv that never fire (dead ReLUs).
 
-Usage: python benchmarks/regressor_levels.py CHECKPOINT MANIFEST [--scale 256] [--images 150] [--label L]
-       [--store NAME]   (several checkpoints: repeat CHECKPOINT:LABEL pairs with --run)
+Usage: python benchmarks/regressor_levels.py MANIFEST --run CHECKPOINT:LABEL [--run CHECKPOINT:LABEL ...]
+       [--scale 256] [--images 150] [--pos-iou 0.5] [--store NAME]
 """
 
 from __future__ import annotations
@@ -40,31 +40,23 @@ def level_report(checkpoint: str, manifest: str, scale: int, n_images: int, pos_
     reader = ImageReader(root)
     records = records[:n_images]
     coder, cfg = box_coder(), TargetConfig(pos_iou=pos_iou)
-    levels = len(model.heads)
-    pred: list[list[torch.Tensor]] = [[] for _ in range(levels)]
-    target: list[list[torch.Tensor]] = [[] for _ in range(levels)]
-    iou_anchor: list[list[torch.Tensor]] = [[] for _ in range(levels)]
-    iou_decoded: list[list[torch.Tensor]] = [[] for _ in range(levels)]
+    # per level: the object anchors (P, 4), their matched boxes (P, 4) and predicted deltas (P, 4), all images
+    found: list[list[list[torch.Tensor]]] = [[[], [], []] for _ in model.heads]
     images = []
     for record in records:
-        x, (fx, fy) = prepare(read_rgb(reader, record.ref), scale, 10 * scale)
+        x, (fx, fy) = prepare(read_rgb(reader, record.ref), scale, 10 * scale)  # longer side uncapped
         images.append(x)
         _, deltas, anchors = model(pad_batch([x]))
         labels, matched = assign(torch.cat(anchors), scale_boxes(record.boxes, fx, fy), cfg)
-        start = 0
-        for m, an in enumerate(anchors):
-            part = slice(start, start + len(an))
-            start += len(an)
-            pos = labels[part] == OBJECT
-            a, g, d = an[pos], matched[part][pos], deltas[m][0][pos]
-            pred[m].append(d)
-            target[m].append(coder.encode_single(g, a))
-            iou_anchor[m].append(box_iou(a, g).diagonal())
-            iou_decoded[m].append(box_iou(coder.decode_single(d, a), g).diagonal())
+        sizes = [len(a) for a in anchors]
+        for m, (an, lab, mat) in enumerate(zip(anchors, labels.split(sizes), matched.split(sizes))):
+            pos = lab == OBJECT
+            for part, values in zip(found[m], (an[pos], mat[pos], deltas[m][0][pos])):
+                part.append(values)
     maps = model.backbone(pad_batch(images[:8]))
     out = []
-    for m in range(levels):
-        p, t = torch.cat(pred[m]).numpy(), torch.cat(target[m]).numpy()
+    for m, (a, g, d) in enumerate([torch.cat(part) for part in level] for level in found):
+        p, t = d.numpy(), coder.encode_single(g, a).numpy()
         head_conv = model.heads[m].conv(maps[m])
         row = {"level": m + 1, "positives": len(p),
                "dead_merged": int(((maps[m] > 0).sum(dim=(0, 2, 3)) == 0).sum()), "channels": maps[m].shape[1],
@@ -72,8 +64,8 @@ def level_report(checkpoint: str, manifest: str, scale: int, n_images: int, pos_
         if len(p) > 1:
             r2 = 1 - ((p - t) ** 2).mean(axis=0) / np.maximum(t.var(axis=0), 1e-12)
             row |= {f"r2_{c}": float(v) for c, v in zip(COORDS, r2)}
-            row |= {"iou_anchor": float(torch.cat(iou_anchor[m]).mean()),
-                    "iou_decoded": float(torch.cat(iou_decoded[m]).mean())}
+            row |= {"iou_anchor": float(box_iou(a, g).diagonal().mean()),
+                    "iou_decoded": float(box_iou(coder.decode_single(d, a), g).diagonal().mean())}
         out.append(row)
     return out
 

@@ -340,6 +340,12 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
         click.echo(f"wrote {out}")
 
 
+# `--dtype auto`'s rule (eic_builder.hardware.resolve_dtype), in the help of every command that has it
+_DTYPE_AUTO = ("auto: bfloat16 on GPUs that have it and on CPUs with native bf16 (AVX512-BF16/AMX), float32 "
+               "elsewhere (emulated bf16 is several times slower).")
+_DTYPE_HELP = "bfloat16: autocast in bf16. " + _DTYPE_AUTO
+
+
 @main.command("features")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -356,8 +362,7 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="DataLoader workers (0: read in the main process).  [default: min(8, cores)]")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES),
-              help="bfloat16 converts the model's weights once. auto: bfloat16 on GPUs that have it and on CPUs with "
-              "native bf16 (AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is several times slower).")
+              help="bfloat16 converts the model's weights once. " + _DTYPE_AUTO)
 @click.option("--loader", default="tensor", show_default=True, type=click.Choice(choices.LOADERS),
               help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
 @click.option("--compile", "compile_model", is_flag=True,
@@ -607,9 +612,6 @@ def _ints(text: str) -> tuple[int, ...]:
         raise click.BadParameter("give at least one value")
     return values
 
-
-_DTYPE_HELP = ("bfloat16: autocast in bf16; auto: bf16 on CUDA GPUs that have it and on CPUs with native bf16 "
-               "(AVX512-BF16, AMX), float32 elsewhere (where bf16 is emulated it is slower).")
 
 # The options of one training run, shared by train-baseline and experiment (the base of every row).
 _TRAINING_OPTIONS = [

@@ -19,6 +19,7 @@ machine's own limits, against which they report the fraction reached.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -29,6 +30,8 @@ import torch
 
 from eic_builder.choices import DTYPES
 from eic_builder.errors import check_choice
+
+log = logging.getLogger(__name__)
 
 # /proc/cpuinfo flags of CPUs that execute bfloat16 dot products natively
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -142,3 +145,11 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
     if native is None:
         native = _bf16_probe_faster()
     return "bfloat16" if native else "float32"
+
+
+def bf16_autocast(requested: str, device: torch.device) -> bool:
+    """Whether a run on ``device`` computes in bfloat16 autocast (``--dtype requested``, read by
+    :func:`resolve_dtype`); logs the choice."""
+    dtype = resolve_dtype(requested, device)
+    log.info("computing in %s on %s (--dtype %s)", dtype, device, requested)
+    return dtype == "bfloat16"
