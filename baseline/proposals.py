@@ -51,7 +51,7 @@ class ProposalConfig:
         for name in ("level_nms", "scale_nms"):
             value = getattr(self, name)
             if not 0 < value <= 1:
-                raise OptionError(f"{name}={value} must be in (0, 1]")
+                raise OptionError(f"`{name}`={value} must be in (0, 1]")
 
 
 REGRESSED, ANCHORS_ONLY = "rpn", "rpn-anchors"

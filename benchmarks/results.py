@@ -121,15 +121,58 @@ def table_markdown(run: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _cells(table: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
-            if line.startswith("|") and not set(line.replace("|", "").strip()) <= set("-: ")]
+_DELIMITER_CELL = re.compile(r"^:?-+:?$")
+
+
+def _split_row(line: str) -> list[str]:
+    """The cells of one Markdown table row, outer pipes optional, ``\\|`` kept inside a cell."""
+    text = line.strip()
+    text = text[1:] if text.startswith("|") else text
+    text = text[:-1] if text.endswith("|") and not text.endswith("\\|") else text
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", text)]
+
+
+def _is_delimiter(line: str) -> bool:
+    cells = _split_row(line)
+    return "-" in line and all(_DELIMITER_CELL.match(c) for c in cells)
+
+
+def markdown_tables(text: str) -> list[tuple[int, list[list[str]]]]:
+    """Every Markdown table of ``text`` (GitHub's rules: a header row, a delimiter row of ``---`` cells,
+    then the rows that follow, outer pipes optional) as (line number of its header, rows of cells with
+    the header first and the delimiter row left out)."""
+    lines = text.splitlines()
+    tables, i = [], 0
+    while i < len(lines) - 1:
+        header = _split_row(lines[i]) if "|" in lines[i] else None
+        if header and _is_delimiter(lines[i + 1]) and len(header) == len(_split_row(lines[i + 1])):
+            rows, j = [header], i + 2
+            while j < len(lines) and lines[j].strip() and "|" in lines[j]:
+                rows.append(_split_row(lines[j]))
+                j += 1
+            tables.append((i + 1, rows))
+            i = j
+        else:
+            i += 1
+    return tables
+
+
+def _load_run(path: Path) -> dict:
+    """A stored run; ``ValueError`` naming ``path`` when it is not one (cut short, not JSON, no table)."""
+    try:
+        run = json.loads(path.read_text())
+        run["table"]["header"], run["table"]["rows"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a stored run ({type(exc).__name__}: {str(exc)[:120]}); write it again "
+                         "with the benchmark's --store") from None
+    return run
 
 
 def render(text: str, folder: Path = RESULTS_DIR) -> str:
-    """``text`` with every marked table rewritten from its stored run."""
+    """``text`` with every marked table rewritten from its stored run; ``ValueError`` naming a run that is
+    not one."""
     def one(match: re.Match) -> str:
-        run = json.loads((folder / match["file"]).read_text())
+        run = _load_run(folder / match["file"])
         return match.group(1) + table_markdown(run) + "\n<!-- /run -->"
 
     return BLOCK.sub(one, text)
@@ -139,17 +182,27 @@ def unbacked_tables(text: str) -> list[str]:
     """One line for each Markdown table of ``text`` outside the run markers whose body holds a digit: a
     table of figures that no stored run backs."""
     outside = BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
-    problems, lines = [], outside.splitlines()
-    start = None
-    for number, line in enumerate([*lines, ""], 1):
-        if line.startswith("|"):
-            start = number if start is None else start
-            continue
-        if start is not None:
-            body = _cells("\n".join(lines[start - 1:number - 1]))[1:]
-            if any(re.search(r"\d", cell) for row in body for cell in row):
-                problems.append(f"table at line {start} ({lines[start - 1][:60]!r}): figures without a stored run")
-            start = None
+    lines = outside.splitlines()
+    return [f"table at line {start} ({lines[start - 1][:60]!r}): figures without a stored run"
+            for start, rows in markdown_tables(outside)
+            if any(re.search(r"\d", cell) for row in rows[1:] for cell in row)]
+
+
+def _compare(name: str, want: list[list[str]], got: list[list[str]]) -> list[str]:
+    """Every difference between the rows ``got`` of a table and the rows ``want`` of its stored run ``name``:
+    rows and cells counted, then compared one by one."""
+    problems = []
+    if len(want) != len(got):
+        problems.append(f"table of {name}: {len(got)} rows, the stored run has {len(want)}")
+    for want_row, got_row in zip(want, got):
+        row = want_row[0] if want_row is not want[0] else "header"
+        if len(want_row) != len(got_row):
+            problems.append(f"table of {name}, row {row!r}: {len(got_row)} cells, the stored run has "
+                            f"{len(want_row)}")
+        for column, (w, g) in enumerate(zip(want_row, got_row)):
+            if w != g:
+                problems.append(f"table of {name}, row {row!r}, column {want[0][column]!r}: "
+                                f"{g!r} where the stored run has {w!r}")
     return problems
 
 
@@ -165,16 +218,17 @@ def check(text: str, folder: Path = RESULTS_DIR) -> list[str]:
         if not path.is_file():
             problems.append(f"table of {match['file']}: no such stored run in {folder}")
             continue
-        run = json.loads(path.read_text())
-        want, got = _cells(table_markdown(run)), _cells(match["table"])
-        if len(want) != len(got):
-            problems.append(f"table of {match['file']}: {len(got)} rows, the stored run has {len(want)}")
-        for want_row, got_row in zip(want, got):
-            for column, (w, g) in enumerate(zip(want_row, got_row)):
-                if w != g:
-                    row = want_row[0] if column else "header"
-                    problems.append(f"table of {match['file']}, row {row!r}, column {want[0][column]!r}: "
-                                    f"{g!r} where the stored run has {w!r}")
+        try:
+            run = _load_run(path)
+        except ValueError as exc:
+            problems.append(f"table of {match['file']}: {exc}")
+            continue
+        wanted = markdown_tables(table_markdown(run))[0][1]
+        found = markdown_tables(match["table"])
+        if len(found) != 1:
+            problems.append(f"table of {match['file']}: {len(found)} tables between its markers, not one")
+            continue
+        problems += _compare(match["file"], wanted, found[0][1])
         footer = table_markdown(run).splitlines()[-1]
         if footer not in match["table"]:
             problems.append(f"table of {match['file']}: the line naming its run is not {footer!r}")
@@ -202,7 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     text = args.results.read_text()
     if args.action == "render":
-        args.results.write_text(render(text, args.runs))
+        try:
+            rendered = render(text, args.runs)
+        except ValueError as exc:
+            print(f"{args.results}: {exc}", file=sys.stderr)
+            return 1
+        args.results.write_text(rendered)
         print(f"rendered {len(BLOCK.findall(text))} tables of {args.results}")
         return 0
     problems = check(text, args.runs)

@@ -51,6 +51,7 @@ from eic_builder.dataset.tables import empty_table, read_table
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.progress import progress
+from eic_builder.reference_lists import check_wnids
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
         if path.resolve() == out.resolve() or out.resolve() in path.resolve().parents:
             raise OptionError(f"`out` {out} would overwrite the input manifest {path}")
     classes = read_table(classes_file, "eic_classes").select(["wnid", "source"]).to_pandas()
+    check_wnids(classes_file, classes["wnid"].tolist())
     source_of = dict(zip(classes["wnid"], classes["source"]))
     inputs = _read_inputs(paths, source_of)
     frame, common = inputs.frame, inputs.common

@@ -323,9 +323,9 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
 
     eic = None
     if classes_file is not None:
-        from eic_builder.dataset.tables import read_table
+        from eic_builder.reference_lists import read_wnid_list
 
-        eic = frozenset(read_table(classes_file, "eic_classes")["wnid"].to_pylist())
+        eic = frozenset(read_wnid_list(classes_file))
     from eic_builder.stats import parse_named_dirs
 
     text = dataset_table(list(manifests), fmt, small_px, twisted_ratio,

@@ -43,6 +43,10 @@ class OptionError(EICError):
     """An option value is outside what the command allows."""
 
 
+class IndexFolderError(InputNotFoundError):
+    """The folder of the gzip seek indexes cannot be written (an OS error, not a damaged archive)."""
+
+
 class ManifestError(EICError):
     """A manifest file is missing, or its schema is not the one expected."""
 

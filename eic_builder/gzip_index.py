@@ -26,7 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from eic_builder.errors import InputNotFoundError
+from eic_builder.errors import ImageDataError, IndexFolderError, InputNotFoundError, first_line
 
 INDEX_SPACING = 2 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
 INDEX_SUFFIX = ".gzidx"
@@ -82,15 +82,37 @@ def finish_scan(stream, archive: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_index_dir() -> Path:
+    """The index folder (:func:`index_dir`), made if missing; raises :class:`IndexFolderError` naming it and
+    ``EIC_GZIP_INDEX_DIR`` when it cannot be written. A scan calls this before it decodes anything."""
+    import tempfile
+
+    folder = index_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise IndexFolderError(_unwritable(folder, exc)) from None
+    return folder
+
+
+def _unwritable(folder: Path, exc: OSError) -> str:
+    return (f"cannot write the gzip seek index folder {folder} ({exc.strerror or exc}): a .tar.gz is read in "
+            f"place through an index kept there; make it writable, or set {ENV_INDEX_DIR} to a writable folder")
+
+
 def _export(stream, archive: str | os.PathLike[str]) -> Path:
     from eic_builder.atomic_files import temporary_sibling
 
     path = index_path(archive)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         stream.export_index(os.fspath(tmp), _rapidgzip().IndexFormat.GZTOOL)
         os.replace(tmp, path)
+    except OSError as exc:  # the folder, not the archive: one line naming it, never a corrupt_archive
+        raise IndexFolderError(_unwritable(path.parent, exc)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,6 +123,12 @@ def _close_all(files: dict[str, Any]) -> None:
     for stream, _ in files.values():
         stream.close()
     files.clear()
+
+
+def _unreadable(archive: str, what: str) -> ImageDataError:
+    return ImageDataError(f"{archive} cannot be read through its seek index {index_path(archive)} ({what}): the "
+                          "archive changed since the scan, or the index is another archive's; delete the index "
+                          "and scan the archive again")
 
 
 class IndexedGzip:
@@ -126,17 +154,28 @@ class IndexedGzip:
                     stream.import_index(os.fspath(index))
                 except Exception as exc:
                     stream.close()
-                    raise InputNotFoundError(f"the seek index {index} of {archive} is damaged ({exc}); delete "
-                                             "it and scan the archive again") from exc
+                    raise InputNotFoundError(f"the seek index {index} of {archive} is damaged "
+                                             f"({first_line(exc)[:160]}); delete it and scan the archive again") \
+                        from None
                 found = self._files[archive] = (stream, threading.Lock())
             return found
 
     def read(self, archive: str, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset`` of the decompressed stream of ``archive`` (a path)."""
+        """``size`` bytes at ``offset`` of the decompressed stream of ``archive`` (a path).
+
+        The one checked read of a ``.tar.gz`` member: whatever goes wrong in decoding (an index of another
+        archive, bytes changed since the scan with the size and mtime kept, a damaged index) is one
+        :class:`ImageDataError` naming the archive and its index; the caller checks the bytes' hash."""
         stream, lock = self._open(archive)
         with lock:
-            stream.seek(offset)
-            return stream.read(size)
+            try:
+                stream.seek(offset)
+                data = stream.read(size)
+            except (ValueError, RuntimeError, OSError, EOFError) as exc:
+                raise _unreadable(archive, first_line(exc)[:160]) from None
+        if len(data) != size:
+            raise _unreadable(archive, f"its stream ends before {size} bytes at {offset}")
+        return data
 
     def close(self) -> None:
         """Close every open archive (also done at exit)."""

@@ -36,10 +36,11 @@ def data_manifests_dir() -> Path:
 def read_wnid_list(path: str | os.PathLike[str]) -> list[str]:
     """A synset list: one wnid per line (``.txt``), or the ``wnid`` column of a Parquet file.
 
-    Blank lines and ``#`` comments are skipped. Raises :class:`WordNetError` naming a malformed line.
+    One rule for both (:func:`check_wnids`): every entry must be a wnid as written (``n`` and 8 digits:
+    no stray whitespace, no upper case, no number), and the list must hold at least one. In a text file
+    blank lines and ``#`` comments are skipped. Raises :class:`WordNetError` naming the file, the line or
+    row and the bad value, or :class:`InputNotFoundError` for a missing file or an empty list.
     """
-    from eic_builder.wordnet import offset_of
-
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"synset list {path} does not exist")
@@ -49,19 +50,35 @@ def read_wnid_list(path: str | os.PathLike[str]) -> list[str]:
         from eic_builder.dataset.tables import parquet_errors_named
 
         with parquet_errors_named(path, "give a class list with a wnid column, or a text file of wnids"):
-            wnids = pq.read_table(path, columns=["wnid"])["wnid"].to_pylist()
-    else:
-        wnids = []
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-            text = line.split("#", 1)[0].strip()
-            if not text:
-                continue
-            try:
-                offset_of(text)
-            except WordNetError as exc:
-                raise WordNetError(f"{path}:{line_no}: {exc}") from exc
-            wnids.append(text)
-    return wnids
+            column = pq.read_table(path, columns=["wnid"])["wnid"]
+        return check_wnids(path, column.to_pylist())
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputNotFoundError(f"synset list {path} cannot be read as UTF-8 text: {exc}") from exc
+    entries = [(n, text) for n, line in enumerate(lines, start=1) if (text := line.split("#", 1)[0].strip())]
+    return check_wnids(path, [text for _, text in entries], [f"line {n}" for n, _ in entries])
+
+
+def check_wnids(path: str | os.PathLike[str], values: list[object], places: list[str] | None = None) -> list[str]:
+    """``values``, the wnids of the class list ``path`` (at ``places``: its rows by default), checked by the
+    one rule of every class list: each a wnid as written, at least one. Raises :class:`WordNetError`
+    naming the file, the place and the value, or :class:`InputNotFoundError` for an empty list."""
+    from eic_builder.wordnet import offset_of
+
+    places = places or [f"row {i}" for i in range(len(values))]
+    for where, value in zip(places, values):
+        if not isinstance(value, str):
+            raise WordNetError(f"{path} {where}: {value!r} is not a wnid: expected the text 'n' followed by 8 "
+                               "digits, e.g. 'n01440764'")
+        try:
+            offset_of(value)
+        except WordNetError as exc:
+            raise WordNetError(f"{path} {where}: {exc}") from None
+    if not values:
+        raise InputNotFoundError(f"synset list {path} holds no wnid: give one wnid a line (n01440764), or a "
+                                 "Parquet file with a wnid column")
+    return list(values)  # type: ignore[arg-type]  # each checked to be a str above
 
 
 def ilsvrc_classes() -> pa.Table:

@@ -182,6 +182,9 @@ def table_rows(stats: Sequence[SplitStats]) -> list[list[str]]:
     return rows
 
 
+RANDOM_WEIGHTS_NOTE = " (random weights)"  # after a distance computed from features of untrained weights
+
+
 def numeric_rows(stats: Sequence[SplitStats]) -> list[list[object]]:
     """The table as plain numbers (csv): counts as integers, percentages as floats, empty when undefined."""
     def num(value: float | None) -> object:
@@ -200,6 +203,9 @@ def numeric_rows(stats: Sequence[SplitStats]) -> list[list[object]]:
     ]
     if any(s.eic_classes_total is not None for s in stats):
         rows.append(["EIC classes present", *[num(s.eic_classes_present) for s in stats]])
+    if any(s.distance_note == RANDOM_WEIGHTS_NOTE for s in stats):  # the label the text cells carry, kept
+        rows.append(["Distance features", *[RANDOM_WEIGHTS_NOTE.strip(" ()") if s.distance_note == RANDOM_WEIGHTS_NOTE
+                                            else "" for s in stats]])
     return rows
 
 
@@ -388,6 +394,6 @@ def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str], inter: st
 
     meta = read_metadata(feature_shards(feature_dir)[0])
     distances = feature_distances(feature_dir)
-    note = " (random weights)" if meta.get("random_weights") else ""
+    note = RANDOM_WEIGHTS_NOTE if meta.get("random_weights") else ""
     value = distances.inter if inter == "cosine" else distances.inter_euclidean
     return replace(s, inner_distance=distances.inner, inter_distance=value, distance_note=note or "")

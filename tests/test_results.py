@@ -117,3 +117,35 @@ def test_every_benchmark_can_store_its_run() -> None:
     scripts = [*sorted((ROOT / "benchmarks").glob("bench_*.py")), ROOT / "benchmarks" / "quality_sweep.py"]
     lacking = [s.name for s in scripts if '"--store"' not in s.read_text() or "store(" not in s.read_text()]
     assert len(scripts) >= 13 and lacking == []
+
+
+def test_a_table_without_outer_pipes_outside_the_markers_fails(results) -> None:
+    text = (ROOT / "RESULTS.md").read_text()
+    bare = "\n## Typed by hand\n\nMethod | AR@100\n---|---:\nrpn | 41.20\n\n"
+    problems = results.check(text + bare)
+    assert len(problems) == 1 and "figures without a stored run" in problems[0] and "Method | AR@100" in problems[0]
+
+
+def test_an_extra_column_of_figures_in_a_marked_table_fails(results, tmp_path: Path) -> None:
+    text = (ROOT / "RESULTS.md").read_text()
+    match = results.BLOCK.search(text)
+    lines = match["table"].splitlines()
+    widened = "\n".join(line + " 1.00 |" if line.startswith("|") and not set(line) <= set("|-: ") else
+                        (line + "---:|" if line.startswith("|") else line) for line in lines)
+    copy = text[: match.start("table")] + widened + text[match.end("table"):]
+    problems = results.check(copy)
+    assert problems and all("cells, the stored run has" in p for p in problems)
+    assert len(problems) == len(lines) - 3  # header and every row; not the delimiter, blank and footer lines
+
+
+def test_a_stored_run_cut_short_is_named(results, tmp_path: Path) -> None:
+    path = results.store("demo", "CPU: test", {"s": 1}, ["step", "seconds"], [["one", "1.5"]], folder=tmp_path)
+    text = results.render(f"<!-- run: {path.name} -->\n| x |\n<!-- /run -->", tmp_path)
+    whole = path.read_text()
+    path.write_text(whole[: len(whole) // 2])
+    (problem,) = results.check(text, tmp_path)
+    assert path.name in problem and "is not a stored run (JSONDecodeError" in problem
+    copy = tmp_path / "R.md"
+    copy.write_text(text)
+    assert results.main(["render", "--results", str(copy), "--runs", str(tmp_path)]) == 1
+    assert results.main(["check", "--results", str(copy), "--runs", str(tmp_path)]) == 1

@@ -195,6 +195,18 @@ def _image_size(img: dict) -> tuple[int | None, int | None, str | None]:
     return int(w), int(h), None
 
 
+def load_json(path: str | os.PathLike[str]) -> object:
+    """The parsed JSON document ``path``; raises :class:`Rejected` (``malformed_json``) for every way a JSON
+    file can fail to parse: bad syntax or a cut-off file, bytes that are not UTF-8, nesting deeper than the
+    parser's recursion limit, a number too long to convert. ``OSError`` (unreadable) passes."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        what = "nested too deep to parse" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+        raise Rejected("malformed_json", f"not valid JSON: {what}") from None
+
+
 def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], list[TableProblem]]:
     """Read a COCO instances JSON.
 
@@ -207,14 +219,13 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
     not four finite numbers (``malformed_box``). The label of a box is its category name;
     ``bbox = [x, y, w, h]`` converts directly.
     """
+    doc = load_json(path)
     try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
         image_list = list(doc["images"])
         names = {cat["id"]: str(cat["name"]) for cat in doc.get("categories", [])}
         anns = list(doc.get("annotations", []))
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise Rejected("malformed_json", f"not a COCO instances file: {exc}") from exc
+    except (KeyError, TypeError) as exc:
+        raise Rejected("malformed_json", f"not a COCO instances file: {type(exc).__name__}: {exc}") from None
     problems: list[TableProblem] = []
     images = [img for img in image_list if isinstance(img, dict)]
     if len(images) != len(image_list):

@@ -613,8 +613,11 @@ def _gzip_damage(path: str, exc: Exception) -> Exception:
 
 def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
     """Read a whole ``.tar.gz`` file once, decoded by ``threads`` threads, keeping its seek index (see
-    :mod:`eic_builder.gzip_index`): its members get offsets in the decompressed stream, readable in place."""
-    from eic_builder.gzip_index import open_for_scan
+    :mod:`eic_builder.gzip_index`): its members get offsets in the decompressed stream, readable in place.
+
+    Kept means readable: rapidgzip writes an index only for a stream it decoded to its end, so when none
+    was written (a download cut short) every member found becomes a ``corrupt_archive`` reject."""
+    from eic_builder.gzip_index import index_path, open_for_scan
 
     unit = reader.unit
     try:
@@ -626,12 +629,16 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
         with stream:
             reader.checked = _CheckedStream(stream, path)
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, fast_stream=True)
-        return
     except _TarfileNeededError:  # headers only tarfile reads (sparse files, ...): once more, through it
-        pass
-    with open_for_scan(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
-        reader.checked = _CheckedStream(stream, path)
-        reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
+        with open_for_scan(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
+            reader.checked = _CheckedStream(stream, path)
+            reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
+    if reader.out.images and not index_path(path).is_file():
+        for row in reader.out.images:
+            reader.reject(row[0], "corrupt_archive", f"{unit.archive} could not be decoded to its end, so no "
+                          "seek index exists to read this member in place; download the archive again",
+                          image_id=_stem(row[0]))
+        reader.out.images.clear()
 
 
 def read_unit(root: str, unit: ArchiveUnit, threads: int = 1,

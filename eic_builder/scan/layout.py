@@ -23,7 +23,8 @@ from pathlib import Path
 
 from eic_builder.choices import SCAN_FORMATS as FORMATS
 from eic_builder.errors import FormatError, InputNotFoundError, OptionError
-from eic_builder.scan.annotations import WNID_RE
+from eic_builder.rejects import Rejected
+from eic_builder.scan.annotations import WNID_RE, load_json
 from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
 
 log = logging.getLogger(__name__)
@@ -196,9 +197,9 @@ COCO_KEYS = (b'"images"', b'"annotations"', b'"categories"')
 
 
 def is_coco_json(path: Path) -> bool:
-    """Whether the JSON file ``path`` is a COCO instances file: it names ``images``, ``annotations`` and
-    ``categories`` (looked for in its bytes, so a 500 MB file is not parsed twice). An unreadable file
-    counts as COCO: the COCO reader then reports it as a reject, with its reason."""
+    """Whether the JSON file ``path`` names ``images``, ``annotations`` and ``categories`` (looked for in its
+    bytes, so a 500 MB file is not parsed twice). An unreadable file counts as COCO: the COCO reader then
+    reports it as a reject, with its reason."""
     import mmap
 
     try:
@@ -212,13 +213,24 @@ def is_coco_json(path: Path) -> bool:
 
 
 def keep_coco_jsons(index: FileIndex) -> None:
-    """Leave out the JSON files that are not COCO instances (``imagenet_class_index.json`` sits in many
-    ImageNet folders), counted as ignored by rule: one stray JSON must not turn a tree of XML or LOC CSV
-    annotations into a COCO scan."""
-    coco = [rel for rel in index.jsons if is_coco_json(index.root / rel)]
-    index.ignored["JSON that is not COCO instances (no images, annotations and categories)"] += \
-        len(index.jsons) - len(coco)
-    index.ignored += Counter()  # drop a zero count
+    """Keep the COCO instances files among the JSON files; a JSON file that does not parse (cut short,
+    not UTF-8, nested too deep) is a ``malformed_json`` reject, and only one that parses and lacks COCO's
+    keys (``imagenet_class_index.json`` sits in many ImageNet folders) is counted as ignored by rule: one
+    stray JSON must not turn a tree of XML or LOC CSV annotations into a COCO scan."""
+    coco = []
+    for rel in index.jsons:
+        if is_coco_json(index.root / rel):
+            coco.append(rel)
+            continue
+        try:
+            load_json(index.root / rel)
+        except Rejected as exc:
+            index.rejects.append((rel, None, "file", exc.reason, exc.detail))
+            continue
+        except OSError:  # read a moment ago: the COCO reader reports it, with its reason
+            coco.append(rel)
+            continue
+        index.ignored["JSON that is not COCO instances (no images, annotations and categories)"] += 1
     index.jsons = coco
 
 
@@ -328,6 +340,8 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
         return index, found[0] if found else index.name or index.root.resolve().name
     if not found:
         return index, split
+    if split not in found:
+        raise _no_file_of(index.root, split, found)
     kept = FileIndex(root=index.root, name=index.name, ignored=Counter(index.ignored), rejects=list(index.rejects))
     for role in roles:
         out = getattr(kept, role)
@@ -337,6 +351,11 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
             else:
                 kept.ignored[f"other split ({s})"] += 1
     return kept, split
+
+
+def _no_file_of(root: Path, split: str, found: list[str]) -> OptionError:
+    return OptionError(f"{root} holds no file of split {split!r}: its images and annotations are of split(s) "
+                       f"{', '.join(found)}; give `split` one of those")
 
 
 # a path part that may name a split (a train/val/test folder, an official ILSVRC name, a LOC table)
@@ -362,6 +381,8 @@ def select_members(index: FileIndex, split: str | None, name: str) -> str:
                               "one at a time with `split` NAME")
         return found[0] if found else name
     other = {rel: s for rel, s in named.items() if s is not None and s != split}
+    if other and len(other) == len(named) and not any(rel not in named for rel in index.images):
+        raise _no_file_of(index.root, split, sorted(set(other.values())))
     if other:
         index.images = [rel for rel in index.images if rel not in other]
         index.xmls = [rel for rel in index.xmls if rel not in other]

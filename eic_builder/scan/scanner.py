@@ -28,7 +28,7 @@ from eic_builder.atomic_files import write_text
 from eic_builder.dataset.manifest import MANIFEST_FILES, read_manifest, write_manifest
 from eic_builder.dataset.tables import command_line, empty_table, to_table
 from eic_builder.errors import InputNotFoundError, OptionError
-from eic_builder.gzip_index import archive_record, index_path
+from eic_builder.gzip_index import archive_record, check_index_dir, index_path
 from eic_builder.progress import progress
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import RawAnnotation, read_coco, read_loc_csv
@@ -294,6 +294,8 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
     for name in sorted(done):
         entries.extend(ArchiveEntries.from_json((parts_root / name).read_text()))
     todo = [(name, unit) for name, unit in keyed if name not in done]
+    if any(_indexed(unit) for _, unit in todo):
+        check_index_dir()  # before any decoding: an unwritable folder is one error, not a corrupt archive
     bar = progress(total=sum(u.n_bytes for _, u in todo), desc="archives", unit="B", unit_scale=True)
 
     def keep(job: tuple[str, ArchiveUnit], found: ArchiveEntries) -> None:

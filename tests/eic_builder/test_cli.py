@@ -242,3 +242,28 @@ def test_every_default_is_in_cli_md() -> None:
                        or ("default" in line and shown in line) for line in lines):
                 missing.append(f"{name} {long[0]} (default {shown})")
     assert not missing, "defaults not in CLI.md: " + "; ".join(missing)
+
+
+def test_an_option_out_of_range_is_named_as_typed(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    run("synth", str(tree), "--classes", "1", "--train-per-class", "1", "--val-per-class", "1")
+    run("scan", str(tree), "--out", str(tmp_path / "m"), "--split", "val", "--no-wordnet-check")
+    for option in ("--scale-nms", "--level-nms"):
+        r = run("eval-baseline", str(tmp_path / "m"), "--out", str(tmp_path / "e"), "--method", "sliding-window",
+                option, "1.5")
+        assert r.exit_code == 2 and f"{option}=1.5 must be in (0, 1]" in r.output, r.output
+
+
+def test_stats_csv_keeps_the_random_weights_label(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    run("synth", str(tree), "--classes", "2", "--train-per-class", "1", "--val-per-class", "2")
+    run("scan", str(tree), "--out", str(tmp_path / "m"), "--split", "val", "--no-wordnet-check")
+    r = run("features", str(tmp_path / "m"), "--out", str(tmp_path / "f"), "--weights", "random", "--crop", "32",
+            "--resize", "36")
+    assert r.exit_code == 0, r.output
+    md = run("stats", f"val={tmp_path / 'm'}", "--features", f"val={tmp_path / 'f'}")
+    assert "(random weights)" in md.output
+    csv = run("stats", f"val={tmp_path / 'm'}", "--features", f"val={tmp_path / 'f'}", "--format", "csv")
+    assert csv.exit_code == 0 and csv.output.splitlines()[-1] == "Distance features,random weights", csv.output
+    plain = run("stats", f"val={tmp_path / 'm'}", "--format", "csv")
+    assert "Distance features" not in plain.output

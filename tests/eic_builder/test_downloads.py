@@ -53,6 +53,9 @@ def test_the_four_official_files_give_each_split_its_own_images(downloads, tmp_p
         assert read_manifest(tmp_path / split).boxes.num_rows > 0  # each split's boxes from its own bbox file
     r = run("scan", str(folder), "--out", str(tmp_path / "both"), "--no-wordnet-check")
     assert r.exit_code == 2 and "holds several splits (train, val)" in r.output and "--split NAME" in r.output
+    r = run("scan", str(folder), "--split", "test", "--out", str(tmp_path / "test"), "--no-wordnet-check")
+    assert r.exit_code == 2 and "holds no file of split 'test'" in r.output and "train, val" in r.output
+    assert "--split one of those" in r.output
 
 
 def test_a_source_whose_split_cannot_be_told_is_named_not_merged(downloads, tmp_path: Path) -> None:
@@ -134,10 +137,6 @@ def test_scan_classes_skips_other_synsets_unread(downloads, tmp_path: Path) -> N
 
 def test_a_damaged_or_truncated_gzip_is_a_reject_and_a_changed_one_is_refused(downloads, tmp_path: Path) -> None:
     data = bytearray(downloads.winter21.read_bytes())
-    (tmp_path / "trunc").mkdir()
-    (tmp_path / "trunc" / "winter21_whole.tar.gz").write_bytes(bytes(data[: len(data) * 2 // 3]))
-    s = scan(tmp_path / "trunc", tmp_path / "mt")
-    assert s.reject_reasons == {"corrupt_archive": 1} and 0 < s.images < downloads.winter21_images
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "winter21_whole.tar.gz").write_bytes(bytes(data))
@@ -155,6 +154,74 @@ def test_a_damaged_or_truncated_gzip_is_a_reject_and_a_changed_one_is_refused(do
     with open_manifest(tmp_path / "mo") as m, pytest.raises(InputNotFoundError, match=r"has no seek index .* "
                                                                                       r"scan it again"):
         m.read_bytes(m.image_ids[0])
+
+
+@pytest.mark.parametrize("percent", [40, 75, 90])
+def test_a_gzip_cut_short_keeps_no_image_it_cannot_read(downloads, tmp_path: Path, percent: int) -> None:
+    """A download stopped part way: every image kept reads in place, the others are named rejects; scanning
+    again ends the same way."""
+    from eic_builder.dataset.manifest import open_manifest
+
+    data = downloads.winter21.read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "winter21_whole.tar.gz").write_bytes(data[: len(data) * percent // 100])
+    for attempt in ("first", "again"):
+        s = scan(tmp_path / "cut", tmp_path / "m")
+        assert set(s.reject_reasons) == {"corrupt_archive"} and s.images < downloads.winter21_images, attempt
+        with open_manifest(tmp_path / "m") as m:
+            assert all(m.read_bytes(i) for i in m.image_ids)  # kept means readable
+            lost = [d for p, d in zip(m.rejects["path"].to_pylist(), m.rejects["detail"].to_pylist())
+                    if p != "winter21_whole.tar.gz"]
+        assert s.images + len(lost) > 0 and all("no seek index" in d for d in lost)
+
+
+def _scanned_copy(downloads, tmp_path: Path, name: str) -> Path:
+    (tmp_path / name).mkdir()
+    shutil.copy(downloads.winter21, tmp_path / name / "winter21_whole.tar.gz")
+    assert scan(tmp_path / name, tmp_path / f"m{name}").images == downloads.winter21_images
+    return tmp_path / name / "winter21_whole.tar.gz"
+
+
+def test_an_index_of_another_archive_is_one_error_naming_it(downloads, tmp_path: Path) -> None:
+    from eic_builder.dataset.manifest import open_manifest
+    from eic_builder.errors import ImageDataError
+    from eic_builder.gzip_index import index_path
+
+    archive = _scanned_copy(downloads, tmp_path, "a")
+    (tmp_path / "b").mkdir()
+    shutil.copy(downloads.annotations, tmp_path / "b" / "Annotation.tar.gz")
+    scan(tmp_path / "b", tmp_path / "mb")
+    shutil.copy(index_path(tmp_path / "b" / "Annotation.tar.gz"), index_path(archive))
+    with open_manifest(tmp_path / "ma") as m, pytest.raises(ImageDataError, match=r"winter21_whole\.tar\.gz cannot "
+                                                                                  r"be read through its seek index"):
+        m.read_image(m.image_ids[-1])
+    r = run("features", str(tmp_path / "ma"), "--out", str(tmp_path / "f"), "--weights", "random", "--crop", "32",
+            "--resize", "36")
+    assert r.exit_code == 2 and r.output.count("\n") <= 2 and "delete the index and scan the archive again" in r.output
+
+
+def test_an_archive_changed_with_its_size_and_mtime_kept_is_one_error(downloads, tmp_path: Path) -> None:
+    import os
+
+    archive = _scanned_copy(downloads, tmp_path, "a")
+    st = archive.stat()
+    data = bytearray(archive.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 4096):
+        data[i] ^= 0x55
+    archive.write_bytes(bytes(data))
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = run("export", str(tmp_path / "ma"), "--out", str(tmp_path / "x"), "--materialize")
+    assert r.exit_code == 2 and "Traceback" not in r.output and "winter21_whole.tar.gz" in r.output, r.output
+    assert "scan" in r.output.splitlines()[-1]
+
+
+def test_an_index_folder_that_cannot_be_written_is_one_error_before_any_work(downloads, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a_file").write_text("")  # root may write anywhere: a file where the folder should be
+    monkeypatch.setenv("EIC_GZIP_INDEX_DIR", str(tmp_path / "a_file"))
+    r = run("scan", str(downloads.winter21), "--out", str(tmp_path / "m"))
+    assert r.exit_code == 2 and "EIC_GZIP_INDEX_DIR" in r.output and str(tmp_path / "a_file") in r.output
+    assert not (tmp_path / "m" / "images.parquet").exists()
 
 
 def test_an_open_indexed_reader_does_not_abort_the_interpreter(downloads, tmp_path: Path) -> None:

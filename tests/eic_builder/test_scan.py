@@ -425,10 +425,30 @@ def test_a_stray_json_beside_the_data_is_ignored_not_taken_for_coco(ilsvrc_val_1
     tree = tmp_path / "val1300"
     shutil.copytree(ilsvrc_val_1300, tree)
     (tree / "imagenet_class_index.json").write_text(json.dumps({"0": ["n01440764", "tench"]}))
-    (tree / "empty.json").write_text("")
+    (tree / "empty.json").write_text("")  # does not parse: a named reject, and the tree stays LOC CSV
     s = scan(tree, tmp_path / "m")
     assert (s.format, s.images, s.boxes) == ("loc-csv", 1300, 1943)
-    assert s.ignored == {"JSON that is not COCO instances (no images, annotations and categories)": 2}
+    assert s.ignored == {"JSON that is not COCO instances (no images, annotations and categories)": 1}
+    assert s.reject_reasons == {"malformed_json": 1}
+
+
+@pytest.mark.parametrize("damage", ["cut before categories", "cut inside images", "nested 100,000 deep",
+                                    "not UTF-8"])
+def test_a_json_that_does_not_parse_is_a_malformed_json_reject(voc_85: Path, tmp_path: Path,
+                                                               damage: str) -> None:
+    tree = tmp_path / "voc"
+    shutil.copytree(voc_85 / "images", tree / "images")
+    whole = (voc_85 / "instances.json").read_bytes()
+    data = {"cut before categories": whole[: whole.index(b'"categories"')],
+            "cut inside images": whole[: len(whole) // 10],
+            "nested 100,000 deep": b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "not UTF-8": whole.replace(b'"images"', b'"im\xff\xfeges"', 1) + b'"images"'}[damage]
+    (tree / "instances.json").write_bytes(data)
+    s = scan(tree, tmp_path / "m")
+    assert s.reject_reasons == {"malformed_json": 1} and s.boxes == 0 and s.images == 85, damage
+    rejects = read_manifest(tmp_path / "m").rejects.to_pylist()
+    (row,) = [r for r in rejects if r["reason"] == "malformed_json"]
+    assert row["path"] == "instances.json" and "not valid JSON" in row["detail"]
 
 
 def test_symlinks_to_nowhere_and_to_a_device_are_counted(tmp_path: Path) -> None:
