@@ -1,8 +1,8 @@
 """audit against imagededup (the library most users reach for), on the same planted copies, in one run.
 
-For each seed: copy the first --originals real ILSVRC val images of ../shared/data into a folder, plant
---per-transform copies per transformation of them (``eic-build plant-copies``: exact bytes, re-encoded,
-resized, cropped to 80 % of each side at a random place, mirrored), then find the copies
+For each seed: copy --originals real ILSVRC val images of ../shared/data (from the --offset-th on, sorted by
+name) into a folder, plant --per-transform copies per transformation of them (``eic-build plant-copies``: exact
+bytes, re-encoded, resized, cropped to 80 % of each side at a random place, mirrored), then find the copies
 
 * with our audit, as a user runs it (each step a fresh ``eic-build`` process, timed whole):
   ``scan`` both folders, then ``audit --methods exact,perceptual`` (pHash direct and mirrored); and
@@ -14,7 +14,8 @@ resized, cropped to 80 % of each side at a random place, mirrored), then find th
 Scores (eic_builder.planted_copies.score_planted): recall per transformation over all seeds, and
 precision (a pair is true when it joins a copy and its original; any other pair counts as false).
 
-Usage: python benchmarks/bench_audit_peers.py [--originals 400] [--per-transform 10] [--seeds 0,1,2] [--store]
+Usage: python benchmarks/bench_audit_peers.py [--originals 400] [--offset 0] [--per-transform 10] [--seeds 0,1,2]
+       [--store]
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--originals", type=int, default=400)
+    parser.add_argument("--offset", type=int, default=0, help="skip this many images first (photos not tuned on)")
     parser.add_argument("--per-transform", type=int, default=10)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--peers", default="PHash,AHash,DHash,WHash,CNN")
@@ -132,7 +134,7 @@ def main() -> None:
         tmp = args.keep or Path(scratch)
         originals = Path(tmp) / "originals" / "val"
         originals.mkdir(parents=True)
-        for path in sorted(SHARED.glob("*.JPEG"))[:args.originals]:
+        for path in sorted(SHARED.glob("*.JPEG"))[args.offset:args.offset + args.originals]:
             shutil.copy(path, originals / path.name)
         for seed in seeds:
             d = Path(tmp) / f"seed{seed}"
@@ -173,7 +175,8 @@ def main() -> None:
         seconds = [s for s in run["seconds"] if s is not None]
         rows.append([key, f"{total / len(scores):.1f}", f"{true / total if total else 0:.3f}",
                      *[f"{r:.2f}" for r in recalls], f"{sum(seconds) / len(seconds):.1f}" if seconds else ""])
-    print(f"{args.originals} originals + {args.per_transform} copies per transformation, seeds {args.seeds}; "
+    print(f"{args.originals} originals (from image {args.offset}) + {args.per_transform} copies per transformation, "
+          f"seeds {args.seeds}; "
           "recall and pairs: mean over seeds; precision: over all pairs of all seeds; seconds: mean per seed")
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
@@ -185,7 +188,9 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from results import store
 
-        path = store("audit-peers", machine_line(), {"originals": args.originals, "per_transform": args.per_transform,
+        name = "audit-peers" + (f"-from{args.offset}" if args.offset else "")
+        path = store(name, machine_line(), {"originals": args.originals, "offset": args.offset,
+                                                      "per_transform": args.per_transform,
                                                       "seeds": seeds, "runs": runs, "skipped": notes}, header, rows)
         print(f"stored {path}")
 

@@ -523,8 +523,10 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
                    "--features is given]")
 @click.option("--max-hamming", "phash_threshold", default=6, show_default=True, type=int,
               help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
-@click.option("--min-cosine", default=0.6, show_default=True, type=float,
-              help="features: pairs whose whitened features are at cosine >= C.")
+@click.option("--min-cosine", default=None, type=float,
+              help="features: pairs whose whitened features are at cosine >= C.  [default: derived from the data: "
+                   "the images' second-nearest-neighbour cosines' median plus the multiple of their spread above "
+                   "which few unrelated pairs are expected (CLI.md); stated in report.md]")
 @click.option("--whiten", "whiten_dims", default=256, show_default=True, type=int,
               help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
 @click.option("--index", default="auto", show_default=True, type=click.Choice(choices.AUDIT_INDEXES),
@@ -536,7 +538,7 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one each manifest records).")
 def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...], methods: str | None,
-              phash_threshold: int, min_cosine: float, whiten_dims: int, index: str, device: str,
+              phash_threshold: int, min_cosine: float | None, whiten_dims: int, index: str, device: str,
               workers: int | None, root: Path | None) -> None:
     """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash (of the image and of
     its mirror image), fc6 features.
@@ -556,6 +558,8 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...],
     click.echo(f"{r.n_images:,} images in {', '.join(r.names)}; pairs: "
                + ", ".join(f"{m} {n:,}" for m, n in r.pairs.items())
                + f"; {r.n_groups:,} groups of {r.n_grouped:,} images")
+    if r.cosine_cut is not None:
+        click.echo(f"features: {r.cosine_cut.describe()}")
     for (split, held_out), n in r.leaks.items():
         click.echo(f"leakage: {n:,} images of {split} have a copy in {held_out}")
     if not r.leaks:

@@ -146,10 +146,7 @@ def base_classes(options: ExpandOptions) -> list[str]:
     """The base classes: ``--base FILE`` (which must name at least one wnid), else the 1,000 ILSVRC ones."""
     if not options.base:
         return ilsvrc_classes()["wnid"].to_pylist()
-    base = read_wnid_list(options.base)
-    if not base:
-        raise OptionError(f"`base` {options.base} holds no wnid; give a list of base classes, one wnid a line")
-    return base
+    return read_wnid_list(options.base)  # refuses an empty list, naming the file
 
 
 class _Funnel:

@@ -57,24 +57,25 @@ def read_wnid_list(path: str | os.PathLike[str]) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputNotFoundError(f"synset list {path} cannot be read as UTF-8 text: {exc}") from exc
     entries = [(n, text) for n, line in enumerate(lines, start=1) if (text := line.split("#", 1)[0].strip())]
-    return check_wnids(path, [text for _, text in entries], [f"line {n}" for n, _ in entries])
+    return check_wnids(path, [text for _, text in entries], [f":{n}" for n, _ in entries])
 
 
 def check_wnids(path: str | os.PathLike[str], values: list[object], places: list[str] | None = None) -> list[str]:
-    """``values``, the wnids of the class list ``path`` (at ``places``: its rows by default), checked by the
+    """``values``, the wnids of the class list ``path`` (at ``places``, each written after the path:
+    ``" row 3"`` by default, ``":3"`` for a text file's line 3), checked by the
     one rule of every class list: each a wnid as written, at least one. Raises :class:`WordNetError`
     naming the file, the place and the value, or :class:`InputNotFoundError` for an empty list."""
     from eic_builder.wordnet import offset_of
 
-    places = places or [f"row {i}" for i in range(len(values))]
+    places = places or [f" row {i}" for i in range(len(values))]
     for where, value in zip(places, values):
         if not isinstance(value, str):
-            raise WordNetError(f"{path} {where}: {value!r} is not a wnid: expected the text 'n' followed by 8 "
+            raise WordNetError(f"{path}{where}: {value!r} is not a wnid: expected the text 'n' followed by 8 "
                                "digits, e.g. 'n01440764'")
         try:
             offset_of(value)
         except WordNetError as exc:
-            raise WordNetError(f"{path} {where}: {exc}") from None
+            raise WordNetError(f"{path}{where}: {exc}") from None
     if not values:
         raise InputNotFoundError(f"synset list {path} holds no wnid: give one wnid a line (n01440764), or a "
                                  "Parquet file with a wnid column")

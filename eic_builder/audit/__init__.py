@@ -26,7 +26,6 @@ import pyarrow as pa
 
 from eic_builder.audit.catalog import Catalog, load_catalog
 from eic_builder.audit.neighbours import DEFAULT_DIMS as WHITEN_DIMS
-from eic_builder.audit.neighbours import DEFAULT_THRESHOLD as COSINE_THRESHOLD
 from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
 from eic_builder.audit.perceptual import Hashes
 from eic_builder.audit.result import AuditResult
@@ -174,7 +173,8 @@ class AuditOptions:
     ``features`` maps a manifest's name (its split) to its whole-image fc6 features (``features --on
     image``); ``methods`` defaults to exact and perceptual, plus features when features are given;
     ``phash_threshold``: the most differing bits (of 64) of a perceptual pair; ``min_cosine`` and
-    ``whiten_dims``: the features pairs' cosine in the whitened space of that many dimensions; ``index``
+    ``whiten_dims``: the features pairs' cosine in the whitened space of that many dimensions (None: the
+    cut derived from the data, :func:`~eic_builder.audit.neighbours.derive_cut`); ``index``
     (:data:`~eic_builder.audit.neighbours.INDEXES`) and ``device`` (auto, cpu, cuda) run the features search:
     FAISS on the CPU, torch block products on CUDA; ``workers`` hash images (default: the usable cores);
     ``root`` is the image root when the manifests' recorded one moved; ``contact_pairs`` pairs are shown on
@@ -184,7 +184,7 @@ class AuditOptions:
     features: Mapping[str, str | os.PathLike[str]] | None = None
     methods: Sequence[str] | None = None
     phash_threshold: int = PHASH_THRESHOLD
-    min_cosine: float = COSINE_THRESHOLD
+    min_cosine: float | None = None
     whiten_dims: int = WHITEN_DIMS
     index: str = "auto"
     device: str = "auto"
@@ -240,7 +240,10 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)))
         if "features" in methods:
             whitened = neighbours.whiten(feature_matrix, whiten_dims)
-            i, j, score = neighbours.cosine_pairs(whitened, min_cosine, index, device)
+            cut = neighbours.derive_cut(whitened, device) if min_cosine is None else \
+                neighbours.CosineCut(min_cosine, derived=False)
+            i, j, score = neighbours.cosine_pairs(whitened, cut.value, index, device)
+            result.cosine_cut = cut
             a, b = feature_rows[i], feature_rows[j]
             swap = a > b
             a, b = np.where(swap, b, a), np.where(swap, a, b)
@@ -259,7 +262,10 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
         result.leaks = leak_counts(pairs)
         meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))),
                 "fingerprints": dict(zip(cat.names, cat.fingerprints)), "methods": list(methods),
-                "max_hamming": phash_threshold, "min_cosine": min_cosine, "whiten": whiten_dims, "index": index,
+                "max_hamming": phash_threshold,
+                "min_cosine": result.cosine_cut.value if result.cosine_cut else min_cosine,
+                "min_cosine_derived": bool(result.cosine_cut and result.cosine_cut.derived),
+                "whiten": whiten_dims, "index": index,
                 "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
         result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
         result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))

@@ -6,6 +6,10 @@ PCA-whitened to ``dims`` dimensions (fitted on the audited images, or a sample o
 L2-normalised, as copy-detection descriptors are (SSCD, the ISC 2021 baselines); the cosine of two
 such vectors is the score. Whitening to 256 of 4,096 dimensions also makes the search 16x cheaper.
 
+The cut is derived from the data (:func:`derive_cut`) unless given: a fixed cosine cannot serve every
+weight, image size and data set (random weights put unrelated photos at 0.6-0.7 where ImageNet weights
+put them far lower).
+
 Search, every pair at cosine >= ``threshold``:
 
 * ``exact``: block matrix products in torch, on the CPU or a CUDA device; bfloat16 where the device
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +33,10 @@ from eic_builder.errors import OptionError, check_choice
 BF16_MARGIN = 0.02  # > 3 * 2^-8: the most bfloat16 rounding moves a cosine (see _exact_pairs)
 EXACT_LIMIT = 300_000
 DEFAULT_DIMS = 256
-DEFAULT_THRESHOLD = 0.6  # measured on planted copies: benchmarks/bench_audit.py, bench_audit_peers.py
+DEFAULT_THRESHOLD = 0.6  # the fixed cut of too few images to derive one from (CUT_MIN_IMAGES)
+CUT_FALSE_PAIRS = 0.02  # expected unrelated pairs above the derived cut, under its fitted tail (derive_cut)
+CUT_MIN_IMAGES = 20  # fewer: the median and MAD of the neighbour cosines say too little; DEFAULT_THRESHOLD
+CUT_SAMPLE = 20_000  # query images whose neighbours fit the cut (all, up to this many)
 PCA_SAMPLE = 20_000
 BLOCK = 4096  # rows per block when whitening
 SIMS_BYTES = {"cpu": 1 << 29, "cuda": 1 << 32}  # one block of similarities: 512 MiB, 4 GiB on a GPU
@@ -69,6 +77,67 @@ def whiten(features: np.ndarray, dims: int = DEFAULT_DIMS, seed: int = 0) -> np.
         out[s:s + BLOCK] = block @ projection if projection is not None else block
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
+
+
+@dataclass(frozen=True)
+class CosineCut:
+    """The features method's cosine cut and where it came from: ``derived`` from the images' second-nearest
+    neighbours (their ``median`` and robust spread ``sigma``, cut at ``z`` of them for ``n`` images), or
+    given (``derived`` False: ``--min-cosine``, or too few images)."""
+
+    value: float
+    derived: bool
+    n: int = 0
+    median: float = float("nan")
+    sigma: float = float("nan")
+    z: float = float("nan")
+
+    def describe(self) -> str:
+        """One sentence for the report: the cut and how it was set."""
+        if not self.derived:
+            return f"cosine >= {self.value:.3f}" + (" (fixed: too few images to derive a cut)"
+                                                     if self.n and self.n < CUT_MIN_IMAGES else " (given)")
+        return (f"cosine >= {self.value:.3f}, derived from the data: the median {self.median:.3f} of the {self.n:,} "
+                f"images' second-nearest-neighbour cosines plus {self.z:.2f} times their robust spread "
+                f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pairs are expected above "
+                "it; `--min-cosine` overrides")
+
+
+def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, seed: int = 0) -> CosineCut:
+    """The cosine above which a pair of the unit rows ``z`` (n, d) is a copy, derived from the data.
+
+    What an unrelated image's nearest neighbour scores is read from the second-nearest neighbour of each
+    image (of up to ``sample`` of them, against all ``n``): a copy is at most one neighbour of most
+    images, so the second is not a copy. Copies are a minority, so the median and the MAD (times 1.4826:
+    a normal's sigma) of those cosines describe unrelated images, and the cut is where a normal tail of
+    that median and spread expects :data:`CUT_FALSE_PAIRS` pairs among ``n`` images:
+    ``median + Phi^-1(1 - CUT_FALSE_PAIRS / n) * sigma`` (clipped to 1). Copies score far above unrelated
+    photos in whitened space (crops 0.7-0.9, re-encodings ~1.0 against 0.4 for a typical neighbour,
+    ``benchmarks/bench_audit_peers.py``); the cut grows with ``n`` as the chance of an unrelated pair does.
+    Fewer than :data:`CUT_MIN_IMAGES` rows: :data:`DEFAULT_THRESHOLD`, not derived.
+    """
+    from statistics import NormalDist
+
+    import torch
+
+    n = len(z)
+    if n < CUT_MIN_IMAGES:
+        return CosineCut(DEFAULT_THRESHOLD, derived=False, n=n)
+    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    every = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(device)
+    second = []
+    step = int(np.clip(SIMS_BYTES[every.device.type] // (4 * n), 64, 8192))
+    for s in range(0, len(rows), step):
+        block = torch.from_numpy(rows[s:s + step]).to(device)
+        sims = every[block] @ every.T
+        sims[torch.arange(len(block), device=sims.device), block] = -2  # an image is not its own neighbour
+        second.append(sims.topk(2, dim=1).values[:, 1].cpu())
+    cosines = torch.cat(second).double().numpy()
+    median = float(np.median(cosines))
+    sigma = max(1.4826 * float(np.median(np.abs(cosines - median))), 1e-3)
+    quantile = NormalDist().inv_cdf(1 - CUT_FALSE_PAIRS / n)
+    return CosineCut(min(1.0, median + quantile * sigma), derived=True, n=n, median=median, sigma=sigma,
+                     z=quantile)
 
 
 def _pairs_from_lists(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, offset: int = 0):

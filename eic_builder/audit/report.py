@@ -45,8 +45,8 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
     params = {"exact": "same SHA-1" + (f" ({result.sha1_computed:,} computed here)" if result.sha1_computed else ""),
               "perceptual": f"pHash within {meta['max_hamming']} of 64 bits"
                             + (f"; {result.undecodable:,} images could not be decoded" if result.undecodable else ""),
-              "features": f"cosine >= {meta['min_cosine']} of fc6 features whitened to {meta['whiten']} dimensions "
-                          f"({meta['index']} search)"
+              "features": f"fc6 features whitened to {meta['whiten']} dimensions ({meta['index']} search), pairs at "
+                          f"{result.cosine_cut.describe() if result.cosine_cut else meta['min_cosine']}"
                           + (f"; {result.without_features:,} images have no features" if result.without_features
                              else "")}
     lines += ["Methods: " + "; ".join(f"**{m}**: {params[m]}" for m in meta["methods"]) + ".", ""]

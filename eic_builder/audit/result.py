@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eic_builder.audit.neighbours import CosineCut
 
 
 @dataclass
@@ -24,3 +28,4 @@ class AuditResult:
     likely: dict[str, dict[str, int]] = field(default_factory=dict)  # method -> likely transformation -> pairs
     leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
     files: list[Path] = field(default_factory=list)
+    cosine_cut: CosineCut | None = None  # the features method's cut, derived or given

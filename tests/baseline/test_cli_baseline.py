@@ -63,7 +63,7 @@ def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
     assert loose["0.9"] > loose["0.5"] > 0
     r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval3"), "--checkpoint",
             str(tmp_path / "run" / "last.pt"), "--level-nms", "1.5")
-    assert r.exit_code == 2 and "level_nms=1.5 must be in (0, 1]" in r.output, r.output
+    assert r.exit_code == 2 and "--level-nms=1.5 must be in (0, 1]" in r.output, r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "run"), "--tiny", "--iters", "4")
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "r2"), "--train-scales", "1,x")

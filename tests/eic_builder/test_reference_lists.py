@@ -36,7 +36,7 @@ def test_list_sizes_and_facts() -> None:
 def test_read_wnid_list_errors(tmp_path: Path) -> None:
     p = tmp_path / "l.txt"
     p.write_text("# comment\nn01440764\n\nn0144\n")
-    with pytest.raises(WordNetError, match=r"l\.txt line 4: .n0144. is not a wnid"):
+    with pytest.raises(WordNetError, match=r"l\.txt:4: .n0144. is not a wnid"):
         read_wnid_list(p)
 
 
@@ -56,7 +56,7 @@ def test_a_parquet_class_list_follows_the_text_lists_rule(tmp_path: Path, values
     text = tmp_path / "classes.txt"
     text.write_text("".join(f"{v}\n" for v in values))
     if isinstance(values[0], str) and values[0].strip() == values[0]:  # a text line is stripped; case is not
-        with pytest.raises(WordNetError, match=r"classes\.txt line 2: 'N01998183' is not a wnid"):
+        with pytest.raises(WordNetError, match=r"classes\.txt:2: .N01998183. is not a wnid"):
             read_wnid_list(text)
 
 
