@@ -155,6 +155,36 @@ def test_reader_errors_name_the_image(tmp_path: Path) -> None:
         ImageReader(tmp_path).read(ImageRef("s.tar/a.JPEG", "s.tar", 50, 100))
 
 
+def test_an_image_changed_in_place_since_the_scan_is_an_error_not_data(tmp_path: Path) -> None:
+    """A plain tar (and a loose file scanned with --hash) rewritten with its size kept: the bytes read are
+    checked against the scan's SHA-1, as a .tar.gz member's are."""
+    import os
+
+    from eic_builder.dataset.manifest import open_manifest
+    from eic_builder.errors import ImageDataError
+
+    first, second = _jpeg(3), _jpeg(4)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.tar").write_bytes(tar_bytes([("n01440764_1.JPEG", first)]))
+    (tmp_path / "t" / "n01440764_2.JPEG").write_bytes(first)
+    scan(tmp_path / "t", tmp_path / "m", workers=1, hash_files=True)
+    tar = tmp_path / "t" / "a.tar"
+    data = bytearray(tar.read_bytes())
+    at = data.index(first) + len(first) // 2
+    data[at] ^= 0xFF
+    st = tar.stat()
+    tar.write_bytes(bytes(data))
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns))
+    loose = tmp_path / "t" / "n01440764_2.JPEG"
+    loose.write_bytes(second[: len(first)].ljust(len(first), b"\0"))
+    with open_manifest(tmp_path / "m") as m:
+        with pytest.raises(ImageDataError, match=r"read from a\.tar is not the image the scan hashed: the archive"):
+            m.read_bytes("n01440764_1")
+        with pytest.raises(ImageDataError, match=r"n01440764_2\.JPEG read is not the image the scan hashed: the "
+                                                 r"file changed"):
+            m.read_bytes("n01440764_2")
+
+
 def test_interrupted_archive_scan_resumes_per_unit(downloads, tmp_path: Path, monkeypatch) -> None:
     import eic_builder.scan.scanner as scanner
 
