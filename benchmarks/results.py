@@ -161,7 +161,12 @@ def _load_run(path: Path) -> dict:
     """A stored run; ``ValueError`` naming ``path`` when it is not one (cut short, not JSON, no table)."""
     try:
         run = json.loads(path.read_text())
-        run["table"]["header"], run["table"]["rows"]
+        for row in [run["table"]["header"], *run["table"]["rows"]]:
+            if not isinstance(row, list) or not all(isinstance(cell, str) for cell in row):
+                raise TypeError(f"a table row {str(row)[:60]} is not a list of text cells")
+        missing = [key for key in ("date", "machine", "commit", "command") if key not in run]
+        if missing:  # the line naming the run reads them
+            raise KeyError(", ".join(missing))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not a stored run ({type(exc).__name__}: {str(exc)[:120]}); write it again "
                          "with the benchmark's --store") from None

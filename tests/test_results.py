@@ -149,3 +149,16 @@ def test_a_stored_run_cut_short_is_named(results, tmp_path: Path) -> None:
     copy.write_text(text)
     assert results.main(["render", "--results", str(copy), "--runs", str(tmp_path)]) == 1
     assert results.main(["check", "--results", str(copy), "--runs", str(tmp_path)]) == 1
+
+
+def test_a_stored_run_of_another_shape_is_named(results, tmp_path: Path) -> None:
+    path = results.store("demo", "CPU: test", {"s": 1}, ["step", "seconds"], [["one", "1.5"]], folder=tmp_path)
+    text = results.render(f"<!-- run: {path.name} -->\n| x |\n<!-- /run -->", tmp_path)
+    doc = json.loads(path.read_text())
+    doc["table"]["rows"] = [["one", 1.5]]  # a figure that is not text
+    path.write_text(json.dumps(doc))
+    (problem,) = results.check(text, tmp_path)
+    assert path.name in problem and "not a list of text cells" in problem
+    del doc["table"]
+    path.write_text(json.dumps(doc))
+    assert "is not a stored run (KeyError" in results.check(text, tmp_path)[0]
