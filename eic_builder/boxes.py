@@ -13,7 +13,14 @@ COCO               ``[x, y, w, h]``                        ``x2 = x + w``
 
 Every conversion is exact in float64 for float32 corners (a float32 difference fits a float64),
 so a manifest exported and scanned back gives its boxes to the bit. Flags follow the paper: a box is
-*small* when both sides are under 32 px, *twisted* when its aspect ``w / h`` is above 4 or below 1/4.
+*small* when both sides are under 32 px of the *original* image, *twisted* when its aspect ``w / h`` is
+above 4 or below 1/4 (scale-free).
+
+Boxes are always in the pixels of the image as stored. A box source that states another size (an XML
+``<size>``, a COCO image size, the original size a Hub shard records for a resized copy) measured its
+boxes on that image: they are scaled per axis by stored / stated when the two aspect ratios agree to
+within a pixel of rounding (:func:`resize_scale`), and refused otherwise; the stated size is kept
+(``ann_width``, ``ann_height``), so the small flag stays in original pixels (:func:`original_scales`).
 """
 
 from __future__ import annotations
@@ -117,6 +124,35 @@ def clip_to_image(x1: float, y1: float, x2: float, y2: float, width: float, heig
     return max(x1, 0.0), max(y1, 0.0), min(x2, width), min(y2, height)
 
 
+def resize_scale(stated_width: float, stated_height: float, width: float, height: float) -> tuple[float, float] | None:
+    """(sx, sy), the stored pixels per stated pixel of each axis, when an image of ``width`` x ``height`` is the
+    stated ``stated_width`` x ``stated_height`` one resized: some one factor ``s`` takes each stated side to
+    the stored one within a pixel of rounding (``|width - s * stated_width| <= 1`` and likewise for the
+    height). None when no factor does (another image, or a crop). Sides must be positive."""
+    # the factors that reach each side within a pixel form an interval; the two intervals must meet
+    low = max((width - 1) / stated_width, (height - 1) / stated_height)
+    high = min((width + 1) / stated_width, (height + 1) / stated_height)
+    if low > high:
+        return None
+    return width / stated_width, height / stated_height
+
+
+def original_scales(images, row) -> tuple[np.ndarray, np.ndarray]:
+    """(sx, sy) of each box: stored pixels per original pixel of its image, from the images table's
+    ``width``/``height`` and the size its box source stated (``ann_width``/``ann_height``; 1 where none is
+    stated). ``images``: a pyarrow images table; ``row``: each box's row in it
+    (``pc.index_in(boxes["image_id"], images["image_id"])``)."""
+    import pyarrow.compute as pc
+
+    out = []
+    for stored, stated in (("width", "ann_width"), ("height", "ann_height")):
+        have = pc.take(images[stored], row).to_numpy(zero_copy_only=False).astype(np.float64)
+        said = pc.take(pc.coalesce(images[stated], images[stored]), row).to_numpy(zero_copy_only=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(np.where(said > 0, have / said, 1.0))
+    return out[0], out[1]
+
+
 @dataclass(frozen=True)
 class BoxFlags:
     """Per-box flags, each a numpy array of length N."""
@@ -135,11 +171,14 @@ def box_flags(
     image_height: np.ndarray,
     small_px: float = SMALL_PX,
     twisted_ratio: float = TWISTED_RATIO,
+    scale_x: np.ndarray | float = 1.0,
+    scale_y: np.ndarray | float = 1.0,
 ) -> BoxFlags:
-    """Flags of N boxes (arrays of shape (N,), pixels) in images of the given sizes.
+    """Flags of N boxes (arrays of shape (N,), stored pixels) in images of the given sizes.
 
-    small:   ``w < small_px and h < small_px``;
-    twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio``.
+    small:   ``w / scale_x < small_px and h / scale_y < small_px``: in the original image's pixels
+             (``scale_*``: stored pixels per original pixel, :func:`original_scales`; 1 for an original);
+    twisted: ``w / h > twisted_ratio or w / h < 1 / twisted_ratio`` (the same in any pixels).
     """
     if small_px <= 0:
         raise OptionError(f"`small_px`={small_px} must be > 0")
@@ -153,6 +192,6 @@ def box_flags(
         ratio = np.where(area > 0, (w * h) / area, 0.0)
     return BoxFlags(
         area_ratio=ratio.astype(np.float32),
-        is_small=(w < small_px) & (h < small_px),
+        is_small=(w < small_px * np.asarray(scale_x)) & (h < small_px * np.asarray(scale_y)),
         is_twisted=(aspect > twisted_ratio) | (aspect < 1.0 / twisted_ratio),
     )

@@ -212,8 +212,9 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
     for rule, n in s.ignored.items():
         click.echo(f"  ignored  {n:>8}  {rule}")
     if s.size_disagreements:
-        click.echo(f"  {s.size_disagreements} images whose annotation states another size than their header "
-                   "(kept, header's size used; compare ann_width/ann_height with width/height)")
+        click.echo(f"  {s.size_disagreements} images whose box source states another size than the stored image: "
+                   "their boxes are scaled to it where it is a resized copy, else size_mismatch rejects "
+                   "(ann_width/ann_height keep the stated size)")
     if s.units_resumed:
         click.echo(f"  resumed {s.units_resumed} of {s.units_total} units from an earlier run")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags, original_scales
 from eic_builder.choices import BOX_FLAGS as FLAG_NAMES
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.dataset.schemas import REJECTS_SCHEMA
@@ -94,7 +94,9 @@ def filter_manifest(src: str | os.PathLike[str], out: str | os.PathLike[str],
     width = pc.take(images["width"], row).to_numpy(zero_copy_only=False)
     height = pc.take(images["height"], row).to_numpy(zero_copy_only=False)
     cols = {c: boxes[c].to_numpy() for c in ("x1", "y1", "x2", "y2")}
-    flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], width, height, small_px, twisted_ratio)
+    sx, sy = original_scales(images, row)  # small in the original image's pixels
+    flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], width, height, small_px, twisted_ratio,
+                      sx, sy)
     named = {"small": flags.is_small, "twisted": flags.is_twisted}
     mask = np.ones(len(boxes), dtype=bool)
     for name in drop:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags
+from eic_builder.boxes import SMALL_PX, TWISTED_RATIO, box_flags, original_scales
 from eic_builder.choices import INTER_DISTANCES
 from eic_builder.choices import STATS_FORMATS as OUTPUT_FORMATS
 from eic_builder.dataset.manifest import read_manifest
@@ -114,7 +114,7 @@ def compute_split_stats(
     eic_wnids: frozenset[str] | None = None,
 ) -> SplitStats:
     """Statistics of the manifest at ``directory`` (vectorised over boxes; no per-row Python)."""
-    manifest = read_manifest(directory, box_columns=["x1", "y1", "x2", "y2", "area_ratio"])
+    manifest = read_manifest(directory, box_columns=["image_id", "x1", "y1", "x2", "y2", "area_ratio"])
     images, boxes = manifest.images, manifest.boxes
     labels = images["label"].drop_null()
     counts = pc.value_counts(labels).field("counts").to_numpy() if len(labels) else np.zeros(0, dtype=np.int64)
@@ -123,7 +123,10 @@ def compute_split_stats(
     if n_boxes:
         cols = {c: boxes[c].to_numpy() for c in ("x1", "y1", "x2", "y2")}
         ones = np.ones(n_boxes)
-        flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], ones, ones, small_px, twisted_ratio)
+        # small in the original image's pixels
+        sx, sy = original_scales(images, pc.index_in(boxes["image_id"], images["image_id"]))
+        flags = box_flags(cols["x1"], cols["y1"], cols["x2"], cols["y2"], ones, ones, small_px, twisted_ratio,
+                          sx, sy)
         scale = float(np.mean(boxes["area_ratio"].to_numpy(), dtype=np.float64)) * 100
         small = float(np.count_nonzero(flags.is_small)) / n_boxes * 100
         twisted = float(np.count_nonzero(flags.is_twisted)) / n_boxes * 100

@@ -36,8 +36,9 @@ class ImageRow(NamedTuple):
 
 
 class BoxRow(NamedTuple):
-    """A box as a scan finds it: the columns of ``boxes.parquet`` it knows before the flags, and the size
-    of its image (the flags are computed from it, for every box of a unit at once)."""
+    """A box as a scan finds it: the columns of ``boxes.parquet`` it knows before the flags, the size of its
+    image and the scale from the image its source measured (the flags are computed from them, for every box
+    of a unit at once)."""
 
     image_id: str
     box_index: int
@@ -49,6 +50,8 @@ class BoxRow(NamedTuple):
     y2: float
     image_width: int
     image_height: int
+    scale_x: float = 1.0  # stored pixels per pixel of the image the source measured the box on
+    scale_y: float = 1.0
 
 
 class RejectRow(NamedTuple):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eic_builder.boxes import box_flags, clip_to_image, geometry_problem
+from eic_builder.boxes import box_flags, clip_to_image, geometry_problem, resize_scale
 from eic_builder.dataset.manifest import write_manifest
 from eic_builder.dataset.rows import BoxRow, ImageRow, RejectRow, columns, rows_table
 from eic_builder.dataset.tables import to_table
@@ -175,22 +175,33 @@ def _stated_size(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None, ann
 
 def _keep_boxes(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation, ann_path: str | None, width: int,
                 height: int, rows: _Rows) -> tuple[int, str | None]:
-    """Add the annotation's valid boxes (clipped to the image) and a reject row for each other one;
-    returns (boxes kept, the first kept box's label)."""
+    """Add the annotation's valid boxes (scaled to the stored image when the annotation states another size
+    of the same picture, :func:`~eic_builder.boxes.resize_scale`; clipped to the image) and a reject row for
+    each other one; returns (boxes kept, the first kept box's label)."""
     source = ann_path or ""
     for detail in ann.bad_rows:
         rows.reject(source, item.image_id, "box", "malformed_box", detail)
+    sx = sy = 1.0
+    if ann.width and ann.height and (ann.width, ann.height) != (width, height) and ann.boxes:
+        scale = resize_scale(ann.width, ann.height, width, height)
+        if scale is None:  # measured on another image: never kept, wherever it would land
+            for index, box in enumerate(ann.boxes):
+                rows.reject(source, item.image_id, "box", "size_mismatch",
+                            f"{_box_text(index, box, ann.width, ann.height)}: the stored image is {width}x{height}, "
+                            "not a resized copy of that size (aspect ratios differ by more than a pixel)")
+            return 0, None
+        sx, sy = scale
     check_wnid = cfg.fmt in WNID_FORMATS
     n_kept, first_label = 0, None
-    for index, box in enumerate(ann.boxes):
+    for index, (label, *corners) in enumerate(ann.boxes):
+        box = (label, corners[0] * sx, corners[1] * sy, corners[2] * sx, corners[3] * sy)
         problem = _box_problem(box, width, height, check_wnid, cfg.known_wnids)
         if problem is not None:
             reason, why = problem
             rows.reject(source, item.image_id, "box", reason, f"{_box_text(index, box, width, height)}: {why}")
             continue
-        label, x1, y1, x2, y2 = box
         rows.boxes.append(BoxRow(item.image_id, index, label, label if check_wnid else None,
-                                 *clip_to_image(x1, y1, x2, y2, width, height), width, height))
+                                 *clip_to_image(*box[1:], width, height), width, height, sx, sy))
         n_kept += 1
         first_label = first_label if first_label is not None else label
     return n_kept, first_label
@@ -251,7 +262,8 @@ def scan_items(items: list[ScanItem], cfg: ScanConfig) -> tuple:
     b = columns(rows.boxes, BoxRow)
     coords = {k: np.asarray(b[k], dtype=np.float32) for k in ("x1", "y1", "x2", "y2")}
     flags = box_flags(coords["x1"], coords["y1"], coords["x2"], coords["y2"],
-                      np.asarray(b.pop("image_width")), np.asarray(b.pop("image_height")))
+                      np.asarray(b.pop("image_width")), np.asarray(b.pop("image_height")),
+                      scale_x=np.asarray(b.pop("scale_x")), scale_y=np.asarray(b.pop("scale_y")))
     boxes = dict(b, **coords, area_ratio=flags.area_ratio, is_small=flags.is_small, is_twisted=flags.is_twisted)
     return (rows_table("images", rows.images, ImageRow), to_table("boxes", boxes),
             rows_table("rejects", rows.rejects, RejectRow))

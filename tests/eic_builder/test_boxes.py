@@ -100,3 +100,15 @@ def test_batched_iou_and_areas_match_torchvision() -> None:
         torch.testing.assert_close(got[n, :, :3], box_iou(dets[n], gts[n, :3]))
         torch.testing.assert_close(box_areas(dets[n]), box_area(dets[n]))
     assert box_areas(np.array([[1.0, 2.0, 4.0, 7.0]])).tolist() == [15.0]  # numpy too: 3 x 5
+
+
+def test_resize_scale_by_hand() -> None:
+    from eic_builder.boxes import resize_scale
+
+    assert resize_scale(500, 375, 250, 188) == (0.5, 188 / 375)  # halved, 187.5 rounded up
+    assert resize_scale(800, 600, 600, 450) == (0.75, 0.75)
+    assert resize_scale(455, 453, 227, 227) == (227 / 455, 227 / 453)  # within a pixel a side
+    assert resize_scale(500, 375, 227, 227) is None  # another aspect: another image, or a crop
+    assert resize_scale(375, 500, 500, 375) is None  # the sides swapped
+    assert resize_scale(1000, 10, 600, 6) == (0.6, 0.6)
+    assert resize_scale(1000, 10, 600, 8) is None  # 8 px where 6 is expected: more than a pixel off

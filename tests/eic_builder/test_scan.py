@@ -398,6 +398,38 @@ def test_stated_size_disagreeing_with_the_header_is_recorded(tmp_path: Path) -> 
     assert [(r["width"], r["height"], r["ann_width"], r["ann_height"]) for r in rows] == [(40, 30, 40, 30),
                                                                                         (40, 30, 80, 60)]
     assert s.size_disagreements == 1
+    boxes = read_manifest(tmp_path / "m").boxes.to_pylist()  # the second measured on an 80x60 original: halved
+    assert [(b["image_id"], b["x1"], b["y1"], b["x2"], b["y2"]) for b in boxes] == [
+        ("n01440764_0", 1, 1, 21, 21), ("n01440764_1", 0.5, 0.5, 10.5, 10.5)]
+
+
+def test_boxes_of_a_resized_copy_are_scaled_and_of_another_image_refused(ilsvrc_val_1300: Path,
+                                                                          tmp_path: Path) -> None:
+    """Real photos (227x227) under XMLs stating the size of their originals: the boxes move to the stored
+    pixels when the stored image is the stated one resized (within a pixel per side), and are refused
+    otherwise; the small flag stays in the original's pixels."""
+    root = tmp_path / "tree"
+    photos = sorted((ilsvrc_val_1300 / "val").iterdir())[:4]
+    stated = [(454, 454), (455, 453), (500, 375), (227, 227)]  # 2x; 2x within a pixel; another aspect; the same
+    (root / "val").mkdir(parents=True)
+    for photo, (w, h) in zip(photos, stated):
+        shutil.copy(photo, root / "val" / photo.name)
+        boxes = [SyntheticBox("n01440764", 40, 40, 79, 79), SyntheticBox("n01440764", 100, 100, 119, 119)]
+        (root / "val" / f"{photo.stem}.xml").write_text(ilsvrc_xml("val", photo.stem, w, h, boxes))
+    s = scan(root, tmp_path / "m", workers=1, split="val", known_wnids=None)
+    m = read_manifest(tmp_path / "m")
+    got = {(b["image_id"], b["box_index"]): b for b in m.boxes.to_pylist()}
+    first = got[(photos[0].stem, 0)]
+    assert (first["x1"], first["y1"], first["x2"], first["y2"]) == (20, 20, 40, 40)
+    assert not first["is_small"] and got[(photos[0].stem, 1)]["is_small"]  # 40 and 20 px in the original
+    second = got[(photos[1].stem, 0)]
+    assert second["x1"] == pytest.approx(40 * 227 / 455) and second["y2"] == pytest.approx(80 * 227 / 453)
+    assert (photos[2].stem, 0) not in got and s.reject_reasons == {"size_mismatch": 2}
+    fourth = got[(photos[3].stem, 1)]
+    assert (fourth["x1"], fourth["x2"], fourth["is_small"]) == (100, 120, True)
+    from eic_builder.stats import compute_split_stats
+
+    assert compute_split_stats("m", tmp_path / "m").small_pct == pytest.approx(100 * 3 / 6)  # original pixels
 
 
 @pytest.mark.parametrize(("database", "names", "flavour"), [
