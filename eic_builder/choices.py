@@ -9,7 +9,7 @@ line can read it before any stage is imported. The first value is the default wh
 from __future__ import annotations
 
 # synth
-SYNTH_LAYOUTS = ("tree", "archives", "downloads")
+SYNTH_LAYOUTS = ("tree", "archives", "downloads", "hub")
 # scan
 SCAN_FORMATS = ("auto", "ilsvrc-xml", "voc-xml", "loc-csv", "coco")
 # assemble

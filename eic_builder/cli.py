@@ -111,14 +111,16 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
               help="tree: an ILSVRC-style folder tree; archives: that tree under ROOT/ILSVRC plus the shapes of "
               "the ImageNet-21K downloads, ROOT/fall11_whole.tar and ROOT/Annotation.tar.gz; downloads: the files "
               "of today, the four official ILSVRC-2012 files in ROOT/ILSVRC2012 and ROOT/winter21_whole.tar.gz "
-              "with ROOT/Annotation.tar.gz.")
+              "with ROOT/Annotation.tar.gz; hub: ImageNet as the Hugging Face Hub holds it, timm's webdataset "
+              "shards (ROOT/in22k, ROOT/in22k-val: resized copies; ROOT/in1k with LOC_val_solution.csv) and "
+              "ILSVRC/imagenet-1k's ROOT/hf/val_images.tar.gz, with ROOT/Annotation.tar.gz.")
 @click.option("--classes", "n_classes", default=4, show_default=True,
               type=click.IntRange(1, 10), help="Number of ILSVRC classes (1-10, real wnids).")
 @click.option("--train-per-class", default=12, show_default=True, type=click.IntRange(1),
               help="Train images per class.")
 @click.option("--val-per-class", default=4, show_default=True, type=click.IntRange(1), help="Val images per class.")
 @click.option("--new-per-class", default=30, show_default=True, type=click.IntRange(1),
-              help="archives: images per EIC-new synset in fall11_whole.tar.")
+              help="archives, downloads, hub: images per EIC-new synset of ImageNet-21K.")
 @click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same bytes.")
 def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val_per_class: int,
               new_per_class: int, seed: int) -> None:
@@ -139,6 +141,15 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
             click.echo(f"wrote {path}")
         click.echo(f"{got.train_images} train and {got.val_images} val images in the ILSVRC-2012 files, "
                    f"{got.winter21_images} in {got.winter21.name}")
+        return
+    if layout == "hub":
+        from eic_builder.synthetic import make_synthetic_hub
+
+        hub = make_synthetic_hub(root, n_classes, val_per_class, new_per_class, seed=seed)
+        for path in (*hub.in22k_train, hub.in22k_validation, hub.annotations, hub.in1k_validation, hub.hf_val):
+            click.echo(f"wrote {path}")
+        click.echo(f"{hub.train_samples} samples in the imagenet22k-train shards ({hub.resized} resized; planted "
+                   f"copy of an ILSVRC val image: {hub.planted}), {hub.val_images} ILSVRC val images")
         return
     if layout == "archives":
         made = make_synthetic_archives(root, n_classes, train_per_class, val_per_class, new_per_class, seed=seed)
@@ -170,6 +181,10 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A class list (data_manifests/eic_classes.parquet, or a text file of wnids): per-synset "
               "archives (<wnid>.tar) and images (<wnid>_<n>) of other synsets are not read, and counted.")
+@click.option("--synsets", "synsets_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The class list of webdataset shards' .cls indexes, in index order (a text file of wnids, or "
+              "a Parquet wnid column), for samples whose .json names no class.  [default: timm's order for "
+              "imagenet22k-* shards, the 1,000 sorted ILSVRC wnids for imagenet1k-* and unnamed ones]")
 @click.option("--wordnet-check/--no-wordnet-check", default=True, show_default=True,
               help="Reject ILSVRC/LOC boxes whose wnid is not a WordNet 3.0 noun (needs WordNet data; "
               "not loaded for VOC/COCO).")
@@ -177,14 +192,16 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
               help="WordNet 3.0 folder for --wordnet-check (default: EIC_WORDNET_DIR, nltk data, Debian's).")
 def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, verify_images: bool,
              hash_files: bool, workers: int | None, shard: str | None, classes_file: Path | None,
-             wordnet_check: bool, wordnet_dir: Path | None) -> None:
+             synsets_file: Path | None, wordnet_check: bool, wordnet_dir: Path | None) -> None:
     """Scan ImageNet-style SOURCEs (folders, .tar, .tar.gz, annotation files) into Parquet manifests.
 
     Reads ILSVRC/Kaggle folders with XML boxes, a LOC_*_solution.csv, PASCAL VOC
     XML or a COCO instances JSON, and tars (nested to any depth, as ImageNet-21K's
-    fall11_whole.tar) and .tar.gz (Annotation.tar.gz) in place, extracting nothing.
-    Images and annotations of all SOURCEs pair by image id:
-    `eic-build scan fall11_whole.tar Annotation.tar.gz --out m/21k`.
+    fall11_whole.tar) and .tar.gz (Annotation.tar.gz) in place, extracting nothing;
+    also ImageNet as the Hugging Face Hub holds it: timm's webdataset shards (class
+    and original size from each sample's .json/.cls) and ILSVRC/imagenet-1k's
+    archives. Images and annotations of all SOURCEs pair by image id, boxes scaled
+    to the stored image: `eic-build scan fall11_whole.tar Annotation.tar.gz --out m/21k`.
     Every file ends in images.parquet or rejects.parquet (with a reason), or is
     counted as ignored. An interrupted scan resumes: run the same command again.
     """
@@ -197,13 +214,12 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
         def known() -> frozenset[str]:
             return load_wordnet_index(wordnet_dir).noun_wnids()
 
-    classes = None
-    if classes_file is not None:
-        from eic_builder.reference_lists import read_wnid_list
+    from eic_builder.reference_lists import read_wnid_list
 
-        classes = frozenset(read_wnid_list(classes_file))
+    classes = frozenset(read_wnid_list(classes_file)) if classes_file is not None else None
+    synsets = read_wnid_list(synsets_file) if synsets_file is not None else None
     s = scan(list(sources), out, fmt=fmt, split=split, verify_images=verify_images, workers=workers,
-             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard), classes=classes)
+             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard), classes=classes, synsets=synsets)
     named = " ".join(str(p) for p in sources)
     click.echo(f"{named} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")

@@ -1,8 +1,9 @@
 """Image dimensions from file headers, without decoding pixels.
 
 A scan of millions of images cannot afford to decode them: this module reads
-the JPEG frame header (SOF marker) or the PNG ``IHDR`` chunk, and checks that a
-JPEG ends with its end-of-image marker, which catches truncated downloads.
+the JPEG frame header (SOF marker), the PNG ``IHDR`` chunk or the WebP ``VP8``/``VP8L``/``VP8X``
+chunk, and checks that a JPEG ends with its end-of-image marker and a WebP holds the bytes its RIFF
+header counts, which catches truncated downloads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from eic_builder.rejects import Rejected
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WEBP_MAGIC = (b"RIFF", b"WEBP")  # bytes 0-3 and 8-11
 # SOF0..SOF15 carry the frame size, except DHT (C4), JPG (C8) and DAC (CC).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers that stand alone, without a length field.
@@ -30,12 +32,12 @@ _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 _TAIL_BYTES = 1024
 _READ_SIZE = 4096
 
-EXTENSION_FORMATS = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG"}
+EXTENSION_FORMATS = {".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What the header says: ``format`` ("JPEG" or "PNG"), size in pixels, colour channels."""
+    """What the header says: ``format`` ("JPEG", "PNG" or "WEBP"), size in pixels, colour channels."""
 
     format: str
     width: int
@@ -62,6 +64,8 @@ def sniff_format(head: bytes) -> str | None:
         return "JPEG"
     if head.startswith(PNG_MAGIC):
         return "PNG"
+    if head[:4] == WEBP_MAGIC[0] and head[8:12] == WEBP_MAGIC[1]:
+        return "WEBP"
     return None
 
 
@@ -134,7 +138,7 @@ def _check_head(head: bytes, ext: str) -> str:
         raise Rejected("empty_file", "zero-byte file")
     fmt = sniff_format(head)
     if fmt is None:
-        raise Rejected("not_an_image", f"first bytes {head[:8]!r} are neither JPEG nor PNG")
+        raise Rejected("not_an_image", f"first bytes {head[:8]!r} are neither JPEG, PNG nor WebP")
     if expected is not None and fmt != expected:
         raise Rejected("wrong_format", f"{fmt} data in a {ext} file")
     return fmt
@@ -148,6 +152,32 @@ def _png_header(head: bytes) -> ImageHeader:
         raise Rejected("corrupt_image", f"PNG header says {width}x{height}")
     channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
     return check_pixels(ImageHeader("PNG", width, height, channels))
+
+
+def _webp_header(head: bytes, file_size: int) -> ImageHeader:
+    """The size of a WebP from its first chunk (lossy ``VP8 ``, lossless ``VP8L``, extended ``VP8X``);
+    ``truncated`` when the file holds fewer bytes than its RIFF header counts."""
+    if len(head) < 30:
+        raise Rejected("truncated", "WebP ends inside its header")
+    riff_size = struct.unpack("<I", head[4:8])[0]
+    if file_size < riff_size + 8:
+        raise Rejected("truncated", f"WebP holds {file_size:,} bytes where its RIFF header counts {riff_size + 8:,}")
+    chunk = head[12:16]
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        width, height = (v & 0x3FFF for v in struct.unpack("<HH", head[26:30]))
+        channels = 3
+    elif chunk == b"VP8L" and head[20] == 0x2F:
+        bits = struct.unpack("<I", head[21:25])[0]
+        width, height, channels = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 4
+    elif chunk == b"VP8X":
+        width = int.from_bytes(head[24:27], "little") + 1
+        height = int.from_bytes(head[27:30], "little") + 1
+        channels = 4 if head[20] & 0x10 else 3
+    else:
+        raise Rejected("corrupt_image", f"WebP whose first chunk {chunk!r} is not VP8, VP8L or VP8X")
+    if width == 0 or height == 0:
+        raise Rejected("corrupt_image", f"WebP header says {width}x{height}")
+    return check_pixels(ImageHeader("WEBP", width, height, channels))
 
 
 def _check_jpeg_end(tail: bytes, read_at: Callable[[int, int], bytes]) -> None:
@@ -166,8 +196,11 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
     fd = os.open(path, os.O_RDONLY)
     try:
         head = os.read(fd, _READ_SIZE)
-        if _check_head(head, ext) == "PNG":
+        fmt = _check_head(head, ext)
+        if fmt == "PNG":
             return _png_header(head)
+        if fmt == "WEBP":
+            return _webp_header(head, os.fstat(fd).st_size)
 
         def read_at(n: int, pos: int) -> bytes:
             return os.pread(fd, n, pos)
@@ -190,8 +223,11 @@ def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> Ima
     ``name`` gives the extension the content must match."""
     ext = os.path.splitext(name)[1].lower()
     head = data[:_READ_SIZE]
-    if _check_head(head, ext) == "PNG":
+    fmt = _check_head(head, ext)
+    if fmt == "PNG":
         return _png_header(head)
+    if fmt == "WEBP":
+        return _webp_header(head, len(data))
 
     def read_at(n: int, pos: int) -> bytes:
         return data[pos : pos + n]

@@ -14,6 +14,7 @@ REJECT_REASONS = frozenset({
     "image_rejected", "image_missing", "no_image_size", "malformed_xml", "unsafe_xml", "malformed_csv",
     "malformed_json", "malformed_box", "malformed_row", "malformed_size", "unknown_category", "orphan_annotation",
     "bad_wnid", "not_a_wordnet_noun", "degenerate_box", "box_outside_image", "size_mismatch",
+    "unknown_class",
     # archives
     "corrupt_archive", "unsafe_member_name", "duplicate_member", "archive_too_deep",
     # duplicates (assemble, filter --exclude-audit)

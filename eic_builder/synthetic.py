@@ -315,3 +315,130 @@ def make_synthetic_downloads(root: str | os.PathLike[str], n_classes: int = 4, t
     shutil.move(made.annotations_tgz, out.annotations)
     shutil.rmtree(build)
     return out
+
+
+@dataclass(frozen=True)
+class SyntheticHub:
+    """What :func:`make_synthetic_hub` wrote: ImageNet as the Hugging Face Hub holds it, small.
+
+    * ``in22k/imagenet22k-train-{0000,0001}.tar``: timm's webdataset shards of ImageNet-21K (the synsets of
+      :func:`make_synthetic_archives`): per sample ``<wnid>_<n>.jpg`` resized so that its short side is at
+      most ``short_side`` (bicubic, JPEG q90), ``.cls`` (its index in timm's imagenet22k order) and
+      ``.json`` (``label``, ``class_name``, ``width``, ``height``, ``orig_width``, ``orig_height``), one of
+      them a resized, re-encoded copy of the ILSVRC val image :data:`PLANTED_VAL_IMAGE`;
+      ``in22k-val/imagenet22k-validation-0000.tar``: held-out samples of the same synsets;
+      ``Annotation.tar.gz``: their boxes, in the original images' pixels (XML ``<size>`` the original's);
+    * ``in1k/imagenet1k-validation-00.tar``: the ILSVRC val images at their size, samples keyed by image
+      id with the 1k json (``filename`` ``<wnid>/<id>.JPEG``, ``label``, ``width``, ``height``) and ``.cls``
+      (its index among the sorted 1,000 wnids), and ``in1k/LOC_val_solution.csv`` (their boxes);
+    * ``hf/val_images.tar.gz``: ``ILSVRC/imagenet-1k``'s archive of the same images named
+      ``<id>_<wnid>.JPEG``, with ``hf/LOC_val_solution.csv``.
+    """
+
+    root: Path
+    in22k_train: list[Path]
+    in22k_validation: Path
+    annotations: Path
+    in1k_validation: Path
+    hf_val: Path
+    train_samples: int
+    resized: int
+    val_images: int
+    planted: str  # the key of the resized copy of PLANTED_VAL_IMAGE
+
+
+def _loc_csv(rows: list[tuple[str, list[tuple[str, float, float, float, float]]]]) -> bytes:
+    """A Kaggle LOC CSV of (image id, boxes in the toolkit's convention): 0-based inclusive corners."""
+    lines = ["ImageId,PredictionString"]
+    for image_id, boxes in rows:
+        cells = " ".join(f"{label} {' '.join(f'{v:g}' for v in to_inclusive(*corners))}"
+                         for label, *corners in boxes)
+        lines.append(f"{image_id},{cells}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _resized(data: bytes, short_side: int) -> tuple[bytes, int, int, int, int]:
+    """(JPEG bytes, width, height, original width, original height): the image shrunk, as timm's shards
+    hold it, so that its short side is at most ``short_side`` (bicubic, JPEG quality 90)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as src:
+        image = src.convert("RGB")
+    ow, oh = image.size
+    scale = short_side / min(ow, oh)
+    if scale < 1:
+        image = image.resize((max(1, round(ow * scale)), max(1, round(oh * scale))), Image.Resampling.BICUBIC)
+    return _jpeg_bytes(image), image.width, image.height, ow, oh
+
+
+def make_synthetic_hub(root: str | os.PathLike[str], n_classes: int = 4, val_per_class: int = 4,
+                       new_per_class: int = 12, short_side: int = 128, seed: int = 0) -> SyntheticHub:
+    """Write, under ``root``, ImageNet in the Hub's shapes (see :class:`SyntheticHub`), from the data of
+    :func:`make_synthetic_archives`."""
+    import json
+    import shutil
+
+    from eic_builder.reference_lists import POOL_FILES, data_manifests_dir, ilsvrc_classes, read_wnid_list
+    from eic_builder.scan.annotations import parse_xml
+
+    root = Path(root)
+    build = root / ".build"
+    made = make_synthetic_archives(build, n_classes, 1, val_per_class, new_per_class, seed=seed)
+    index_22k = {w: i for i, w in enumerate(read_wnid_list(data_manifests_dir() / POOL_FILES["21k"]))}
+    index_1k = {w: i for i, w in enumerate(ilsvrc_classes()["wnid"].to_pylist())}
+    samples: list[list[tuple[str, bytes]]] = []
+    planted = f"{EIC_NEW_WNIDS[0]}_{new_per_class + 1}"
+    n_resized = 0
+    with tarfile.open(made.images_tar) as outer:
+        for synset in outer.getmembers():
+            with tarfile.open(fileobj=outer.extractfile(synset)) as inner:
+                for member in inner.getmembers():
+                    key = member.name.rsplit(".", 1)[0]
+                    wnid = key.split("_", 1)[0]
+                    data, w, h, ow, oh = _resized(inner.extractfile(member).read(), short_side)
+                    n_resized += (w, h) != (ow, oh)
+                    meta = {"label": index_22k[wnid], "class_name": wnid, "width": w, "height": h}
+                    if (w, h) != (ow, oh):
+                        meta.update(orig_width=ow, orig_height=oh)
+                    samples.append([(f"{key}.cls", str(index_22k[wnid]).encode()), (f"{key}.jpg", data),
+                                    (f"{key}.json", json.dumps(meta).encode())])
+    # a held-out part of the synsets, as imagenet22k-validation is; the planted copy stays in train
+    out = [k % 5 == 0 and not sample[0][0].startswith(planted + ".") for k, sample in enumerate(samples)]
+    held_out = [s for s, o in zip(samples, out) if o]
+    train = [s for s, o in zip(samples, out) if not o]
+    (root / "in22k").mkdir(parents=True, exist_ok=True)
+    (root / "in22k-val").mkdir(parents=True, exist_ok=True)
+    half = (len(train) + 1) // 2
+    shards = [root / "in22k" / f"imagenet22k-train-{k:04d}.tar" for k in range(2)]
+    for shard, part in zip(shards, (train[:half], train[half:])):
+        shard.write_bytes(_tar_bytes([m for sample in part for m in sample]))
+    validation = root / "in22k-val" / "imagenet22k-validation-0000.tar"
+    validation.write_bytes(_tar_bytes([m for sample in held_out for m in sample]))
+    annotations = root / "Annotation.tar.gz"
+    shutil.copy(made.annotations_tgz, annotations)
+
+    tree = made.ilsvrc.root
+    val_rows, in1k, hf = [], [], []
+    for xml in sorted((tree / "Annotations" / "val").glob("*.xml")):
+        ann = parse_xml(xml.read_bytes(), "ilsvrc")
+        image_id, wnid = xml.stem, ann.boxes[0][0]
+        data = (tree / "val" / f"{image_id}.JPEG").read_bytes()
+        val_rows.append((image_id, ann.boxes))
+        meta = {"filename": f"{wnid}/{image_id}.JPEG", "label": index_1k[wnid], "width": ann.width,
+                "height": ann.height}
+        in1k += [(f"{image_id}.cls", str(index_1k[wnid]).encode()), (f"{image_id}.jpg", data),
+                 (f"{image_id}.json", json.dumps(meta).encode())]
+        hf.append((f"{image_id}_{wnid}.JPEG", data))
+    (root / "in1k").mkdir(exist_ok=True)
+    (root / "hf").mkdir(exist_ok=True)
+    in1k_validation = root / "in1k" / "imagenet1k-validation-00.tar"
+    in1k_validation.write_bytes(_tar_bytes(in1k))
+    hf_val = root / "hf" / "val_images.tar.gz"
+    hf_val.write_bytes(_tar_bytes(hf, gzip_level=6))
+    for folder in ("in1k", "hf"):
+        (root / folder / "LOC_val_solution.csv").write_bytes(_loc_csv(val_rows))
+    shutil.rmtree(build)
+    return SyntheticHub(root, shards, validation, annotations, in1k_validation, hf_val, len(train), n_resized,
+                        len(val_rows), planted)

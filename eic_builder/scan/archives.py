@@ -47,10 +47,11 @@ from pathlib import Path
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE
+from eic_builder.scan.samples import SAMPLE_SUFFIXES, SampleFacts, merge_facts, read_sample_member, sample_key
 
 # Archive name endings and their kinds, longest first (".tar.gz" before ".tar" could be tested).
 ARCHIVE_SUFFIXES = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar"}
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp")
 # An uncompressed tar up to this size is one unit, read sequentially; a larger one is listed first
 # and cut into units (per nested archive, or per run of plain members).
 WHOLE_ARCHIVE_BYTES = 1 << 30
@@ -63,6 +64,7 @@ ARCHIVE_ERRORS = (tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
 
 
 SKIPPED_SYNSET = "per-synset archive of a class not in --classes (not read)"
+SAMPLE_METADATA = "webdataset sample metadata (.json, .cls): read into its image's row"
 
 
 def synset_of(name: str) -> str | None:
@@ -141,29 +143,38 @@ class ArchiveEntries:
 
     ``images``: (path, archive, offset or None, size, sha1, width, height, reason, detail), with
     width/height 0 and a reject ``reason`` when the header check failed;
-    ``xmls``: path -> the XML's bytes; ``rejects``: rows of the rejects table; ``ignored``: counts by rule.
+    ``xmls``: path -> the XML's bytes; ``samples``: webdataset key -> what its ``.json``/``.cls`` members
+    say (:mod:`eic_builder.scan.samples`); ``rejects``: rows of the rejects table; ``ignored``: counts by rule.
     """
 
     images: list[tuple] = field(default_factory=list)
     xmls: dict[str, bytes] = field(default_factory=dict)
     rejects: list[tuple] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, SampleFacts] = field(default_factory=dict)
+
+    def add_sample(self, key: str, facts: SampleFacts) -> None:
+        self.samples[key] = merge_facts(self.samples.get(key), facts)
 
     def extend(self, other: ArchiveEntries) -> None:
         self.images += other.images
         self.xmls.update(other.xmls)
         self.rejects += other.rejects
         self.ignored.update(other.ignored)
+        for key, facts in other.samples.items():  # a sample's members may fall in two units of a listed tar
+            self.add_sample(key, facts)
 
     def to_json(self) -> str:
         return json.dumps({"images": self.images, "xmls": {k: v.decode("latin-1") for k, v in self.xmls.items()},
-                           "rejects": self.rejects, "ignored": dict(self.ignored)})
+                           "rejects": self.rejects, "ignored": dict(self.ignored),
+                           "samples": {k: f.as_list() for k, f in self.samples.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> ArchiveEntries:
         doc = json.loads(text)
         return cls([tuple(r) for r in doc["images"]], {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
-                   [tuple(r) for r in doc["rejects"]], Counter(doc["ignored"]))
+                   [tuple(r) for r in doc["rejects"]], Counter(doc["ignored"]),
+                   {k: SampleFacts(*v) for k, v in doc.get("samples", {}).items()})
 
 
 class _Window(io.RawIOBase):
@@ -255,6 +266,9 @@ class _Reader:
             self.out.images.append(row)
         elif low.endswith(".xml"):
             self.out.xmls[path] = data
+        elif low.endswith(SAMPLE_SUFFIXES):
+            self.out.add_sample(sample_key(path), read_sample_member(name, data))
+            self.out.ignored[SAMPLE_METADATA] += 1
         else:
             ext = os.path.splitext(name)[1].lower()
             self.out.ignored[f"not an image or annotation in an archive ({ext or 'no extension'})"] += 1
@@ -289,7 +303,7 @@ class _Reader:
                 self.out.ignored[SKIPPED_SYNSET] += 1  # in a stream its bytes still pass, unparsed, unhashed
             elif kind is not None:
                 self.nested(member, path, kind, depth + 1, offset, window)
-            elif member.name.lower().endswith((*IMAGE_SUFFIXES, ".xml")):
+            elif member.name.lower().endswith((*IMAGE_SUFFIXES, ".xml", *SAMPLE_SUFFIXES)):
                 data = member.stream().read() if window is None else window.pread(member.size, member.offset)
                 if len(data) != member.size:
                     raise tarfile.ReadError(f"unexpected end of data in member {member.name}")
@@ -315,11 +329,12 @@ class _Reader:
             self.open_and_read(sub, kind, path, depth, base, sub if kind == "tar" else None)
 
     def _mark(self) -> tuple:
-        return len(self.out.images), set(self.out.xmls), len(self.out.rejects), Counter(self.out.ignored)
+        return (len(self.out.images), set(self.out.xmls), len(self.out.rejects), Counter(self.out.ignored),
+                dict(self.out.samples))
 
     def _restore(self, mark: tuple) -> int:
         """Forget what was read since ``mark``; returns how many images and annotations that was."""
-        n_images, xmls, n_rejects, ignored = mark
+        n_images, xmls, n_rejects, ignored, self.out.samples = mark
         added = [x for x in self.out.xmls if x not in xmls]
         dropped = len(self.out.images) - n_images + len(added)
         del self.out.images[n_images:]

@@ -26,11 +26,13 @@ from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE, load_json
 from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
+from eic_builder.scan.hub import hub_set, hub_split
+from eic_builder.scan.samples import SampleFacts
 
 log = logging.getLogger(__name__)
 
 WNID_FORMATS = ("ilsvrc-xml", "loc-csv")  # formats whose box labels are ImageNet wnids
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".webp"})
 LOC_CSV_RE = re.compile(r"^LOC_.*_solution\.csv$", re.IGNORECASE)
 SPLIT_NAMES = ("train", "val", "test")
 # the official ILSVRC downloads name their split: ILSVRC2012_img_train.tar, ILSVRC2012_img_train_t3.tar,
@@ -59,6 +61,7 @@ class FileIndex:
     rejects: list[tuple] = field(default_factory=list)  # rows of the rejects table found while walking
     member_images: dict[str, ImageProbe] = field(default_factory=dict)
     member_xmls: dict[str, bytes] = field(default_factory=dict)
+    member_samples: dict[str, SampleFacts] = field(default_factory=dict)  # webdataset key -> its metadata
 
     @property
     def n_files(self) -> int:
@@ -286,8 +289,9 @@ def detect_format(index: FileIndex) -> str:
 
 def split_of(rel_path: str, default: str | None = None) -> str | None:
     """The split a path names, nearest part first: a ``train``/``val``/``test`` folder, or an official
-    ILSVRC download (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_bbox_val_v3.tgz``: the archive and
-    everything inside it), or a ``LOC_<split>_solution.csv`` file; else ``default``."""
+    ILSVRC download (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_bbox_val_v3.tgz``) or its Hub form
+    (:func:`~eic_builder.scan.hub.hub_split`: ``imagenet1k-validation-07.tar``, ``val_images.tar.gz``),
+    the archive and everything inside it, or a ``LOC_<split>_solution.csv`` file; else ``default``."""
     parts = rel_path.split("/")
     for k, part in enumerate(reversed(parts)):
         low = part.lower()
@@ -296,6 +300,9 @@ def split_of(rel_path: str, default: str | None = None) -> str | None:
         official = OFFICIAL_RE.match(low)
         if official is not None:
             return official.group(1)
+        hub = hub_split(part)
+        if hub is not None:
+            return hub
     name = parts[-1].lower()
     for split in SPLIT_NAMES:
         if name.startswith(f"loc_{split}_"):
@@ -337,7 +344,7 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
             raise OptionError(
                 f"{index.root} holds several splits ({', '.join(found)}); scan one at a time with `split` NAME"
             )
-        return index, found[0] if found else index.name or index.root.resolve().name
+        return index, found[0] if found else _shard_set_name(index) or index.name or index.root.resolve().name
     if not found:
         return index, split
     if split not in found:
@@ -353,13 +360,24 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     return kept, split
 
 
+def _shard_set_name(index: FileIndex) -> str | None:
+    """The name of the webdataset shard set among a source's archives, if there is one
+    (``imagenet22k-validation``: a split of its own, never ILSVRC val); several are an error."""
+    sets = sorted({hub_set(rel) for rel in index.archives} - {None})
+    if len(sets) > 1:
+        raise OptionError(f"{index.root} holds the shards of several sets ({', '.join(sets)}): scan one set at a "
+                          "time (its shard files as SOURCEs), or name the split with `split` NAME")
+    return sets[0] if sets else None
+
+
 def _no_file_of(root: Path, split: str, found: list[str]) -> OptionError:
     return OptionError(f"{root} holds no file of split {split!r}: its images and annotations are of split(s) "
                        f"{', '.join(found)}; give `split` one of those")
 
 
 # a path part that may name a split (a train/val/test folder, an official ILSVRC name, a LOC table)
-_MAY_NAME_SPLIT = re.compile(r"(^|/)(train|val|test)/|ilsvrc\d{4}_(img|bbox)_|loc_(train|val|test)_",
+_MAY_NAME_SPLIT = re.compile(r"(^|/)(train|val|test)/|ilsvrc\d{4}_(img|bbox)_|loc_(train|val|test)_|"
+                             r"(^|/)(train|val|test)_images|imagenet-?1k-(train|validation)-",
                              re.IGNORECASE | re.MULTILINE)
 
 

@@ -44,6 +44,7 @@ from eic_builder.scan.archives import (
     synset_of,
     wanted_synset,
 )
+from eic_builder.scan.hub import hub_set, image_id_of
 from eic_builder.scan.layout import (
     WNID_FORMATS,
     FileIndex,
@@ -53,6 +54,7 @@ from eic_builder.scan.layout import (
     select_members,
     select_split,
 )
+from eic_builder.scan.samples import sample_key
 from eic_builder.scan.unit import ScanConfig, ScanItem, inputs_digest, scan_unit
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class ScanSummary:
 
 
 def _stem(rel: str) -> str:
-    return os.path.splitext(rel.rsplit("/", 1)[-1])[0]
+    return image_id_of(rel)[0]
 
 
 def _first_by_stem(paths: list[str], kind: str, rejects: list[tuple]) -> dict[str, str]:
@@ -125,7 +127,21 @@ def _items_from_tables(
 
 
 def build_items(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Counter[str]]:
-    """Pair images with annotations; returns items, rejects found on the way, and files ignored by rule."""
+    """Pair images with annotations, and each image of a webdataset shard with its sample's metadata
+    (:mod:`eic_builder.scan.samples`); returns items, rejects found on the way, and files ignored by rule."""
+    items, rejects, ignored = _pair(index, fmt)
+    if index.member_samples:
+        # a box archive covers every shard set of ImageNet-21K: boxes of images in other shards are not ours
+        other = sum(item.image_rel is None for item in items)
+        if other:
+            ignored["annotation of an image in none of the scanned webdataset shards"] += other
+            items = [item for item in items if item.image_rel is not None]
+        for item in items:
+            item.sample = index.member_samples.get(sample_key(item.image_rel))
+    return items, rejects, ignored
+
+
+def _pair(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Counter[str]]:
     rejects: list[tuple] = []
     ignored: Counter[str] = Counter(index.ignored)
     images = _first_by_stem(index.images, "image", rejects)
@@ -187,6 +203,7 @@ def _fingerprint(cfg: ScanConfig) -> str:
         "root": str(Path(cfg.root).resolve()), "fmt": cfg.fmt, "split": cfg.split,
         "verify": cfg.verify_images, "expected": cfg.images_expected, "hash": cfg.hash_files,
         "wnids": len(cfg.known_wnids) if cfg.known_wnids is not None else None,
+        "synsets": hashlib.sha1("\n".join(cfg.synsets).encode()).hexdigest() if cfg.synsets else None,
     }
     return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -312,6 +329,7 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
     for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
         index.member_images[path] = ImageProbe(archive, offset, size, sha1, width, height, reason, detail)
     index.member_xmls.update(entries.xmls)
+    index.member_samples.update(entries.samples)
     index.images = sorted(index.images + list(index.member_images))
     index.xmls = sorted(index.xmls + list(entries.xmls))
     return plan.rejects + entries.rejects, len(done), len(keyed)
@@ -329,6 +347,7 @@ def scan(
     hash_files: bool = False,
     shard: tuple[int, int] | None = None,
     classes: frozenset[str] | None = None,
+    synsets: Sequence[str] | None = None,
 ) -> ScanSummary:
     """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``.
 
@@ -341,7 +360,8 @@ def scan(
     (K, N) scans only the images whose synset falls in shard K of N (see
     :func:`shard_of`), for scans split over machines. ``classes`` (wnids) keeps the per-synset archives
     (``<wnid>.tar``) and images (``<wnid>_<n>``) of those synsets only: the others are not read, and
-    counted as ignored. Every file seen ends in
+    counted as ignored. ``synsets`` (wnids in class-index order) names the class of a webdataset
+    sample that only has a ``.cls`` index (default: :func:`default_synsets`). Every file seen ends in
     ``images`` or ``rejects``, or is counted as ignored in the summary.
     """
     check_format(fmt)
@@ -363,8 +383,11 @@ def scan(
         raise InputNotFoundError(f"{index.root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):
         known_wnids = known_wnids() if resolved in WNID_FORMATS else None
+    if synsets is None and any(f.class_index is not None for f in index.member_samples.values()):
+        synsets = default_synsets(index.archives)
     cfg = ScanConfig(root=os.fspath(index.root), fmt=resolved, split=split_name, verify_images=verify_images,
-                     images_expected=bool(index.images), known_wnids=known_wnids, hash_files=hash_files)
+                     images_expected=bool(index.images), known_wnids=known_wnids, hash_files=hash_files,
+                     synsets=tuple(synsets) if synsets is not None else None)
     items, rejects = _select_items(items, rejects, ignored, shard, classes)
     units = make_units(items, UNIT_SIZE)
     results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _fingerprint(cfg), n_workers)
@@ -386,6 +409,21 @@ def scan(
              index.root, resolved, summary.files_seen, summary.images, summary.boxes, summary.rejects,
              sum(summary.ignored.values()))
     return summary
+
+
+def default_synsets(archives: Sequence[str]) -> tuple[str, ...] | None:
+    """The class list of the ``.cls`` indexes of timm's shard sets among ``archives``: timm's
+    ``imagenet22k_synsets.txt`` order for ``imagenet22k-*`` shards, the 1,000 sorted ILSVRC wnids for
+    ``imagenet1k-*`` ones and unnamed shards; None for other sets (12k, Winter 2021), whose json names each
+    class (else ``--synsets FILE``)."""
+    from eic_builder.reference_lists import POOL_FILES, data_manifests_dir, ilsvrc_classes, read_wnid_list
+
+    sets = {s.lower().replace("-", "") for s in map(hub_set, archives) if s is not None}
+    if sets and all(s.startswith("imagenet22k") for s in sets):
+        return tuple(read_wnid_list(data_manifests_dir() / POOL_FILES["21k"]))
+    if not sets or all(s.startswith("imagenet1k") for s in sets):
+        return tuple(ilsvrc_classes()["wnid"].to_pylist())
+    return None
 
 
 def _resolve_format(index: FileIndex, fmt: str, has_rejects: bool) -> str:

@@ -28,7 +28,9 @@ from eic_builder.imagesize import (
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import RawAnnotation, is_wnid, parse_xml
 from eic_builder.scan.archives import ImageProbe, strip_archive_suffix
+from eic_builder.scan.hub import image_id_of
 from eic_builder.scan.layout import WNID_FORMATS
+from eic_builder.scan.samples import SampleFacts, class_of
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class ScanConfig:
     images_expected: bool
     known_wnids: frozenset[str] | None = None  # when set, box wnids must be among these
     hash_files: bool = False  # read loose image files whole and record their SHA-1
+    synsets: tuple[str, ...] | None = None  # a webdataset .cls index -> wnid, in index order
 
 
 @dataclass
@@ -57,6 +60,7 @@ class ScanItem:
     pre: RawAnnotation | None = None
     probe: ImageProbe | None = None
     ann_bytes: bytes | None = None
+    sample: SampleFacts | None = None  # a webdataset shard's .json/.cls of this image
 
 
 @dataclass
@@ -207,9 +211,36 @@ def _keep_boxes(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation, ann_path: s
     return n_kept, first_label
 
 
+def _sample(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None,
+            rows: _Rows) -> tuple[str | None, RawAnnotation | None] | None:
+    """(class, annotation) of an image of a webdataset sample: the class its metadata names, and the
+    annotation given the original size the metadata states where the annotation states none (the size
+    its boxes were measured on). None, with reject rows, when the metadata cannot be read."""
+    facts = item.sample
+    if facts is None:
+        return None, ann
+    wnid, problem = class_of(facts, cfg.synsets)
+    problem = facts.problem or problem
+    if problem is not None:
+        rows.reject(item.image_rel, item.image_id, "file", "malformed_json" if facts.problem else "unknown_class",
+                    problem)
+        if ann is not None and ann.boxes:
+            rows.reject(item.ann_rel or "", item.image_id, "box", "image_rejected",
+                        f"{len(ann.boxes)} boxes of rejected image {item.image_rel}")
+        return None
+    if facts.orig_width is not None and (ann is None or ann.width is None):
+        ann = RawAnnotation(facts.orig_width, facts.orig_height, *(([], []) if ann is None else
+                                                                   (ann.boxes, ann.bad_rows)))
+    return wnid, ann
+
+
 def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
     """The rows of one item: its image row, its boxes, and a reject row for whatever cannot be kept."""
     ann, ann_path = _annotation(item, cfg, rows)
+    sampled = _sample(item, cfg, ann, rows)
+    if sampled is None:
+        return
+    sample_label, ann = sampled
     location: tuple = (None, None, None, None)  # archive, offset, size, sha1
     if item.image_rel is not None:
         try:
@@ -223,7 +254,8 @@ def _scan_item(item: ScanItem, cfg: ScanConfig, rows: _Rows) -> None:
             return
         width, height = size
     n_kept, first_label = _keep_boxes(item, cfg, ann, ann_path, width, height, rows) if ann is not None else (0, None)
-    label = _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
+    named = image_id_of(item.image_rel)[1] if item.image_rel is not None else None  # <id>_<wnid> on the Hub
+    label = sample_label or named or _folder_label(item.image_rel) or _folder_label(ann_path) or first_label
     wnid = label if label is not None and is_wnid(label) else None
     rows.images.append(ImageRow(item.image_id, cfg.split, label, wnid, item.image_rel, ann_path, width, height,
                                 item.image_rel is not None, n_kept, *location,
@@ -286,6 +318,8 @@ def inputs_digest(items: list[ScanItem], root: str) -> str:
             h.update(f"{item.probe.archive}\0{item.probe.offset}\0{item.probe.size}\0{item.probe.sha1}\n".encode())
         if item.ann_bytes is not None:
             h.update(hashlib.sha1(item.ann_bytes).digest())
+        if item.sample is not None:
+            h.update(repr(item.sample.as_list()).encode())
     return h.hexdigest()
 
 
