@@ -13,7 +13,9 @@ draw from. The rules, in this order, each counted in the report:
 3. Every image gets a content hash (SHA-1 of its bytes): scans of archives
    record it; the rest are read here.
 4. A pool image whose bytes are those of an ILSVRC val image is dropped:
-   ImageNet-21K holds ILSVRC-2012 val images.
+   ImageNet-21K holds ILSVRC-2012 val images; so is one that is a resized,
+   re-encoded or mirrored copy of one (the audit's pHash and mirror hash within
+   ``max_hamming`` bits: the Hub's shards hold them resized and re-encoded).
 5. Each new class orders its images by ``sha1(seed:image_id)``: the first
    ``val_per_class`` go to val, the rest are train candidates. A train image
    (new or ILSVRC) whose bytes equal any val image's is dropped; then at most
@@ -113,6 +115,14 @@ def _read_inputs(paths: list[Path], source_of: dict[str, str]) -> _Inputs:
     return _Inputs(pd.concat(frames, ignore_index=True), manifests, common, counts["not_eic"], counts["wrong_role"])
 
 
+def _refs(frame: pd.DataFrame) -> list:
+    """The :class:`~eic_builder.image_source.ImageRef` of each row (pandas holds a nullable integer column as
+    floats: the images schema types them back)."""
+    columns = ["path", "archive", "offset", "size", "sha1"]
+    schema = pa.schema([IMAGES_SCHEMA.field(c) for c in columns])
+    return image_refs(pa.Table.from_pandas(frame[columns], schema=schema, preserve_index=False))
+
+
 def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:
     """Compute the SHA-1 of rows that have none (reading their bytes); returns how many."""
     missing = frame.index[frame["sha1"].isna()]
@@ -120,8 +130,7 @@ def _fill_hashes(frame: pd.DataFrame, common: str, workers: int) -> int:
         return 0
     log.info("hashing %d images that their scan did not hash (scan --hash avoids this)", len(missing))
     reader = ImageReader(common)
-    refs = image_refs(pa.Table.from_pandas(frame.loc[missing, ["path", "archive", "offset", "size"]],
-                                           preserve_index=False))
+    refs = _refs(frame.loc[missing])
     bar = progress(total=len(refs), desc="hash", unit="img")
 
     def digest(ref) -> str:
@@ -176,7 +185,16 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     rejects += [_reject_row(r, "copy_of_val_image", f"same bytes as ILSVRC val image {ilsvrc_val_hash[r.sha1]}")
                 for r in pool[copies].itertuples()]
     effects["pool image with the bytes of an ILSVRC val image"] = int(copies.sum())
-    pool = pool[~copies].copy()
+    pool = pool[~copies]
+    if options.perceptual:
+        copies, found = _perceptual_copies(ilsvrc_val, pool, common, options.hash_workers, options.max_hamming)
+        rejects += [_reject_row(r, "copy_of_val_image", f"a resized, re-encoded or mirrored copy of ILSVRC val image "
+                                f"{val_id} (pHash within {bits} of 64 bits)")
+                    for r, (val_id, bits) in zip(pool[copies].itertuples(), found)]
+        effects["pool image that is a resized, re-encoded or mirrored copy of an ILSVRC val image (pHash)"] = \
+            int(copies.sum())
+        pool = pool[~copies]
+    pool = pool.copy()
     pool["rank"] = [rank_key(i, options.seed) for i in pool["image_id"]]
     pool = pool.sort_values(["label", "rank", "image_id"], kind="stable")
     pool["place"] = pool.groupby("label").cumcount()
@@ -237,6 +255,30 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
 
     write_report(result, out / "report.md", options, meta)
     return result
+
+
+def _perceptual_copies(val: pd.DataFrame, pool: pd.DataFrame, common: str, workers: int,
+                       max_hamming: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Which ``pool`` rows are a resized, re-encoded or mirrored copy of a ``val`` image: the audit's pHash
+    of each image and of its mirror image (:mod:`eic_builder.audit.perceptual`), within ``max_hamming``
+    bits. Returns (a mask over ``pool``, the (val image id, bits) of each copy in ``pool`` order)."""
+    from eic_builder.audit.perceptual import hamming_pairs, hash_refs
+
+    if val.empty or pool.empty:
+        return np.zeros(len(pool), dtype=bool), []
+    refs = _refs(pd.concat([val, pool]))
+    hashes = hash_refs([(common, refs)], workers)
+    rows = np.flatnonzero(hashes.valid)
+    i, j, bits, _ = hamming_pairs(hashes.direct[rows], max_hamming, mirrored=hashes.mirrored[rows])
+    i, j = rows[i], rows[j]  # i < j: a val image (rows before len(val)) and a pool image
+    across = (i < len(val)) & (j >= len(val))
+    nearest: dict[int, tuple[int, int]] = {}
+    for a, b, d in sorted(zip(i[across], j[across] - len(val), bits[across]), key=lambda t: t[2], reverse=True):
+        nearest[int(b)] = (int(a), int(d))  # the closest val image last, so it stays
+    mask = np.zeros(len(pool), dtype=bool)
+    mask[list(nearest)] = True
+    val_ids = val["image_id"].tolist()
+    return mask, [(val_ids[nearest[b][0]], nearest[b][1]) for b in np.flatnonzero(mask)]
 
 
 class _LeftOut(NamedTuple):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
 from eic_builder.choices import SHORT_POLICIES
 from eic_builder.errors import OptionError, check_choice
 
@@ -24,6 +25,8 @@ class AssembleOptions:
     seed: int = 0
     short: str = "skip"
     hash_workers: int = 8
+    perceptual: bool = True  # also keep out pool images that are resized/re-encoded/mirrored copies of val
+    max_hamming: int = PHASH_THRESHOLD  # pHash bits, the audit's default
 
     def validate(self) -> None:
         check_choice("short", self.short, SHORT_POLICIES)
@@ -36,6 +39,8 @@ class AssembleOptions:
                               f"[0, `max_train_per_class`={self.max_train_per_class}]")
         if self.hash_workers < 1:
             raise OptionError(f"`hash_workers`={self.hash_workers} must be >= 1")
+        if not 0 <= self.max_hamming < 64:
+            raise OptionError(f"`max_hamming`={self.max_hamming} must be in [0, 63]")
 
 
 @dataclass

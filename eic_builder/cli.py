@@ -251,23 +251,31 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
               help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the per-class draw: same seed, same bytes out.")
 @click.option("--hash-workers", default=8, show_default=True, type=int,
-              help="Threads reading images whose scan recorded no hash (scan --hash avoids this).")
+              help="Threads reading images whose scan recorded no hash (scan --hash avoids this), and processes "
+              "computing the pHashes of --perceptual.")
+@click.option("--perceptual/--no-perceptual", default=True, show_default=True,
+              help="Also keep out pool images that are resized, re-encoded or mirrored copies of ILSVRC val images "
+              "(pHash of each image and its mirror, as audit; reads every pool and val image once).")
+@click.option("--max-hamming", default=6, show_default=True, type=int,
+              help="--perceptual: copies whose pHashes differ in at most N of 64 bits (audit's default).")
 def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | None, val_per_class: int,
-                 max_train_per_class: int, min_train_per_class: int, short: str, seed: int, hash_workers: int) -> None:
+                 max_train_per_class: int, min_train_per_class: int, short: str, seed: int, hash_workers: int,
+                 perceptual: bool, max_hamming: int) -> None:
     """Build the EIC train/val manifests from ILSVRC-2012 and ImageNet-21K manifests.
 
     Each MANIFEST's images play the role of their split: `train` (ILSVRC-2012 train), `val`
     (ILSVRC-2012 val), anything else (a scan of fall11_whole.tar) is the pool of the new
     classes. ILSVRC classes keep ILSVRC's split; each new class draws --val-per-class val
     images and at most --max-train-per-class train images by hash of (seed, image id). No
-    image is in both splits and no training image has the bytes of any val image. See CLI.md.
+    image is in both splits, no training image has the bytes of any val image, and no pool
+    image is a resized, re-encoded or mirrored copy of an ILSVRC val image. See CLI.md.
     """
     from eic_builder.assemble import AssembleOptions, assemble
     from eic_builder.reference_lists import data_manifests_dir
 
     options = AssembleOptions(val_per_class=val_per_class, max_train_per_class=max_train_per_class,
                               min_train_per_class=min_train_per_class, seed=seed, short=short,
-                              hash_workers=hash_workers)
+                              hash_workers=hash_workers, perceptual=perceptual, max_hamming=max_hamming)
     r = assemble(list(manifests), classes_file or data_manifests_dir() / "eic_classes.parquet", out, options)
     for split in ("train", "val"):
         low, high = r.per_class[split]

@@ -102,17 +102,28 @@ class Hashes:
 def compute_hashes(cat: Catalog, workers: int = 2, rows: np.ndarray | None = None) -> Hashes:
     """The pHash pairs of every catalog image (or of ``rows`` only; the others stay invalid)."""
     n = len(cat)
-    hashes = Hashes(np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=bool))
     wanted = np.arange(n) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
-    jobs = []
-    for k in range(len(cat.names)):
-        mine = wanted[cat.manifest[wanted] == k]
-        if len(mine):
-            root = cat.root_of(k)
-            jobs += [(root, mine[s:s + CHUNK]) for s in range(0, len(mine), CHUNK)]
-    bar = progress(total=len(wanted), desc="phash", unit="img")
+    groups = [(cat.root_of(k), mine) for k in range(len(cat.names))
+              if len(mine := wanted[cat.manifest[wanted] == k])]
+    return hash_refs([(root, [cat.ref[i] for i in mine]) for root, mine in groups], workers,
+                     rows=[mine for _, mine in groups], n=n)
+
+
+def hash_refs(groups: list[tuple[str, list[ImageRef]]], workers: int = 2, rows: list[np.ndarray] | None = None,
+              n: int | None = None) -> Hashes:
+    """The pHash pairs of images given as ``(image root, refs)`` groups, read and hashed in ``workers``
+    processes, :data:`CHUNK` images a task. Image ``k`` of all groups in order is row ``k`` of the
+    result, unless ``rows`` (one array per group) and ``n`` (the rows in all) place them."""
+    if rows is None:
+        sizes = np.cumsum([0, *(len(refs) for _, refs in groups)])
+        rows = [np.arange(sizes[g], sizes[g + 1]) for g in range(len(groups))]
+        n = int(sizes[-1])
+    hashes = Hashes(np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=bool))
+    jobs = [(root, places[s:s + CHUNK], refs[s:s + CHUNK]) for (root, refs), places in zip(groups, rows)
+            for s in range(0, len(refs), CHUNK)]
+    bar = progress(total=sum(len(refs) for _, refs in groups), desc="phash", unit="img")
     with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = [(chunk, pool.submit(_hash_chunk, root, [cat.ref[i] for i in chunk])) for root, chunk in jobs]
+        futures = [(chunk, pool.submit(_hash_chunk, root, refs)) for root, chunk, refs in jobs]
         for chunk, future in futures:
             for i, pair in zip(chunk, future.result()):
                 if pair is not None:

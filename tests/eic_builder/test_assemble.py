@@ -163,3 +163,45 @@ def test_moved_images_are_a_clear_error(manifests, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match=r"image root .*gone.* \(recorded in the manifest\) does not exist; "
                                           r"the images of .*moved must be where it was scanned"):
         assemble([tmp_path / "moved"], CLASSES, tmp_path / "x")
+
+
+def test_resized_reencoded_and_mirrored_copies_of_val_images_are_kept_out_and_nothing_else(
+        ilsvrc_val_1300: Path, tmp_path: Path) -> None:
+    """Real photos: 98 ILSVRC val images, and a pool of one EIC-new class holding 300 other real photos and
+    30 copies of val images (halved, re-encoded at JPEG 40, mirrored): exactly the copies are kept out, each
+    naming its original, and every other photo stays (precision and recall 1 on photos the pHash threshold
+    was not set on)."""
+    import shutil
+
+    from eic_builder.planted_copies import transform_bytes
+
+    photos = sorted((ilsvrc_val_1300 / "val").iterdir())
+    val_photos, others = photos[600:698], photos[700:1000]
+    (tmp_path / "val" / "val").mkdir(parents=True)
+    for photo in val_photos:
+        shutil.copy(photo, tmp_path / "val" / "val" / photo.name)
+    shutil.copy(ilsvrc_val_1300 / "LOC_val_solution.csv", tmp_path / "val")
+    pool = tmp_path / "pool" / EIC_NEW_WNIDS[0]
+    pool.mkdir(parents=True)
+    for k, photo in enumerate(others):
+        shutil.copy(photo, pool / f"{EIC_NEW_WNIDS[0]}_{k}.JPEG")
+    planted = {}
+    for k, photo in enumerate(val_photos[:30]):
+        transform = ("resize", "reencode", "flip")[k % 3]
+        name = f"{EIC_NEW_WNIDS[0]}_{1000 + k}"
+        (pool / f"{name}.JPEG").write_bytes(transform_bytes(photo.read_bytes(), transform))
+        planted[name] = photo.stem
+    scan(tmp_path / "val", tmp_path / "m_val", split="val", known_wnids=None)
+    scan(tmp_path / "pool", tmp_path / "m_pool", split="pool", known_wnids=None)
+    r = assemble([tmp_path / "m_val", tmp_path / "m_pool"], CLASSES, tmp_path / "eic",
+                 AssembleOptions(val_per_class=10, hash_workers=2))
+    key = "pool image that is a resized, re-encoded or mirrored copy of an ILSVRC val image (pHash)"
+    assert r.effects[key] == 30
+    rejects = read_manifest(tmp_path / "eic" / "train").rejects.to_pylist()
+    rejects += read_manifest(tmp_path / "eic" / "val").rejects.to_pylist()
+    named = {row["image_id"]: row["detail"] for row in rejects if row["reason"] == "copy_of_val_image"}
+    assert set(named) == set(planted) and all(planted[i] in named[i] for i in named)
+    kept = set(read_manifest(tmp_path / "eic" / "train").images["image_id"].to_pylist())
+    kept |= set(read_manifest(tmp_path / "eic" / "val").images["image_id"].to_pylist())
+    assert {f"{EIC_NEW_WNIDS[0]}_{k}" for k in range(len(others))} <= kept
+    assert "| " + key + " | 30 |" in (tmp_path / "eic" / "report.md").read_text()
