@@ -550,8 +550,8 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
               help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
 @click.option("--min-cosine", default=None, type=float,
               help="features: pairs whose whitened features are at cosine >= C.  [default: derived from the data: "
-                   "the images' second-nearest-neighbour cosines' median plus the multiple of their spread above "
-                   "which few unrelated pairs are expected (CLI.md); stated in report.md]")
+                   "the median of each image's nearest non-copy neighbour cosine plus the multiple of their spread "
+                   "above which few unrelated pairs are expected (CLI.md); stated in report.md]")
 @click.option("--whiten", "whiten_dims", default=256, show_default=True, type=int,
               help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
 @click.option("--index", default="auto", show_default=True, type=click.Choice(choices.AUDIT_INDEXES),

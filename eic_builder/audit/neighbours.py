@@ -34,7 +34,9 @@ BF16_MARGIN = 0.02  # > 3 * 2^-8: the most bfloat16 rounding moves a cosine (see
 EXACT_LIMIT = 300_000
 DEFAULT_DIMS = 256
 DEFAULT_THRESHOLD = 0.6  # the fixed cut of too few images to derive one from (CUT_MIN_IMAGES)
-CUT_FALSE_PAIRS = 0.02  # expected unrelated pairs above the derived cut, under its fitted tail (derive_cut)
+CUT_FIRST_PAIRS = 0.02  # derive_cut's first step: expected pairs above the cut of second neighbours
+CUT_FALSE_PAIRS = 0.3  # expected unrelated pairs above the derived cut, under its fitted tail (derive_cut)
+CUT_NEIGHBOURS = 8  # neighbours kept per image to find its nearest non-copy one
 CUT_MIN_IMAGES = 20  # fewer: the median and MAD of the neighbour cosines say too little; DEFAULT_THRESHOLD
 CUT_SAMPLE = 20_000  # query images whose neighbours fit the cut (all, up to this many)
 PCA_SAMPLE = 20_000
@@ -81,9 +83,9 @@ def whiten(features: np.ndarray, dims: int = DEFAULT_DIMS, seed: int = 0) -> np.
 
 @dataclass(frozen=True)
 class CosineCut:
-    """The features method's cosine cut and where it came from: ``derived`` from the images' second-nearest
-    neighbours (their ``median`` and robust spread ``sigma``, cut at ``z`` of them for ``n`` images), or
-    given (``derived`` False: ``--min-cosine``, or too few images)."""
+    """The features method's cosine cut and where it came from: ``derived`` from the images' nearest
+    non-copy neighbours (the ``median`` and robust spread ``sigma`` of their cosines, cut at ``z`` of them
+    for ``n`` images), or given (``derived`` False: ``--min-cosine``, or too few images)."""
 
     value: float
     derived: bool
@@ -98,26 +100,39 @@ class CosineCut:
             return f"cosine >= {self.value:.3f}" + (" (fixed: too few images to derive a cut)"
                                                      if self.n and self.n < CUT_MIN_IMAGES else " (given)")
         return (f"cosine >= {self.value:.3f}, derived from the data: the median {self.median:.3f} of the {self.n:,} "
-                f"images' second-nearest-neighbour cosines plus {self.z:.2f} times their robust spread "
-                f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pairs are expected above "
-                "it; `--min-cosine` overrides")
+                f"images' nearest non-copy neighbour cosines plus {self.z:.2f} times their robust spread "
+                f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pairs are expected above it; "
+                "`--min-cosine` overrides")
+
+
+def _tail_cut(cosines: np.ndarray, n: int, false_pairs: float) -> tuple[float, float, float, float]:
+    """(cut, median, sigma, z): where a normal of the median and robust spread (1.4826 x MAD) of
+    ``cosines`` expects ``false_pairs`` of ``n`` draws above."""
+    from statistics import NormalDist
+
+    median = float(np.median(cosines))
+    sigma = max(1.4826 * float(np.median(np.abs(cosines - median))), 1e-3)
+    z = NormalDist().inv_cdf(1 - false_pairs / n)
+    return median + z * sigma, median, sigma, z
 
 
 def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, seed: int = 0) -> CosineCut:
-    """The cosine above which a pair of the unit rows ``z`` (n, d) is a copy, derived from the data.
+    """The cosine above which a pair of the unit rows ``z`` (n, d) is a copy, derived from the data: from
+    the distribution of each image's nearest non-copy neighbour (of up to ``sample`` images, against all).
 
-    What an unrelated image's nearest neighbour scores is read from the second-nearest neighbour of each
-    image (of up to ``sample`` of them, against all ``n``): a copy is at most one neighbour of most
-    images, so the second is not a copy. Copies are a minority, so the median and the MAD (times 1.4826:
-    a normal's sigma) of those cosines describe unrelated images, and the cut is where a normal tail of
-    that median and spread expects :data:`CUT_FALSE_PAIRS` pairs among ``n`` images:
-    ``median + Phi^-1(1 - CUT_FALSE_PAIRS / n) * sigma`` (clipped to 1). Copies score far above unrelated
-    photos in whitened space (crops 0.7-0.9, re-encodings ~1.0 against 0.4 for a typical neighbour,
-    ``benchmarks/bench_audit_peers.py``); the cut grows with ``n`` as the chance of an unrelated pair does.
-    Fewer than :data:`CUT_MIN_IMAGES` rows: :data:`DEFAULT_THRESHOLD`, not derived.
+    Copies are a minority, and a copy is at most one neighbour of most images; so, in two steps:
+
+    1. the second-nearest neighbour of each image is not a copy: a first cut is where a normal of the
+       median and MAD (times 1.4826, a normal's sigma) of those cosines expects :data:`CUT_FIRST_PAIRS`
+       pairs among ``n`` images (``median + Phi^-1(1 - CUT_FIRST_PAIRS / n) * sigma``);
+    2. each image's nearest neighbour below that cut is its nearest non-copy neighbour (the second
+       underestimates it for the many images that have no copy): the cut is where a normal of their
+       median and MAD expects :data:`CUT_FALSE_PAIRS` unrelated pairs, clipped to 1.
+
+    The cut grows with ``n``, as the chance of an unrelated pair does. Fewer than :data:`CUT_MIN_IMAGES`
+    rows: :data:`DEFAULT_THRESHOLD`, not derived. ``benchmarks/bench_audit_peers.py`` measures precision
+    and recall per transformation over seeds (RESULTS.md).
     """
-    from statistics import NormalDist
-
     import torch
 
     n = len(z)
@@ -125,19 +140,21 @@ def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, see
         return CosineCut(DEFAULT_THRESHOLD, derived=False, n=n)
     rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     every = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(device)
-    second = []
+    nearest = []
+    k = min(CUT_NEIGHBOURS, n - 1)
     step = int(np.clip(SIMS_BYTES[every.device.type] // (4 * n), 64, 8192))
     for s in range(0, len(rows), step):
         block = torch.from_numpy(rows[s:s + step]).to(device)
         sims = every[block] @ every.T
         sims[torch.arange(len(block), device=sims.device), block] = -2  # an image is not its own neighbour
-        second.append(sims.topk(2, dim=1).values[:, 1].cpu())
-    cosines = torch.cat(second).double().numpy()
-    median = float(np.median(cosines))
-    sigma = max(1.4826 * float(np.median(np.abs(cosines - median))), 1e-3)
-    quantile = NormalDist().inv_cdf(1 - CUT_FALSE_PAIRS / n)
-    return CosineCut(min(1.0, median + quantile * sigma), derived=True, n=n, median=median, sigma=sigma,
-                     z=quantile)
+        nearest.append(sims.topk(k, dim=1).values.cpu())
+    top = torch.cat(nearest).double().numpy()  # (queries, k), each row descending
+    first, *_ = _tail_cut(top[:, 1], n, CUT_FIRST_PAIRS)
+    below = top >= first
+    # the nearest neighbour under the first cut (the k-th where an image has k copies or more)
+    non_copy = top[np.arange(len(top)), np.minimum(below.sum(axis=1), k - 1)]
+    cut, median, sigma, quantile = _tail_cut(non_copy, n, CUT_FALSE_PAIRS)
+    return CosineCut(min(1.0, cut), derived=True, n=n, median=median, sigma=sigma, z=quantile)
 
 
 def _pairs_from_lists(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, offset: int = 0):
