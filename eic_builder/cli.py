@@ -113,7 +113,8 @@ def main(verbose: bool, quiet: bool, no_progress: bool) -> None:
               "of today, the four official ILSVRC-2012 files in ROOT/ILSVRC2012 and ROOT/winter21_whole.tar.gz "
               "with ROOT/Annotation.tar.gz; hub: ImageNet as the Hugging Face Hub holds it, timm's webdataset "
               "shards (ROOT/in22k, ROOT/in22k-val: resized copies; ROOT/in1k with LOC_val_solution.csv) and "
-              "ILSVRC/imagenet-1k's ROOT/hf/val_images.tar.gz, with ROOT/Annotation.tar.gz.")
+              "ILSVRC/imagenet-1k's ROOT/hf/val_images.tar.gz and its Parquet layout in ROOT/hf-parquet, with "
+              "ROOT/Annotation.tar.gz.")
 @click.option("--classes", "n_classes", default=4, show_default=True,
               type=click.IntRange(1, 10), help="Number of ILSVRC classes (1-10, real wnids).")
 @click.option("--train-per-class", default=12, show_default=True, type=click.IntRange(1),
@@ -146,7 +147,8 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
         from eic_builder.synthetic import make_synthetic_hub
 
         hub = make_synthetic_hub(root, n_classes, val_per_class, new_per_class, seed=seed)
-        for path in (*hub.in22k_train, hub.in22k_validation, hub.annotations, hub.in1k_validation, hub.hf_val):
+        for path in (*hub.in22k_train, hub.in22k_validation, hub.annotations, hub.in1k_validation, hub.hf_val,
+                     hub.hf_parquet):
             click.echo(f"wrote {path}")
         click.echo(f"{hub.train_samples} samples in the imagenet22k-train shards ({hub.resized} resized; planted "
                    f"copy of an ILSVRC val image: {hub.planted}), {hub.val_images} ILSVRC val images")

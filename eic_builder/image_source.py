@@ -75,6 +75,7 @@ class ImageReader:
         self.root = os.fspath(root)
         self._fds: dict[str, int | None] = {}  # None: a gzip-compressed archive, read through self._gz
         self._gz = None
+        self._parquet = None
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
@@ -99,6 +100,9 @@ class ImageReader:
             raise InputNotFoundError(
                 f"image {ref.path} lies under a compressed layer inside {ref.archive}, which cannot be read by "
                 "offset; unpack that member (tar -xf) and scan the result")
+        if ref.archive.lower().endswith(".parquet"):  # a row of an image table: offset is the row
+            data = self._parquet_row(ref)
+            return self._checked(ref, data)
         fd = self._archive_fd(ref)
         if fd is None:  # a .tar.gz: through its seek index
             data = self._gzip().read(os.path.join(self.root, ref.archive), ref.offset, ref.size)
@@ -118,6 +122,23 @@ class ImageReader:
                                  f"{'archive' if ref.archive else 'file'} changed since the scan; scan it again")
         return data
 
+    def _parquet_row(self, ref: ImageRef) -> bytes:
+        self._forget_if_forked()
+        if self._parquet is None:
+            from eic_builder.scan.parquet_images import ParquetImages
+
+            self._parquet = ParquetImages()
+        path = os.path.join(self.root, ref.archive)
+        try:
+            data = self._parquet.read(path, ref.offset)
+        except (OSError, ValueError, IndexError) as exc:
+            raise InputNotFoundError(f"cannot read image {ref.path} from row {ref.offset} of {ref.archive}: "
+                                     f"{first_line(exc)[:160]}; has it changed since the scan?") from None
+        if data is None or len(data) != ref.size:
+            raise InputNotFoundError(f"row {ref.offset} of {ref.archive} is not the image {ref.path} the scan "
+                                     "read; has the file changed since the scan?")
+        return data
+
     def _gzip(self):
         if self._gz is None:
             from eic_builder.gzip_index import IndexedGzip
@@ -125,10 +146,13 @@ class ImageReader:
             self._gz = IndexedGzip()
         return self._gz
 
+    def _forget_if_forked(self) -> None:
+        if os.getpid() != self._pid:  # forked: descriptors are shared with the parent's file offsets
+            self._fds, self._gz, self._parquet, self._pid = {}, None, None, os.getpid()
+
     def _archive_fd(self, ref: ImageRef) -> int | None:
         """The descriptor of an uncompressed archive, or None for a gzip-compressed one."""
-        if os.getpid() != self._pid:  # forked: descriptors are shared with the parent's file offsets
-            self._fds, self._gz, self._pid = {}, None, os.getpid()
+        self._forget_if_forked()
         if ref.archive in self._fds:
             return self._fds[ref.archive]
         path = os.path.join(self.root, ref.archive)
@@ -150,3 +174,6 @@ class ImageReader:
         if self._gz is not None:
             self._gz.close()
             self._gz = None
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None

@@ -332,7 +332,9 @@ class SyntheticHub:
       id with the 1k json (``filename`` ``<wnid>/<id>.JPEG``, ``label``, ``width``, ``height``) and ``.cls``
       (its index among the sorted 1,000 wnids), and ``in1k/LOC_val_solution.csv`` (their boxes);
     * ``hf/val_images.tar.gz``: ``ILSVRC/imagenet-1k``'s archive of the same images named
-      ``<id>_<wnid>.JPEG``, with ``hf/LOC_val_solution.csv``.
+      ``<id>_<wnid>.JPEG``, with ``hf/LOC_val_solution.csv``; ``hf-parquet/data/validation-00000-of-00001.parquet``:
+      its Parquet layout of them (Image column, ``ClassLabel`` of lemmas in the sorted wnids' order, row groups
+      of 5), with ``hf-parquet/LOC_val_solution.csv``.
     """
 
     root: Path
@@ -341,6 +343,7 @@ class SyntheticHub:
     annotations: Path
     in1k_validation: Path
     hf_val: Path
+    hf_parquet: Path
     train_samples: int
     resized: int
     val_images: int
@@ -437,8 +440,33 @@ def make_synthetic_hub(root: str | os.PathLike[str], n_classes: int = 4, val_per
     in1k_validation.write_bytes(_tar_bytes(in1k))
     hf_val = root / "hf" / "val_images.tar.gz"
     hf_val.write_bytes(_tar_bytes(hf, gzip_level=6))
-    for folder in ("in1k", "hf"):
+    hf_parquet = _write_hf_parquet(root / "hf-parquet" / "data" / "validation-00000-of-00001.parquet",
+                                   [(name.rsplit(".", 1)[0], data) for name, data in hf], index_1k)
+    for folder in ("in1k", "hf", "hf-parquet"):
         (root / folder / "LOC_val_solution.csv").write_bytes(_loc_csv(val_rows))
     shutil.rmtree(build)
-    return SyntheticHub(root, shards, validation, annotations, in1k_validation, hf_val, len(train), n_resized,
-                        len(val_rows), planted)
+    return SyntheticHub(root, shards, validation, annotations, in1k_validation, hf_val, hf_parquet, len(train),
+                        n_resized, len(val_rows), planted)
+
+
+def _write_hf_parquet(path: Path, images: list[tuple[str, bytes]], index_1k: dict[str, int]) -> Path:
+    """``ILSVRC/imagenet-1k``'s Parquet layout: an Image column (``{bytes, path}``, ``path`` the image's
+    file name) and a ``ClassLabel`` label whose names are the classes' lemmas, in the 1,000 sorted wnids'
+    order (``images``: (``<id>_<wnid>``, bytes))."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eic_builder.dataset.schemas import HF_IMAGE_TYPE
+    from eic_builder.reference_lists import ilsvrc_classes
+
+    lemmas = ilsvrc_classes()["lemma"].to_pylist()
+    features = {"image": {"_type": "Image"}, "label": {"names": lemmas, "_type": "ClassLabel"}}
+    schema = pa.schema([pa.field("image", HF_IMAGE_TYPE), pa.field("label", pa.int64())]).with_metadata(
+        {b"huggingface": json.dumps({"info": {"features": features}}).encode()})
+    rows = {"image": [{"bytes": data, "path": f"{stem.rsplit('_', 1)[0]}.JPEG"} for stem, data in images],
+            "label": [index_1k[stem.rsplit("_", 1)[1]] for stem, _ in images]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(rows, schema=schema), path, row_group_size=5)
+    return path

@@ -47,6 +47,7 @@ from pathlib import Path
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE
+from eic_builder.scan.parquet_images import PARQUET_SUFFIX
 from eic_builder.scan.samples import SAMPLE_SUFFIXES, SampleFacts, merge_facts, read_sample_member, sample_key
 
 # Archive name endings and their kinds, longest first (".tar.gz" before ".tar" could be tested).
@@ -656,6 +657,32 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
         reader.out.images.clear()
 
 
+_SNIFFED_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+
+def _read_parquet(reader: _Reader, path: str) -> None:
+    """Read a Parquet file with an Image column a row group at a time (:mod:`eic_builder.scan.parquet_images`):
+    each row an image member at ``offset`` = its row, its class and id from its row."""
+    from eic_builder.imagesize import sniff_format
+    from eic_builder.scan.parquet_images import read_parquet_rows
+
+    rel = reader.unit.archive
+    for member, row, data, facts, problem in read_parquet_rows(path, rel):
+        if problem is not None:
+            reader.reject(rel, "unreadable", problem)
+            return
+        if facts is None:
+            reader.out.ignored["Parquet file without an Image column (not an image table)"] += 1
+            return
+        if not data:
+            reader.reject(member, "empty_file", f"row {row} of {rel} holds no image bytes")
+            continue
+        stem = member[: member.rfind(".")]
+        member = stem + _SNIFFED_SUFFIX.get(sniff_format(data[:16]) or "", member[len(stem):])
+        reader.member(member, member.rsplit("/", 1)[-1], data, row)
+        reader.out.add_sample(sample_key(member), facts)
+
+
 def read_unit(root: str, unit: ArchiveUnit, threads: int = 1,
               classes: frozenset[str] | None = None) -> ArchiveEntries:
     """Read one unit (in a worker process) into entries; a whole ``.tar.gz`` file is decoded by ``threads``
@@ -663,6 +690,9 @@ def read_unit(root: str, unit: ArchiveUnit, threads: int = 1,
     given) are passed over."""
     reader = _Reader(unit, classes)
     path = os.path.join(root, unit.archive)
+    if unit.compression == "parquet":
+        _read_parquet(reader, path)
+        return reader.out
     if unit.compression == "tar.gz" and unit.start == 0 and unit.members is None:
         _read_indexed_gzip(reader, path, threads)
         return reader.out
@@ -708,8 +738,8 @@ def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whol
     except OSError as exc:
         plan.rejects.append((rel, None, "file", "unreadable", str(exc)))
         return
-    kind = archive_kind(rel) or "tar"
-    if kind == "tar.gz" or size <= whole_bytes:
+    kind = "parquet" if rel.lower().endswith(PARQUET_SUFFIX) else archive_kind(rel) or "tar"
+    if kind in ("tar.gz", "parquet") or size <= whole_bytes:
         plan.units.append(ArchiveUnit(rel, 0, size, rel, kind))
         return
     run: list[tuple[str, int, int]] = []

@@ -19,18 +19,23 @@ import re
 SHARD_RE = re.compile(r"^(?P<set>[a-z0-9_.]+(?:-[a-z0-9_.]+)*?)-(?P<number>\d{2,6})\.tar$", re.IGNORECASE)
 TIMM_1K_RE = re.compile(r"^imagenet-?1k-(train|validation)-\d{2,6}\.tar$", re.IGNORECASE)
 HF_ARCHIVE_RE = re.compile(r"^(train|val|test)_images(?:_\d+)?\.tar\.gz$", re.IGNORECASE)
+# the Hub's Parquet shards (datasets' layout, and export --format hf): <split>-00000-of-00040.parquet
+HF_PARQUET_RE = re.compile(r"^(train|validation|val|test)-\d+-of-\d+\.parquet$", re.IGNORECASE)
 _ID_WNID_RE = re.compile(r"^(?P<id>.+)_(?P<wnid>n\d{8})$")
 
 
 def hub_split(name: str) -> str | None:
-    """The split of ILSVRC-2012 a Hub file's name says: timm's ``imagenet1k-{train,validation}-*.tar``
-    shards and ``ILSVRC/imagenet-1k``'s ``{train,val,test}_images*.tar.gz``; None for any other name."""
+    """The split a Hub file's name says: timm's ``imagenet1k-{train,validation}-*.tar`` shards,
+    ``ILSVRC/imagenet-1k``'s ``{train,val,test}_images*.tar.gz`` and the Parquet shards
+    ``{train,validation,test}-<i>-of-<n>.parquet`` (validation is val); None for any other name."""
     base = name.rsplit("/", 1)[-1]
     timm = TIMM_1K_RE.match(base)
     if timm is not None:
         return "train" if timm.group(1).lower() == "train" else "val"
-    hf = HF_ARCHIVE_RE.match(base)
-    return hf.group(1).lower() if hf is not None else None
+    hf = HF_ARCHIVE_RE.match(base) or HF_PARQUET_RE.match(base)
+    if hf is None:
+        return None
+    return "val" if hf.group(1).lower() == "validation" else hf.group(1).lower()
 
 
 def hub_set(name: str) -> str | None:

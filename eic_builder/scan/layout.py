@@ -27,6 +27,7 @@ from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE, load_json
 from eic_builder.scan.archives import ImageProbe, archive_kind, strip_archive_suffix
 from eic_builder.scan.hub import hub_set, hub_split
+from eic_builder.scan.parquet_images import PARQUET_SUFFIX
 from eic_builder.scan.samples import SampleFacts
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class FileIndex:
             self.loc_csvs.append(rel)
         elif ext == ".json":
             self.jsons.append(rel)
-        elif archive_kind(name) is not None:
+        elif archive_kind(name) is not None or ext == PARQUET_SUFFIX:  # a Parquet image table reads like one
             self.archives.append(rel)
         else:
             self.ignored[f"not an image or annotation ({ext or 'no extension'})"] += 1
@@ -377,7 +378,8 @@ def _no_file_of(root: Path, split: str, found: list[str]) -> OptionError:
 
 # a path part that may name a split (a train/val/test folder, an official ILSVRC name, a LOC table)
 _MAY_NAME_SPLIT = re.compile(r"(^|/)(train|val|test)/|ilsvrc\d{4}_(img|bbox)_|loc_(train|val|test)_|"
-                             r"(^|/)(train|val|test)_images|imagenet-?1k-(train|validation)-",
+                             r"(^|/)(train|val|test)_images|imagenet-?1k-(train|validation)-|"
+                             r"(^|/)(train|validation|val|test)-\d+-of-\d+\.parquet",
                              re.IGNORECASE | re.MULTILINE)
 
 

@@ -106,7 +106,7 @@ def test_the_validation_shards_are_a_pool_of_their_own_name(hub, tmp_path: Path)
     assert r.exit_code == 2 and "several sets (imagenet22k-train, imagenet22k-validation)" in r.output
 
 
-@pytest.mark.parametrize("where", ["in1k", "hf"])
+@pytest.mark.parametrize("where", ["in1k", "hf", "hf-parquet"])
 def test_the_1k_validation_forms_scan_as_ilsvrc_val(hub, originals, tmp_path: Path, where: str) -> None:
     for split in ("val", None):
         s = scan(hub.root / where, tmp_path / f"m{split}", split=split, known_wnids=None)
@@ -161,3 +161,34 @@ def test_the_planted_copy_is_resized_in_the_shards(hub) -> None:
     with tarfile.open(hub.in22k_train[0]) as a, tarfile.open(hub.in22k_train[1]) as b:
         names = a.getnames() + b.getnames()
     assert f"{hub.planted}.jpg" in names and PLANTED_VAL_IMAGE.startswith("ILSVRC2012_val_")
+
+
+def test_parquet_rows_are_read_a_row_group_at_a_time(hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    scan(hub.root / "hf-parquet", tmp_path / "m", known_wnids=None)
+    loads = []
+    real = pq.ParquetFile.read_row_group
+
+    def counted(self, i, *args, **kwargs):
+        loads.append(i)
+        return real(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    with open_manifest(tmp_path / "m") as m:
+        images = m.images.to_pylist()
+        assert [r["offset"] for r in images] == list(range(hub.val_images))  # each image by its row
+        for image_id in m.image_ids:
+            m.read_bytes(image_id)
+    assert loads == list(range((hub.val_images + 4) // 5))  # row groups of 5: each group read once
+
+
+def test_an_hf_export_scans_back_with_its_ids_classes_and_bytes(hub, tmp_path: Path) -> None:
+    scan(hub.hf_val, tmp_path / "m", known_wnids=None)
+    r = run("export", str(tmp_path / "m"), "--out", str(tmp_path / "hf"), "--format", "hf")
+    assert r.exit_code == 0, r.output
+    s = scan(tmp_path / "hf", tmp_path / "back", known_wnids=None)
+    a, b = read_manifest(tmp_path / "m").images, read_manifest(tmp_path / "back").images
+    assert s.split == "val" and s.images == a.num_rows
+    for column in ("image_id", "label", "sha1", "width", "height"):
+        assert b[column].to_pylist() == a[column].to_pylist(), column

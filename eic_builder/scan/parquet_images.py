@@ -1,0 +1,152 @@
+"""Parquet files with an Image column (Hugging Face ``datasets``), read in place like an archive.
+
+A ``datasets`` Image feature is a struct column ``{bytes: binary, path: string}``; ``ILSVRC/imagenet-1k``'s
+Parquet layout and our own ``export --format hf`` hold one image a row so. A scan reads each file a row
+group at a time (one unit of work per file), and records each image as a member of the file:
+``archive`` the Parquet file, ``offset`` the row's index in the file, ``size`` its bytes; every later
+stage reads it with :class:`ParquetImages`, which keeps the image column of one row group per file, so
+a reader going through a file in order reads each row group once.
+
+The class of a row: its label when that is a wnid, or the label's ``ClassLabel`` name (the
+``huggingface`` schema metadata ``datasets`` writes) when that is one, else the ``_<wnid>`` suffix of the
+image's ``path`` (``ILSVRC2012_val_00000001_n01751748.JPEG``), else the label index in ``--synsets`` (the
+1,000 sorted ILSVRC wnids by default, the order of ``ILSVRC/imagenet-1k``'s labels). Its image id: an
+``image_id`` column (our export), else ``path`` without that suffix and extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pyarrow as pa
+
+from eic_builder.scan.annotations import is_wnid
+from eic_builder.scan.hub import split_id_wnid
+from eic_builder.scan.samples import SampleFacts
+
+PARQUET_SUFFIX = ".parquet"
+
+
+def image_column(schema: pa.Schema) -> str | None:
+    """The name of the first column of ``datasets``' Image type (a struct of ``bytes`` and ``path``), if any."""
+    for field in schema:
+        t = field.type
+        if pa.types.is_struct(t) and {t.field(i).name for i in range(t.num_fields)} >= {"bytes", "path"}:
+            return field.name
+    return None
+
+
+def label_feature(schema: pa.Schema) -> tuple[str | None, list[str] | None]:
+    """(the label column, its ``ClassLabel`` names) from the ``huggingface`` metadata; (None, None) without."""
+    meta = (schema.metadata or {}).get(b"huggingface")
+    features = {}
+    if meta:
+        try:
+            features = json.loads(meta).get("info", {}).get("features", {}) or {}
+        except (ValueError, AttributeError):
+            features = {}
+    for name, feature in features.items():
+        if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and name in schema.names:
+            names = feature.get("names")
+            return name, names if isinstance(names, list) else None
+    return ("label", None) if "label" in schema.names else (None, None)
+
+
+def row_facts(path_value: str | None, label: object, names: list[str] | None) -> tuple[str | None, SampleFacts]:
+    """(the image id a row's ``path`` gives, or None; what the row says of its class): a label that is a
+    wnid, or whose ``ClassLabel`` name is one, else the ``_<wnid>`` suffix of ``path``, else the label
+    index (named through a synset list later, :func:`~eic_builder.scan.samples.class_of`)."""
+    stem, wnid = None, None
+    if path_value:
+        base = path_value.rsplit("/", 1)[-1]
+        dot = base.rfind(".")
+        stem = base[:dot] if dot > 0 else base
+        found = split_id_wnid(stem)
+        if found is not None:
+            stem, wnid = found
+    if isinstance(label, str) and is_wnid(label):  # a label column of wnids (export --format hf)
+        return stem, SampleFacts(wnid=label)
+    index = label if isinstance(label, int) and not isinstance(label, bool) and label >= 0 else None
+    if index is not None and names is not None and index < len(names) and is_wnid(str(names[index])):
+        return stem, SampleFacts(wnid=str(names[index]))
+    return stem, SampleFacts(wnid=wnid, class_index=index if wnid is None else None)
+
+
+class ParquetImages:
+    """Reads rows' image bytes from Parquet files, one row group per file held at a time (a reader going
+    through a file in order reads each row group once); safe to share between threads (one lock)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple] = {}  # path -> (ParquetFile, column, row group starts, cached group)
+        self._lock = threading.Lock()
+
+    def read(self, path: str, row: int) -> bytes | None:
+        """The image bytes of row ``row`` of the Parquet file ``path`` (None for a null image); raises
+        ``OSError``/``ValueError`` (pyarrow's) for a file that cannot be read, ``IndexError`` past its end."""
+        import bisect
+
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            entry = self._files.get(path)
+            if entry is None:
+                handle = pq.ParquetFile(path)
+                column = image_column(handle.schema_arrow)
+                if column is None:
+                    raise ValueError(f"{path} has no Image column")
+                starts, total = [], 0
+                for g in range(handle.metadata.num_row_groups):
+                    starts.append(total)
+                    total += handle.metadata.row_group(g).num_rows
+                entry = self._files[path] = [handle, column, starts, total, -1, None]
+            handle, column, starts, total, held, images = entry
+            if not 0 <= row < total:
+                raise IndexError(f"row {row} is past the {total:,} rows of {path}")
+            group = bisect.bisect_right(starts, row) - 1
+            if group != held:
+                table = handle.read_row_group(group, columns=[column])
+                images = table.column(column).combine_chunks().field("bytes")
+                entry[4], entry[5] = group, images
+            value = images[row - starts[group]].as_py()
+        return value
+
+    def close(self) -> None:
+        """Forget every open file."""
+        self._files.clear()
+
+
+def read_parquet_rows(path: str, rel: str):
+    """Yield ``(member path, row, bytes or None, facts, problem)`` of every row of the Parquet file ``path``
+    (``rel`` relative to the scan root), a row group at a time. The member path is ``<rel>/<image id>`` with
+    the image's extension: the image id the row gives (``image_id`` column, else its ``path``), else its
+    row number. ``problem`` is why the file cannot be read as an image table (then nothing else comes)."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        yield rel, None, None, None, f"not a readable Parquet file ({str(exc).splitlines()[0][:160]})"
+        return
+    schema = handle.schema_arrow
+    column = image_column(schema)
+    if column is None:
+        yield rel, None, None, None, None  # no image here: a table of another kind
+        return
+    label_name, names = label_feature(schema)
+    columns = [column] + [c for c in (label_name, "image_id") if c is not None and c in schema.names]
+    row = 0
+    for group in range(handle.metadata.num_row_groups):
+        table = handle.read_row_group(group, columns=columns)
+        images = table.column(column).combine_chunks()
+        data, paths = images.field("bytes"), images.field("path")
+        labels = table.column(label_name).to_pylist() if label_name in table.column_names else [None] * len(table)
+        ids = table.column("image_id").to_pylist() if "image_id" in table.column_names else [None] * len(table)
+        for k in range(len(table)):
+            path_value = paths[k].as_py()
+            stem, facts = row_facts(path_value, labels[k], names)
+            image_id = ids[k] or stem or f"{os.path.basename(rel)}-{row}"
+            extension = os.path.splitext(path_value or "")[1] or ".jpg"
+            yield f"{rel}/{image_id}{extension}", row, data[k].as_py(), facts, None
+            row += 1
