@@ -242,7 +242,9 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             whitened = neighbours.whiten(feature_matrix, whiten_dims)
             cut = neighbours.derive_cut(whitened, device) if min_cosine is None else \
                 neighbours.CosineCut(min_cosine, derived=False)
-            i, j, score = neighbours.cosine_pairs(whitened, cut.value, index, device)
+            i, j, score = neighbours.cosine_pairs(whitened, cut.search, index, device)
+            copies = cut.keep(i, j, score, len(whitened))
+            i, j, score = i[copies], j[copies], score[copies]
             result.cosine_cut = cut
             a, b = feature_rows[i], feature_rows[j]
             swap = a > b

@@ -37,6 +37,7 @@ DEFAULT_THRESHOLD = 0.6  # the fixed cut of too few images to derive one from (C
 CUT_FIRST_PAIRS = 0.02  # derive_cut's first step: expected pairs above the cut of second neighbours
 CUT_FALSE_PAIRS = 1.0  # expected unrelated pairs above the derived cut, under its fitted tail (derive_cut)
 CUT_NEIGHBOURS = 8  # neighbours kept per image to find its nearest non-copy one
+CUT_MUTUAL_Z = 2.0  # mutual nearest neighbours count from the median + this many sigmas (derive_cut)
 CUT_MIN_IMAGES = 20  # fewer: the median and MAD of the neighbour cosines say too little; DEFAULT_THRESHOLD
 CUT_SAMPLE = 20_000  # query images whose neighbours fit the cut (all, up to this many)
 PCA_SAMPLE = 20_000
@@ -93,6 +94,24 @@ class CosineCut:
     median: float = float("nan")
     sigma: float = float("nan")
     z: float = float("nan")
+    mutual: float | None = None  # mutual nearest neighbours count from this cosine (derived cuts)
+
+    @property
+    def search(self) -> float:
+        """The lowest cosine a pair may have: the cosine search runs from here."""
+        return self.value if self.mutual is None else min(self.value, self.mutual)
+
+    def keep(self, first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+        """Which pairs ``(first[k], second[k], score[k])`` of a search from :attr:`search` among ``n`` images
+        are copies: those at the cut, and pairs of mutual nearest neighbours (each the other's best
+        partner) at :attr:`mutual` (a crop and its original, whose cosine the cut may miss)."""
+        keep = score >= self.value
+        if self.mutual is not None and len(score):
+            best = np.full(n, -np.inf)
+            np.maximum.at(best, first, score)
+            np.maximum.at(best, second, score)
+            keep |= (score >= self.mutual) & (score >= best[first]) & (score >= best[second])
+        return keep
 
     def describe(self) -> str:
         """One sentence for the report: the cut and how it was set."""
@@ -101,8 +120,9 @@ class CosineCut:
                                                      if self.n and self.n < CUT_MIN_IMAGES else " (given)")
         return (f"cosine >= {self.value:.3f}, derived from the data: the median {self.median:.3f} of the {self.n:,} "
                 f"images' nearest non-copy neighbour cosines plus {self.z:.2f} times their robust spread "
-                f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pairs are expected above it; "
-                "`--min-cosine` overrides")
+                f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pair(s) are expected above "
+                f"it; and mutual nearest neighbours from {self.mutual:.3f} (the median plus {CUT_MUTUAL_Z:g} "
+                "spreads); `--min-cosine` overrides")
 
 
 def _tail_cut(cosines: np.ndarray, n: int, false_pairs: float) -> tuple[float, float, float, float]:
@@ -127,7 +147,9 @@ def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, see
        pairs among ``n`` images (``median + Phi^-1(1 - CUT_FIRST_PAIRS / n) * sigma``);
     2. each image's nearest neighbour below that cut is its nearest non-copy neighbour (the second
        underestimates it for the many images that have no copy): the cut is where a normal of their
-       median and MAD expects :data:`CUT_FALSE_PAIRS` unrelated pairs, clipped to 1.
+       median and MAD expects :data:`CUT_FALSE_PAIRS` unrelated pairs, clipped to 1;
+    3. a pair of mutual nearest neighbours (each the other's best partner: a crop and its original) counts
+       from :data:`CUT_MUTUAL_Z` spreads above that median (:meth:`CosineCut.keep`).
 
     The cut grows with ``n``, as the chance of an unrelated pair does. Fewer than :data:`CUT_MIN_IMAGES`
     rows: :data:`DEFAULT_THRESHOLD`, not derived. ``benchmarks/bench_audit_peers.py`` measures precision
@@ -154,7 +176,8 @@ def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, see
     # the nearest neighbour under the first cut (the k-th where an image has k copies or more)
     non_copy = top[np.arange(len(top)), np.minimum(below.sum(axis=1), k - 1)]
     cut, median, sigma, quantile = _tail_cut(non_copy, n, CUT_FALSE_PAIRS)
-    return CosineCut(min(1.0, cut), derived=True, n=n, median=median, sigma=sigma, z=quantile)
+    return CosineCut(min(1.0, cut), derived=True, n=n, median=median, sigma=sigma, z=quantile,
+                     mutual=min(1.0, median + CUT_MUTUAL_Z * sigma))
 
 
 def _pairs_from_lists(lims: np.ndarray, scores: np.ndarray, ids: np.ndarray, offset: int = 0):

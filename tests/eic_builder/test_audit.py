@@ -372,3 +372,43 @@ def test_a_damaged_features_shard_is_named(planted: dict[str, Path], tmp_path: P
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(ManifestError, match=rf"{shard} is damaged or not a Parquet file"):
         audit_manifests([planted["val"]], tmp_path / "a", AuditOptions(features={"val": feats}))
+
+
+def test_the_derived_cut_by_hand() -> None:
+    """The cut from nearest non-copy neighbours, and which pairs a search from its lower bound keeps."""
+    from statistics import NormalDist
+
+    from eic_builder.audit.neighbours import (
+        CUT_FALSE_PAIRS,
+        CUT_MIN_IMAGES,
+        CUT_MUTUAL_Z,
+        DEFAULT_THRESHOLD,
+        CosineCut,
+        derive_cut,
+    )
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(200, 64))
+    copies = base[:20] + 0.05 * rng.normal(size=(20, 64))  # each original's nearest neighbour, near 1
+    z = np.concatenate([base, copies])
+    z = (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
+    sims = z @ z.T
+    np.fill_diagonal(sims, -2)
+    copy_of = {k: 200 + k for k in range(20)} | {200 + k: k for k in range(20)}
+    non_copy = np.array([max(s for j, s in enumerate(row) if copy_of.get(i) != j) for i, row in enumerate(sims)])
+    median = np.median(non_copy)
+    sigma = 1.4826 * np.median(np.abs(non_copy - median))
+    z_false = NormalDist().inv_cdf(1 - CUT_FALSE_PAIRS / len(z))
+    cut = derive_cut(z)
+    assert cut.derived and cut.n == 220 and "nearest non-copy" in cut.describe()
+    assert cut.median == pytest.approx(median, abs=1e-6) and cut.sigma == pytest.approx(sigma, abs=1e-6)
+    assert cut.value == pytest.approx(median + z_false * sigma, abs=1e-6)
+    assert cut.mutual == pytest.approx(median + CUT_MUTUAL_Z * sigma, abs=1e-6) and cut.search == cut.mutual
+    # keep: pairs at the cut, and pairs of mutual best partners from the mutual cut
+    hand = CosineCut(0.8, True, 6, 0.4, 0.1, 2.5, mutual=0.6)
+    first, second = np.array([0, 0, 1, 3, 4]), np.array([1, 2, 2, 4, 5])
+    score = np.array([0.7, 0.65, 0.62, 0.85, 0.61])
+    assert hand.keep(first, second, score, 6).tolist() == [True, False, False, True, False]
+    assert CosineCut(0.6, derived=False).keep(first, second, score, 6).tolist() == [True, True, True, True, True]
+    few = derive_cut(z[: CUT_MIN_IMAGES - 1])
+    assert (few.derived, few.value) == (False, DEFAULT_THRESHOLD) and "too few images" in few.describe()
