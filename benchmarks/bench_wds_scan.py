@@ -32,11 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from bench_gzip import _jpegs as _jpeg_bytes
 
 from eic_builder.hardware import machine_line
-
-SHARED_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ilsvrc2012_val_1300" / "val"
 
 PEER = """
 import hashlib, io, json, sys
@@ -62,21 +60,13 @@ print(n)
 
 
 def _jpegs() -> list[tuple[bytes, int, int]]:
+    """(bytes, width, height) of bench_gzip's JPEGs (the shared real ones, else random-noise ones)."""
     from PIL import Image
 
-    if SHARED_VAL.is_dir():
-        data = [p.read_bytes() for p in sorted(SHARED_VAL.glob("*.JPEG"))]
-    else:
-        rng = np.random.default_rng(0)
-        data = []
-        for _ in range(200):
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (227, 227, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-            data.append(buf.getvalue())
     out = []
-    for d in data:
-        with Image.open(io.BytesIO(d)) as im:
-            out.append((d, *im.size))
+    for data in _jpeg_bytes():
+        with Image.open(io.BytesIO(data)) as im:
+            out.append((data, *im.size))
     return out
 
 
