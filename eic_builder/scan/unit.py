@@ -229,8 +229,8 @@ def _sample(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None,
                         f"{len(ann.boxes)} boxes of rejected image {item.image_rel}")
         return None
     if facts.orig_width is not None and (ann is None or ann.width is None):
-        ann = RawAnnotation(facts.orig_width, facts.orig_height, *(([], []) if ann is None else
-                                                                   (ann.boxes, ann.bad_rows)))
+        boxes, bad_rows = (ann.boxes, ann.bad_rows) if ann is not None else ([], [])
+        ann = RawAnnotation(facts.orig_width, facts.orig_height, boxes, bad_rows)
     return wnid, ann
 
 
