@@ -192,3 +192,34 @@ def test_an_hf_export_scans_back_with_its_ids_classes_and_bytes(hub, tmp_path: P
     assert s.split == "val" and s.images == a.num_rows
     for column in ("image_id", "label", "sha1", "width", "height"):
         assert b[column].to_pylist() == a[column].to_pylist(), column
+
+
+def test_hostile_samples_and_parquet_rows_are_named_rejects(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eic_builder.dataset.schemas import HF_IMAGE_TYPE
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(jpeg, "JPEG")
+    jpg = jpeg.getvalue()
+    members = [("a_1.jpg", jpg), ("a_1.cls", b"abc"), ("a_2.jpg", jpg), ("a_2.json", b"\xff\xfe"),
+               ("a_3.jpg", jpg), ("a_3.json", b"[" * 100_000 + b"]" * 100_000), ("a_4.jpg", b"notajpeg"),
+               ("a_5.jpg", jpg), ("a_5.json", b'"a string"'), ("a_6.jpg", jpg), ("a_6.json", b'{"class_name": 5}')]
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "imagenet12k-train-0000.tar").write_bytes(_tar_bytes(members))
+    scan(tmp_path / "s", tmp_path / "ms", known_wnids=None)
+    m = read_manifest(tmp_path / "ms")
+    reasons = dict(zip(m.rejects["image_id"].to_pylist(), m.rejects["reason"].to_pylist()))
+    assert reasons == {"a_1": "malformed_json", "a_2": "malformed_json", "a_3": "malformed_json",
+                       "a_4": "not_an_image", "a_5": "malformed_json"}
+    assert m.images.select(["image_id", "label"]).to_pylist() == [{"image_id": "a_6", "label": None}]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "garbage.parquet").write_bytes(b"PAR1 not really")
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "p" / "table.parquet")
+    pq.write_table(pa.table({"image": pa.array([{"bytes": None, "path": "x.JPEG"}, {"bytes": b"zz", "path": "y.JPEG"},
+                                                {"bytes": jpg, "path": "z.JPEG"}], HF_IMAGE_TYPE)}),
+                   tmp_path / "p" / "rows.parquet")
+    s = scan(tmp_path / "p", tmp_path / "mp", known_wnids=None)
+    assert (s.images, s.reject_reasons) == (1, {"empty_file": 1, "not_an_image": 1, "unreadable": 1})
+    assert s.ignored["Parquet file without an Image column (not an image table)"] == 1
