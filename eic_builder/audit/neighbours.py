@@ -140,7 +140,7 @@ def derive_cut(z: np.ndarray, device: str = "cpu", sample: int = CUT_SAMPLE, see
     """The cosine above which a pair of the unit rows ``z`` (n, d) is a copy, derived from the data: from
     the distribution of each image's nearest non-copy neighbour (of up to ``sample`` images, against all).
 
-    Copies are a minority, and a copy is at most one neighbour of most images; so, in two steps:
+    Copies are a minority, and a copy is at most one neighbour of most images; so, in three steps:
 
     1. the second-nearest neighbour of each image is not a copy: a first cut is where a normal of the
        median and MAD (times 1.4826, a normal's sigma) of those cosines expects :data:`CUT_FIRST_PAIRS`

@@ -47,6 +47,7 @@ from pathlib import Path
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE
+from eic_builder.scan.hub import image_id_of
 from eic_builder.scan.parquet_images import PARQUET_SUFFIX
 from eic_builder.scan.samples import SAMPLE_SUFFIXES, SampleFacts, merge_facts, read_sample_member, sample_key
 
@@ -241,11 +242,6 @@ def _unsafe_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
-def _stem(name: str) -> str:
-    base = name.rsplit("/", 1)[-1]
-    return os.path.splitext(base)[0]
-
-
 class _Reader:
     """Reads the members of one unit into :class:`ArchiveEntries`."""
 
@@ -295,7 +291,7 @@ class _Reader:
                 continue
             if member.name in seen:
                 self.reject(path, "duplicate_member", f"a second member named {member.name!r} in {prefix}",
-                            _stem(member.name))
+                            image_id_of(path)[0])
                 continue
             seen.add(member.name)
             offset = None if base is None else base + member.offset
@@ -653,7 +649,7 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
         for row in reader.out.images:
             reader.reject(row[0], "corrupt_archive", f"{unit.archive} could not be decoded to its end, so no "
                           "seek index exists to read this member in place; download the archive again",
-                          image_id=_stem(row[0]))
+                          image_id=image_id_of(row[0])[0])
         reader.out.images.clear()
 
 
@@ -763,7 +759,7 @@ def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whol
                                          f"member name {info.name!r} escapes the archive; reported, never extracted"))
                     continue
                 if info.name in seen:
-                    plan.rejects.append((member_path, _stem(info.name), "file", "duplicate_member",
+                    plan.rejects.append((member_path, image_id_of(member_path)[0], "file", "duplicate_member",
                                          f"a second member named {info.name!r} in {rel}"))
                     continue
                 seen.add(info.name)

@@ -56,14 +56,15 @@ def split_id_wnid(stem: str) -> tuple[str, str] | None:
     return (match["id"], match["wnid"]) if match else None
 
 
-def image_id_of(rel: str) -> tuple[str, str | None]:
+def image_id_of(rel: str, hub_name: bool | None = None) -> tuple[str, str | None]:
     """The one rule of image ids: (image id, the wnid its name carries, or None) of the image file or
-    member ``rel``. The id is the file's stem (``n01440764_18.JPEG`` -> ``n01440764_18``); inside
-    ``ILSVRC/imagenet-1k``'s archives the stem's ``_<wnid>`` suffix is the class, not part of the id."""
+    member ``rel``. The id is the file's stem (``n01440764_18.JPEG`` -> ``n01440764_18``); in a Hub name
+    (``hub_name``; by default: inside ``ILSVRC/imagenet-1k``'s archives) the stem's ``_<wnid>`` suffix is the
+    class, not part of the id."""
     base = rel.rsplit("/", 1)[-1]
     dot = base.rfind(".")
     stem = base[:dot] if dot > 0 else base
-    if in_hub_archive(rel):
+    if in_hub_archive(rel) if hub_name is None else hub_name:
         found = split_id_wnid(stem)
         if found is not None:
             return found

@@ -23,7 +23,7 @@ import threading
 import pyarrow as pa
 
 from eic_builder.scan.annotations import is_wnid
-from eic_builder.scan.hub import split_id_wnid
+from eic_builder.scan.hub import image_id_of
 from eic_builder.scan.samples import SampleFacts
 
 PARQUET_SUFFIX = ".parquet"
@@ -58,14 +58,7 @@ def row_facts(path_value: str | None, label: object, names: list[str] | None) ->
     """(the image id a row's ``path`` gives, or None; what the row says of its class): a label that is a
     wnid, or whose ``ClassLabel`` name is one, else the ``_<wnid>`` suffix of ``path``, else the label
     index (named through a synset list later, :func:`~eic_builder.scan.samples.class_of`)."""
-    stem, wnid = None, None
-    if path_value:
-        base = path_value.rsplit("/", 1)[-1]
-        dot = base.rfind(".")
-        stem = base[:dot] if dot > 0 else base
-        found = split_id_wnid(stem)
-        if found is not None:
-            stem, wnid = found
+    stem, wnid = image_id_of(path_value, hub_name=True) if path_value else (None, None)
     if isinstance(label, str) and is_wnid(label):  # a label column of wnids (export --format hf)
         return stem, SampleFacts(wnid=label)
     index = label if isinstance(label, int) and not isinstance(label, bool) and label >= 0 else None

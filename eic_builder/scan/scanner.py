@@ -80,15 +80,11 @@ class ScanSummary:
     size_disagreements: int = 0  # images whose annotation states another size than their header
 
 
-def _stem(rel: str) -> str:
-    return image_id_of(rel)[0]
-
-
 def _first_by_stem(paths: list[str], kind: str, rejects: list[tuple]) -> dict[str, str]:
     """Map image id -> path; a later file with the same id is rejected as a duplicate."""
     out: dict[str, str] = {}
     for rel in paths:
-        stem = _stem(rel)
+        stem = image_id_of(rel)[0]
         if stem in out:
             rejects.append((rel, stem, "file", "duplicate_image_id", f"{kind} id {stem} already taken by {out[stem]}"))
         else:
