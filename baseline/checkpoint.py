@@ -31,7 +31,8 @@ CHECKPOINT_VERSION = 4  # 2: RNG states and config as plain data (weights_only);
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(arch=cfg.arch, width=cfg.width, norm=cfg.norm, encoder=cfg.encoder, anchors=cfg.anchors)
+    return ModelConfig(arch=cfg.arch, width=cfg.width, norm=cfg.norm, encoder=cfg.encoder, anchors=cfg.anchors,
+                       quality=cfg.score == "object-x-iou")
 
 
 def save_atomically(path: Path, state: dict) -> None:

@@ -15,6 +15,8 @@ from eic_builder.choices import (
     ENCODERS,
     NORMS,
     OPTIMIZERS,
+    PROPOSAL_SCORES,
+    QUALITY_ANCHORS,
     REG_LOSSES,
     SAMPLING_STRATEGIES,
 )
@@ -24,8 +26,9 @@ from eic_builder.errors import OptionError, check_choice
 # command line can set, and so what ``experiment`` may vary and print as each row's command.
 CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales", "flip",
               "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
-              "anchors_per_image", "reg_loss", "reg_weight", "backbone_weights", "device", "dtype", "workers",
-              "checkpoint_every", "seed")
+              "anchors_per_image", "reg_loss", "reg_weight", "score", "quality_weight", "quality_anchors",
+              "backbone_weights", "device",
+              "dtype", "workers", "checkpoint_every", "seed")
 
 
 def check_encoder_options(encoder: str, width: float, norm: str) -> None:
@@ -74,6 +77,9 @@ class TrainConfig:
     gray_fraction: float = 0.1
     reg_loss: str = "smooth-l1"  # the box term: smooth-L1 on the deltas (the paper's) | giou on the boxes
     reg_weight: float = 1.0  # its weight against the classification term
+    score: str = "object"  # object (the paper's) | object-x-iou: a quality head, proposals ranked by object x IoU
+    quality_weight: float = 1.0  # the quality head's loss weight (score object-x-iou)
+    quality_anchors: str = "sampled"  # the anchors its IoU is learnt on: sampled (all) | object-gray
     device: str = "auto"
     dtype: str = "auto"  # float32 | bfloat16 (autocast) | auto: eic_builder.hardware.resolve_dtype's rule
     workers: int = 4
@@ -90,8 +96,11 @@ class TrainConfig:
         check_encoder_options(self.encoder, self.width, self.norm)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--reg-loss", self.reg_loss, REG_LOSSES)
-        if not math.isfinite(self.reg_weight) or self.reg_weight <= 0:
-            raise OptionError(f"`reg_weight`={self.reg_weight} must be a finite number > 0")
+        check_choice("--score", self.score, PROPOSAL_SCORES)
+        check_choice("--quality-anchors", self.quality_anchors, QUALITY_ANCHORS)
+        for name in ("reg_weight", "quality_weight"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise OptionError(f"`{name}`={getattr(self, name)} must be a finite number > 0")
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
         for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):

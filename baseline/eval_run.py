@@ -16,15 +16,17 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from baseline.config import TrainConfig
 from baseline.data import load_records, read_rgb
 from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, proposal_metrics
+from baseline.model import HourglassRPN
 from baseline.peers import selective_search, sliding_window
-from baseline.proposals import ProposalConfig, propose_sets
+from baseline.proposals import ProposalConfig, propose_sets, ranking_score
 from baseline.report import metrics_markdown, recall_plot
 from eic_builder.atomic_files import write_text
 from eic_builder.choices import PEER_METHODS as METHODS
@@ -38,22 +40,28 @@ from eic_builder.progress import progress
 log = logging.getLogger(__name__)
 
 
-def _proposer(method: str, checkpoint: str | None, cfg: ProposalConfig, device: torch.device,
+def _proposer(method: str, model: HourglassRPN | None, cfg: ProposalConfig, device: torch.device,
               options: EvalOptions) -> Callable[[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """image (3, H, W) uint8 -> {name: (boxes, scores)}: one set for a peer, ``rpn`` (and ``rpn-anchors``)
     for the network."""
     if method == "rpn":
-        from baseline.checkpoint import model_from_checkpoint
-
-        model, _ = model_from_checkpoint(checkpoint)
-        model.to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        model = model.to(device, memory_format=torch.channels_last)
         bf16 = bf16_autocast(options.dtype, device)
         return lambda image: propose_sets(model, image, cfg, device, bf16, options.anchors_only)
     if method == "selective-search":
         return lambda image: {method: selective_search(image, cfg.top_k)}
     return lambda image: {method: sliding_window(image, cfg.top_k)}
+
+
+def resolve_proposals(cfg: ProposalConfig, model: HourglassRPN, trained: TrainConfig,
+                      auto_scales: bool) -> ProposalConfig:
+    """``cfg`` with what the checkpoint decides made explicit (what ``metrics.json`` records): the ranking
+    score (``cfg.score``, else the one the checkpoint was trained for) and, with ``auto_scales``, the
+    range of its training scales as ``scale_range``."""
+    cfg = replace(cfg, score=ranking_score(model, cfg))
+    if auto_scales:
+        cfg = replace(cfg, scale_range=(min(trained.train_scales), max(trained.train_scales)))
+    return cfg
 
 
 def _device_line(device: torch.device) -> str | None:
@@ -69,7 +77,8 @@ class EvalOptions:
     device runs it natively), ``max_images`` (the first N images only) and ``root`` (the image root,
     ``--root``; default: the manifest's). With ``anchors_only`` (the default) the RPN is also scored as
     ``rpn-anchors``: its ranked anchors with the deltas at zero, from the same forward pass, so that what the
-    box regressor adds is one row of every evaluation."""
+    box regressor adds is one row of every evaluation. With ``auto_scales`` the RPN scores each image at one
+    scale, its own shorter side clamped into the range the checkpoint was trained at."""
 
     checkpoint: str | None = None
     methods: Sequence[str] = ()
@@ -80,6 +89,7 @@ class EvalOptions:
     max_images: int | None = None
     root: str | os.PathLike[str] | None = None
     anchors_only: bool = True
+    auto_scales: bool = False
 
 
 def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -89,7 +99,8 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     checkpoint, methods, recall_k, max_images = options.checkpoint, options.methods, options.recall_k, \
         options.max_images
     cfg = options.proposals or ProposalConfig()
-    cfg.validate()
+    if options.auto_scales and not checkpoint:
+        raise OptionError("`scales` auto is the range of scales a checkpoint was trained at: give `checkpoint`")
     if recall_k < 1:
         raise OptionError(f"`recall_k`={recall_k} must be >= 1")
     for method in methods:
@@ -101,6 +112,13 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     if max_images is not None and max_images < 1:
         raise OptionError(f"`max_images` {max_images} must be >= 1")
     dev = resolve_device(options.device)
+    model = None
+    if checkpoint:
+        from baseline.checkpoint import model_from_checkpoint
+
+        model, trained = model_from_checkpoint(checkpoint)
+        cfg = resolve_proposals(cfg, model, trained, options.auto_scales)
+    cfg.validate()
     records, root = load_records(manifest_dir, options.root)
     reader = ImageReader(root)
     records = records[:max_images] if max_images else records
@@ -111,7 +129,7 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     write_text(out / "gt_coco.json", json.dumps(gt_json))
     results: dict[str, dict] = {}
     for name in names:
-        fn = _proposer(name, checkpoint, cfg, dev, options)
+        fn = _proposer(name, model, cfg, dev, options)
         found: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
         t0 = time.perf_counter()
         for record in progress(records, desc=name, unit="img"):

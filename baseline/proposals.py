@@ -1,12 +1,16 @@
 """Proposals from a trained RPN: multi-scale inference with two NMS stages.
 
-For every test scale (shorter side, default 200..1400 step 200) the image is
-resized and run through the network. Inside each level the object
-probabilities (softmax over background / object / gray) rank the anchors: the
+For every test scale (shorter side, default 200..1400 step 200; or, with ``scale_range``, one scale a
+image: its own shorter side clamped into that range) the image is resized and run through the network.
+Inside each level the object probabilities (softmax over background / object / gray; with ``score``
+``object-x-iou``, times the predicted IoU of the regressed box to the power ``quality_exponent``) rank the anchors: the
 best ``pre_nms`` are decoded, clipped, tiny boxes dropped, and NMS at 0.7
 keeps ``post_nms``. The survivors of all levels and scales, mapped back to
 original pixels, go through NMS at 0.5 ("across scales"), and the best
-``top_k`` remain. Boxes: x1, y1, x2, y2 float pixels of the original image.
+``top_k`` remain. With ``box_voting`` (an IoU), each kept box is then replaced by the score-weighted mean of
+the candidates that overlap it at least that much (those it suppressed and itself; Gidaris and Komodakis'
+box voting). With ``soft_nms`` (a sigma), a Gaussian soft-NMS across levels and scales replaces the NMS at
+``scale_nms``. Boxes: x1, y1, x2, y2 float pixels of the original image.
 
 :func:`propose_sets` also gives, from the same forward pass, the proposals of the anchors alone (each
 ranked anchor as its own box, its deltas taken as zero, through the same NMS): what the box regressor
@@ -15,23 +19,28 @@ adds is the difference between the two.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torchvision.ops import clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
 from baseline.data import pad_batch, prepare
 from baseline.model import HourglassRPN
 from baseline.rpn import BACKGROUND, box_coder
 from eic_builder.boxes import scale_boxes
-from eic_builder.errors import OptionError
+from eic_builder.choices import PROPOSAL_SCORES
+from eic_builder.errors import OptionError, check_choice
 
 TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
 
 
 @dataclass(frozen=True)
 class ProposalConfig:
-    """Inference settings."""
+    """Inference settings. ``scale_range`` (lo, hi), when given, replaces ``scales``: one scale an image,
+    its own shorter side clamped into [lo, hi] (``eval-baseline --scales auto``: the range the checkpoint
+    was trained at). ``score`` None ranks as the checkpoint was trained to (its ``TrainConfig.score``)."""
 
     scales: tuple[int, ...] = TEST_SCALES
     max_size: int = 2000
@@ -41,10 +50,19 @@ class ProposalConfig:
     scale_nms: float = 0.5
     top_k: int = 1000
     min_size: float = 1.0
+    scale_range: tuple[int, int] | None = None
+    score: str | None = None  # object | object-x-iou | None: the checkpoint's
+    quality_exponent: float = 1.0
+    box_voting: float | None = None  # IoU of box voting after the last NMS; None: off (the paper's)
+    soft_nms: float | None = None  # sigma of a Gaussian soft-NMS across levels and scales instead of scale_nms
 
     def validate(self) -> None:
         """Refuse values that make no sense (they would give empty or meaningless proposals)."""
-        if not self.scales or min(self.scales) < 16:
+        if self.scale_range is not None:
+            lo, hi = self.scale_range
+            if not 16 <= lo <= hi:
+                raise OptionError(f"`scale_range` {lo},{hi}: needs 16 <= lo <= hi pixels")
+        elif not self.scales or min(self.scales) < 16:
             raise OptionError(f"`scales` {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
         if self.top_k < 1:
             raise OptionError(f"`top_k`={self.top_k} must be >= 1")
@@ -52,6 +70,21 @@ class ProposalConfig:
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise OptionError(f"`{name}`={value} must be in (0, 1]")
+        if self.score is not None:
+            check_choice("--score", self.score, PROPOSAL_SCORES)
+        if not (math.isfinite(self.quality_exponent) and self.quality_exponent >= 0):
+            raise OptionError(f"`quality_exponent`={self.quality_exponent} must be a finite number >= 0")
+        if self.box_voting is not None and not 0 < self.box_voting <= 1:
+            raise OptionError(f"`box_voting`={self.box_voting} must be an IoU in (0, 1]")
+        if self.soft_nms is not None and not (math.isfinite(self.soft_nms) and self.soft_nms > 0):
+            raise OptionError(f"`soft_nms`={self.soft_nms} must be a finite sigma > 0")
+
+    def scales_for(self, height: int, width: int) -> tuple[int, ...]:
+        """The test scales of an image of ``height`` x ``width`` pixels."""
+        if self.scale_range is None:
+            return self.scales
+        lo, hi = self.scale_range
+        return (min(hi, max(lo, min(height, width))),)
 
 
 REGRESSED, ANCHORS_ONLY = "rpn", "rpn-anchors"
@@ -68,6 +101,50 @@ def _level_survivors(boxes: torch.Tensor, score: torch.Tensor, size: tuple[int, 
     return scale_boxes(boxes[keep], 1 / fx, 1 / fy), score[keep]
 
 
+def box_vote(kept: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    """Each of the K kept boxes (K, 4) replaced by the mean of the M candidates (M, 4) that overlap it at
+    least ``iou``, weighted by their scores (M,) (a kept box is one of its own candidates)."""
+    weights = (box_iou(kept, boxes) >= iou) * scores[None, :]
+    return (weights @ boxes) / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+SOFT_NMS_CANDIDATES = 4000  # the best-scored candidates soft-NMS sees
+
+
+def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, sigma: float, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian soft-NMS (Bodla et al. 2017) of N boxes (N, 4) with scores (N,): repeatedly keep the best
+    box and multiply every other score by exp(-IoU^2 / sigma), ``top_k`` times. Returns the indices kept
+    (K,), best first, and their decayed scores (K,). A box near a kept one is ranked lower, not dropped:
+    the first proposals spread over the objects, and the tight variants of each follow."""
+    order = scores.argsort(descending=True)[:SOFT_NMS_CANDIDATES]
+    # numpy, one IoU row per kept box: a thousand small steps, each far cheaper than a torch op's dispatch
+    # and than the whole IoU matrix
+    x1, y1, x2, y2 = boxes[order].double().numpy().T
+    area = (x2 - x1) * (y2 - y1)
+    left = scores[order].double().numpy().copy()
+    kept, kept_scores = [], []
+    for _ in range(min(top_k, len(order))):
+        best = int(left.argmax())
+        kept.append(best)
+        kept_scores.append(left[best])
+        inter = (np.minimum(x2, x2[best]) - np.maximum(x1, x1[best])).clip(min=0) * \
+            (np.minimum(y2, y2[best]) - np.maximum(y1, y1[best])).clip(min=0)
+        iou = inter / np.maximum(area + area[best] - inter, 1e-12)
+        left *= np.exp(-iou * iou / sigma)
+        left[best] = -1.0
+    return order[torch.tensor(kept, dtype=torch.long)], torch.tensor(kept_scores, dtype=scores.dtype)
+
+
+def ranking_score(model: HourglassRPN, cfg: ProposalConfig) -> str:
+    """What ranks ``model``'s proposals under ``cfg``: ``cfg.score``, else the one it was trained for;
+    :class:`OptionError` for ``object-x-iou`` on a model without a quality head."""
+    score = cfg.score or ("object-x-iou" if model.cfg.quality else "object")
+    if score == "object-x-iou" and not model.cfg.quality:
+        raise OptionError("`score` object-x-iou needs a checkpoint trained with it (train-baseline --score "
+                          "object-x-iou); this one has no quality head: use `score` object")
+    return score
+
+
 @torch.inference_mode()
 def propose_sets(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),
                  device: torch.device | None = None, amp: bool = False,
@@ -76,20 +153,21 @@ def propose_sets(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig =
     CPU; with ``anchors_only`` also ``"rpn-anchors"``: the same ranked anchors with their deltas at zero."""
     device = device or next(model.parameters()).device
     coder = box_coder()
+    with_quality = ranking_score(model, cfg) == "object-x-iou"
     _, height, width = image.shape
     found: dict[str, tuple[list, list]] = {REGRESSED: ([], [])}
     if anchors_only:
         found[ANCHORS_ONLY] = ([], [])
-    for scale in cfg.scales:
+    for scale in cfg.scales_for(height, width):
         x, (fx, fy) = prepare(image.to(device), scale, cfg.max_size)
         h, w = x.shape[-2:]
-        batch = pad_batch([x])
-        if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = pad_batch([x]).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, deltas, anchors = model(batch)
-        for lg, dl, an in zip(logits, deltas, anchors):
+            out = model(batch)
+        for m, (lg, dl, an) in enumerate(zip(out.logits, out.deltas, out.anchors)):
             prob = 1 - torch.softmax(lg[0].float(), dim=-1)[:, BACKGROUND]
+            if with_quality:
+                prob = prob * torch.sigmoid(out.quality[m][0].float()) ** cfg.quality_exponent
             score, idx = prob.topk(min(cfg.pre_nms, len(prob)))
             ranked = {REGRESSED: coder.decode_single(dl[0][idx].float(), an[idx])}
             if anchors_only:
@@ -98,13 +176,18 @@ def propose_sets(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig =
                 level_boxes, level_scores = _level_survivors(boxes, score, (h, w), cfg, fx, fy)
                 found[kind][0].append(level_boxes)
                 found[kind][1].append(level_scores)
-    out = {}
+    out_sets = {}
     for kind, (all_boxes, all_scores) in found.items():
         boxes = clip_boxes_to_image(torch.cat(all_boxes), (height, width))
         scores = torch.cat(all_scores)
-        keep = nms(boxes, scores, cfg.scale_nms)[: cfg.top_k]  # across levels and scales: one NMS over all
-        out[kind] = (boxes[keep].cpu(), scores[keep].cpu())
-    return out
+        if cfg.soft_nms is None:
+            keep = nms(boxes, scores, cfg.scale_nms)[: cfg.top_k]  # across levels and scales: one NMS over all
+            kept_scores = scores[keep]
+        else:
+            keep, kept_scores = soft_nms(boxes.cpu(), scores.cpu(), cfg.soft_nms, cfg.top_k)
+        kept = boxes[keep] if cfg.box_voting is None else box_vote(boxes[keep], boxes, scores, cfg.box_voting)
+        out_sets[kind] = (kept.cpu(), kept_scores.cpu())
+    return out_sets
 
 
 def propose(model: HourglassRPN, image: torch.Tensor, cfg: ProposalConfig = ProposalConfig(),

@@ -46,7 +46,7 @@ def level_report(checkpoint: str, manifest: str, scale: int, n_images: int, pos_
     for record in records:
         x, (fx, fy) = prepare(read_rgb(reader, record.ref), scale, 10 * scale)  # longer side uncapped
         images.append(x)
-        _, deltas, anchors = model(pad_batch([x]))
+        _, deltas, anchors, _ = model(pad_batch([x]))
         labels, matched = assign(torch.cat(anchors), scale_boxes(record.boxes, fx, fy), cfg)
         sizes = [len(a) for a in anchors]
         for m, (an, lab, mat) in enumerate(zip(anchors, labels.split(sizes), matched.split(sizes))):

@@ -111,6 +111,54 @@ def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: s
     return _save(run, folder)
 
 
+def seed_rows(docs: Sequence[Mapping], label: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the metrics table over the ``eval-baseline`` runs of several seeds (their
+    ``metrics.json``): each method's figures as mean ± standard deviation over the seeds (in %, the
+    sample deviation, n - 1), the method named ``LABEL: method`` with a label. Every run must score the
+    same methods."""
+    from baseline.report import metrics_rows
+
+    tables = [metrics_rows(doc["results"], doc.get("recall_k", 300)) for doc in docs]
+    header = tables[0][0]
+    methods = [row[0] for row in tables[0][1]]
+    if any([row[0] for row in rows] != methods for _, rows in tables):
+        raise SystemExit(f"the seeds' evaluations score different methods: {[[r[0] for r in t[1]] for t in tables]}")
+    rows = []
+    for i, method in enumerate(methods):
+        row = [f"{label}: {method}" if label else method]
+        for j in range(1, len(header)):
+            values = [float(rows_[i][j]) for _, rows_ in tables]
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            row.append(f"{mean:.2f} ± {sd:.2f}")
+        rows.append(row)
+    return header, rows
+
+
+def import_seeds(eval_dirs: Sequence[Path], labels: Sequence[str], seeds: int, name: str,
+                 folder: Path = RESULTS_DIR) -> Path:
+    """One stored run from ``eval-baseline`` folders of several seeds: ``eval_dirs`` are ``len(labels)``
+    groups of ``seeds`` folders (label by label; one unlabelled group without labels), each group's methods
+    one row of mean ± standard deviation over its seeds, with every folder's command and figures."""
+    groups = list(labels) or [""]
+    if seeds < 2 or len(eval_dirs) != seeds * len(groups):
+        raise SystemExit(f"give {seeds} folders (seeds) per label: {len(eval_dirs)} folders, {len(groups)} "
+                         "label(s), and at least 2 seeds")
+    docs = [json.loads((Path(d) / "metrics.json").read_text()) for d in eval_dirs]
+    machines = {doc.get("machine", "unknown") for doc in docs}
+    if len(machines) != 1:
+        raise SystemExit(f"the evaluations ran on different machines: {sorted(machines)}")
+    header, rows = [], []
+    for g, label in enumerate(groups):
+        header, part = seed_rows(docs[g * seeds:(g + 1) * seeds], label or None)
+        rows += part
+    run = {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
+           "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
+           "machine": machines.pop(), "seeds": seeds,
+           "figures": {str(d): doc for d, doc in zip(eval_dirs, docs)}, "table": {"header": header, "rows": rows}}
+    return _save(run, folder)
+
+
 def table_markdown(run: Mapping) -> str:
     """The Markdown table of a stored run, with the line naming its machine, commit and command."""
     header, rows = run["table"]["header"], run["table"]["rows"]
@@ -247,13 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="import: an eval-baseline or experiment --out folder (several with --labels).")
     parser.add_argument("--labels", default=None, help="import of several eval-baseline folders: a label each.")
     parser.add_argument("--name", default="evaluation", help="import: the stored run's name.")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="import: the folders are runs of this many seeds (per label, label by label); "
+                        "each row is mean ± standard deviation over them.")
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="The Markdown file (default RESULTS.md).")
     parser.add_argument("--runs", type=Path, default=RESULTS_DIR, help="The folder of stored runs.")
     args = parser.parse_args(argv)
     if args.action == "import":
         if not args.eval_dir:
             parser.error("import needs an eval-baseline or experiment folder")
-        if args.labels or len(args.eval_dir) > 1:
+        if args.seeds is not None:
+            labels = args.labels.split(",") if args.labels else []
+            path = import_seeds(args.eval_dir, labels, args.seeds, args.name, args.runs)
+        elif args.labels or len(args.eval_dir) > 1:
             path = import_evaluations(args.eval_dir, (args.labels or "").split(","), args.name, args.runs)
         else:
             path = import_evaluation(args.eval_dir[0], args.name, args.runs)

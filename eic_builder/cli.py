@@ -686,6 +686,14 @@ _TRAINING_OPTIONS = [
         "reg_loss", "The box term: smooth-l1 on the deltas (the paper's) or giou (1 - GIoU of the decoded boxes).")),
     click.option("--reg-weight", type=float, default=None,
                  help=_default_help("reg_weight", "Weight of the box term against the classification term.")),
+    click.option("--score", default=None, type=click.Choice(choices.PROPOSAL_SCORES), help=_default_help(
+        "score", "What ranks the proposals: object (the paper's object probability) or object-x-iou (ours: a "
+        "quality head learns each anchor's regressed-box IoU, proposals ranked by object x IoU).")),
+    click.option("--quality-weight", type=float, default=None,
+                 help=_default_help("quality_weight", "Weight of the quality head's IoU term (--score object-x-iou).")),
+    click.option("--quality-anchors", default=None, type=click.Choice(choices.QUALITY_ANCHORS), help=_default_help(
+        "quality_anchors", "The sampled anchors whose regressed-box IoU the quality head learns: all of them "
+        "(sampled) or only the object and gray ones (object-gray).")),
     click.option("--backbone-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Encoder weights in torchvision's format: vgg16 (--norm none), vgg16_bn, vgg11(_bn), "
                  "googlenet state dicts, or the encoder.pt of eic-build pretrain."),
@@ -818,8 +826,21 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 @click.option("--method", "methods", multiple=True, type=click.Choice(choices.PEER_METHODS),
               help="Peer methods scored by the same code. Repeatable.")
 @click.option("--scales", default="200,400,600,800,1000,1200,1400", show_default=True,
-              help="Test scales (shorter side) of the RPN.")
+              help="Test scales (shorter side) of the RPN, or 'auto': one scale an image, its own shorter side "
+              "clamped into the range of scales the checkpoint was trained at.")
 @click.option("--top-k", default=1000, show_default=True, help="Proposals kept per image.")
+@click.option("--score", default=None, type=click.Choice(choices.PROPOSAL_SCORES),
+              help="What ranks the RPN's proposals: 'object' (the paper's object probability) or 'object-x-iou' "
+              "(times the predicted IoU of the regressed box; checkpoints trained with --score object-x-iou). "
+              "Default: the one the checkpoint was trained with.")
+@click.option("--quality-exponent", default=1.0, show_default=True, type=float,
+              help="With --score object-x-iou: rank by object x IoU ** this.")
+@click.option("--box-voting", default=None, type=float, metavar="IOU",
+              help="Replace each kept proposal by the score-weighted mean of the candidates overlapping it at "
+              "least IOU (ours; default off, as in the paper).")
+@click.option("--soft-nms", default=None, type=float, metavar="SIGMA",
+              help="Across levels and scales, a Gaussian soft-NMS (scores decayed by exp(-IoU^2/SIGMA)) instead of "
+              "the NMS at --scale-nms (ours; default off).")
 @click.option("--level-nms", default=0.7, show_default=True, type=float,
               help="RPN: NMS IoU threshold inside each level of each scale (the paper's inner-level 0.7).")
 @click.option("--scale-nms", default=0.5, show_default=True, type=float,
@@ -835,17 +856,22 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
               help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
               "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
-             level_nms: float, scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str,
-             root: Path | None, anchors_only: bool) -> None:
+             score: str | None, quality_exponent: float, box_voting: float | None, soft_nms: float | None,
+             level_nms: float,
+             scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str, root: Path | None,
+             anchors_only: bool) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
     from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig
 
-    cfg = ProposalConfig(scales=_ints(scales), top_k=top_k, level_nms=level_nms, scale_nms=scale_nms)
+    auto = scales.strip() == "auto"
+    cfg = ProposalConfig(scales=() if auto else _ints(scales), top_k=top_k, level_nms=level_nms,
+                         scale_nms=scale_nms, score=score, quality_exponent=quality_exponent, box_voting=box_voting,
+                         soft_nms=soft_nms)
     evaluate_methods(manifest, out, EvalOptions(checkpoint=str(checkpoint) if checkpoint else None,
                                                 methods=list(methods), proposals=cfg, recall_k=recall_k,
                                                 device=device, dtype=dtype, max_images=max_images, root=root,
-                                                anchors_only=anchors_only))
+                                                anchors_only=anchors_only, auto_scales=auto))
     click.echo((out / "metrics.md").read_text(), nl=False)
     click.echo(f"wrote {out}/metrics.json, metrics.md, recall_iou.png and proposals per method")
 

@@ -162,3 +162,30 @@ def test_a_stored_run_of_another_shape_is_named(results, tmp_path: Path) -> None
     del doc["table"]
     path.write_text(json.dumps(doc))
     assert "is not a stored run (KeyError" in results.check(text, tmp_path)[0]
+
+
+def _metrics(ar100: float, rec: float) -> dict:
+    figures = {"AR@10": 0.1, "AR@100": ar100, "AR@300": 0.5, "AR@500": 0.5, "AR@1000": 0.5, "Rec@0.5@300": rec,
+               "recall@0.70@300": 0.3, "AR_small@100": 0.0, "AR_medium@100": 0.2, "AR_large@100": 0.4}
+    return {"results": {"rpn": figures, "selective-search": figures}, "recall_k": 300, "machine": "CPU: test",
+            "command": "eic-build eval-baseline ...", "date": "2026-12-06"}
+
+
+def test_seed_runs_become_mean_and_deviation(results, tmp_path: Path) -> None:
+    """AR@100 of 0.40, 0.44, 0.48 over three seeds: mean 44.00, sample deviation 4.00 (in %)."""
+    dirs = []
+    for seed, (ar, rec) in enumerate(((0.40, 0.80), (0.44, 0.80), (0.48, 0.83))):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "metrics.json").write_text(json.dumps(_metrics(ar, rec)))
+        dirs.append(tmp_path / f"s{seed}")
+    header, rows = results.seed_rows([json.loads((d / "metrics.json").read_text()) for d in dirs], "recipe")
+    assert header[2] == "AR@100" and rows[0][0] == "recipe: rpn"
+    assert rows[0][2] == "44.00 ± 4.00" and rows[0][6] == "81.00 ± 1.73" and rows[0][1] == "10.00 ± 0.00"
+    stored = json.loads(results.import_seeds(dirs, [], 3, "t", tmp_path / "runs").read_text())
+    assert stored["seeds"] == 3 and stored["table"]["rows"][1][0] == "selective-search"
+    with pytest.raises(SystemExit, match="give 3 folders \\(seeds\\) per label: 3 folders, 2 label"):
+        results.import_seeds(dirs, ["a", "b"], 3, "t", tmp_path / "runs")
+    other = _metrics(0.4, 0.8)
+    other["results"].pop("selective-search")
+    with pytest.raises(SystemExit, match="score different methods"):
+        results.seed_rows([_metrics(0.4, 0.8), other])

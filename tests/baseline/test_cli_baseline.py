@@ -94,3 +94,46 @@ def test_derived_manifests_compose(synthetic_tree: Path, tmp_path: Path) -> None
     assert lineage["manifest"] == str((m / "filtered").resolve())
     assert lineage["lineage"][0]["manifest"] == str((m / "scan").resolve()) and lineage["lineage"][0]["command"]
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_quality_score_auto_scales_and_box_voting(synthetic_tree: Path, tmp_path: Path) -> None:
+    """A checkpoint trained with --score object-x-iou is scored by it unless told otherwise, records what
+    it used; --scales auto scores each image once at its shorter side clamped into the training scales."""
+    scan(synthetic_tree, tmp_path / "train", split="train")
+    scan(synthetic_tree, tmp_path / "val", split="val")
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "q"), "--tiny", "--iters", "4",
+            "--images-per-batch", "2", "--train-scales", "96,128", "--score", "object-x-iou")
+    assert r.exit_code == 0, r.output
+    logged = json.loads((tmp_path / "q" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"iou_1", "iou_2", "iou_3"} <= set(logged)
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["score"] == "object-x-iou"
+    used = {}
+    for name, extra in (("default", []), ("object", ["--score", "object"]), ("vote", ["--box-voting", "0.7"])):
+        r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / name), "--checkpoint",
+                str(tmp_path / "q" / "last.pt"), "--scales", "auto", "--max-images", "3", *extra)
+        assert r.exit_code == 0, r.output
+        used[name] = json.loads((tmp_path / name / "metrics.json").read_text())["proposal_config"]
+    assert used["default"]["score"] == "object-x-iou" and used["object"]["score"] == "object"
+    assert used["default"]["scale_range"] == [96, 128] and used["vote"]["box_voting"] == 0.7
+    ranked = {name: pq.read_table(tmp_path / name / "rpn" / "proposals.parquet").to_pydict()
+              for name in ("default", "object", "vote")}
+    assert ranked["default"]["score"] != ranked["object"]["score"]  # the product, not the object probability
+    assert ranked["vote"]["score"] == ranked["default"]["score"] and ranked["vote"]["x1"] != ranked["default"]["x1"]
+    # a checkpoint without a quality head cannot rank by it; auto scales need a checkpoint
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "o"), "--tiny", "--iters", "2",
+            "--images-per-batch", "2", "--train-scales", "96")
+    assert r.exit_code == 0, r.output
+    r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "e"), "--checkpoint",
+            str(tmp_path / "o" / "last.pt"), "--score", "object-x-iou")
+    assert r.exit_code == 2 and "--score object-x-iou needs a checkpoint trained with it" in r.output, r.output
+    r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "e"), "--method", "sliding-window",
+            "--scales", "auto")
+    assert r.exit_code == 2 and "--scales auto" in r.output and "--checkpoint" in r.output, r.output
+    for bad, words in ((["--box-voting", "1.5"], "--box-voting=1.5 must be an IoU in (0, 1]"),
+                       (["--quality-exponent", "-1"], "--quality-exponent=-1.0 must be a finite number >= 0")):
+        r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "e"), "--checkpoint",
+                str(tmp_path / "q" / "last.pt"), *bad)
+        assert r.exit_code == 2 and words in r.output, r.output
+    r = run("train-baseline", str(tmp_path / "train"), "--out", str(tmp_path / "w"), "--tiny",
+            "--quality-weight", "0")
+    assert r.exit_code == 2 and "--quality-weight=0.0 must be a finite number > 0" in r.output, r.output

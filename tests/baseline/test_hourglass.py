@@ -48,7 +48,7 @@ def test_decoder_and_heads_are_normalised_as_the_encoder_is(norm: str, norms: in
 
 def test_rpn_outputs_match_anchors() -> None:
     model = HourglassRPN(ModelConfig(width=0.125))
-    logits, deltas, anchors = model(torch.zeros(1, 3, 64, 96))
+    logits, deltas, anchors, _ = model(torch.zeros(1, 3, 64, 96))
     for lg, dl, an in zip(logits, deltas, anchors):
         assert lg.shape == (1, len(an), 3) and dl.shape == (1, len(an), 4)
     assert [len(a) for a in anchors] == [8 * 12 * 10, 4 * 6 * 10, 2 * 3 * 10]
@@ -56,7 +56,7 @@ def test_rpn_outputs_match_anchors() -> None:
 
 def test_single_level_downsample_carries_every_anchor_on_its_one_map() -> None:
     model = HourglassRPN(ModelConfig(arch="downsample-single", width=0.125))
-    logits, _, anchors = model(torch.zeros(1, 3, 64, 96))
+    logits, _, anchors, _ = model(torch.zeros(1, 3, 64, 96))
     assert len(logits) == len(anchors) == 1
     assert len(anchors[0]) == 2 * 3 * 30  # stride 32: a 2 x 3 map, all 30 shapes
     sides = (anchors[0][:, 2:] - anchors[0][:, :2]).prod(dim=1).sqrt()
@@ -65,7 +65,7 @@ def test_single_level_downsample_carries_every_anchor_on_its_one_map() -> None:
 
 def test_nine_anchors_are_faster_rcnns_one_scale_per_level() -> None:
     model = HourglassRPN(ModelConfig(anchors=9, width=0.125))
-    _, _, anchors = model(torch.zeros(1, 3, 64, 96))
+    _, _, anchors, _ = model(torch.zeros(1, 3, 64, 96))
     assert [len(a) for a in anchors] == [8 * 12 * 3, 4 * 6 * 3, 2 * 3 * 3]
     for level, scale in zip(anchors, (128, 256, 512)):
         wh = level[:3, 2:] - level[:3, :2]

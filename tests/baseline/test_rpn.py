@@ -2,7 +2,20 @@ from __future__ import annotations
 
 import torch
 
-from baseline.rpn import BACKGROUND, GRAY, IGNORE, OBJECT, TargetConfig, assign, box_coder, rpn_loss, sample
+from baseline.rpn import (
+    BACKGROUND,
+    GRAY,
+    IGNORE,
+    OBJECT,
+    TargetConfig,
+    aligned_box_iou,
+    assign,
+    assign_batch,
+    box_coder,
+    rpn_loss,
+    sample,
+    sample_batch,
+)
 
 
 def test_assign_hand_computed() -> None:
@@ -53,7 +66,7 @@ def test_loss_is_finite_and_trains() -> None:
     x = torch.randn(2, 3, 64, 64)
     boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]]), torch.zeros(0, 4)]
     coder = box_coder()
-    logits, deltas, anchors = model(x)
+    logits, deltas, anchors, _ = model(x)
     loss, terms = rpn_loss(logits, deltas, anchors, boxes, TargetConfig(), coder, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and len(terms) == 3
     assert sum(t.n_positive for t in terms) >= 1
@@ -137,3 +150,81 @@ def test_anchors_alone_are_the_proposals_of_a_regressor_at_zero() -> None:
     torch.testing.assert_close(zero["rpn"][0], zero["rpn-anchors"][0])
     torch.testing.assert_close(zero["rpn"][1], zero["rpn-anchors"][1])
     assert set(propose_sets(model, image, cfg)) == {"rpn"}
+
+
+def _bench_rpn():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rpn.py"
+    sys.path.insert(0, str(path.parent))  # its own `from results import store`
+    spec = importlib.util.spec_from_file_location("bench_rpn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_batched_loss_equals_the_per_image_loop_it_replaced() -> None:
+    """With every anchor sampled (no random draw left), the batch-at-once loss is the per-image,
+    per-level loss of before issue 32 (bench_rpn.loop_rpn_loss), term by term; boxes of 0, 1 and 3."""
+    from baseline.model import HourglassRPN, ModelConfig
+
+    torch.manual_seed(0)
+    model = HourglassRPN(ModelConfig(width=0.125))
+    out = model(torch.randn(3, 3, 64, 96))
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]]), torch.zeros(0, 4),
+             torch.tensor([[0.0, 0.0, 90.0, 60.0], [30.0, 10.0, 50.0, 30.0], [60.0, 5.0, 95.0, 63.0]])]
+    everything = dict(batch_per_image=10**6, neg_ratio=None, gray_fraction=1.0)
+    for kind in ("smooth-l1", "giou"):
+        cfg = TargetConfig(reg_loss=kind, **everything)
+        want, want_terms = _bench_rpn().loop_rpn_loss(out.logits, out.deltas, out.anchors, boxes, cfg, box_coder())
+        got, got_terms = rpn_loss(out.logits, out.deltas, out.anchors, boxes, cfg, box_coder())
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for g, w in zip(got_terms, want_terms):
+            assert g.n_positive == w.n_positive
+            torch.testing.assert_close(g.cls, w.cls, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(g.reg, w.reg, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_assignment_equals_the_loop_per_image() -> None:
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 7.5], [0.0, 0.0, 10.0, 5.0],
+                            [0.0, 0.0, 10.0, 2.0], [50.0, 50.0, 60.0, 60.0], [48.0, 52.0, 61.0, 60.0]])
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]), torch.zeros(0, 4),
+             torch.tensor([[0.0, 0.0, 9.0, 4.0]])]
+    labels, matched = assign_batch(anchors, boxes, TargetConfig())
+    for b, gt in enumerate(boxes):
+        want_labels, want_matched = _bench_rpn().loop_assign(anchors, gt, TargetConfig())
+        assert labels[b].tolist() == want_labels.tolist()
+        torch.testing.assert_close(matched[b], want_matched)
+
+
+def test_sample_batch_quotas_per_image() -> None:
+    """Each image of the batch gets its own quotas: 5 objects -> 16 (min) negatives, 40 -> 120."""
+    few = torch.tensor([OBJECT] * 5 + [BACKGROUND] * 535 + [GRAY] * 100)
+    many = torch.tensor([OBJECT] * 40 + [BACKGROUND] * 500 + [GRAY] * 100)
+    cfg = TargetConfig(batch_per_image=300, neg_ratio=3.0, gray_fraction=0.1, min_negatives=16)
+    chosen = sample_batch(torch.stack([few, many]), cfg, torch.Generator().manual_seed(0))
+    for row, labels, negatives in ((0, few, 16), (1, many, 120)):
+        picked = labels[chosen[row]]
+        assert (picked == BACKGROUND).sum() == negatives and (picked == GRAY).sum() == 30
+    assert sample_batch(torch.zeros(2, 0, dtype=torch.long), cfg).shape == (2, 0)
+
+
+def test_quality_target_is_the_regressed_box_iou() -> None:
+    """The quality term is binary cross-entropy against the IoU of the decoded box with its matched box:
+    deltas at zero on the anchor (0,0,10,10) of the box (0,0,10,20) give IoU 0.5, and a logit of 0
+    (prediction 0.5) costs -(0.5 log 0.5 + 0.5 log 0.5) = log 2; with every sampled anchor (the default) the
+    far background one counts too."""
+    import math
+
+    box = [torch.tensor([[0.0, 0.0, 10.0, 20.0]])]
+    logits, deltas, anchors = _one_level([0.0, 0.0, 0.0, 0.0])
+    quality = [torch.tensor([[0.0, -2.0]])]  # the far background anchor: IoU 0, logit -2: log(1 + e^-2)
+    _, (term,) = rpn_loss(logits, deltas, anchors, box, TargetConfig(pos_iou=0.7, quality_anchors="object-gray"),
+                          box_coder(), torch.Generator().manual_seed(0), quality=quality)
+    assert abs(term.quality.item() - math.log(2)) < 1e-6
+    _, (term,) = rpn_loss(logits, deltas, anchors, box, TargetConfig(pos_iou=0.7), box_coder(),
+                          torch.Generator().manual_seed(0), quality=quality)
+    assert abs(term.quality.item() - (math.log(2) + math.log(1 + math.exp(-2))) / 2) < 1e-6
+    assert aligned_box_iou(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), box[0]).item() == 0.5
