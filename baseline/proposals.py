@@ -1,6 +1,6 @@
 """Proposals from a trained RPN: multi-scale inference with two NMS stages.
 
-For every test scale (shorter side, default 200..1400 step 200; or, with ``scale_range``, one scale a
+For every test scale (shorter side, default 200..1400 step 200; or, with ``scale_range``, one scale an
 image: its own shorter side clamped into that range) the image is resized and run through the network.
 Inside each level the object probabilities (softmax over background / object / gray; with ``score``
 ``object-x-iou``, times the predicted IoU of the regressed box to the power ``quality_exponent``) rank the anchors: the

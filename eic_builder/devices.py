@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -30,7 +31,17 @@ def init_distributed(distributed: bool) -> tuple[int, int]:
         if "RANK" not in os.environ:
             raise OptionError("`distributed` needs torchrun (RANK/WORLD_SIZE are not set)")
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # leave the group before the interpreter tears down: a gloo group still alive at exit can abort the
+        # process ("terminate called without an active exception") after the work is done
+        atexit.register(_leave_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: torch.device, distributed: bool) -> torch.device:
