@@ -27,8 +27,7 @@ from eic_builder.errors import OptionError, check_choice
 CLI_FIELDS = ("sampling", "iters", "images_per_batch", "lr", "lr_step", "optimizer", "pos_iou", "train_scales", "flip",
               "arch", "encoder", "anchors", "width", "norm", "gray", "neg_ratio", "neg_ratio_control",
               "anchors_per_image", "reg_loss", "reg_weight", "score", "quality_weight", "quality_anchors",
-              "backbone_weights", "device",
-              "dtype", "workers", "checkpoint_every", "seed")
+              "backbone_weights", "device", "dtype", "workers", "checkpoint_every", "seed")
 
 
 def check_encoder_options(encoder: str, width: float, norm: str) -> None:

@@ -12,17 +12,24 @@ from eic_builder.atomic_files import write_bytes
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 
 
-def metrics_rows(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the metrics table: one row per method, AR@10/100/300/500/1000, Rec@0.5 and Rec@0.7
-    (top ``recall_k``: how tight the boxes are shows at 0.7) and AR@100 by size, in % with two decimals (the
-    one formatting of every such table)."""
-    cols = ["AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5@{recall_k}", f"recall@0.70@{recall_k}",
+def metric_columns(recall_k: int = 300) -> tuple[list[str], list[str]]:
+    """(the keys of ``proposal_metrics``' figures, the table's header after "Method") of the metrics table:
+    AR@10/100/300/500/1000, Rec@0.5 and Rec@0.7 (top ``recall_k``: how tight the boxes are shows at 0.7)
+    and AR@100 by size."""
+    keys = ["AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5@{recall_k}", f"recall@0.70@{recall_k}",
             "AR_small@100", "AR_medium@100", "AR_large@100"]
-    head = ["Method", "AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5 (top {recall_k})",
+    head = ["AR@10", "AR@100", "AR@300", "AR@500", "AR@1000", f"Rec@0.5 (top {recall_k})",
             f"Rec@0.7 (top {recall_k})", "AR small", "AR medium", "AR large"]
-    rows = [[name, *(f"{100 * m[c]:.2f}" if c in m and m[c] == m[c] else "n/a" for c in cols)]
+    return keys, head
+
+
+def metrics_rows(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the metrics table (:func:`metric_columns`): one row per method, in % with two
+    decimals (the one formatting of every such table)."""
+    keys, head = metric_columns(recall_k)
+    rows = [[name, *(f"{100 * m[c]:.2f}" if c in m and m[c] == m[c] else "n/a" for c in keys)]
             for name, m in results.items()]
-    return head, rows
+    return ["Method", *head], rows
 
 
 def metrics_markdown(results: Mapping[str, Mapping[str, float]], recall_k: int = 300) -> str:

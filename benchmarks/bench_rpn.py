@@ -153,17 +153,16 @@ def time_steps(manifest: Path, steps: int, width: float, store: bool) -> None:
             rows.append((dtype, name, seen / (time.perf_counter() - started)))
     print(machine_line())
     print(f"{manifest}: {steps} steps of {per} images at scales 224..448, width {width:g} (train-baseline --tiny)")
+    before = {dtype: rate for dtype, name, rate in rows if name == "before"}
     for dtype, name, rate in rows:
-        base = next(r for d, n, r in rows if d == dtype and n == "before")
-        print(f"{dtype:9s} {name:7s} {rate:6.2f} img/s  {rate / base:.2f}x")
+        print(f"{dtype:9s} {name:7s} {rate:6.2f} img/s  {rate / before[dtype]:.2f}x")
     if store:
         from results import store as keep
 
         path = keep(f"rpn-step-w{width:g}", machine_line(), {"rows": rows, "steps": steps, "width": width,
                                                             "manifest": str(manifest)},
                     ["dtype", "step", "train img/s", "ratio to before"],
-                    [[d, n, f"{r:.2f}", f"{r / next(x for dd, nn, x in rows if dd == d and nn == 'before'):.2f}x"]
-                     for d, n, r in rows])
+                    [[d, n, f"{r:.2f}", f"{r / before[d]:.2f}x"] for d, n, r in rows])
         print(f"stored {path}")
 
 

@@ -89,6 +89,23 @@ def import_evaluation(eval_dir: Path, name: str, folder: Path = RESULTS_DIR) -> 
     return _save(run, folder)
 
 
+def _evaluations(eval_dirs: Sequence[Path]) -> tuple[list[dict], str]:
+    """The ``metrics.json`` of each ``eval-baseline`` folder, and the one machine they all ran on."""
+    docs = [json.loads((Path(d) / "metrics.json").read_text()) for d in eval_dirs]
+    machines = {doc.get("machine", "unknown") for doc in docs}
+    if len(machines) != 1:
+        raise SystemExit(f"the evaluations ran on different machines: {sorted(machines)}")
+    return docs, machines.pop()
+
+
+def _combined_run(name: str, docs: Sequence[Mapping], machine: str, figures: Mapping, header: list[str],
+                  rows: list[list[str]], **extra: object) -> dict:
+    """A stored run made of several evaluations: the latest date, every command, the figures given."""
+    return {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
+            "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
+            "machine": machine, **extra, "figures": dict(figures), "table": {"header": header, "rows": rows}}
+
+
 def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: str,
                        folder: Path = RESULTS_DIR) -> Path:
     """One stored run from several ``eval-baseline`` folders (variants of a recipe, say): one table whose rows
@@ -97,42 +114,39 @@ def import_evaluations(eval_dirs: Sequence[Path], labels: Sequence[str], name: s
 
     if len(labels) != len(eval_dirs):
         raise SystemExit(f"give one label per folder: {len(eval_dirs)} folders, {len(labels)} labels")
-    docs = [json.loads((Path(d) / "metrics.json").read_text()) for d in eval_dirs]
-    machines = {doc.get("machine", "unknown") for doc in docs}
-    if len(machines) != 1:
-        raise SystemExit(f"the evaluations ran on different machines: {sorted(machines)}")
+    docs, machine = _evaluations(eval_dirs)
     header, rows = [], []
     for label, doc in zip(labels, docs):
         header, part = metrics_rows(doc["results"], doc.get("recall_k", 300))
         rows += [[f"{label}: {row[0]}", *row[1:]] for row in part]
-    run = {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
-           "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
-           "machine": machines.pop(), "figures": dict(zip(labels, docs)), "table": {"header": header, "rows": rows}}
-    return _save(run, folder)
+    return _save(_combined_run(name, docs, machine, dict(zip(labels, docs)), header, rows), folder)
 
 
 def seed_rows(docs: Sequence[Mapping], label: str | None = None) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the metrics table over the ``eval-baseline`` runs of several seeds (their
-    ``metrics.json``): each method's figures as mean ± standard deviation over the seeds (in %, the
-    sample deviation, n - 1), the method named ``LABEL: method`` with a label. Every run must score the
-    same methods."""
-    from baseline.report import metrics_rows
+    """(header, rows) of the metrics table (:func:`baseline.report.metric_columns`) over the
+    ``eval-baseline`` runs of several seeds (their ``metrics.json``): each method's figures as mean ±
+    standard deviation over the seeds (in %, the sample deviation, n - 1; "n/a" where a seed lacks the
+    figure), the method named ``LABEL: method`` with a label. Every run must score the same methods."""
+    from baseline.report import metric_columns
 
-    tables = [metrics_rows(doc["results"], doc.get("recall_k", 300)) for doc in docs]
-    header = tables[0][0]
-    methods = [row[0] for row in tables[0][1]]
-    if any([row[0] for row in rows] != methods for _, rows in tables):
-        raise SystemExit(f"the seeds' evaluations score different methods: {[[r[0] for r in t[1]] for t in tables]}")
+    recall_k = docs[0].get("recall_k", 300)
+    keys, head = metric_columns(recall_k)
+    methods = list(docs[0]["results"])
+    if any(list(doc["results"]) != methods for doc in docs):
+        raise SystemExit(f"the seeds' evaluations score different methods: {[list(d['results']) for d in docs]}")
     rows = []
-    for i, method in enumerate(methods):
+    for method in methods:
         row = [f"{label}: {method}" if label else method]
-        for j in range(1, len(header)):
-            values = [float(rows_[i][j]) for _, rows_ in tables]
+        for key in keys:
+            values = [100 * doc["results"][method].get(key, float("nan")) for doc in docs]
+            if any(v != v for v in values):
+                row.append("n/a")
+                continue
             mean = sum(values) / len(values)
             sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
             row.append(f"{mean:.2f} ± {sd:.2f}")
         rows.append(row)
-    return header, rows
+    return ["Method", *head], rows
 
 
 def import_seeds(eval_dirs: Sequence[Path], labels: Sequence[str], seeds: int, name: str,
@@ -144,19 +158,13 @@ def import_seeds(eval_dirs: Sequence[Path], labels: Sequence[str], seeds: int, n
     if seeds < 2 or len(eval_dirs) != seeds * len(groups):
         raise SystemExit(f"give {seeds} folders (seeds) per label: {len(eval_dirs)} folders, {len(groups)} "
                          "label(s), and at least 2 seeds")
-    docs = [json.loads((Path(d) / "metrics.json").read_text()) for d in eval_dirs]
-    machines = {doc.get("machine", "unknown") for doc in docs}
-    if len(machines) != 1:
-        raise SystemExit(f"the evaluations ran on different machines: {sorted(machines)}")
+    docs, machine = _evaluations(eval_dirs)
     header, rows = [], []
     for g, label in enumerate(groups):
         header, part = seed_rows(docs[g * seeds:(g + 1) * seeds], label or None)
         rows += part
-    run = {"name": name, "date": max(doc.get("date") or dt.date.today().isoformat() for doc in docs),
-           "command": " ; ".join(doc.get("command", "(command not recorded)") for doc in docs), "commit": _commit(),
-           "machine": machines.pop(), "seeds": seeds,
-           "figures": {str(d): doc for d, doc in zip(eval_dirs, docs)}, "table": {"header": header, "rows": rows}}
-    return _save(run, folder)
+    figures = {str(d): doc for d, doc in zip(eval_dirs, docs)}
+    return _save(_combined_run(name, docs, machine, figures, header, rows, seeds=seeds), folder)
 
 
 def table_markdown(run: Mapping) -> str:

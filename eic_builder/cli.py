@@ -857,9 +857,8 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
               "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
              score: str | None, quality_exponent: float, box_voting: float | None, soft_nms: float | None,
-             level_nms: float,
-             scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str, root: Path | None,
-             anchors_only: bool) -> None:
+             level_nms: float, scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str,
+             root: Path | None, anchors_only: bool) -> None:
     """Proposals of the RPN and/or peer methods on MANIFEST, scored with AR@k and Rec@0.5 (see CLI.md)."""
     from baseline.eval_run import EvalOptions, evaluate_methods
     from baseline.proposals import ProposalConfig

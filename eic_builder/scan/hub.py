@@ -64,7 +64,9 @@ def image_id_of(rel: str, hub_name: bool | None = None) -> tuple[str, str | None
     base = rel.rsplit("/", 1)[-1]
     dot = base.rfind(".")
     stem = base[:dot] if dot > 0 else base
-    if in_hub_archive(rel) if hub_name is None else hub_name:
+    if hub_name is None:
+        hub_name = in_hub_archive(rel)
+    if hub_name:
         found = split_id_wnid(stem)
         if found is not None:
             return found
