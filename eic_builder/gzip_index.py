@@ -19,10 +19,17 @@ by its owner, and :class:`IndexedGzip` closes its files at exit if nobody did.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import json
+import mmap
 import os
+import subprocess
+import sys
 import threading
 import weakref
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,172 @@ def open_for_scan(archive: str | os.PathLike[str], workers: int):
     caller closes it (a ``with`` block) after :func:`finish_scan`."""
     return _rapidgzip().RapidgzipFile(os.fspath(archive), parallelization=max(1, workers),
                                       chunk_size=INDEX_SPACING)
+
+
+class DecodingProcess(io.RawIOBase):
+    """The decompressed stream of ``archive`` for one sequential pass, decoded by ``workers`` rapidgzip
+    threads in a process of its own (:mod:`eic_builder.gzip_decoder`, which keeps the seek index) into a
+    ring of shared memory, :data:`RING_SLOTS` slots of :data:`RING_SLOT_BYTES`: the scan's thread, parsing
+    and hashing members in Python, never holds up the decoding, which runs up to the ring's size ahead,
+    and :meth:`read_view` hands out the ring's bytes without copying them.
+
+    ``slots`` and ``slot_bytes`` size the ring (0: the defaults). The end of the stream raises what stopped
+    the decoder, as the decoder raised it, after every byte before the fault: ``EOFError`` (truncated) or
+    ``zlib.error`` (damaged bytes), as zlib tells them apart where rapidgzip failed; ``ValueError`` or
+    ``RuntimeError`` (rapidgzip could not open it), :class:`IndexFolderError`, ``OSError``. Close it (a
+    ``with`` block): a decoder still running is stopped."""
+
+    def __init__(self, archive: str | os.PathLike[str], workers: int, slots: int = 0, slot_bytes: int = 0) -> None:
+        self.archive = os.fspath(archive)
+        self._slots, self._slot_bytes = slots or RING_SLOTS, slot_bytes or RING_SLOT_BYTES
+        self._ring_file = _shared_file(self._slots * self._slot_bytes)
+        self._ring = mmap.mmap(self._ring_file.fileno(), self._slots * self._slot_bytes)
+        self._view = memoryview(self._ring)
+        status_read, status_write = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "eic_builder.gzip_decoder", self.archive, str(max(1, workers)),
+                 str(self._ring_file.fileno()), str(self._slots), str(self._slot_bytes), str(status_write)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(),
+                pass_fds=(status_write, self._ring_file.fileno()))
+        except BaseException:
+            os.close(status_read)
+            self._close_ring()
+            raise
+        finally:
+            os.close(status_write)
+        self._status: int | None = status_read
+        self._notices = self._process.stdout  # 4 bytes a slot filled, 0 at the end
+        self._filled = 0  # bytes of the stream in the ring so far
+        self._pos = 0  # bytes of the stream read
+        self._returned = 0  # slots handed back
+        self._ended = False
+        self._copy = bytearray()  # for a read that wraps around the ring or is longer than it
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = self.read_view(len(buffer))
+        buffer[: len(view)] = view
+        return len(view)
+
+    def read_view(self, n: int) -> memoryview:
+        """The next ``n`` bytes of the stream (fewer at its end), valid until the next read: a view of the
+        ring where they lie in one piece, else a copy."""
+        self._hand_back(self._pos // self._slot_bytes)  # what the last view showed is done with
+        size = self._slots * self._slot_bytes
+        start = self._pos % size
+        if start + n <= size and (self._pos % self._slot_bytes) + n <= size:
+            got = self._await(self._pos + n) - self._pos
+            self._pos += got
+            return self._view[start: start + got]
+        if n > len(self._copy):
+            self._copy = bytearray(n)  # a new one: views of the old stay valid
+        out, got = memoryview(self._copy), 0
+        while got < n:
+            self._hand_back(self._pos // self._slot_bytes)
+            start = self._pos % size
+            want = min(n - got, size - start, self._slot_bytes - self._pos % self._slot_bytes)
+            k = self._await(self._pos + want) - self._pos
+            if not k:
+                break
+            out[got: got + k] = self._view[start: start + k]
+            got, self._pos = got + k, self._pos + k
+        return out[:got]
+
+    def _await(self, end: int) -> int:
+        """Wait until the stream up to byte ``end`` is in the ring, or it ended; returns min(end, filled).
+        At an end the decoder's status is read, and its error raised."""
+        while self._filled < end and not self._ended:
+            notice = self._notices.read(4)
+            k = int.from_bytes(notice, "little") if len(notice) == 4 else 0
+            if k:
+                self._filled += k
+            else:
+                self._ended = True
+                self._raise_status()
+        return min(end, self._filled)
+
+    def _hand_back(self, slots: int) -> None:
+        """Hand the decoder back the slots before slot number ``slots`` (counted from the stream's start)."""
+        if slots > self._returned and self._process.poll() is None:
+            with contextlib.suppress(OSError):  # a decoder that ended needs none
+                self._process.stdin.write(bytes(slots - self._returned))
+                self._process.stdin.flush()
+        self._returned = max(self._returned, slots)
+
+    def _raise_status(self) -> None:
+        with os.fdopen(self._status, "rb") as f:
+            self._status = None
+            text = f.read().decode("utf-8", "replace")
+        code = self._process.wait()
+        try:
+            status = json.loads(text)
+        except ValueError:
+            status = {"error": "RuntimeError", "message": f"the decoding process ended with code {code} "
+                      "and no word"}
+        if status.get("ok"):
+            return
+        kind = _DECODER_ERRORS.get(status.get("error"), RuntimeError)
+        raise kind(str(status.get("message") or status.get("error")))
+
+    def close(self) -> None:
+        """Stop the decoder if it still runs, and release its pipes and ring."""
+        if self.closed:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        if self._status is not None:
+            os.close(self._status)
+            self._status = None
+        self._close_ring()
+        super().close()
+
+    def _close_ring(self) -> None:
+        if getattr(self, "_view", None) is not None:
+            with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
+                self._view.release()
+                self._ring.close()
+        self._ring_file.close()
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with the folder this package is imported from first on ``PYTHONPATH``: the
+    decoder imports it as the scan did, installed or not."""
+    here = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+
+
+def _shared_file(size: int):
+    """An unnamed file of ``size`` bytes that a child process can map: memory (memfd) where the OS has it."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("eic-gzip-ring")
+        os.ftruncate(fd, size)
+        return os.fdopen(fd, "r+b", buffering=0)
+    import tempfile
+
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
+    f.truncate(size)
+    return f
+
+
+RING_SLOTS = 32
+RING_SLOT_BYTES = 4 << 20  # 128 MiB of decoded stream ahead of the scan at most
+
+
+# what the decoding process may report, raised again here as the same type
+_DECODER_ERRORS: dict[str | None, type[Exception]] = {
+    "ValueError": ValueError, "RuntimeError": RuntimeError, "EOFError": EOFError,
+    "IndexFolderError": IndexFolderError, "InputNotFoundError": InputNotFoundError, "OSError": OSError,
+    "FileNotFoundError": FileNotFoundError, "PermissionError": PermissionError, "MemoryError": MemoryError,
+    "error": zlib.error,
+}
 
 
 def finish_scan(stream, archive: str | os.PathLike[str]) -> Path:

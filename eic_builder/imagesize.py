@@ -218,11 +218,12 @@ def read_image_header(path: str | os.PathLike[str], check_end: bool = True) -> I
         os.close(fd)
 
 
-def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> ImageHeader:
-    """:func:`read_image_header` for an image already in memory (an archive member, a hashed file);
-    ``name`` gives the extension the content must match."""
+def image_header_of_bytes(data: bytes | memoryview, name: str, check_end: bool = True) -> ImageHeader:
+    """:func:`read_image_header` for an image already in memory (an archive member, a hashed file: bytes, or
+    a memoryview of them, which only the few bytes read are copied from); ``name`` gives the extension the
+    content must match."""
     ext = os.path.splitext(name)[1].lower()
-    head = data[:_READ_SIZE]
+    head = bytes(data[:_READ_SIZE])
     fmt = _check_head(head, ext)
     if fmt == "PNG":
         return _png_header(head)
@@ -230,11 +231,11 @@ def image_header_of_bytes(data: bytes, name: str, check_end: bool = True) -> Ima
         return _webp_header(head, len(data))
 
     def read_at(n: int, pos: int) -> bytes:
-        return data[pos : pos + n]
+        return bytes(data[pos : pos + n])
 
     header = _jpeg_size(read_at, head)
     if check_end:
-        _check_jpeg_end(data[-_TAIL_BYTES:], read_at)
+        _check_jpeg_end(bytes(data[-_TAIL_BYTES:]), read_at)
     return header
 
 

@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
@@ -53,6 +54,7 @@ from eic_builder.scan.samples import SAMPLE_SUFFIXES, SampleFacts, merge_facts, 
 
 # Archive name endings and their kinds, longest first (".tar.gz" before ".tar" could be tested).
 ARCHIVE_SUFFIXES = {".tar.gz": "tar.gz", ".tgz": "tar.gz", ".tar": "tar"}
+_ARCHIVE_ENDINGS = tuple(ARCHIVE_SUFFIXES)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp")
 # An uncompressed tar up to this size is one unit, read sequentially; a larger one is listed first
 # and cut into units (per nested archive, or per run of plain members).
@@ -85,12 +87,16 @@ def wanted_synset(name: str, classes: frozenset[str] | None) -> bool:
 def archive_kind(name: str) -> str | None:
     """``"tar"``, ``"tar.gz"`` or None, from a file or member name."""
     low = name.lower()
+    if not low.endswith(_ARCHIVE_ENDINGS):  # most names: one C-level test, for every member of an archive
+        return None
     return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if low.endswith(suffix)), None)
 
 
 def strip_archive_suffix(name: str) -> str:
     """``n01440764.tar.gz`` -> ``n01440764`` (other names unchanged)."""
     low = name.lower()
+    if not low.endswith(_ARCHIVE_ENDINGS):
+        return name
     suffix = next((suffix for suffix in ARCHIVE_SUFFIXES if low.endswith(suffix)), "")
     return name[: len(name) - len(suffix)]
 
@@ -211,6 +217,8 @@ class _Window(io.RawIOBase):
         n = max(0, min(n, self.length - offset))
         return os.pread(self.fd, n, self.start + offset) if n else b""
 
+    view = pread  # bytes of a file are read, never viewed
+
     def sub(self, offset: int, length: int) -> _Window:
         """The window of ``length`` bytes at ``offset`` of this one."""
         return _Window(self.fd, self.start + offset, length)
@@ -229,6 +237,10 @@ class _BytesWindow:
     def pread(self, n: int, offset: int) -> bytes:
         return bytes(self.data[offset: offset + max(0, n)])
 
+    def view(self, n: int, offset: int) -> memoryview:
+        """:meth:`pread` without a copy: valid while the bytes under the window are."""
+        return self.data[offset: offset + max(0, n)]
+
     def sub(self, offset: int, length: int) -> _BytesWindow:
         return _BytesWindow(self.data[offset: offset + length])
 
@@ -238,6 +250,8 @@ class _BytesWindow:
 
 
 def _unsafe_name(name: str) -> bool:
+    if ".." not in name and name[1:2] != ":" and not name.startswith(("/", "\\")):
+        return False  # nearly every name: three C-level tests
     parts = name.replace("\\", "/").split("/")
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
@@ -251,7 +265,7 @@ class _Reader:
         self.out = ArchiveEntries()
         self.checked: _CheckedStream | None = None  # the stream of a whole .tar.gz being read, if one is
 
-    def member(self, path: str, name: str, data: bytes, offset: int | None) -> None:
+    def member(self, path: str, name: str, data: bytes | memoryview, offset: int | None) -> None:
         low = name.lower()
         if low.endswith(IMAGE_SUFFIXES):
             sha1 = hashlib.sha1(data).hexdigest()
@@ -262,9 +276,9 @@ class _Reader:
                 row = (path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
             self.out.images.append(row)
         elif low.endswith(".xml"):
-            self.out.xmls[path] = data
+            self.out.xmls[path] = bytes(data)  # kept: never a view of a buffer read again
         elif low.endswith(SAMPLE_SUFFIXES):
-            self.out.add_sample(sample_key(path), read_sample_member(name, data))
+            self.out.add_sample(sample_key(path), read_sample_member(name, bytes(data)))
             self.out.ignored[SAMPLE_METADATA] += 1
         else:
             ext = os.path.splitext(name)[1].lower()
@@ -301,7 +315,7 @@ class _Reader:
             elif kind is not None:
                 self.nested(member, path, kind, depth + 1, offset, window)
             elif member.name.lower().endswith((*IMAGE_SUFFIXES, ".xml", *SAMPLE_SUFFIXES)):
-                data = member.stream().read() if window is None else window.pread(member.size, member.offset)
+                data = member.stream().read() if window is None else window.view(member.size, member.offset)
                 if len(data) != member.size:
                     raise tarfile.ReadError(f"unexpected end of data in member {member.name}")
                 self.member(path, member.name, data, offset)
@@ -393,10 +407,10 @@ class _Reader:
             self.reject(path, "corrupt_archive", detail)
 
 
-@dataclass(frozen=True)
-class _Member:
+class _Member(NamedTuple):
     """One member of a tar: name, data offset (from the tar's byte 0) and size in bytes, and ``kind``
-    (file, dir or other); ``stream`` opens its data where the tar is read as a stream."""
+    (file, dir or other); ``stream`` opens its data where the tar is read as a stream. (A tuple: one is
+    made for every member of a 1 TB archive.)"""
 
     name: str
     offset: int
@@ -439,7 +453,7 @@ def _ustar_members(window: _Window) -> Iterator[_Member]:
         kind = _KINDS.get(buf[156:157])
         if kind is None:
             raise _TarfileNeededError
-        if _number(buf[148:156]) != 256 + sum(buf[:148]) + sum(buf[156:]):
+        if _number(buf[148:156]) != 256 + sum(buf) - sum(buf[148:156]):  # its own field counts as spaces
             raise _TarfileNeededError  # a signed checksum (old tars), or damage: tarfile tells which
         name = buf[:100].split(b"\0", 1)[0]
         if buf[257:262] == b"ustar" and buf[345] != 0:
@@ -464,28 +478,20 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 def _stream_members(source) -> Iterator[_Member]:
-    """The members of an uncompressed tar read as a stream (``source.read``), headers parsed here: ustar/v7,
-    GNU long names and pax paths and sizes (others raise :class:`_TarfileNeededError`). A member's data is
-    read only if its ``stream()`` is called (as a :class:`_BytesWindow`), else passed over unparsed; offsets
+    """The members of an uncompressed tar read as a stream (``source.read_view``: bytes valid until the
+    next read), headers parsed here: ustar/v7, GNU long names and pax paths and sizes (others raise
+    :class:`_TarfileNeededError`). A member's data is read only if its ``stream()`` is called (as a
+    :class:`_BytesWindow`, valid until the next member is read), else passed over unparsed; offsets
     count from the stream's byte 0. tarfile's own stream reader copies its buffer on every read: several
     times slower on a tar of per-synset tars."""
     pos = 0
     left = 0  # bytes of the previous member (data and padding) still to pass
     names: dict[str, str] = {}  # from a GNU long-name or pax header, for the next member
-
-    def read_exact(n: int) -> memoryview:
-        buffer = memoryview(bytearray(n))
-        got = 0
-        while got < n:
-            k = source.readinto(buffer[got: got + min(n - got, 1 << 22)])
-            if not k:
-                break
-            got += k
-        return buffer[:got]
+    read_exact = source.read_view  # the next n bytes (fewer at the end), valid until the next read
 
     def skip(n: int) -> None:
         while n > 0:
-            chunk = source.read(min(n, 1 << 22))
+            chunk = read_exact(min(n, 1 << 22))
             if not chunk:
                 raise tarfile.ReadError(f"unexpected end of data at byte {pos - n}: truncated")
             n -= len(chunk)
@@ -576,13 +582,15 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 
 
 class _CheckedStream(io.RawIOBase):
-    """The decompressed stream of a whole ``.tar.gz`` (rapidgzip, decoded in parallel) as tarfile reads it.
+    """The decompressed stream of a whole ``.tar.gz`` as the scan reads it: a
+    :class:`~eic_builder.gzip_index.DecodingProcess` (rapidgzip, in parallel, in its own process), whose
+    failures are told apart here.
 
     rapidgzip raises one ValueError/RuntimeError for a truncated file and for damaged bytes alike (or ends
     a truncated file without a word): on such an error the file is checked once more with zlib, from its
     start, to tell the two apart as the gzip module does (``EOFError``: truncated, the members read before
     are kept; ``zlib.error``: damaged, none is trusted). The end of the stream checks that the whole file
-    was read and keeps the seek index."""
+    was read and keeps the seek index (the decoding process does both, and raises what it found here)."""
 
     def __init__(self, stream, archive: str) -> None:
         self.stream, self.archive, self.pending = stream, archive, None
@@ -591,18 +599,23 @@ class _CheckedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        from eic_builder.gzip_index import finish_scan
+        view = self.read_view(len(buffer))
+        buffer[: len(view)] = view
+        return len(view)
 
+    def read_view(self, n: int) -> memoryview:
+        """The next ``n`` bytes (fewer at the end), valid until the next read (see
+        :meth:`~eic_builder.gzip_index.DecodingProcess.read_view`)."""
         if self.pending is not None:
             raise self.pending
         try:
-            n = self.stream.readinto(buffer)
-        except (ValueError, RuntimeError) as exc:  # the bytes of this read are lost: at most one read's
+            return self.stream.read_view(n)
+        except (EOFError, zlib.error) as exc:  # told apart by the decoder; what it wrote before was read
+            self.pending = exc
+            raise
+        except (ValueError, RuntimeError) as exc:  # a decoder that ended without a word
             self.pending = _gzip_damage(self.archive, exc)
             raise self.pending from exc
-        if not n and len(buffer):
-            finish_scan(self.stream, self.archive)
-        return n
 
 
 def _gzip_damage(path: str, exc: Exception) -> Exception:
@@ -629,20 +642,15 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
 
     Kept means readable: rapidgzip writes an index only for a stream it decoded to its end, so when none
     was written (a download cut short) every member found becomes a ``corrupt_archive`` reject."""
-    from eic_builder.gzip_index import index_path, open_for_scan
+    from eic_builder.gzip_index import DecodingProcess, index_path
 
     unit = reader.unit
     try:
-        stream = open_for_scan(path, threads)
-    except (OSError, ValueError, RuntimeError) as exc:
-        reader.reject(unit.archive, "corrupt_archive", f"reading stopped: {type(exc).__name__}: {exc}")
-        return
-    try:
-        with stream:
+        with DecodingProcess(path, threads) as stream:
             reader.checked = _CheckedStream(stream, path)
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, fast_stream=True)
     except _TarfileNeededError:  # headers only tarfile reads (sparse files, ...): once more, through it
-        with open_for_scan(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
+        with DecodingProcess(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
             reader.checked = _CheckedStream(stream, path)
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
     if reader.out.images and not index_path(path).is_file():

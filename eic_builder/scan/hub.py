@@ -14,6 +14,7 @@ reads an image id and wnid from a Hub member name.
 
 from __future__ import annotations
 
+import functools
 import re
 
 SHARD_RE = re.compile(r"^(?P<set>[a-z0-9_.]+(?:-[a-z0-9_.]+)*?)-(?P<number>\d{2,6})\.tar$", re.IGNORECASE)
@@ -46,7 +47,13 @@ def hub_set(name: str) -> str | None:
 
 def in_hub_archive(rel: str) -> bool:
     """Whether the path ``rel`` lies inside one of ``ILSVRC/imagenet-1k``'s archives."""
-    return any(HF_ARCHIVE_RE.match(part) for part in rel.split("/")[:-1])
+    return _hub_folder(rel.rpartition("/")[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _hub_folder(folder: str) -> bool:
+    # one answer a folder: an archive's members share a few thousand folders at most
+    return any(HF_ARCHIVE_RE.match(part) for part in folder.split("/"))
 
 
 def split_id_wnid(stem: str) -> tuple[str, str] | None:

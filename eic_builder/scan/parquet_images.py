@@ -11,11 +11,15 @@ The class of a row: its label when that is a wnid, or the label's ``ClassLabel``
 ``huggingface`` schema metadata ``datasets`` writes) when that is one, else the ``_<wnid>`` suffix of the
 image's ``path`` (``ILSVRC2012_val_00000001_n01751748.JPEG``), else the label index in ``--synsets`` (the
 1,000 sorted ILSVRC wnids by default, the order of ``ILSVRC/imagenet-1k``'s labels). Its image id: an
-``image_id`` column (our export), else ``path`` without that suffix and extension.
+``image_id`` column (our export), else ``path`` without that suffix and extension. Its boxes: an
+``objects`` column (our export, the Hub's detection layout): ``bbox`` ``[x, y, w, h]`` in pixels, labelled
+by the ``ClassLabel`` names of ``category``, measured on an image of the row's ``width`` x ``height`` (scaled
+to the stored image as any stated size is, :mod:`eic_builder.boxes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -52,6 +56,50 @@ def label_feature(schema: pa.Schema) -> tuple[str | None, list[str] | None]:
             names = feature.get("names")
             return name, names if isinstance(names, list) else None
     return ("label", None) if "label" in schema.names else (None, None)
+
+
+def object_names(schema: pa.Schema) -> list[str] | None:
+    """The ``ClassLabel`` names of the ``category`` of an ``objects`` column (the Hub's detection layout,
+    and our ``export --format hf``), from the ``huggingface`` metadata; None when there is none."""
+    meta = (schema.metadata or {}).get(b"huggingface")
+    try:
+        objects = json.loads(meta).get("info", {}).get("features", {}).get("objects") if meta else None
+    except (ValueError, AttributeError):
+        return None
+    while isinstance(objects, dict) and "category" not in objects and isinstance(objects.get("feature"), dict):
+        objects = objects["feature"]  # Sequence({...}) or List({...}) around the struct
+    category = objects.get("category") if isinstance(objects, dict) else None
+    while isinstance(category, dict) and category.get("_type") != "ClassLabel":
+        category = category.get("feature")  # List(ClassLabel) in datasets >= 4
+    names = category.get("names") if isinstance(category, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def row_boxes(objects: object, names: list[str] | None) -> tuple[tuple, tuple]:
+    """(boxes, why each other entry was left out) of a row's ``objects``: ``bbox`` ``[x, y, w, h]`` in pixels
+    (COCO's convention) -> ``(label, x1, y1, x2, y2)`` corners, labelled by ``category``'s name."""
+    from eic_builder.boxes import from_xywh
+    from eic_builder.scan.annotations import finite_number
+
+    if not isinstance(objects, dict):
+        return (), ()
+    bboxes, categories = objects.get("bbox") or [], objects.get("category") or []
+    boxes, bad = [], []
+    for k, bbox in enumerate(bboxes):
+        category = categories[k] if k < len(categories) else None
+        try:
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError(f"{bbox!r} is not a list of 4 numbers")
+            x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+        except ValueError as exc:
+            bad.append(f"object {k}: bad bbox ({exc})")
+            continue
+        if names is None or not isinstance(category, int) or not 0 <= category < len(names):
+            bad.append(f"object {k}: category {category!r} names no class (the file's category names: "
+                       f"{len(names) if names is not None else 'none'})")
+            continue
+        boxes.append((names[category], *from_xywh(x, y, w, h)))
+    return tuple(boxes), tuple(bad)
 
 
 def row_facts(path_value: str | None, label: object, names: list[str] | None) -> tuple[str | None, SampleFacts]:
@@ -128,7 +176,10 @@ def read_parquet_rows(path: str, rel: str):
         yield rel, None, None, None, None  # no image here: a table of another kind
         return
     label_name, names = label_feature(schema)
-    columns = [column] + [c for c in (label_name, "image_id") if c is not None and c in schema.names]
+    with_objects = "objects" in schema.names
+    box_names = object_names(schema) if with_objects else None
+    columns = [column] + [c for c in (label_name, "image_id", "objects", "width", "height")
+                          if c is not None and c in schema.names]
     row = 0
     for group in range(handle.metadata.num_row_groups):
         table = handle.read_row_group(group, columns=columns)
@@ -136,9 +187,17 @@ def read_parquet_rows(path: str, rel: str):
         data, paths = images.field("bytes"), images.field("path")
         labels = table.column(label_name).to_pylist() if label_name in table.column_names else [None] * len(table)
         ids = table.column("image_id").to_pylist() if "image_id" in table.column_names else [None] * len(table)
+        objects = table.column("objects").to_pylist() if with_objects else None
+        sizes = [table.column(c).to_pylist() if c in table.column_names else [None] * len(table)
+                 for c in ("width", "height")]
         for k in range(len(table)):
             path_value = paths[k].as_py()
             stem, facts = row_facts(path_value, labels[k], names)
+            if objects is not None:  # boxes measured on the image the row states the size of
+                boxes, bad = row_boxes(objects[k], box_names)
+                stated = [v if isinstance(v, int) and v > 0 else None for v in (sizes[0][k], sizes[1][k])]
+                facts = dataclasses.replace(facts, boxes=boxes, bad_boxes=bad, box_width=stated[0],
+                                            box_height=stated[1])
             image_id = ids[k] or stem or f"{os.path.basename(rel)}-{row}"
             extension = os.path.splitext(path_value or "")[1] or ".jpg"
             yield f"{rel}/{image_id}{extension}", row, data[k].as_py(), facts, None

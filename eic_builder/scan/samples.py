@@ -37,16 +37,24 @@ def sample_key(path: str) -> str:
 class SampleFacts:
     """What a sample's metadata members say of its image; every field None where they say nothing.
 
-    ``problem``: why a member could not be read (the image is then rejected, naming it)."""
+    ``problem``: why a member could not be read (the image is then rejected, naming it). ``boxes``: the
+    boxes a row of a Parquet image table carries (its ``objects``), each ``(label, x1, y1, x2, y2)`` in the
+    toolkit's corners, measured on an image of ``box_width`` x ``box_height`` pixels (None: not stated);
+    ``bad_boxes``: why each entry that is no box was left out."""
 
     wnid: str | None = None
     class_index: int | None = None
     orig_width: int | None = None
     orig_height: int | None = None
     problem: str | None = None
+    boxes: tuple | None = None
+    box_width: int | None = None
+    box_height: int | None = None
+    bad_boxes: tuple | None = None
 
     def as_list(self) -> list:
-        return [self.wnid, self.class_index, self.orig_width, self.orig_height, self.problem]
+        return [self.wnid, self.class_index, self.orig_width, self.orig_height, self.problem, self.boxes,
+                self.box_width, self.box_height, self.bad_boxes]
 
 
 def _positive_int(value: object) -> int | None:

@@ -7,6 +7,7 @@ that finished.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -79,7 +80,12 @@ def _folder_label(rel: str | None) -> str | None:
     """The wnid of the folder (or per-synset archive, ``n01440764.tar``) that holds ``rel``."""
     if rel is None or "/" not in rel:
         return None
-    parent = strip_archive_suffix(rel.rsplit("/", 2)[-2])
+    return _wnid_of_folder(rel.rsplit("/", 2)[-2])
+
+
+@functools.lru_cache(maxsize=4096)
+def _wnid_of_folder(name: str) -> str | None:
+    parent = strip_archive_suffix(name)
     return parent if is_wnid(parent) else None
 
 
@@ -219,6 +225,10 @@ def _sample(item: ScanItem, cfg: ScanConfig, ann: RawAnnotation | None,
     facts = item.sample
     if facts is None:
         return None, ann
+    if facts.boxes is not None and item.ann_rel is None and (ann is None or not (ann.boxes or ann.bad_rows)):
+        # a Parquet row's own objects, where no annotation file speaks of the image
+        ann = RawAnnotation(facts.box_width, facts.box_height, [(str(b[0]), *map(float, b[1:])) for b in facts.boxes],
+                            list(facts.bad_boxes or ()))
     wnid, problem = class_of(facts, cfg.synsets)
     problem = facts.problem or problem
     if problem is not None:
@@ -306,7 +316,10 @@ def inputs_digest(items: list[ScanItem], root: str) -> str:
     archive member's location and hash, each in-memory annotation's bytes. One stat per file."""
     h = hashlib.sha1()
     for item in items:
-        for rel in (item.image_rel, item.ann_rel):
+        # an archive member is no file: its location and hash (or its bytes) stand for it, no stat
+        image_rel = item.image_rel if item.probe is None else None
+        ann_rel = item.ann_rel if item.ann_bytes is None else None
+        for rel in (image_rel, ann_rel):
             if rel is None:
                 continue
             try:

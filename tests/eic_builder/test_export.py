@@ -96,6 +96,52 @@ def test_voc_is_one_based_and_scans_back_to_the_pixel(real: dict[str, Path], nam
     assert (again.placement.written, again.placement.kept) == (0, r.splits[0][1])
 
 
+@pytest.mark.parametrize("name", ["val1300", "voc85"])
+def test_hf_shards_scan_back_to_the_pixel(real: dict[str, Path], name: str, tmp_path: Path) -> None:
+    """Our own Parquet, scanned in place: every image, its size and every box (``objects``: COCO's
+    ``[x, y, w, h]``, the ClassLabel's names), as the manifest it was exported from holds them."""
+    manifest = real[name]
+    export_manifests([manifest], tmp_path / "hf", ExportOptions(fmt="hf"))
+    back = tmp_path / "back"
+    summary = scan(tmp_path / "hf" / "data", back, known_wnids=None)
+    assert summary.rejects == 0
+    assert summary.boxes == len(boxes_of(manifest)) > 0
+    got, want = boxes_of(back), boxes_of(manifest)
+    assert got[["image_id", "box_index", "label"]].equals(want[["image_id", "box_index", "label"]])
+    np.testing.assert_array_equal(got[["x1", "y1", "x2", "y2"]].to_numpy(np.float32),
+                                  want[["x1", "y1", "x2", "y2"]].to_numpy(np.float32))
+    assert sizes_of(back) == sizes_of(manifest)
+
+
+def test_hf_objects_that_name_no_box_are_named_rejects(tmp_path: Path) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from eic_builder.dataset.schemas import hf_schema
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(buf, "JPEG")
+    objects = {"bbox": [[1, 2, 10, 20], [1, 2, 3], [0, 0, 8, 8]], "category": [0, 0, 7]}
+    schema = hf_schema(["n01440764"])  # bbox a list of any length: another writer's rows, a short one among them
+    loose = pa.struct([pa.field("bbox", pa.list_(pa.list_(pa.float32()))), pa.field("category", pa.list_(pa.int64()))])
+    schema = schema.set(schema.get_field_index("objects"), pa.field("objects", loose))
+    table = pa.table({"image": [{"bytes": buf.getvalue(), "path": "a.jpg"}], "image_id": ["a"], "width": [64],
+                      "height": [48], "label": ["n01440764"], "objects": [objects]}, schema=schema)
+    (tmp_path / "p").mkdir()
+    pq.write_table(table, tmp_path / "p" / "train-00000-of-00001.parquet")
+    summary = scan(tmp_path / "p", tmp_path / "m", split="train", known_wnids=None)
+    m = read_manifest(tmp_path / "m")
+    assert (summary.images, summary.boxes) == (1, 1)
+    assert m.boxes.select(["label", "x1", "y1", "x2", "y2"]).to_pylist() == [
+        {"label": "n01440764", "x1": 1.0, "y1": 2.0, "x2": 11.0, "y2": 22.0}]
+    details = sorted(m.rejects["detail"].to_pylist())
+    assert summary.reject_reasons == {"malformed_box": 2}
+    assert "bad bbox" in details[0] and "category 7 names no class" in details[1]
+
+
 def test_voc_corners_by_hand(real: dict[str, Path], tmp_path: Path) -> None:
     # voc85's first box of 2007_000027 is COCO bbox [176, 206, 49, 60]: 0-based corners 176,206 - 225,266
     # (exclusive), so VOC's 1-based inclusive corners are 177,207 - 225,266
