@@ -388,20 +388,33 @@ _MAY_NAME_SPLIT = re.compile(r"(^|/)(train|val|test)/|ilsvrc\d{4}_(img|bbox)_|lo
 _SPLIT_WORDS = ("train", "val", "test", "ilsvrc", "loc_")  # one of them is in every match of _MAY_NAME_SPLIT
 
 
-def select_members(index: FileIndex, split: str | None, name: str) -> str:
-    """After the archives are read, apply :func:`select_split` to their members, whose own folders can
-    name a split (a tar of a whole ILSVRC tree holds ``train/`` and ``val/``): with ``split`` given,
-    members of other splits are ignored by rule; without it, members of several splits are an error.
-    Returns the split's name (a split the members name wins over the archive's own name)."""
-    members = [*index.member_images, *index.member_xmls]
+def _member_splits(members: list[str]) -> dict[str, str | None]:
+    """The split each archive member's path names (None: none), by :func:`split_of`."""
     text = "\n".join(members)
     # one search over all paths, most archives name no split; every match holds one of _SPLIT_WORDS, which
     # str's own search finds many times faster than the pattern (ASCII only: lower() keeps its length)
     lower = text.lower() if text.isascii() else None
     if (lower is not None and not any(word in lower for word in _SPLIT_WORDS)) or not _MAY_NAME_SPLIT.search(text):
-        named: dict[str, str | None] = dict.fromkeys(members)
-    else:
-        named = {rel: split_of(rel) for rel in members}
+        return dict.fromkeys(members)
+    return {rel: split_of(rel) for rel in members}
+
+
+def _drop_members(index: FileIndex, other: dict[str, str]) -> None:
+    """Leave out the members ``other`` (path -> the other split it names), each counted as ignored."""
+    index.images = [rel for rel in index.images if rel not in other]
+    index.xmls = [rel for rel in index.xmls if rel not in other]
+    for rel, s in other.items():
+        index.member_images.pop(rel, None)
+        index.member_xmls.pop(rel, None)
+        index.ignored[f"other split ({s})"] += 1
+
+
+def select_members(index: FileIndex, split: str | None, name: str) -> str:
+    """After the archives are read, apply :func:`select_split` to their members, whose own folders can
+    name a split (a tar of a whole ILSVRC tree holds ``train/`` and ``val/``): with ``split`` given,
+    members of other splits are ignored by rule; without it, members of several splits are an error.
+    Returns the split's name (a split the members name wins over the archive's own name)."""
+    named = _member_splits([*index.member_images, *index.member_xmls])
     if split is None:
         loose = {split_of(rel) for rel in (*index.images, *index.xmls) if rel not in named}
         found = sorted(({s for s in named.values()} | loose) - {None})
@@ -412,11 +425,5 @@ def select_members(index: FileIndex, split: str | None, name: str) -> str:
     other = {rel: s for rel, s in named.items() if s is not None and s != split}
     if other and len(other) == len(named) and not any(rel not in named for rel in index.images):
         raise _no_file_of(index.root, split, sorted(set(other.values())))
-    if other:
-        index.images = [rel for rel in index.images if rel not in other]
-        index.xmls = [rel for rel in index.xmls if rel not in other]
-        for rel, s in other.items():
-            index.member_images.pop(rel, None)
-            index.member_xmls.pop(rel, None)
-            index.ignored[f"other split ({s})"] += 1
+    _drop_members(index, other)
     return split

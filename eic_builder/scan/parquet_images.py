@@ -176,29 +176,36 @@ def read_parquet_rows(path: str, rel: str):
         yield rel, None, None, None, None  # no image here: a table of another kind
         return
     label_name, names = label_feature(schema)
-    with_objects = "objects" in schema.names
-    box_names = object_names(schema) if with_objects else None
+    box_names = object_names(schema) if "objects" in schema.names else None
     columns = [column] + [c for c in (label_name, "image_id", "objects", "width", "height")
                           if c is not None and c in schema.names]
     row = 0
     for group in range(handle.metadata.num_row_groups):
         table = handle.read_row_group(group, columns=columns)
-        images = table.column(column).combine_chunks()
-        data, paths = images.field("bytes"), images.field("path")
-        labels = table.column(label_name).to_pylist() if label_name in table.column_names else [None] * len(table)
-        ids = table.column("image_id").to_pylist() if "image_id" in table.column_names else [None] * len(table)
-        objects = table.column("objects").to_pylist() if with_objects else None
-        sizes = [table.column(c).to_pylist() if c in table.column_names else [None] * len(table)
-                 for c in ("width", "height")]
-        for k in range(len(table)):
-            path_value = paths[k].as_py()
-            stem, facts = row_facts(path_value, labels[k], names)
-            if objects is not None:  # boxes measured on the image the row states the size of
-                boxes, bad = row_boxes(objects[k], box_names)
-                stated = [v if isinstance(v, int) and v > 0 else None for v in (sizes[0][k], sizes[1][k])]
-                facts = dataclasses.replace(facts, boxes=boxes, bad_boxes=bad, box_width=stated[0],
-                                            box_height=stated[1])
-            image_id = ids[k] or stem or f"{os.path.basename(rel)}-{row}"
-            extension = os.path.splitext(path_value or "")[1] or ".jpg"
-            yield f"{rel}/{image_id}{extension}", row, data[k].as_py(), facts, None
+        for member, data, facts in _group_rows(table, column, label_name, names, box_names, rel, row):
+            yield member, row, data, facts, None
             row += 1
+
+
+def _group_rows(table: pa.Table, column: str, label_name: str | None, names: list[str] | None,
+                box_names: list[str] | None, rel: str, first_row: int):
+    """``(member path, bytes or None, facts)`` of each row of one row group (see :func:`read_parquet_rows`);
+    ``first_row`` is the file's row number of its first row."""
+    images = table.column(column).combine_chunks()
+    data, paths = images.field("bytes"), images.field("path")
+
+    def values(name: str | None) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else [None] * len(table)
+
+    labels, ids, objects, widths, heights = (values(c) for c in (label_name, "image_id", "objects", "width",
+                                                                 "height"))
+    for k in range(len(table)):
+        path_value = paths[k].as_py()
+        stem, facts = row_facts(path_value, labels[k], names)
+        if "objects" in table.column_names:  # boxes measured on the image the row states the size of
+            boxes, bad = row_boxes(objects[k], box_names)
+            stated = [v if isinstance(v, int) and v > 0 else None for v in (widths[k], heights[k])]
+            facts = dataclasses.replace(facts, boxes=boxes, bad_boxes=bad, box_width=stated[0], box_height=stated[1])
+        image_id = ids[k] or stem or f"{os.path.basename(rel)}-{first_row + k}"
+        extension = os.path.splitext(path_value or "")[1] or ".jpg"
+        yield f"{rel}/{image_id}{extension}", data[k].as_py(), facts
