@@ -47,6 +47,11 @@ class IndexFolderError(InputNotFoundError):
     """The folder of the gzip seek indexes cannot be written (an OS error, not a damaged archive)."""
 
 
+class DecoderProcessError(EICError):
+    """The process that decodes a ``.tar.gz`` for the scan ended without a word (killed, out of memory):
+    the machine's failure, not the archive's."""
+
+
 class ManifestError(EICError):
     """A manifest file is missing, or its schema is not the one expected."""
 

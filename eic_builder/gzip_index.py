@@ -33,7 +33,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from eic_builder.errors import ImageDataError, IndexFolderError, InputNotFoundError, first_line
+from eic_builder.errors import (
+    DecoderProcessError,
+    ImageDataError,
+    IndexFolderError,
+    InputNotFoundError,
+    first_line,
+)
 
 INDEX_SPACING = 2 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
 INDEX_SUFFIX = ".gzidx"
@@ -87,8 +93,9 @@ class DecodingProcess(io.RawIOBase):
     ``slots`` and ``slot_bytes`` size the ring (0: the defaults). The end of the stream raises what stopped
     the decoder, as the decoder raised it, after every byte before the fault: ``EOFError`` (truncated) or
     ``zlib.error`` (damaged bytes), as zlib tells them apart where rapidgzip failed; ``ValueError`` or
-    ``RuntimeError`` (rapidgzip could not open it), :class:`IndexFolderError`, ``OSError``. Close it (a
-    ``with`` block): a decoder still running is stopped."""
+    ``RuntimeError`` (rapidgzip could not open it), :class:`IndexFolderError`, ``OSError``; a decoder that
+    died without a word (killed, out of memory) is a :class:`DecoderProcessError`. Close it (a ``with``
+    block): a decoder still running is stopped."""
 
     def __init__(self, archive: str | os.PathLike[str], workers: int, slots: int = 0, slot_bytes: int = 0) -> None:
         self.archive = os.fspath(archive)
@@ -177,9 +184,10 @@ class DecodingProcess(io.RawIOBase):
         code = self._process.wait()
         try:
             status = json.loads(text)
-        except ValueError:
-            status = {"error": "RuntimeError", "message": f"the decoding process ended with code {code} "
-                      "and no word"}
+        except ValueError:  # never a corrupt_archive: the archive may be sound
+            raise DecoderProcessError(
+                f"the process decoding {self.archive} ended with code {code} and no word (killed, or out of "
+                "memory?); scan again (finished units are kept)") from None
         if status.get("ok"):
             return
         kind = _DECODER_ERRORS.get(status.get("error"), RuntimeError)

@@ -81,6 +81,9 @@ def row_boxes(objects: object, names: list[str] | None) -> tuple[tuple, tuple]:
     from eic_builder.boxes import from_xywh
     from eic_builder.scan.annotations import finite_number
 
+    if isinstance(objects, list):  # datasets >= 4 may store List({...}) as a list of structs
+        objects = {"bbox": [o.get("bbox") if isinstance(o, dict) else None for o in objects],
+                   "category": [o.get("category") if isinstance(o, dict) else None for o in objects]}
     if not isinstance(objects, dict):
         return (), ()
     bboxes, categories = objects.get("bbox") or [], objects.get("category") or []

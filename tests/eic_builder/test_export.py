@@ -140,6 +140,14 @@ def test_hf_objects_that_name_no_box_are_named_rejects(tmp_path: Path) -> None:
     details = sorted(m.rejects["detail"].to_pylist())
     assert summary.reject_reasons == {"malformed_box": 2}
     assert "bad bbox" in details[0] and "category 7 names no class" in details[1]
+    # the same objects as a list of structs (datasets >= 4 writes List({...}) so): the same boxes
+    rows = [{"bbox": b, "category": c} for b, c in zip(objects["bbox"], objects["category"])]
+    listed = pa.struct([pa.field("bbox", pa.list_(pa.float32())), pa.field("category", pa.int64())])
+    schema = schema.set(schema.get_field_index("objects"), pa.field("objects", pa.list_(listed)))
+    pq.write_table(table.set_column(table.schema.get_field_index("objects"), pa.field("objects", pa.list_(listed)),
+                                    pa.array([rows], pa.list_(listed))).cast(schema),
+                   tmp_path / "p" / "train-00000-of-00001.parquet")
+    assert scan(tmp_path / "p", tmp_path / "m2", split="train", known_wnids=None).boxes == 1
 
 
 def test_voc_corners_by_hand(real: dict[str, Path], tmp_path: Path) -> None:

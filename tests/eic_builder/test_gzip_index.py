@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eic_builder.errors import DecoderProcessError
 from eic_builder.gzip_index import DecodingProcess, index_path
 
 
@@ -79,3 +80,14 @@ def test_a_file_that_is_no_gzip_and_a_reader_that_stops_early(tmp_path: Path) ->
     assert len(stream.read_view(1000)) == 1000
     stream.close()  # the decoder waits on a full ring: stopped, nothing left running
     assert stream._process.poll() is not None
+
+
+def test_a_decoder_that_dies_is_an_error_never_a_damaged_archive(tmp_path: Path) -> None:
+    path = tmp_path / "sound.tar.gz"
+    path.write_bytes(gzip.compress(_payload(2_000_000, seed=4), compresslevel=1))
+    with DecodingProcess(path, 1, slots=2, slot_bytes=64 << 10) as stream:
+        stream.read_view(1000)
+        stream._process.kill()  # as the kernel's OOM killer would
+        with pytest.raises(DecoderProcessError, match=r"sound.tar.gz ended with code -9 and no word"):
+            while stream.read_view(1 << 16):
+                pass
