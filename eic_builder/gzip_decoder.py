@@ -20,7 +20,6 @@ import json
 import mmap
 import os
 import sys
-import zlib
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -29,78 +28,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class _ZlibTail:
-    """The decompressed stream of a gzip file read again with zlib from its start, past the ``skip`` bytes
-    already handed on: where rapidgzip failed (``words``: the first line of its error). rapidgzip loses the
-    bytes of its failing read and says the same of a cut file and of damaged bytes; zlib reads on to the
-    fault and tells which, as the gzip module does: ``EOFError`` (truncated: every byte before the cut is
-    good) or ``zlib.error`` (damaged bytes)."""
-
-    def __init__(self, path: str, skip: int, words: str) -> None:
-        self.file = open(path, "rb")  # noqa: SIM115 - closed at the end of the stream, or with the process
-        self.inflate = zlib.decompressobj(wbits=31)
-        self.data, self.skip, self.words = b"", skip, words
-
-    def readinto(self, view: memoryview) -> int:
-        while True:
-            if not self.data:
-                self.data = self.file.read(1 << 20)
-                if not self.data:
-                    self.file.close()
-                    if not self.inflate.eof:
-                        raise EOFError("the gzip stream ends before its end-of-stream marker: truncated "
-                                       f"({self.words})")
-                    raise zlib.error(self.words)  # zlib read it all without fault: rapidgzip's error stands
-                if self.inflate.eof:  # a further gzip member (concatenated files)
-                    self.inflate = zlib.decompressobj(wbits=31)
-            limit = min(self.skip, 1 << 20) if self.skip else len(view)
-            try:
-                out = self.inflate.decompress(self.data, limit)
-            except zlib.error as damage:
-                raise zlib.error(f"damaged compressed bytes: {damage}") from None
-            if self.inflate.eof:
-                self.data = self.inflate.unused_data
-                if self.data:
-                    self.inflate = zlib.decompressobj(wbits=31)
-            else:
-                self.data = self.inflate.unconsumed_tail
-            if self.skip:
-                dropped = min(self.skip, len(out))
-                out, self.skip = out[dropped:], self.skip - dropped
-            if out:
-                view[: len(out)] = out
-                return len(out)
-
-
-class _Source:
-    """rapidgzip's stream, and where it fails, zlib's (:class:`_ZlibTail`) from the same byte on."""
-
-    def __init__(self, stream, archive: str) -> None:
-        self.stream, self.archive, self.pos, self.tail = stream, archive, 0, None
-
-    def readinto(self, view: memoryview) -> int:
-        if self.tail is None:
-            try:
-                n = self.stream.readinto(view)
-                self.pos += n
-                return n
-            except (ValueError, RuntimeError) as exc:
-                words = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-                self.tail = _ZlibTail(self.archive, self.pos, words)
-        n = self.tail.readinto(view)
-        self.pos += n
-        return n
-
-
 def decode(archive: str, threads: int, ring: memoryview, slots: int, slot_bytes: int) -> None:
     """Decode ``archive`` into the ``ring`` as the module says; raises what
-    :func:`~eic_builder.gzip_index.finish_scan` raises, or where rapidgzip fails what :class:`_ZlibTail`
-    found. Returns early if the scan stops listening."""
-    from eic_builder.gzip_index import finish_scan, open_for_scan
+    :func:`~eic_builder.gzip_index.finish_scan` raises, or where rapidgzip fails what
+    :class:`~eic_builder.gzip_index.SalvagingStream` found. Returns early if the scan stops listening."""
+    from eic_builder.gzip_index import SalvagingStream, finish_scan, open_for_scan
 
     free, filled = slots, 0
     with open_for_scan(archive, threads) as stream:
-        source = _Source(stream, archive)
+        source = SalvagingStream(stream, archive)
         while True:
             while not free:
                 returned = os.read(0, 4096)

@@ -251,6 +251,122 @@ _DECODER_ERRORS: dict[str | None, type[Exception]] = {
 }
 
 
+class _ZlibTail:
+    """The decompressed stream of a gzip file read again with zlib from its start, past the ``skip`` bytes
+    already handed on: where rapidgzip failed (``words``: the first line of its error). rapidgzip loses the
+    bytes of its failing read and says the same of a cut file and of damaged bytes; zlib reads on to the
+    fault and tells which, as the gzip module does: ``EOFError`` (truncated: every byte before the cut is
+    good) or ``zlib.error`` (damaged bytes)."""
+
+    def __init__(self, path: str, skip: int, words: str) -> None:
+        self.file = open(path, "rb")  # noqa: SIM115 - closed at the end of the stream, or with the process
+        self.inflate = zlib.decompressobj(wbits=31)
+        self.data, self.skip, self.words = b"", skip, words
+
+    def readinto(self, view: memoryview) -> int:
+        while True:
+            if not self.data:
+                self.data = self.file.read(1 << 20)
+                if not self.data:
+                    self.file.close()
+                    if not self.inflate.eof:
+                        raise EOFError("the gzip stream ends before its end-of-stream marker: truncated "
+                                       f"({self.words})")
+                    raise zlib.error(self.words)  # zlib read it all without fault: rapidgzip's error stands
+                if self.inflate.eof:  # a further gzip member (concatenated files)
+                    self.inflate = zlib.decompressobj(wbits=31)
+            limit = min(self.skip, 1 << 20) if self.skip else len(view)
+            try:
+                out = self.inflate.decompress(self.data, limit)
+            except zlib.error as damage:
+                raise zlib.error(f"damaged compressed bytes: {damage}") from None
+            if self.inflate.eof:
+                self.data = self.inflate.unused_data
+                if self.data:
+                    self.inflate = zlib.decompressobj(wbits=31)
+            else:
+                self.data = self.inflate.unconsumed_tail
+            if self.skip:
+                dropped = min(self.skip, len(out))
+                out, self.skip = out[dropped:], self.skip - dropped
+            if out:
+                view[: len(out)] = out
+                return len(out)
+
+
+class SalvagingStream:
+    """rapidgzip's stream (``stream``, from :func:`open_for_scan`), and where it fails, zlib's
+    (:class:`_ZlibTail`) from the same byte on: every byte before a fault, then ``EOFError`` (truncated) or
+    ``zlib.error`` (damaged bytes)."""
+
+    def __init__(self, stream, archive: str) -> None:
+        self.stream, self.archive, self.pos, self.tail = stream, archive, 0, None
+
+    def readinto(self, view: memoryview) -> int:
+        if self.tail is None:
+            try:
+                n = self.stream.readinto(view)
+                self.pos += n
+                return n
+            except (ValueError, RuntimeError) as exc:
+                words = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+                self.tail = _ZlibTail(self.archive, self.pos, words)
+        n = self.tail.readinto(view)
+        self.pos += n
+        return n
+
+
+DECODER_PROCESS_BYTES = 64 << 20  # a smaller .tar.gz decodes in the scan's process: a process costs more than it saves
+
+
+def open_decoded(archive: str | os.PathLike[str], workers: int) -> DecodingProcess | DecodedInProcess:
+    """The decompressed stream of a whole ``.tar.gz`` for the scan's one pass (``read_view``, ``readinto``;
+    a ``with`` block): in a :class:`DecodingProcess` from :data:`DECODER_PROCESS_BYTES` up, else in this
+    process (a folder of thousands of small per-synset ``.tar.gz`` would start as many processes)."""
+    if os.path.getsize(archive) >= DECODER_PROCESS_BYTES:
+        return DecodingProcess(archive, workers)
+    return DecodedInProcess(archive, workers)
+
+
+class DecodedInProcess(io.RawIOBase):
+    """:class:`DecodingProcess`'s stream and errors, decoded in this process (small archives): rapidgzip
+    through a :class:`SalvagingStream`, the seek index kept at the end. Raises what rapidgzip raises for a
+    file it cannot open."""
+
+    def __init__(self, archive: str | os.PathLike[str], workers: int) -> None:
+        self.archive = os.fspath(archive)
+        self._stream = open_for_scan(self.archive, workers)
+        self._source = SalvagingStream(self._stream, self.archive)
+        self._buffer = bytearray()
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = self.read_view(len(buffer))
+        buffer[: len(view)] = view
+        return len(view)
+
+    def read_view(self, n: int) -> memoryview:
+        """The next ``n`` bytes (fewer at the end), valid until the next read."""
+        if n > len(self._buffer):
+            self._buffer = bytearray(n)  # a new one: views of the old stay valid
+        view, got = memoryview(self._buffer)[:n], 0
+        while got < n and not self._ended:
+            k = self._source.readinto(view[got:])
+            if not k:
+                self._ended = True
+                finish_scan(self._stream, self.archive)
+            got += k
+        return view[:got]
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
 def finish_scan(stream, archive: str | os.PathLike[str]) -> Path:
     """After a whole pass over ``stream`` (from :func:`open_for_scan`): check the stream ended at the end of
     the file (rapidgzip ends a truncated gzip without a word) and keep its index; returns the index's path.

@@ -583,8 +583,8 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 
 class _CheckedStream(io.RawIOBase):
     """The decompressed stream of a whole ``.tar.gz`` as the scan reads it: a
-    :class:`~eic_builder.gzip_index.DecodingProcess` (rapidgzip, in parallel, in its own process), whose
-    failures are told apart here.
+    :func:`~eic_builder.gzip_index.open_decoded` stream (rapidgzip, in parallel, in its own process for a
+    large archive), whose failures are told apart here.
 
     rapidgzip raises one ValueError/RuntimeError for a truncated file and for damaged bytes alike (or ends
     a truncated file without a word): on such an error the file is checked once more with zlib, from its
@@ -642,15 +642,20 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
 
     Kept means readable: rapidgzip writes an index only for a stream it decoded to its end, so when none
     was written (a download cut short) every member found becomes a ``corrupt_archive`` reject."""
-    from eic_builder.gzip_index import DecodingProcess, index_path
+    from eic_builder.gzip_index import index_path, open_decoded
 
     unit = reader.unit
     try:
-        with DecodingProcess(path, threads) as stream:
+        stream = open_decoded(path, threads)
+    except (OSError, ValueError, RuntimeError) as exc:
+        reader.reject(unit.archive, "corrupt_archive", f"reading stopped: {type(exc).__name__}: {exc}")
+        return
+    try:
+        with stream:
             reader.checked = _CheckedStream(stream, path)
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, fast_stream=True)
     except _TarfileNeededError:  # headers only tarfile reads (sparse files, ...): once more, through it
-        with DecodingProcess(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
+        with open_decoded(path, threads) as stream:  # no BufferedReader: its reads would lose bytes at an error
             reader.checked = _CheckedStream(stream, path)
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
     if reader.out.images and not index_path(path).is_file():

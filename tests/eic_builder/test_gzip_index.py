@@ -1,5 +1,6 @@
-"""The scan's decoding process (:class:`eic_builder.gzip_index.DecodingProcess`): the exact stream, read
-through a small ring so that reads wrap round it and outgrow it, and every byte before a fault."""
+"""The scan's decoded stream of a whole ``.tar.gz``, in its own process (:class:`DecodingProcess`, through a
+small ring so that reads wrap round it and outgrow it) and in the scan's (:class:`DecodedInProcess`, small
+archives): the exact stream, every byte before a fault, and the fault named."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import numpy as np
 import pytest
 
 from eic_builder.errors import DecoderProcessError
-from eic_builder.gzip_index import DecodingProcess, index_path
+from eic_builder.gzip_index import DecodedInProcess, DecodingProcess, index_path
+from eic_builder.scan.scanner import scan
+
+# a decoder in its own process with a ring of 2 slots of 64 KiB, or one in this process
+DECODERS = {"process": lambda path, workers: DecodingProcess(path, workers, slots=2, slot_bytes=64 << 10),
+            "in-process": DecodedInProcess}
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +50,8 @@ def test_the_stream_comes_whole_through_a_ring_it_wraps_and_outgrows(tmp_path: P
     assert index_path(path).is_file()  # the decoder kept the seek index
 
 
-def test_a_cut_stream_gives_every_byte_before_the_cut_then_eof(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_cut_stream_gives_every_byte_before_the_cut_then_eof(tmp_path: Path, decoder: str) -> None:
     whole = gzip.compress(_payload(600_000, seed=1), compresslevel=6)
     path = tmp_path / "cut.tar.gz"
     path.write_bytes(whole[: len(whole) * 6 // 10])
@@ -52,19 +59,19 @@ def test_a_cut_stream_gives_every_byte_before_the_cut_then_eof(tmp_path: Path) -
     readable = inflate.decompress(path.read_bytes())  # what zlib gets out of the cut file
     assert len(readable) > 100_000
     got = []
-    with DecodingProcess(path, 2, slots=2, slot_bytes=64 << 10) as stream, \
-            pytest.raises(EOFError, match="truncated"):
+    with DECODERS[decoder](path, 2) as stream, pytest.raises(EOFError, match="truncated"):
         while view := stream.read_view(4096):
             got.append(bytes(view))
     assert b"".join(got) == readable[: len(b"".join(got))] and len(b"".join(got)) >= len(readable) - 4096
 
 
-def test_damaged_bytes_are_a_zlib_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_damaged_bytes_are_a_zlib_error(tmp_path: Path, decoder: str) -> None:
     whole = bytearray(gzip.compress(_payload(600_000, seed=2), compresslevel=6))
     whole[len(whole) // 2: len(whole) // 2 + 64] = bytes(64)
     path = tmp_path / "bad.tar.gz"
     path.write_bytes(bytes(whole))
-    with DecodingProcess(path, 2) as stream, pytest.raises(zlib.error, match="damaged compressed bytes"):
+    with DECODERS[decoder](path, 2) as stream, pytest.raises(zlib.error, match="damaged compressed bytes"):
         while stream.read_view(1 << 20):
             pass
 
@@ -91,3 +98,33 @@ def test_a_decoder_that_dies_is_an_error_never_a_damaged_archive(tmp_path: Path)
         with pytest.raises(DecoderProcessError, match=r"sound.tar.gz ended with code -9 and no word"):
             while stream.read_view(1 << 16):
                 pass
+
+
+@pytest.mark.parametrize("cut", [None, 40])
+def test_a_scan_through_the_decoding_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: int | None,
+                                             ilsvrc_val_1300: Path) -> None:
+    """The scan's path for large archives, taken here by a small one: every image kept reads back in place
+    and equals its file; cut short, every image found is a named reject (no seek index), none kept."""
+    import io
+    import tarfile
+
+    import eic_builder.gzip_index as gzip_index
+    from eic_builder.dataset.manifest import open_manifest
+
+    monkeypatch.setattr(gzip_index, "DECODER_PROCESS_BYTES", 0)
+    photos = sorted((ilsvrc_val_1300 / "val").glob("*.JPEG"))[:40]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for photo in photos:
+            tf.add(photo, arcname=f"winter21_whole/n01440764/{photo.name}")
+    data = buffer.getvalue()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "winter21_whole.tar.gz").write_bytes(data if cut is None else data[: len(data) * cut // 100])
+    summary = scan(tmp_path / "src", tmp_path / "m")
+    with open_manifest(tmp_path / "m") as m:
+        kept = {i: m.read_bytes(i) for i in m.image_ids}
+        lost = [d for d in m.rejects["detail"].to_pylist() if "no seek index" in d]
+    if cut is None:
+        assert summary.rejects == 0 and kept == {p.stem: p.read_bytes() for p in photos}
+    else:
+        assert not kept and 0 < len(lost) < len(photos) and "corrupt_archive" in summary.reject_reasons
