@@ -287,7 +287,7 @@ def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | No
         click.echo(f"  {n:>10,}  {rule}")
     if r.short_classes:
         click.echo(f"  {len(r.short_classes):>10,}  classes short of --min-train-per-class ({short})")
-    from eic_builder.assemble_report import absent_line
+    from eic_builder.assemble.report import absent_line
 
     click.echo(absent_line(r, 10))
     click.echo(f"report: {out / 'report.md'}")
@@ -455,7 +455,7 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
     keeps WordNet's top-level categories (lexnames) balanced. See CLI.md.
     """
     from eic_builder.expand import ExpandOptions, expand_classes, explain
-    from eic_builder.expand_report import write_expansion
+    from eic_builder.expand.report import write_expansion
     from eic_builder.reference_lists import data_manifests_dir
     from eic_builder.wordnet import load_wordnet_index
 

@@ -65,7 +65,7 @@ def index_path(archive: str | os.PathLike[str]) -> Path:
 
 def index_dir() -> Path:
     """``EIC_GZIP_INDEX_DIR``, else ``<cache>/gzip-index`` (``EIC_CACHE_DIR``, else ``~/.cache/eic``)."""
-    from eic_builder.wordnet import cache_dir
+    from eic_builder.cache_folder import cache_dir
 
     return Path(os.environ.get(ENV_INDEX_DIR) or cache_dir() / "gzip-index")
 

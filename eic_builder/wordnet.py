@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from eic_builder.atomic_files import write_folder_atomically
+from eic_builder.cache_folder import cache_dir
 from eic_builder.dataset.schemas import NOUN_INDEX_SCHEMA
 from eic_builder.dataset.tables import read_metadata, read_table, write_table
 from eic_builder.errors import WordNetError
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 WORDNET_VERSION = "3.0"
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 ENV_WORDNET_DIR = "EIC_WORDNET_DIR"
-ENV_CACHE_DIR = "EIC_CACHE_DIR"
 
 # The 45 lexicographer files of WordNet 3.0 (man 5 lexnames): number, name, syntactic category.
 LEXNAMES = (
@@ -77,14 +77,6 @@ def offset_of(wnid: str) -> int:
     if len(wnid) != 9 or wnid[0] != "n" or not wnid[1:].isdigit():
         raise WordNetError(f"{wnid!r} is not a wnid: expected 'n' followed by 8 digits, e.g. 'n01440764'")
     return int(wnid[1:])
-
-
-def cache_dir() -> Path:
-    """``EIC_CACHE_DIR``, else ``$XDG_CACHE_HOME/eic``, else ``~/.cache/eic``."""
-    if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "eic"
 
 
 def _has_wordnet_files(folder: Path) -> bool:

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from eic_builder.errors import InputNotFoundError, OptionError, WordNetError
 from eic_builder.expand import ExpandOptions, balanced_choice, expand_classes, explain
-from eic_builder.expand_report import write_expansion
+from eic_builder.expand.report import write_expansion
 from eic_builder.reference_lists import data_manifests_dir
 
 

@@ -44,8 +44,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eic_builder.assemble_options import ILSVRC_SPLITS, AssembleOptions, AssembleResult
-from eic_builder.assemble_report import write_report
+from eic_builder.assemble.options import ILSVRC_SPLITS, AssembleOptions, AssembleResult
+from eic_builder.assemble.report import write_report
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.dataset.rows import RejectRow, rows_table
 from eic_builder.dataset.schemas import IMAGES_SCHEMA

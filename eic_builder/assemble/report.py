@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from eic_builder.assemble_options import PAPER, AssembleOptions, AssembleResult
+from eic_builder.assemble.options import PAPER, AssembleOptions, AssembleResult
 from eic_builder.atomic_files import write_text
 
 
