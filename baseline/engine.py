@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.hardware import bf16_autocast
 from eic_builder.progress import progress
+from eic_builder.seeded import AUGMENT, FLIP, rng_for, seed_for
 from eic_builder.torch_files import load_torch_file, state_dict_of
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
     cfg, device = ctx.cfg, ctx.device
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr_at(cfg, iteration)
-    ctx.generator.manual_seed(cfg.seed * 1_000_003 + iteration)
+    ctx.generator.manual_seed(seed_for(cfg.seed, AUGMENT, iteration))
     # channels_last on every device: oneDNN's CPU convolutions run it faster too (bench_rpn.py)
     images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     boxes = [b.to(device) for b in boxes]
@@ -187,7 +187,7 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
 def flipped(cfg: TrainConfig, iteration: int, batch: list[tuple[int, int]]) -> list[tuple[int, int, bool]]:
     """Batch ``iteration``'s (record, scale) pairs with a left-right flip each: half of them at random with
     ``cfg.flip`` (a function of the seed and the iteration, so a resumed run repeats it), else none."""
-    rng = random.Random(cfg.seed * 104_729 + iteration)
+    rng = rng_for(cfg.seed, FLIP, iteration)
     return [(index, scale, cfg.flip and rng.random() < 0.5) for index, scale in batch]
 
 

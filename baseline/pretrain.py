@@ -49,6 +49,7 @@ from eic_builder.hardware import bf16_autocast
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef
 from eic_builder.progress import progress
+from eic_builder.seeded import EPOCH_ORDER, rng_for
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class ClassificationDataset(Dataset):
         image = read_rgb(self.reader, self.refs[index])
         _, height, width = image.shape
         if self.train:
-            rng = random.Random(self.seed * 1_000_003 + draw)
+            rng = rng_for(self.seed, EPOCH_ORDER, draw)
             top, left, h, w = crop_box(width, height, rng)
             image = TF.resized_crop(image, top, left, h, w, [self.crop, self.crop], antialias=True)
             if rng.random() < 0.5:

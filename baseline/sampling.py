@@ -12,7 +12,6 @@ exactly the batches it would have seen, without saving sampler state.
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from eic_builder.choices import SAMPLING_STRATEGIES as STRATEGIES
 from eic_builder.errors import check_choice
+from eic_builder.seeded import BATCH_SCALE, EPOCH_ORDER, rng_for
 
 
 class BatchPlan:
@@ -40,7 +40,7 @@ class BatchPlan:
     def epoch_order(self, epoch: int) -> list[int]:
         """The record indices of one epoch, in order."""
         if epoch not in self._epochs:
-            rng = random.Random(self.seed * 1_000_003 + epoch)
+            rng = rng_for(self.seed, EPOCH_ORDER, epoch)
             if self.strategy == "base":
                 order = [i for g in self.groups.values() for i in g]
             elif self.strategy == "random":
@@ -61,7 +61,7 @@ class BatchPlan:
 
     def batch(self, i: int) -> list[tuple[int, int]]:
         """Batch i: ``images_per_batch`` (record, scale) pairs, one scale per batch (dynamic training scale)."""
-        scale = random.Random(self.seed * 7_919 + i).choice(self.scales)
+        scale = rng_for(self.seed, BATCH_SCALE, i).choice(self.scales)
         out, pos = [], i * self.batch_size
         while len(out) < self.batch_size:
             epoch, k = divmod(pos, self.epoch_length)

@@ -9,7 +9,6 @@ the division needs no stored state.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from pathlib import Path
@@ -19,12 +18,12 @@ import pyarrow.compute as pc
 
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import OptionError
+from eic_builder.seeded import fraction_of
 
 
 def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
     """Whether ``image_id`` belongs to the held-out part."""
-    digest = hashlib.sha1(f"{seed}:{image_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return fraction_of(image_id, seed) < fraction
 
 
 def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str],

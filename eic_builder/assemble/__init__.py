@@ -54,12 +54,13 @@ from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, image_refs
 from eic_builder.progress import progress
 from eic_builder.reference_lists import check_wnids
+from eic_builder.seeded import rank_of
 
 log = logging.getLogger(__name__)
 
 def rank_key(image_id: str, seed: int) -> int:
     """The deterministic draw order of an image: the first 8 bytes of ``sha1(seed:image_id)``."""
-    return int.from_bytes(hashlib.sha1(f"{seed}:{image_id}".encode()).digest()[:8], "big")
+    return rank_of(image_id, seed)
 
 
 def _rebase(column: pa.ChunkedArray, prefix: str) -> pa.Array:
