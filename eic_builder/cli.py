@@ -7,7 +7,6 @@ and exit with code 2; everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -84,6 +83,63 @@ class _Group(click.Group):
             where = f": {exc.filename}" if exc.filename else ""
             click.echo(f"eic-build: error: {exc.strerror or _one_line(str(exc))}{where}", err=True)
             sys.exit(2)
+
+
+def _field_default(source: str) -> object:
+    """The default of the field ``"module:Class.field"`` of an options class."""
+    import dataclasses
+    import importlib
+
+    module, _, path = source.partition(":")
+    cls_name, _, name = path.partition(".")
+    field = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), cls_name))}[name]
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+# the options classes whose fields are the defaults of their stage's options (see _Defaulted)
+_FEATURES = "eic_builder.features:FeatureConfig"
+_PROPOSALS = "baseline.proposals:ProposalConfig"
+_EVAL = "baseline.eval_run:EvalOptions"
+_ASSEMBLE = "eic_builder.assemble.options:AssembleOptions"
+_AUDIT = "eic_builder.audit:AuditOptions"
+_EXPORT = "eic_builder.export:ExportOptions"
+_EXPAND = "eic_builder.expand:ExpandOptions"
+_FILTER = "eic_builder.filters:FilterOptions"
+
+
+def _option(options_class: str, field: str, *decls: str, **kwargs: object):
+    """``click.option(*decls)`` whose default is ``field`` of ``options_class`` (``"module:Class"``)."""
+    return click.option(*decls, cls=_Defaulted, source=f"{options_class}.{field}", **kwargs)
+
+
+class _Defaulted(click.Option):
+    """An option whose default is a field of the stage's options class (``source``: ``"module:Class.field"``),
+    read when it is needed (parsing, that command's --help), never when the CLI is imported: the options
+    class is the one place the default lives. ``as_text`` gives the option the default as its text form
+    (``--scales``: ``200,400,...``); ``shown`` is what --help says of a None default."""
+
+    def __init__(self, *decls: str, source: str, as_text: bool = False, shown: str | None = None,
+                 **kwargs: object) -> None:
+        self.source, self.as_text, self.none_shown = source, as_text, shown
+        super().__init__(*decls, default=self._default, show_default=False, **kwargs)
+
+    def _default(self) -> object:
+        value = _field_default(self.source)
+        return _shown(value) if self.as_text and value is not None else value
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        value = _field_default(self.source)
+        if isinstance(value, bool) and self.is_flag and not self.secondary_opts:
+            return record  # a plain flag: off unless given
+        shown = self.none_shown if value is None else _shown(value)
+        return record if shown is None else (record[0], f"{record[1]}  [default: {shown}]".strip())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -243,22 +299,22 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
               help="Folder for OUT/train, OUT/val (manifests) and OUT/report.md.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="EIC class list (expand-classes output). Default: data_manifests/eic_classes.parquet.")
-@click.option("--val-per-class", default=50, show_default=True, type=int, help="Val images per new class.")
-@click.option("--max-train-per-class", default=1300, show_default=True, type=int,
+@_option(_ASSEMBLE, "val_per_class", "--val-per-class", type=int, help="Val images per new class.")
+@_option(_ASSEMBLE, "max_train_per_class", "--max-train-per-class", type=int,
               help="At most this many train images per new class.")
-@click.option("--min-train-per-class", default=1, show_default=True, type=int,
+@_option(_ASSEMBLE, "min_train_per_class", "--min-train-per-class", type=int,
               help="New classes with fewer train images are short (see --short-classes).")
-@click.option("--short-classes", "short", default="skip", show_default=True,
+@_option(_ASSEMBLE, "short", "--short-classes", "short",
               type=click.Choice(choices.SHORT_POLICIES),
               help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the per-class draw: same seed, same bytes out.")
-@click.option("--hash-workers", default=8, show_default=True, type=int,
+@_option(_ASSEMBLE, "seed", "--seed", type=int, help="Seed of the per-class draw: same seed, same bytes out.")
+@_option(_ASSEMBLE, "hash_workers", "--hash-workers", type=int,
               help="Threads reading images whose scan recorded no hash (scan --hash avoids this), and processes "
               "computing the pHashes of --perceptual.")
-@click.option("--perceptual/--no-perceptual", default=True, show_default=True,
+@_option(_ASSEMBLE, "perceptual", "--perceptual/--no-perceptual",
               help="Also keep out pool images that are resized, re-encoded or mirrored copies of ILSVRC val images "
               "(pHash of each image and its mirror, as audit; reads every pool and val image once).")
-@click.option("--max-hamming", default=6, show_default=True, type=int,
+@_option(_ASSEMBLE, "max_hamming", "--max-hamming", type=int,
               help="--perceptual: copies whose pHashes differ in at most N of 64 bits (audit's default).")
 def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | None, val_per_class: int,
                  max_train_per_class: int, min_train_per_class: int, short: str, seed: int, hash_workers: int,
@@ -298,9 +354,10 @@ def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | No
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="New manifest directory.")
 @click.option("--drop", default=None, help="Drop boxes with any of these flags: small, twisted (comma list).")
 @click.option("--keep", default=None, help="Keep only boxes with one of these flags: small, twisted.")
-@click.option("--min-side", default=0.0, show_default=True, help="Drop boxes whose shorter side is under PX pixels.")
-@click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
-@click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
+@_option(_FILTER, "min_side", "--min-side", type=float, help="Drop boxes whose shorter side is under PX pixels.")
+@_option(_FILTER, "small_px", "--small-px", type=float, help="Small: both sides under PX pixels.")
+@_option(_FILTER, "twisted_ratio", "--twisted-ratio", type=float,
+         help="Twisted: aspect above R or below 1/R.")
 @click.option("--exclude-audit", "audit_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="An `audit` folder: remove the images of SRC (not of a val/test split) that have a copy in a "
                    "val/test split; each becomes a reject row naming the copy.")
@@ -377,26 +434,27 @@ _DTYPE_HELP = "bfloat16: autocast in bf16. " + _DTYPE_AUTO
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the fc6 shards (part-NNNNNN.parquet).")
-@click.option("--weights", default="imagenet", show_default=True,
+@_option(_FEATURES, "weights", "--weights",
               help="imagenet (torchvision VGG16_Weights.IMAGENET1K_V1), random (seeded, for tests) "
               "or a state-dict FILE.")
-@click.option("--on", "on", default="image", show_default=True, type=click.Choice(choices.FEATURE_TARGETS),
+@_option(_FEATURES, "on", "--on", "on", type=click.Choice(choices.FEATURE_TARGETS),
               help="Embed whole images, or each box crop.")
-@click.option("--layer", default="fc6", show_default=True, type=click.Choice(choices.FEATURE_LAYERS),
+@_option(_FEATURES, "layer", "--layer", type=click.Choice(choices.FEATURE_LAYERS),
               help="fc6 before (default) or after its ReLU.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=None,
-              help="DataLoader workers (0: read in the main process).  [default: min(8, cores)]")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES),
+@_option(_FEATURES, "device", "--device", type=click.Choice(choices.DEVICES))
+@_option(_FEATURES, "batch_size", "--batch-size", type=int)
+@_option(_FEATURES, "workers", "--workers", shown="min(8, cores)", type=click.IntRange(0),
+              help="DataLoader workers (0: read in the main process).")
+@_option(_FEATURES, "dtype", "--dtype", type=click.Choice(choices.DTYPES),
               help="bfloat16 converts the model's weights once. " + _DTYPE_AUTO)
-@click.option("--loader", default="tensor", show_default=True, type=click.Choice(choices.LOADERS),
+@_option(_FEATURES, "loader", "--loader", type=click.Choice(choices.LOADERS),
               help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model (worth it on long GPU runs; never chosen for you).")
-@click.option("--shard-size", default=4096, show_default=True, help="Items per output shard (the resume unit).")
-@click.option("--resize", default=256, show_default=True, help="Shorter side before the centre crop.")
-@click.option("--crop", default=224, show_default=True, help="Centre crop (and box-crop) size.")
+@_option(_FEATURES, "shard_size", "--shard-size", type=int,
+              help="Items per output shard (the resume unit).")
+@_option(_FEATURES, "resize", "--resize", type=int, help="Shorter side before the centre crop.")
+@_option(_FEATURES, "crop", "--crop", type=int, help="Centre crop (and box-crop) size.")
 @click.option("--mirror", is_flag=True,
               help="Average each image's features with its left-right mirror image's (twice the work): an image "
               "and its mirror image get the same features, which is what `audit` needs to find mirrored copies.")
@@ -405,7 +463,7 @@ _DTYPE_HELP = "bfloat16: autocast in bf16. " + _DTYPE_AUTO
               "four corners), from the same pass: features a cropped copy shares with its original (`audit`).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
-@click.option("--seed", default=0, show_default=True, help="Seed of --weights random.")
+@_option(_FEATURES, "seed", "--seed", type=int, help="Seed of --weights random.")
 @click.option("--distributed", is_flag=True, help="Under torchrun: shard the manifest by rank.")
 def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, device: str, batch_size: int,
                  workers: int | None, dtype: str, loader: str, compile_model: bool, shard_size: int, resize: int,
@@ -417,7 +475,6 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
     """
     from eic_builder.features import FeatureConfig, extract_features
 
-    workers = min(8, os.cpu_count() or 1) if workers is None else workers
     cfg = FeatureConfig(weights=weights, layer=layer, on=on, device=device, batch_size=batch_size, workers=workers,
                         dtype=dtype, loader=loader, compile=compile_model, shard_size=shard_size, seed=seed,
                         resize=resize, crop=crop, mirror=mirror, regions=regions, root=str(root) if root else None)
@@ -431,10 +488,11 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
               help="Class list to write. Default: data_manifests/eic_classes.parquet.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown report (a PNG chart is written beside it). Default: <out>_report.md.")
-@click.option("--pool", default="bbox", show_default=True,
+@_option(_EXPAND, "pool", "--pool",
               help="Candidates: bbox (3,627 synsets with boxes), 21k (21,841 fall-2011 synsets) or a FILE of wnids.")
-@click.option("--target", default=2686, show_default=True, help="Classes in all, base classes included.")
-@click.option("--min-images", default=500, show_default=True, help="Least images per new class; 0 turns the rule off.")
+@_option(_EXPAND, "target", "--target", type=int, help="Classes in all, base classes included.")
+@_option(_EXPAND, "min_images", "--min-images", type=int,
+         help="Least images per new class; 0 turns the rule off.")
 @click.option("--image-counts", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A scan manifest of the full ImageNet to count images per wnid (default: timm's >= 500 list).")
 @click.option("--exclusive", is_flag=True, help="No new class may be an ancestor of another (keeps the specific one).")
@@ -496,13 +554,13 @@ main.add_command(_Command("split", callback=hold_out_cmd.callback, params=hold_o
 @main.command("export")
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
-@click.option("--format", "fmt", default="coco", show_default=True, type=click.Choice(choices.EXPORT_FORMATS),
+@_option(_EXPORT, "fmt", "--format", "fmt", type=click.Choice(choices.EXPORT_FORMATS),
               help="coco: annotations/instances_NAME.json; voc: Annotations/, JPEGImages/, ImageSets/Main/; "
                    "hf: Parquet shards with the images inside and a dataset card (Hugging Face datasets).")
 @click.option("--materialize", is_flag=True,
               help="coco/voc: copy the images (loose files and archive members) under --out, once; a rerun "
                    "keeps the complete ones. Without it COCO points at the images where they are and VOC links them.")
-@click.option("--labels", default="wnid", show_default=True, type=click.Choice(choices.LABEL_STYLES),
+@_option(_EXPORT, "labels", "--labels", type=click.Choice(choices.LABEL_STYLES),
               help="Class names: the wnids, or WordNet lemmas (a lemma two classes share gets its wnid in brackets).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one the manifest records).")
@@ -548,18 +606,18 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 @click.option("--methods", default=None,
               help="Comma list of exact, perceptual, features.  [default: exact,perceptual, plus features when "
                    "--features is given]")
-@click.option("--max-hamming", "phash_threshold", default=6, show_default=True, type=int,
+@_option(_AUDIT, "phash_threshold", "--max-hamming", "phash_threshold", type=int,
               help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
 @click.option("--min-cosine", default=None, type=float,
               help="features: pairs whose whitened features are at cosine >= C.  [default: derived from the data: "
                    "the median of each image's nearest non-copy neighbour cosine plus the multiple of their spread "
                    "above which few unrelated pairs are expected (CLI.md); stated in report.md]")
-@click.option("--whiten", "whiten_dims", default=256, show_default=True, type=int,
+@_option(_AUDIT, "whiten_dims", "--whiten", "whiten_dims", type=int,
               help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
-@click.option("--index", default="auto", show_default=True, type=click.Choice(choices.AUDIT_INDEXES),
+@_option(_AUDIT, "index", "--index", type=click.Choice(choices.AUDIT_INDEXES),
               help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
                    "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES),
+@_option(_AUDIT, "device", "--device", type=click.Choice(choices.DEVICES),
               help="Device of the features search (exact): cpu or cuda; auto: cuda when present.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes for hashing [default: the cores].")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -825,15 +883,15 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
               help="A train-baseline checkpoint (RUN/last.pt): evaluated as 'rpn'.")
 @click.option("--method", "methods", multiple=True, type=click.Choice(choices.PEER_METHODS),
               help="Peer methods scored by the same code. Repeatable.")
-@click.option("--scales", default="200,400,600,800,1000,1200,1400", show_default=True,
+@_option(_PROPOSALS, "scales", "--scales", as_text=True,
               help="Test scales (shorter side) of the RPN, or 'auto': one scale an image, its own shorter side "
               "clamped into the range of scales the checkpoint was trained at.")
-@click.option("--top-k", default=1000, show_default=True, help="Proposals kept per image.")
+@_option(_PROPOSALS, "top_k", "--top-k", type=int, help="Proposals kept per image.")
 @click.option("--score", default=None, type=click.Choice(choices.PROPOSAL_SCORES),
               help="What ranks the RPN's proposals: 'object' (the paper's object probability) or 'object-x-iou' "
               "(times the predicted IoU of the regressed box; checkpoints trained with --score object-x-iou). "
               "Default: the one the checkpoint was trained with.")
-@click.option("--quality-exponent", default=1.0, show_default=True, type=float,
+@_option(_PROPOSALS, "quality_exponent", "--quality-exponent", type=float,
               help="With --score object-x-iou: rank by object x IoU ** this.")
 @click.option("--box-voting", default=None, type=float, metavar="IOU",
               help="Replace each kept proposal by the score-weighted mean of the candidates overlapping it at "
@@ -841,18 +899,19 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 @click.option("--soft-nms", default=None, type=float, metavar="SIGMA",
               help="Across levels and scales, a Gaussian soft-NMS (scores decayed by exp(-IoU^2/SIGMA)) instead of "
               "the NMS at --scale-nms (ours; default off).")
-@click.option("--level-nms", default=0.7, show_default=True, type=float,
+@_option(_PROPOSALS, "level_nms", "--level-nms", type=float,
               help="RPN: NMS IoU threshold inside each level of each scale (the paper's inner-level 0.7).")
-@click.option("--scale-nms", default=0.5, show_default=True, type=float,
+@_option(_PROPOSALS, "scale_nms", "--scale-nms", type=float,
               help="RPN: NMS IoU threshold over the survivors of every level and scale (the paper's inter-scale "
               "0.5); higher keeps more tightly regressed boxes beside the best-scored one (RESULTS.md).")
-@click.option("--recall-k", default=300, show_default=True, help="Proposals for Rec@0.5 and the recall plot.")
+@_option(_EVAL, "recall_k", "--recall-k", type=int,
+              help="Proposals for Rec@0.5 and the recall plot.")
 @click.option("--max-images", type=int, default=None, help="Score only the first N images.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(choices.DEVICES))
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(choices.DTYPES), help=_DTYPE_HELP)
+@_option(_EVAL, "device", "--device", type=click.Choice(choices.DEVICES))
+@_option(_EVAL, "dtype", "--dtype", type=click.Choice(choices.DTYPES), help=_DTYPE_HELP)
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
-@click.option("--anchors-only/--no-anchors-only", default=True, show_default=True,
+@_option(_EVAL, "anchors_only", "--anchors-only/--no-anchors-only",
               help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
               "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,

@@ -60,7 +60,7 @@ class FeatureConfig:
     on: str = "image"
     device: str = "auto"
     batch_size: int = 64
-    workers: int = 2
+    workers: int | None = None  # DataLoader workers; None: min(8, cores)
     dtype: str = "auto"  # auto (bf16 where the device runs it natively: eic_builder.hardware) | float32 | bfloat16
     loader: str = "tensor"  # tensor (fast path) | pil (reference)
     compile: bool = False
@@ -81,10 +81,15 @@ class FeatureConfig:
         for name in ("batch_size", "shard_size", "crop", "resize"):
             if getattr(self, name) < 1:
                 raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise OptionError(f"`workers`={self.workers} must be >= 0")
         if self.crop > self.resize:
             raise OptionError(f"`crop` {self.crop} is larger than `resize` {self.resize}")
+
+    @property
+    def loader_workers(self) -> int:
+        """``workers``, None resolved: min(8, cores)."""
+        return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
 
     def weights_label(self) -> str:
         """How the weights are described in outputs (random weights say so)."""
@@ -298,7 +303,7 @@ def _run(model: nn.Module, chunks: list[list[FeatureItem]], todo: list[int], out
         n = len(chunks[k])
         batches += [list(range(start + s, start + min(s + cfg.batch_size, n))) for s in range(0, n, cfg.batch_size)]
         start += n
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate,
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.loader_workers, collate_fn=collate,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     pending: dict[int, list[tuple[int, np.ndarray]]] = {}
     remaining = {k: len(chunks[k]) for k in todo}

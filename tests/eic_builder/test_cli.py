@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from eic_builder.cli import main
@@ -153,8 +154,9 @@ def test_every_choice_comes_from_the_choices_module() -> None:
             if isinstance(param.type, click.Choice):
                 found += 1
                 assert tuple(param.type.choices) in shared, f"{name} {param.opts}"
-                if isinstance(param, click.Option) and param.default is not None and not param.multiple:
-                    assert param.default in param.type.choices, f"{name} {param.opts}"
+                default = param.get_default(click.Context(command)) if isinstance(param, click.Option) else None
+                if default is not None and not param.multiple:
+                    assert default in param.type.choices, f"{name} {param.opts}"
     assert found >= 20
     code = "import eic_builder.choices, sys; assert 'torch' not in sys.modules and 'pyarrow' not in sys.modules"
     import subprocess
@@ -267,3 +269,65 @@ def test_stats_csv_keeps_the_random_weights_label(tmp_path: Path) -> None:
     assert csv.exit_code == 0 and csv.output.splitlines()[-1] == "Distance features,random weights", csv.output
     plain = run("stats", f"val={tmp_path / 'm'}", "--format", "csv")
     assert "Distance features" not in plain.output
+
+
+# every stage's options class, by command: the one source of that command's defaults
+OPTIONS_CLASSES = {
+    "features": ["eic_builder.features:FeatureConfig"],
+    "eval-baseline": ["baseline.proposals:ProposalConfig", "baseline.eval_run:EvalOptions"],
+    "assemble": ["eic_builder.assemble.options:AssembleOptions"],
+    "audit": ["eic_builder.audit:AuditOptions"],
+    "export": ["eic_builder.export:ExportOptions"],
+    "expand-classes": ["eic_builder.expand:ExpandOptions"],
+    "filter": ["eic_builder.filters:FilterOptions"],
+    "train-baseline": ["baseline.config:TrainConfig"],
+    "experiment": ["baseline.config:TrainConfig"],
+    "pretrain": ["baseline.config:PretrainConfig"],
+}
+# the training commands pass None on for "the config's default" (their help reads it from the config)
+NONE_IS_THE_CLASS_DEFAULT = {"train-baseline", "experiment", "pretrain"}
+
+
+def _class_default(source: str, name: str) -> object:
+    import dataclasses
+    import importlib
+
+    module, _, cls = source.partition(":")
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    if name not in fields:
+        return dataclasses.MISSING
+    f = fields[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def test_every_click_default_is_its_options_class_default() -> None:
+    """A default lives in the stage's options class only: each option named like a field of it has that
+    field's default (as its text form, a flag as off), so the CLI and the library never disagree."""
+    import dataclasses
+
+    wrong = []
+    for command, sources in OPTIONS_CLASSES.items():
+        cmd = main.commands[command]
+        ctx = click.Context(cmd)
+        for param in cmd.params:
+            if not isinstance(param, click.Option):
+                continue
+            found = [(s, _class_default(s, param.name)) for s in sources]
+            found = [(s, d) for s, d in found if d is not dataclasses.MISSING]
+            if not found:
+                continue
+            source, want = found[0]
+            got = param.get_default(ctx)
+            if got is not None and not param.multiple:
+                got = param.type_cast_value(ctx, got)  # as the command receives it: a default typed as text fails
+            if got is None and command in NONE_IS_THE_CLASS_DEFAULT:
+                continue
+            if param.is_flag and got in (None, False) and want in (False, None):
+                continue
+            if param.multiple and not isinstance(got, (list, tuple)) and want in ((), None):
+                continue  # a repeatable option given no value: nothing, as the class's empty default
+            if isinstance(want, tuple) and isinstance(got, str):
+                got = tuple(type(want[0])(v) for v in got.split(","))
+            if got != want and not (got is None and want in (frozenset(), (), None)):
+                wrong.append(f"{command} --{param.name}: click {got!r}, {source} {want!r}")
+    assert not wrong, "\n".join(wrong)
