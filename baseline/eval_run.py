@@ -15,13 +15,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from baseline.config import TrainConfig
+from baseline.config import EvalOptions, TrainConfig
 from baseline.data import load_records, read_rgb
 from baseline.evaluation import MAX_DETS, coco_ground_truth, coco_results, proposal_metrics
 from baseline.model import HourglassRPN
@@ -67,29 +67,6 @@ def resolve_proposals(cfg: ProposalConfig, model: HourglassRPN, trained: TrainCo
 def _device_line(device: torch.device) -> str | None:
     """The GPU's name when scoring ran on one (the machine line of a stored run)."""
     return f"GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else None
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """The knobs of ``eval-baseline``: the RPN ``checkpoint`` (scored as ``rpn`` when given) and the peer
-    ``methods`` (:data:`METHODS`), the ``proposals`` settings (scales, NMS, top k), ``recall_k`` (the
-    proposals Rec@0.5 counts), ``device``, ``dtype`` (float32, bfloat16 autocast, or auto: bf16 where the
-    device runs it natively), ``max_images`` (the first N images only) and ``root`` (the image root,
-    ``--root``; default: the manifest's). With ``anchors_only`` (the default) the RPN is also scored as
-    ``rpn-anchors``: its ranked anchors with the deltas at zero, from the same forward pass, so that what the
-    box regressor adds is one row of every evaluation. With ``auto_scales`` the RPN scores each image at one
-    scale, its own shorter side clamped into the range the checkpoint was trained at."""
-
-    checkpoint: str | None = None
-    methods: Sequence[str] = ()
-    proposals: ProposalConfig | None = None
-    recall_k: int = 300
-    device: str = "auto"
-    dtype: str = "auto"
-    max_images: int | None = None
-    root: str | os.PathLike[str] | None = None
-    anchors_only: bool = True
-    auto_scales: bool = False
 
 
 def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLike[str],

@@ -19,73 +19,16 @@ adds is the difference between the two.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
+from baseline.config import TEST_SCALES, ProposalConfig  # noqa: F401 - re-exported: their old home
 from baseline.data import pad_batch, prepare
 from baseline.model import HourglassRPN
 from baseline.rpn import BACKGROUND, box_coder
 from eic_builder.boxes import scale_boxes
-from eic_builder.choices import PROPOSAL_SCORES
-from eic_builder.errors import OptionError, check_choice
-
-TEST_SCALES = (200, 400, 600, 800, 1000, 1200, 1400)
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """Inference settings. ``scale_range`` (lo, hi), when given, replaces ``scales``: one scale an image,
-    its own shorter side clamped into [lo, hi] (``eval-baseline --scales auto``: the range the checkpoint
-    was trained at). ``score`` None ranks as the checkpoint was trained to (its ``TrainConfig.score``)."""
-
-    scales: tuple[int, ...] = TEST_SCALES
-    max_size: int = 2000
-    pre_nms: int = 2000
-    post_nms: int = 500
-    level_nms: float = 0.7
-    scale_nms: float = 0.5
-    top_k: int = 1000
-    min_size: float = 1.0
-    scale_range: tuple[int, int] | None = None
-    score: str | None = None  # object | object-x-iou | None: the checkpoint's
-    quality_exponent: float = 1.0
-    box_voting: float | None = None  # IoU of box voting after the last NMS; None: off (the paper's)
-    soft_nms: float | None = None  # sigma of a Gaussian soft-NMS across levels and scales instead of scale_nms
-
-    def validate(self) -> None:
-        """Refuse values that make no sense (they would give empty or meaningless proposals)."""
-        if self.scale_range is not None:
-            lo, hi = self.scale_range
-            if not 16 <= lo <= hi:
-                raise OptionError(f"`scale_range` {lo},{hi}: needs 16 <= lo <= hi pixels")
-        elif not self.scales or min(self.scales) < 16:
-            raise OptionError(f"`scales` {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
-        if self.top_k < 1:
-            raise OptionError(f"`top_k`={self.top_k} must be >= 1")
-        for name in ("level_nms", "scale_nms"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise OptionError(f"`{name}`={value} must be in (0, 1]")
-        if self.score is not None:
-            check_choice("--score", self.score, PROPOSAL_SCORES)
-        if not (math.isfinite(self.quality_exponent) and self.quality_exponent >= 0):
-            raise OptionError(f"`quality_exponent`={self.quality_exponent} must be a finite number >= 0")
-        if self.box_voting is not None and not 0 < self.box_voting <= 1:
-            raise OptionError(f"`box_voting`={self.box_voting} must be an IoU in (0, 1]")
-        if self.soft_nms is not None and not (math.isfinite(self.soft_nms) and self.soft_nms > 0):
-            raise OptionError(f"`soft_nms`={self.soft_nms} must be a finite sigma > 0")
-
-    def scales_for(self, height: int, width: int) -> tuple[int, ...]:
-        """The test scales of an image of ``height`` x ``width`` pixels."""
-        if self.scale_range is None:
-            return self.scales
-        lo, hi = self.scale_range
-        return (min(hi, max(lo, min(height, width))),)
-
+from eic_builder.errors import OptionError
 
 REGRESSED, ANCHORS_ONLY = "rpn", "rpn-anchors"
 

@@ -102,8 +102,8 @@ def _shown(value: object) -> str:
 
 # the options classes whose fields are the defaults of their stage's options (see _Defaulted)
 _FEATURES = "eic_builder.features:FeatureConfig"
-_PROPOSALS = "baseline.proposals:ProposalConfig"
-_EVAL = "baseline.eval_run:EvalOptions"
+_PROPOSALS = "baseline.config:ProposalConfig"
+_EVAL = "baseline.config:EvalOptions"
 _ASSEMBLE = "eic_builder.assemble.options:AssembleOptions"
 _AUDIT = "eic_builder.audit:AuditOptions"
 _EXPORT = "eic_builder.export:ExportOptions"

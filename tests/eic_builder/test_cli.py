@@ -274,7 +274,7 @@ def test_stats_csv_keeps_the_random_weights_label(tmp_path: Path) -> None:
 # every stage's options class, by command: the one source of that command's defaults
 OPTIONS_CLASSES = {
     "features": ["eic_builder.features:FeatureConfig"],
-    "eval-baseline": ["baseline.proposals:ProposalConfig", "baseline.eval_run:EvalOptions"],
+    "eval-baseline": ["baseline.config:ProposalConfig", "baseline.config:EvalOptions"],
     "assemble": ["eic_builder.assemble.options:AssembleOptions"],
     "audit": ["eic_builder.audit:AuditOptions"],
     "export": ["eic_builder.export:ExportOptions"],

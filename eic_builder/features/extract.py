@@ -1,17 +1,4 @@
-"""``eic-build features``: VGG-16 fc6 features of every image (or box) of a manifest.
-
-fc6 is the first classifier layer of torchvision's VGG-16 (25,088 -> 4,096);
-``layer="fc6"`` takes it before its ReLU, ``"fc6-relu"`` after. Weights:
-``imagenet`` (torchvision's ``VGG16_Weights.IMAGENET1K_V1``, through the torch
-hub cache), ``random`` (seeded; for tests, and labelled so in every output), or
-a torchvision-format state dict FILE.
-
-Output: ``FEATDIR/part-NNNNNN.parquet`` shards (image_id, box_index, label,
-feature float16[4096]), one per chunk of ``shard_size`` items, each written
-atomically with the run's settings in its metadata. A run that stops resumes
-at the first missing shard. Under ``torchrun`` (``distributed=True``) chunk k
-goes to rank ``k % world_size``; shards do not depend on the world size.
-"""
+"""The stage itself: the model, the items of a manifest, and the resumable run (see the package doc)."""
 
 from __future__ import annotations
 
@@ -26,15 +13,14 @@ import torch
 from torch import nn
 
 from eic_builder.choices import FEATURE_LAYERS as LAYERS
-from eic_builder.choices import FEATURE_TARGETS as TARGETS
-from eic_builder.choices import LOADERS
 from eic_builder.dataset.feature_shards import features_table
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.dataset.schemas import FEATURE_ROW_GROUP
 from eic_builder.dataset.tables import read_metadata, write_table
-from eic_builder.devices import DEVICES, init_distributed, rank_device, resolve_device
+from eic_builder.devices import init_distributed, rank_device, resolve_device
 from eic_builder.errors import FormatError, ManifestError, ModelError, OptionError, check_choice
-from eic_builder.hardware import DTYPES, resolve_dtype
+from eic_builder.features.options import FeatureConfig
+from eic_builder.hardware import resolve_dtype
 from eic_builder.image_batches import (
     BytesDataset,
     FeatureItem,
@@ -49,55 +35,6 @@ from eic_builder.torch_files import load_matching, load_torch_file, state_dict_o
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Every setting of a features run (saved in each shard's metadata)."""
-
-    weights: str = "imagenet"  # imagenet | random | path to a state dict
-    layer: str = "fc6"
-    on: str = "image"
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int | None = None  # DataLoader workers; None: min(8, cores)
-    dtype: str = "auto"  # auto (bf16 where the device runs it natively: eic_builder.hardware) | float32 | bfloat16
-    loader: str = "tensor"  # tensor (fast path) | pil (reference)
-    compile: bool = False
-    shard_size: int = 4096
-    seed: int = 0
-    resize: int = 256
-    crop: int = 224
-    mirror: bool = False  # average with the left-right mirror image's features (2x the work)
-    regions: bool = False  # fc6 of the mean pool5 map of the image and five 80 % regions (region_pool5)
-    root: str | None = None  # image root; default: the manifest's scan root
-
-    def validate(self) -> None:
-        check_choice("--layer", self.layer, LAYERS)
-        check_choice("--on", self.on, TARGETS)
-        check_choice("--device", self.device, DEVICES)
-        check_choice("--dtype", self.dtype, DTYPES)
-        check_choice("--loader", self.loader, LOADERS)
-        for name in ("batch_size", "shard_size", "crop", "resize"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
-        if self.workers is not None and self.workers < 0:
-            raise OptionError(f"`workers`={self.workers} must be >= 0")
-        if self.crop > self.resize:
-            raise OptionError(f"`crop` {self.crop} is larger than `resize` {self.resize}")
-
-    @property
-    def loader_workers(self) -> int:
-        """``workers``, None resolved: min(8, cores)."""
-        return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
-
-    def weights_label(self) -> str:
-        """How the weights are described in outputs (random weights say so)."""
-        if self.weights == "random":
-            return f"random (seed {self.seed}; NOT ImageNet features)"
-        if self.weights == "imagenet":
-            return "torchvision VGG16_Weights.IMAGENET1K_V1"
-        return f"file {Path(self.weights).name}"
 
 
 REGION_SIDE = 0.8  # of each side of the conv5 map, covered by each region of ``regions``
