@@ -8,7 +8,6 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +19,7 @@ from eic_builder.dataset.manifest import Manifest
 from eic_builder.dataset.schemas import REJECTS_SCHEMA
 from eic_builder.dataset.tables import empty_table, to_table
 from eic_builder.errors import OptionError, choices_text
+from eic_builder.output_folder import check_out
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ def filter_manifest(src: str | os.PathLike[str], out: str | os.PathLike[str],
         raise OptionError("`drop` and `keep` exclude each other; give one of them")
     if not math.isfinite(min_side) or min_side < 0:
         raise OptionError(f"`min_side`={min_side} must be a finite number >= 0")
-    if Path(out).resolve() == Path(src).resolve():
-        raise OptionError(f"`out` {out} is the input directory; choose another")
+    check_out(out, {"the input manifest": src})
     manifest = Manifest.open(src)
     boxes, images, rejects = manifest.boxes, manifest.images, manifest.rejects
     excluded = 0

@@ -9,15 +9,14 @@ the division needs no stored state.
 
 from __future__ import annotations
 
-import itertools
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import OptionError
+from eic_builder.output_folder import check_out
 from eic_builder.seeded import fraction_of
 
 
@@ -31,12 +30,8 @@ def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[
     """Write the two parts of ``src``; returns (train images, held-out images)."""
     if not 0 < fraction < 1:
         raise OptionError(f"`fraction` {fraction} must be between 0 and 1 (exclusive)")
-    named = {"`src`": Path(src).resolve(), "`train_out`": Path(train_out).resolve(),
-             "`test_out`": Path(test_out).resolve()}
-    for (name_a, path_a), (name_b, path_b) in itertools.combinations(named.items(), 2):
-        if path_a == path_b or path_a in path_b.parents or path_b in path_a.parents:
-            raise OptionError(f"{name_a} {path_a} and {name_b} {path_b} overlap; split writes two new manifests "
-                              "and never overwrites one: give separate folders")
+    check_out(train_out, {"`src`": src}, name="`train_out`")
+    check_out(test_out, {"`src`": src, "`train_out`": train_out}, name="`test_out`")
     manifest = Manifest.open(src)
     mask = pa.array([held_out(i, fraction, seed) for i in manifest.images["image_id"].to_pylist()], pa.bool_())
     test_ids = manifest.images["image_id"].filter(mask)

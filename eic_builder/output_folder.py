@@ -22,17 +22,34 @@ from eic_builder.errors import OptionError
 RUN_FILE = ".eic-run.json"
 
 
+def check_out(out: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+              name: str = "`out`") -> Path:
+    """``out`` as the folder a stage writes: refused (:class:`OptionError`) when it is a file, or when it
+    overlaps an input (``inputs``: what the stage reads, by how the user named it): the same folder, or one
+    inside the other. A stage never writes where it reads, nor reads what it is writing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"{name} {out} is a file; give a folder")
+    here = out.resolve()
+    for what, path in (inputs or {}).items():
+        there = Path(path).resolve()
+        if here == there or there in here.parents or here in there.parents:
+            relation = "is" if here == there else "lies inside" if there in here.parents else "holds"
+            raise OptionError(f"{name} {out} {relation} {what} {path}: they overlap; a stage never writes where "
+                              "it reads, nor two outputs in one place: give each a folder of its own")
+    return out
+
+
 def claim_output_folder(out: str | os.PathLike[str], command: str, identity: Mapping[str, Any],
-                        owned: Sequence[str]) -> Path:
+                        owned: Sequence[str], inputs: Mapping[str, str | os.PathLike[str]] | None = None) -> Path:
     """Make ``out`` the folder of this run of ``command``, or raise :class:`OptionError` when it holds
     another run's files.
 
     ``identity`` (JSON-able) tells runs apart; ``owned`` names the entries of ``out`` the command
-    writes (``images``, ``planted.csv``): other files in ``out`` are left alone and do not count.
+    writes (``images``, ``planted.csv``): other files in ``out`` are left alone and do not count. ``inputs``
+    (what the run reads) must lie apart from ``out`` (:func:`check_out`).
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"`out` {out} is a file; give a folder")
+    out = check_out(out, inputs)
     stamp = json.loads(json.dumps({"command": command, "identity": dict(identity)}, sort_keys=True))
     run_file = out / RUN_FILE
     remedy = "choose a new `out`, or remove that folder first"

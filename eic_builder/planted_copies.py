@@ -87,7 +87,7 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
         # copies of an earlier planting left beside these would be scored as unplanted duplicates
         claim_output_folder(out, "plant-copies", {"manifest": manifest_fingerprint(m.images),
                                                   "per_transform": per_transform, "seed": seed},
-                            owned=("images", TRUTH_FILE))
+                            owned=("images", TRUTH_FILE), inputs={"the manifest": manifest})
         rng = np.random.default_rng(seed)
         chosen = rng.choice(has, need, replace=False)
         places = rng.random((need, 2))

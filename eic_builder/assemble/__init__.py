@@ -52,6 +52,7 @@ from eic_builder.dataset.schemas import IMAGES_SCHEMA
 from eic_builder.dataset.tables import empty_table, read_table
 from eic_builder.errors import OptionError
 from eic_builder.image_source import ImageReader, image_refs
+from eic_builder.output_folder import check_out
 from eic_builder.progress import progress
 from eic_builder.reference_lists import check_wnids
 from eic_builder.seeded import rank_of
@@ -153,11 +154,8 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     options.validate()
     if not manifests:
         raise OptionError("give at least one MANIFEST (ILSVRC train/val scans and ImageNet-21K scans)")
-    out = Path(out)
     paths = [Path(m) for m in manifests]
-    for path in paths:
-        if path.resolve() == out.resolve() or out.resolve() in path.resolve().parents:
-            raise OptionError(f"`out` {out} would overwrite the input manifest {path}")
+    out = check_out(out, {f"the input manifest {k + 1}": path for k, path in enumerate(paths)})
     classes = read_table(classes_file, "eic_classes").select(["wnid", "source"]).to_pandas()
     check_wnids(classes_file, classes["wnid"].tolist())
     source_of = dict(zip(classes["wnid"], classes["source"]))

@@ -200,6 +200,7 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
     from eic_builder.audit.report import write_contact_sheet, write_report
     from eic_builder.dataset.tables import write_table
     from eic_builder.hardware import usable_cores
+    from eic_builder.output_folder import check_out
 
     options = options or AuditOptions()
     features = dict(options.features or {})
@@ -212,9 +213,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
     if not 0 <= phash_threshold < perceptual.HASH_BITS:
         raise OptionError(f"`phash_threshold`={phash_threshold} must be in [0, {perceptual.HASH_BITS - 1}]")
     check_choice("--index", index, neighbours.INDEXES)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"`out` {out} is a file; give a folder")
+    out = check_out(out, {**{f"the manifest {m}": m for m in manifests},
+                          **{f"the features {k}": v for k, v in features.items()}})
     workers = options.workers or usable_cores()
     cat = load_catalog(manifests, options.root)
     if len(cat) == 0:

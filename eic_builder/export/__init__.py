@@ -30,7 +30,7 @@ from eic_builder.errors import OptionError, check_choice
 from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
-from eic_builder.output_folder import claim_output_folder
+from eic_builder.output_folder import check_out, claim_output_folder
 from eic_builder.progress import progress
 from eic_builder.safe_names import child_path, path_component
 
@@ -161,9 +161,7 @@ def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.
     if fmt == "hf" and materialize:
         raise OptionError("`materialize` is for `fmt` coco and voc; `fmt` hf always stores the images' "
                           "bytes in its Parquet shards")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OptionError(f"`out` {out} is a file; give a folder")
+    out = check_out(out, {f"the manifest {m}": m for m in manifests})
     splits = [load_split(m, options.root) for m in manifests]
     check_distinct_names([(s.name, s.directory) for s in splits],
                          "export them one at a time into different `out` folders")

@@ -144,7 +144,7 @@ def test_bad_input(manifests, tmp_path: Path) -> None:
                                                                               max_train_per_class=4))
     with pytest.raises(OptionError, match="give at least one MANIFEST"):
         assemble([], CLASSES, tmp_path / "x")
-    with pytest.raises(OptionError, match=r"out .* would overwrite the input manifest"):
+    with pytest.raises(OptionError, match=r"out .* is the input manifest 1 .*: they overlap"):
         assemble([manifests["21k"]], CLASSES, manifests["21k"])
     with pytest.raises(ManifestError, match=r"manifest directory .* does not exist"):
         assemble([tmp_path / "nowhere"], CLASSES, tmp_path / "x")

@@ -45,11 +45,12 @@ def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path
 
 def test_split_never_overwrites(manifest: Path, tmp_path: Path) -> None:
     before = (manifest / "images.parquet").read_bytes()
-    for train_out, test_out, named in ((tmp_path / "x", tmp_path / "x", "train_out .* and test_out"),
-                                       (manifest, tmp_path / "y", "src .* and train_out"),
-                                       (tmp_path / "y", manifest, "src .* and test_out"),
-                                       (tmp_path / "z", manifest / "inner", "src .* and test_out"),
-                                       (tmp_path / "w", tmp_path / "w" / "inner", "train_out .* and test_out")):
-        with pytest.raises(OptionError, match=rf"{named} .* overlap; split writes two new manifests"):
+    for train_out, test_out, named in ((tmp_path / "x", tmp_path / "x", "test_out .* is train_out"),
+                                       (manifest, tmp_path / "y", "train_out .* is src"),
+                                       (tmp_path / "y", manifest, "test_out .* is src"),
+                                       (tmp_path / "z", manifest / "inner", "test_out .* lies inside src"),
+                                       (tmp_path / "w", tmp_path / "w" / "inner", "test_out .* lies inside train_out"),
+                                       (tmp_path / "v" / "inner", tmp_path / "v", "test_out .* holds train_out")):
+        with pytest.raises(OptionError, match=rf"{named} .*: they overlap"):
             hold_out_manifest(manifest, train_out, test_out)
     assert (manifest / "images.parquet").read_bytes() == before and not (tmp_path / "x").exists()
