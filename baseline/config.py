@@ -44,6 +44,20 @@ def check_encoder_options(encoder: str, width: float, norm: str) -> None:
                           f"`norm` {norm} (those options shape the VGG encoders)")
 
 
+def learning_rate(it: int, base: float, warmup_iters: int, *, step: int | None = None, gamma: float = 0.5,
+                  total: int | None = None) -> float:
+    """The one learning-rate schedule of the baseline: a linear warm-up over ``warmup_iters`` (iteration
+    ``it`` counted from 0), then, with ``step``, ``base * gamma ** (it // step)`` (the RPN's halvings), or
+    with ``total``, a cosine decay to 0 at iteration ``total`` (the encoder's pretraining)."""
+    warm = min(1.0, (it + 1) / warmup_iters) if warmup_iters else 1.0
+    if step is not None:
+        return base * warm * gamma ** (it // step)
+    if total is None:
+        return base * warm
+    done = max(0.0, min(1.0, (it - warmup_iters) / max(1, total - warmup_iters)))
+    return base * warm * 0.5 * (1 + math.cos(math.pi * done))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults follow the paper's setup slide (lr 1e-4 halved every 7,000 iterations, momentum 0.9,
@@ -117,6 +131,10 @@ class TrainConfig:
             raise OptionError(f"`neg_ratio`={self.neg_ratio} must be a finite number >= 0")
         if not math.isfinite(self.lr):
             raise OptionError(f"`lr`={self.lr} must be finite")
+
+    def lr_at(self, it: int) -> float:
+        """The learning rate of iteration ``it``: warm-up, then halved every ``lr_step`` (:func:`learning_rate`)."""
+        return learning_rate(it, self.lr, self.warmup_iters, step=self.lr_step, gamma=self.lr_gamma)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TrainConfig:
@@ -193,6 +211,10 @@ class PretrainConfig:
         if self.crop < 32 or self.crop % 32:
             raise OptionError(f"`crop`={self.crop} must be a multiple of 32 (the encoder's stride), at least 32")
         check_encoder_options(self.encoder, self.width, self.norm)
+
+    def lr_at(self, it: int) -> float:
+        """The learning rate of iteration ``it``: warm-up, then a cosine to 0 at ``iters`` (:func:`learning_rate`)."""
+        return learning_rate(it, self.lr, self.warmup_iters, total=self.iters)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> PretrainConfig:

@@ -47,12 +47,6 @@ def target_config(cfg: TrainConfig) -> TargetConfig:
                         quality_weight=cfg.quality_weight, quality_anchors=cfg.quality_anchors)
 
 
-def lr_at(cfg: TrainConfig, it: int) -> float:
-    """Linear warm-up, then ``lr * gamma ** (it // lr_step)``."""
-    warm = min(1.0, (it + 1) / cfg.warmup_iters) if cfg.warmup_iters else 1.0
-    return cfg.lr * warm * cfg.lr_gamma ** (it // cfg.lr_step)
-
-
 def _check_cpu_memory(cfg: TrainConfig, model: HourglassRPN, world: int) -> None:
     """Refuse, with advice, a CPU run that cannot fit in memory (the kernel would kill it silently)."""
     available = memory.available_bytes()
@@ -157,7 +151,7 @@ def train_step(ctx: StepContext, iteration: int, images: torch.Tensor, boxes: li
     ``loss`` and per level ``cls_m``, ``reg_m`` and ``pos_m`` (positive anchors)."""
     cfg, device = ctx.cfg, ctx.device
     for group in ctx.optimizer.param_groups:
-        group["lr"] = lr_at(cfg, iteration)
+        group["lr"] = cfg.lr_at(iteration)
     ctx.generator.manual_seed(seed_for(cfg.seed, AUGMENT, iteration))
     # channels_last on every device: oneDNN's CPU convolutions run it faster too (bench_rpn.py)
     images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -336,7 +330,7 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         images, boxes, _ = batch
         return len(images), train_step(ctx, it, images, boxes)
 
-    ended = run_loop(loader, step, cfg, lambda it: lr_at(cfg, it), start, stop, rank, world, distributed,
+    ended = run_loop(loader, step, cfg, cfg.lr_at, start, stop, rank, world, distributed,
                      checkpointer, max_seconds, "train")
     return TrainResult(ended.iteration, ended.last_loss, ended.images_per_second, checkpointer.last, str(device),
                        "bfloat16" if ctx.amp else "float32")

@@ -68,14 +68,6 @@ class EncoderClassifier(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.encoder(x)[-1], 1), 1))
 
 
-def lr_at(cfg: PretrainConfig, it: int) -> float:
-    """Linear warm-up over ``warmup_iters``, then cosine decay to 0 at ``iters``."""
-    if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
-    done = (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-
 def crop_box(width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
     """(top, left, crop height, crop width) of a random-resized crop: area MIN_AREA..1 of the image, aspect
     (w/h) log-uniform in RATIOS; the largest centred crop of that aspect when no draw fits in 10 tries."""
@@ -217,7 +209,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     def step(it: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, dict[str, float]]:
         crops, target = (tensor.to(device, non_blocking=True) for tensor in batch)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, it)
+            group["lr"] = cfg.lr_at(it)
         if device.type == "cuda":
             crops = crops.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -232,7 +224,7 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
         return len(crops), {"loss": loss_value, "train_top1": float((logits.argmax(1) == target).float().mean())}
 
     net.train()
-    ended = run_loop(loader, step, cfg, lambda it: lr_at(cfg, it), start, stop, rank, world, distributed,
+    ended = run_loop(loader, step, cfg, cfg.lr_at, start, stop, rank, world, distributed,
                      checkpointer, max_seconds, "pretrain")
     encoder_file = run / "encoder.pt"
     val: dict[str, float] = {}

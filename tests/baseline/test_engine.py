@@ -12,7 +12,7 @@ import torch
 
 from baseline.checkpoint import load_checkpoint, model_config, model_from_checkpoint
 from baseline.config import TrainConfig
-from baseline.engine import lr_at, train
+from baseline.engine import train
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.scan.scanner import scan
 
@@ -29,8 +29,8 @@ def train_manifest(synthetic_tree: Path, tmp_path_factory: pytest.TempPathFactor
 
 def test_lr_schedule() -> None:
     cfg = TrainConfig(lr=1e-4, lr_step=7000, warmup_iters=0)
-    assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 6999) == 1e-4 and lr_at(cfg, 7000) == 5e-5
-    assert lr_at(TrainConfig(lr=1.0, warmup_iters=10), 4) == pytest.approx(0.5)
+    assert cfg.lr_at(0) == 1e-4 and cfg.lr_at(6999) == 1e-4 and cfg.lr_at(7000) == 5e-5
+    assert TrainConfig(lr=1.0, warmup_iters=10).lr_at(4) == pytest.approx(0.5)
 
 
 def test_config_validation() -> None:

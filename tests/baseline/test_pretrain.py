@@ -12,7 +12,7 @@ from PIL import Image
 
 from baseline.checkpoint import load_checkpoint
 from baseline.model import HourglassRPN, ModelConfig
-from baseline.pretrain import PretrainConfig, crop_box, lr_at, pretrain
+from baseline.pretrain import PretrainConfig, crop_box, pretrain
 from eic_builder.cli import main
 from eic_builder.errors import ModelError, OptionError
 from eic_builder.scan.scanner import scan
@@ -92,8 +92,8 @@ def test_crop_box_and_schedule_by_hand() -> None:
         assert 0.25 * 200 * 100 * 0.99 <= h * w <= 200 * 100 and 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
     assert crop_box(1, 300, random.Random(0)) == (149, 0, 1, 1)  # no draw fits a 1-px-wide image: centre square
     cfg = PretrainConfig(lr=0.1, iters=110, warmup_iters=10)
-    assert lr_at(cfg, 0) == pytest.approx(0.01) and lr_at(cfg, 9) == pytest.approx(0.1)
-    assert lr_at(cfg, 60) == pytest.approx(0.05) and lr_at(cfg, 110) == pytest.approx(0.0)
+    assert cfg.lr_at(0) == pytest.approx(0.01) and cfg.lr_at(9) == pytest.approx(0.1)
+    assert cfg.lr_at(60) == pytest.approx(0.05) and cfg.lr_at(110) == pytest.approx(0.0)
 
 
 def test_pretrain_bad_input(colours: dict[str, Path], synthetic_tree: Path, tmp_path: Path) -> None:
