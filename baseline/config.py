@@ -17,6 +17,7 @@ from eic_builder.choices import (
     ENCODERS,
     NORMS,
     OPTIMIZERS,
+    PEER_METHODS,
     PROPOSAL_SCORES,
     QUALITY_ANCHORS,
     REG_LOSSES,
@@ -303,3 +304,17 @@ class EvalOptions:
     root: str | os.PathLike[str] | None = None
     anchors_only: bool = True
     auto_scales: bool = False
+
+    def validate(self) -> None:
+        """Refuse options that cannot be run (before any model or image is loaded)."""
+        if self.auto_scales and not self.checkpoint:
+            raise OptionError("`scales` auto is the range of scales a checkpoint was trained at: give `checkpoint`")
+        if self.recall_k < 1:
+            raise OptionError(f"`recall_k`={self.recall_k} must be >= 1")
+        for method in self.methods:
+            if method not in PEER_METHODS:
+                raise OptionError(f"`methods` {method!r} is not known; choose from {', '.join(PEER_METHODS)}")
+        if not self.checkpoint and not self.methods:
+            raise OptionError("nothing to evaluate: give `checkpoint` CKPT and/or `methods` NAME")
+        if self.max_images is not None and self.max_images < 1:
+            raise OptionError(f"`max_images` {self.max_images} must be >= 1")

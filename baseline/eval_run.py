@@ -29,10 +29,8 @@ from baseline.peers import selective_search, sliding_window
 from baseline.proposals import ProposalConfig, propose_sets, ranking_score
 from baseline.report import metrics_markdown, recall_plot
 from eic_builder.atomic_files import write_text
-from eic_builder.choices import PEER_METHODS as METHODS
 from eic_builder.dataset.tables import to_table, write_table
 from eic_builder.devices import resolve_device
-from eic_builder.errors import OptionError
 from eic_builder.hardware import bf16_autocast
 from eic_builder.image_source import ImageReader
 from eic_builder.progress import progress
@@ -73,21 +71,11 @@ def evaluate_methods(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
                      options: EvalOptions | None = None) -> dict[str, dict]:
     """Run every method (``rpn`` when a checkpoint is given) and write the files listed in the module doc."""
     options = options or EvalOptions()
+    options.validate()
     checkpoint, methods, recall_k, max_images = options.checkpoint, options.methods, options.recall_k, \
         options.max_images
     cfg = options.proposals or ProposalConfig()
-    if options.auto_scales and not checkpoint:
-        raise OptionError("`scales` auto is the range of scales a checkpoint was trained at: give `checkpoint`")
-    if recall_k < 1:
-        raise OptionError(f"`recall_k`={recall_k} must be >= 1")
-    for method in methods:
-        if method not in METHODS:
-            raise OptionError(f"`methods` {method!r} is not known; choose from {', '.join(METHODS)}")
     names = (["rpn"] if checkpoint else []) + list(methods)
-    if not names:
-        raise OptionError("nothing to evaluate: give `checkpoint` CKPT and/or `methods` NAME")
-    if max_images is not None and max_images < 1:
-        raise OptionError(f"`max_images` {max_images} must be >= 1")
     dev = resolve_device(options.device)
     model = None
     if checkpoint:

@@ -49,14 +49,19 @@ def load_matching(module: Any, state: dict, what: str, strict: bool = True) -> N
     architecture or width raises :class:`ModelError` naming the first differences (``strict=False``
     loads the module's tensors found in ``state`` and ignores the others, which must still fit)."""
     own = module.state_dict()
+    differences = _differences(own, state, strict)
+    if differences:
+        raise ModelError(f"{what} does not fit this model (another architecture or width?): {differences}")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+
+
+def _differences(own: dict, state: dict, strict: bool) -> str:
+    """The first names ``state`` lacks or adds (``strict``) and shapes it gets wrong, as text ("" if none)."""
     missing = [k for k in own if k not in state] if strict else []
     unexpected = [k for k in state if k not in own] if strict else []
     shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items()
               if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = [f"missing {', '.join(missing[:3])}" if missing else "",
-                 f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-                 f"other shapes: {'; '.join(shapes[:3])}" if shapes else ""]
-        raise ModelError(f"{what} does not fit this model (another architecture or width?): "
-                         + "; ".join(p for p in parts if p))
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+    parts = [f"missing {', '.join(missing[:3])}" if missing else "",
+             f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+             f"other shapes: {'; '.join(shapes[:3])}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
