@@ -391,22 +391,8 @@ def make_synthetic_hub(root: str | os.PathLike[str], n_classes: int = 4, val_per
     made = make_synthetic_archives(build, n_classes, 1, val_per_class, new_per_class, seed=seed)
     index_22k = {w: i for i, w in enumerate(read_wnid_list(data_manifests_dir() / POOL_FILES["21k"]))}
     index_1k = {w: i for i, w in enumerate(ilsvrc_classes()["wnid"].to_pylist())}
-    samples: list[list[tuple[str, bytes]]] = []
     planted = f"{EIC_NEW_WNIDS[0]}_{new_per_class + 1}"
-    n_resized = 0
-    with tarfile.open(made.images_tar) as outer:
-        for synset in outer.getmembers():
-            with tarfile.open(fileobj=outer.extractfile(synset)) as inner:
-                for member in inner.getmembers():
-                    key = member.name.rsplit(".", 1)[0]
-                    wnid = key.split("_", 1)[0]
-                    data, w, h, ow, oh = _resized(inner.extractfile(member).read(), short_side)
-                    n_resized += (w, h) != (ow, oh)
-                    meta = {"label": index_22k[wnid], "class_name": wnid, "width": w, "height": h}
-                    if (w, h) != (ow, oh):
-                        meta.update(orig_width=ow, orig_height=oh)
-                    samples.append([(f"{key}.cls", str(index_22k[wnid]).encode()), (f"{key}.jpg", data),
-                                    (f"{key}.json", json.dumps(meta).encode())])
+    samples, n_resized = _in22k_samples(made.images_tar, short_side, index_22k)
     # a held-out part of the synsets, as imagenet22k-validation is; the planted copy stays in train
     out = [k % 5 == 0 and not sample[0][0].startswith(planted + ".") for k, sample in enumerate(samples)]
     held_out = [s for s, o in zip(samples, out) if o]
@@ -447,6 +433,30 @@ def make_synthetic_hub(root: str | os.PathLike[str], n_classes: int = 4, val_per
     shutil.rmtree(build)
     return SyntheticHub(root, shards, validation, annotations, in1k_validation, hf_val, hf_parquet, len(train),
                         n_resized, len(val_rows), planted)
+
+
+def _in22k_samples(images_tar: Path, short_side: int,
+                   index_22k: dict[str, int]) -> tuple[list[list[tuple[str, bytes]]], int]:
+    """The webdataset samples (``.cls``, ``.jpg`` resized as timm's 22k shards are, ``.json``) of every image
+    of a tar of per-synset tars, and how many were resized."""
+    import json
+
+    samples: list[list[tuple[str, bytes]]] = []
+    n_resized = 0
+    with tarfile.open(images_tar) as outer:
+        for synset in outer.getmembers():
+            with tarfile.open(fileobj=outer.extractfile(synset)) as inner:
+                for member in inner.getmembers():
+                    key = member.name.rsplit(".", 1)[0]
+                    wnid = key.split("_", 1)[0]
+                    data, w, h, ow, oh = _resized(inner.extractfile(member).read(), short_side)
+                    n_resized += (w, h) != (ow, oh)
+                    meta = {"label": index_22k[wnid], "class_name": wnid, "width": w, "height": h}
+                    if (w, h) != (ow, oh):
+                        meta.update(orig_width=ow, orig_height=oh)
+                    samples.append([(f"{key}.cls", str(index_22k[wnid]).encode()), (f"{key}.jpg", data),
+                                    (f"{key}.json", json.dumps(meta).encode())])
+    return samples, n_resized
 
 
 def _write_hf_parquet(path: Path, images: list[tuple[str, bytes]], index_1k: dict[str, int]) -> Path:

@@ -42,13 +42,7 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
              + ", ".join(f"`{n}` ({d})" for n, d in meta["manifests"].items()) + ".", ""]
     if result.without_file:
         lines += [f"{result.without_file:,} images without a file were not compared.", ""]
-    params = {"exact": "same SHA-1" + (f" ({result.sha1_computed:,} computed here)" if result.sha1_computed else ""),
-              "perceptual": f"pHash within {meta['max_hamming']} of 64 bits"
-                            + (f"; {result.undecodable:,} images could not be decoded" if result.undecodable else ""),
-              "features": f"fc6 features whitened to {meta['whiten']} dimensions ({meta['index']} search), pairs at "
-                          f"{result.cosine_cut.describe() if result.cosine_cut else meta['min_cosine']}"
-                          + (f"; {result.without_features:,} images have no features" if result.without_features
-                             else "")}
+    params = _method_lines(result, meta)
     lines += ["Methods: " + "; ".join(f"**{m}**: {params[m]}" for m in meta["methods"]) + ".", ""]
     unmirrored = [name for name, mirror in result.mirror_features.items() if not mirror]
     if unmirrored:
@@ -81,6 +75,17 @@ def write_report(path: Path, result: AuditResult, pairs: pa.Table, groups: pa.Ta
               "group), `contact_sheet.png` (the closest pairs across splits, or within one when there are none).",
               ""]
     return write_text(path, "\n".join(lines))
+
+
+def _method_lines(result: AuditResult, meta: dict[str, Any]) -> dict[str, str]:
+    """What each method compared, and what it could not (the report's "Methods" line)."""
+    cut = result.cosine_cut.describe() if result.cosine_cut else meta["min_cosine"]
+    return {"exact": "same SHA-1" + (f" ({result.sha1_computed:,} computed here)" if result.sha1_computed else ""),
+            "perceptual": f"pHash within {meta['max_hamming']} of 64 bits"
+                          + (f"; {result.undecodable:,} images could not be decoded" if result.undecodable else ""),
+            "features": f"fc6 features whitened to {meta['whiten']} dimensions ({meta['index']} search), pairs at "
+                        f"{cut}" + (f"; {result.without_features:,} images have no features"
+                                    if result.without_features else "")}
 
 
 def _likely_lines(result: AuditResult, methods: list[str]) -> list[str]:

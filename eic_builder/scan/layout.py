@@ -163,23 +163,13 @@ def index_sources(sources: Sequence[str | os.PathLike[str]],
     deepest folder holding every source, and each source's paths start with its
     place under it (``fall11_whole.tar/n01440764.tar/n01440764_1.JPEG``).
     """
-    if not sources:
-        raise InputNotFoundError("give at least one SOURCE (a folder, a .tar or a .tar.gz)")
-    paths = [Path(s) for s in sources]
-    for path in paths:
-        if not path.exists():
-            raise InputNotFoundError(f"SOURCE {path} does not exist")
-        if not (path.is_dir() or path.is_file()):
-            raise InputNotFoundError(f"SOURCE {path} is neither a folder nor a regular file")
+    paths = _checked_sources(sources)
     if len(paths) == 1 and paths[0].is_dir():
         root = paths[0]
     else:
         root = Path(os.path.commonpath([os.fspath((p if p.is_dir() else p.parent).resolve()) for p in paths]))
     skip = Path(exclude).resolve() if exclude else None
-    first = paths[0].resolve()
-    name = first.name if first.is_dir() else strip_archive_suffix(first.name) if archive_kind(first.name) \
-        else first.stem
-    index = FileIndex(root=root, name=name)
+    index = FileIndex(root=root, name=_source_name(paths[0]))
     seen: set[str] = set()
     for path in paths:
         rel = "" if path.is_dir() and path.resolve() == root.resolve() else \
@@ -195,6 +185,27 @@ def index_sources(sources: Sequence[str | os.PathLike[str]],
         getattr(index, role).sort()
     keep_coco_jsons(index)
     return index
+
+
+def _checked_sources(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The SOURCEs as paths; raises :class:`InputNotFoundError` for none, a missing one or one of another kind."""
+    if not sources:
+        raise InputNotFoundError("give at least one SOURCE (a folder, a .tar or a .tar.gz)")
+    paths = [Path(s) for s in sources]
+    for path in paths:
+        if not path.exists():
+            raise InputNotFoundError(f"SOURCE {path} does not exist")
+        if not (path.is_dir() or path.is_file()):
+            raise InputNotFoundError(f"SOURCE {path} is neither a folder nor a regular file")
+    return paths
+
+
+def _source_name(first: Path) -> str:
+    """The name a scan of ``first`` (its first SOURCE) goes by: a folder's name, an archive's without suffix."""
+    first = first.resolve()
+    if first.is_dir():
+        return first.name
+    return strip_archive_suffix(first.name) if archive_kind(first.name) else first.stem
 
 
 COCO_KEYS = (b'"images"', b'"annotations"', b'"categories"')
