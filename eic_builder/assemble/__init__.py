@@ -179,20 +179,7 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
 
     ilsvrc_val = frame[frame["role"] == "val"]
     ilsvrc_val_hash = dict(zip(ilsvrc_val["sha1"], ilsvrc_val["image_id"]))
-    pool = frame[frame["role"] == "pool"]
-    copies = pool["sha1"].isin(ilsvrc_val_hash.keys())
-    rejects += [_reject_row(r, "copy_of_val_image", f"same bytes as ILSVRC val image {ilsvrc_val_hash[r.sha1]}")
-                for r in pool[copies].itertuples()]
-    effects["pool image with the bytes of an ILSVRC val image"] = int(copies.sum())
-    pool = pool[~copies]
-    if options.perceptual:
-        copies, found = _perceptual_copies(ilsvrc_val, pool, common, options.hash_workers, options.max_hamming)
-        rejects += [_reject_row(r, "copy_of_val_image", f"a resized, re-encoded or mirrored copy of ILSVRC val image "
-                                f"{val_id} (pHash within {bits} of 64 bits)")
-                    for r, (val_id, bits) in zip(pool[copies].itertuples(), found)]
-        effects["pool image that is a resized, re-encoded or mirrored copy of an ILSVRC val image (pHash)"] = \
-            int(copies.sum())
-        pool = pool[~copies]
+    pool = _without_val_copies(frame[frame["role"] == "pool"], ilsvrc_val, common, options, rejects, effects)
     pool = pool.copy()
     pool["rank"] = [rank_key(i, options.seed) for i in pool["image_id"]]
     pool = pool.sort_values(["label", "rank", "image_id"], kind="stable")
@@ -214,16 +201,7 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
     train = train[~over]
     val = pd.concat([frame[frame["role"] == "val"], new_val])
 
-    new_classes = sorted(w for w, s in source_of.items() if s != "ilsvrc1k")
-    train_counts = train[train["role"] == "pool"]["label"].value_counts()
-    in_pool = set(pool["label"].unique())
-    short = [(w, int(train_counts.get(w, 0))) for w in new_classes
-             if w in in_pool and train_counts.get(w, 0) < options.min_train_per_class]
-    if short and options.short == "refuse":
-        listed = ", ".join(f"{w} ({n})" for w, n in short[:10])
-        raise OptionError(f"{len(short)} new classes have fewer than `min_train_per_class`="
-                          f"{options.min_train_per_class} training images: {listed}"
-                          f"{' ...' if len(short) > 10 else ''}; use `short` skip or keep")
+    short = _short_classes(train, pool, source_of, options)
     if short and options.short == "skip":
         dropped = {w for w, _ in short}
         effects["images of classes skipped for too few training images"] = int(
@@ -254,6 +232,44 @@ def assemble(manifests: list[str | os.PathLike[str]], classes_file: str | os.Pat
 
     write_report(result, out / "report.md", options, meta)
     return result
+
+
+def _without_val_copies(pool: pd.DataFrame, ilsvrc_val: pd.DataFrame, common: str, options: AssembleOptions,
+                        rejects: list, effects: Counter[str]) -> pd.DataFrame:
+    """The pool without copies of ILSVRC val images: the same bytes, and with ``perceptual`` resized,
+    re-encoded or mirrored copies (pHash); each left out is a reject row and counted in ``effects``."""
+    val_hash = dict(zip(ilsvrc_val["sha1"], ilsvrc_val["image_id"]))
+    copies = pool["sha1"].isin(val_hash.keys())
+    rejects += [_reject_row(r, "copy_of_val_image", f"same bytes as ILSVRC val image {val_hash[r.sha1]}")
+                for r in pool[copies].itertuples()]
+    effects["pool image with the bytes of an ILSVRC val image"] = int(copies.sum())
+    pool = pool[~copies]
+    if options.perceptual:
+        copies, found = _perceptual_copies(ilsvrc_val, pool, common, options.hash_workers, options.max_hamming)
+        rejects += [_reject_row(r, "copy_of_val_image", f"a resized, re-encoded or mirrored copy of ILSVRC val image "
+                                f"{val_id} (pHash within {bits} of 64 bits)")
+                    for r, (val_id, bits) in zip(pool[copies].itertuples(), found)]
+        effects["pool image that is a resized, re-encoded or mirrored copy of an ILSVRC val image (pHash)"] = \
+            int(copies.sum())
+        pool = pool[~copies]
+    return pool
+
+
+def _short_classes(train: pd.DataFrame, pool: pd.DataFrame, source_of: dict[str, str],
+                   options: AssembleOptions) -> list[tuple[str, int]]:
+    """(wnid, training images) of each new class of the pool with fewer than ``min_train_per_class``;
+    raises :class:`OptionError` listing them when ``short`` is refuse."""
+    new_classes = sorted(w for w, s in source_of.items() if s != "ilsvrc1k")
+    train_counts = train[train["role"] == "pool"]["label"].value_counts()
+    in_pool = set(pool["label"].unique())
+    short = [(w, int(train_counts.get(w, 0))) for w in new_classes
+             if w in in_pool and train_counts.get(w, 0) < options.min_train_per_class]
+    if short and options.short == "refuse":
+        listed = ", ".join(f"{w} ({n})" for w, n in short[:10])
+        raise OptionError(f"{len(short)} new classes have fewer than `min_train_per_class`="
+                          f"{options.min_train_per_class} training images: {listed}"
+                          f"{' ...' if len(short) > 10 else ''}; use `short` skip or keep")
+    return short
 
 
 def _perceptual_copies(val: pd.DataFrame, pool: pd.DataFrame, common: str, workers: int,

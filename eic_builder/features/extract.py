@@ -179,29 +179,7 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
     chunks = [items[s: s + cfg.shard_size] for s in range(0, len(items), cfg.shard_size)]
     mine = [k for k in range(len(chunks)) if k % world == rank]
     out.mkdir(parents=True, exist_ok=True)
-    beyond = sorted(p.name for p in out.glob("part-*.parquet") if not p.stem[5:].isdigit()
-                    or int(p.stem[5:]) >= len(chunks))
-    if beyond:  # shards of a larger manifest: read with ours, they would add features of other images
-        raise OptionError(f"{out} holds {len(beyond)} shard(s) beyond the {len(chunks)} this manifest makes "
-                          f"({beyond[0]}, ...): another run's; use a new `out`")
-    done = set()
-    for k in mine:
-        shard = out / f"part-{k:06d}.parquet"
-        if not shard.is_file():
-            continue
-        try:
-            meta = read_metadata(shard)
-        except (OSError, ValueError, ManifestError) as exc:  # pyarrow's errors are OSError/ValueError kinds
-            log.warning("%s is unreadable (%s): it is made again", shard, exc)
-            continue
-        keys = [*settings, *(k for k in OPTIONAL_SETTINGS if k not in settings)]
-        old = {key: meta.get(key) for key in keys}
-        if old != {key: settings.get(key) for key in keys}:
-            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new `out`")
-        if meta.get("inputs") == chunk_digest(chunks[k]):
-            done.add(k)
-        else:
-            log.info("%s was made from other images (the manifest changed): it is made again", shard)
+    done = _finished_shards(out, chunks, mine, settings)
     todo = [k for k in mine if k not in done]
     if done:
         log.info("rank %d: resuming, %d of %d shards already written", rank, len(done), len(mine))
@@ -213,6 +191,36 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
 
         dist.barrier()
     return FeatureSummary(len(items), len(chunks), len(done), str(device), settings)
+
+
+def _finished_shards(out: Path, chunks: list[list[FeatureItem]], mine: list[int], settings: dict) -> set[int]:
+    """The shards of ``mine`` already in ``out`` from the same settings and images (resumed, not made
+    again); raises :class:`OptionError` for an ``out`` holding another run's shards (other settings, or
+    more shards than this manifest makes)."""
+    beyond = sorted(p.name for p in out.glob("part-*.parquet") if not p.stem[5:].isdigit()
+                    or int(p.stem[5:]) >= len(chunks))
+    if beyond:  # shards of a larger manifest: read with ours, they would add features of other images
+        raise OptionError(f"{out} holds {len(beyond)} shard(s) beyond the {len(chunks)} this manifest makes "
+                          f"({beyond[0]}, ...): another run's; use a new `out`")
+    keys = [*settings, *(k for k in OPTIONAL_SETTINGS if k not in settings)]
+    done = set()
+    for k in mine:
+        shard = out / f"part-{k:06d}.parquet"
+        if not shard.is_file():
+            continue
+        try:
+            meta = read_metadata(shard)
+        except (OSError, ValueError, ManifestError) as exc:  # pyarrow's errors are OSError/ValueError kinds
+            log.warning("%s is unreadable (%s): it is made again", shard, exc)
+            continue
+        old = {key: meta.get(key) for key in keys}
+        if old != {key: settings.get(key) for key in keys}:
+            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new `out`")
+        if meta.get("inputs") == chunk_digest(chunks[k]):
+            done.add(k)
+        else:
+            log.info("%s was made from other images (the manifest changed): it is made again", shard)
+    return done
 
 
 def _run(model: nn.Module, chunks: list[list[FeatureItem]], todo: list[int], out: Path, root: str, cfg: FeatureConfig,

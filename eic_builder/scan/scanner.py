@@ -278,11 +278,10 @@ def gzip_records(index: FileIndex) -> dict[str, dict]:
             if (index.root / rel).is_file() and archive_kind(rel) == "tar.gz"}
 
 
-def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tuple[int, int] | None = None,
-                   classes: frozenset[str] | None = None) -> tuple[list[tuple], int, int]:
-    """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
-    and add their members to the index; per-synset archives of other shards, or of synsets not in
-    ``classes``, are not read. Returns (rejects, units resumed, units in all)."""
+def _plan_units(index: FileIndex, shard: tuple[int, int] | None,
+                classes: frozenset[str] | None) -> ArchivePlan:
+    """The units of work of every archive of ``index``: per-synset archives of other shards, or of synsets
+    not in ``classes``, are left out (counted as ignored in the index)."""
     plan = ArchivePlan()
     for rel in index.archives:
         if wanted_synset(rel, classes):
@@ -296,6 +295,26 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
     plan.units = wanted
     index.ignored.update(plan.ignored)
     index.ignored += Counter()  # no zero counts
+    return plan
+
+
+def _add_members(index: FileIndex, entries: ArchiveEntries) -> None:
+    """Add what the archives held to the index: images (probed), XMLs and webdataset samples."""
+    index.ignored.update(entries.ignored)
+    for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
+        index.member_images[path] = ImageProbe(archive, offset, size, sha1, width, height, reason, detail)
+    index.member_xmls.update(entries.xmls)
+    index.member_samples.update(entries.samples)
+    index.images = sorted(index.images + list(index.member_images))
+    index.xmls = sorted(index.xmls + list(entries.xmls))
+
+
+def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tuple[int, int] | None = None,
+                   classes: frozenset[str] | None = None) -> tuple[list[tuple], int, int]:
+    """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
+    and add their members to the index; per-synset archives of other shards, or of synsets not in
+    ``classes``, are not read. Returns (rejects, units resumed, units in all)."""
+    plan = _plan_units(index, shard, classes)
     root = os.fspath(index.root)
     stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
     only = "" if classes is None else "-" + hashlib.sha1(",".join(sorted(classes)).encode()).hexdigest()[:12]
@@ -321,13 +340,7 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
     threads = max(1, n_workers // max(1, min(n_workers, sum(_indexed(u) for _, u in todo))))
     _run_units(read_unit, [((name, unit), (root, unit, threads, classes)) for name, unit in todo], n_workers, keep)
     bar.close()
-    index.ignored.update(entries.ignored)
-    for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
-        index.member_images[path] = ImageProbe(archive, offset, size, sha1, width, height, reason, detail)
-    index.member_xmls.update(entries.xmls)
-    index.member_samples.update(entries.samples)
-    index.images = sorted(index.images + list(index.member_images))
-    index.xmls = sorted(index.xmls + list(entries.xmls))
+    _add_members(index, entries)
     return plan.rejects + entries.rejects, len(done), len(keyed)
 
 
