@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -192,27 +193,65 @@ class AuditOptions:
     root: str | os.PathLike[str] | None = None
     contact_pairs: int = 12
 
+    def resolved_methods(self) -> tuple[str, ...]:
+        """``methods``, or its default: exact and perceptual, plus features when features are given."""
+        return parse_methods(self.methods or (METHODS if self.features else METHODS[:2]))
+
+    def validate(self) -> None:
+        """Refuse options that cannot be run (before any image is read)."""
+        from eic_builder.audit.perceptual import HASH_BITS
+        from eic_builder.choices import AUDIT_INDEXES
+
+        if "features" in self.resolved_methods() and not self.features:
+            raise OptionError("`methods` features needs `features` NAME=FEATDIR (from `eic-build features MANIFEST "
+                              "--on image`)")
+        if not 0 <= self.phash_threshold < HASH_BITS:
+            raise OptionError(f"`phash_threshold`={self.phash_threshold} must be in [0, {HASH_BITS - 1}]")
+        check_choice("--index", self.index, AUDIT_INDEXES)
+
+
+def _feature_pairs(feature_rows: np.ndarray, feature_matrix: np.ndarray, options: AuditOptions,
+                   device: str) -> tuple:
+    """(the cosine cut, first and second catalog indexes (first < second), cosine) of the features pairs:
+    whitened, searched, and kept at the cut (derived from the data, or ``min_cosine``)."""
+    from eic_builder.audit import neighbours
+
+    whitened = neighbours.whiten(feature_matrix, options.whiten_dims)
+    cut = neighbours.derive_cut(whitened, device) if options.min_cosine is None else \
+        neighbours.CosineCut(options.min_cosine, derived=False)
+    i, j, score = neighbours.cosine_pairs(whitened, cut.search, options.index, device)
+    copies = cut.keep(i, j, score, len(whitened))
+    i, j, score = i[copies], j[copies], score[copies]
+    a, b = feature_rows[i], feature_rows[j]
+    swap = a > b
+    return cut, np.where(swap, b, a), np.where(swap, a, b), score
+
+
+def _run_meta(cat: Catalog, methods: Sequence[str], options: AuditOptions, result: AuditResult) -> dict[str, Any]:
+    """What the audit's tables and report record of the run: its manifests and how they were compared."""
+    return {"manifests": dict(zip(cat.names, map(str, cat.directories))),
+            "fingerprints": dict(zip(cat.names, cat.fingerprints)), "methods": list(methods),
+            "max_hamming": options.phash_threshold,
+            "min_cosine": result.cosine_cut.value if result.cosine_cut else options.min_cosine,
+            "min_cosine_derived": bool(result.cosine_cut and result.cosine_cut.derived),
+            "whiten": options.whiten_dims, "index": options.index,
+            "features": {k: str(Path(v).resolve()) for k, v in (options.features or {}).items()}}
+
 
 def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                     options: AuditOptions | None = None) -> AuditResult:
     """Audit ``manifests`` (see the module's doc) into the folder ``out``, as ``options`` say."""
-    from eic_builder.audit import exact, neighbours, perceptual
+    from eic_builder.audit import exact, perceptual
     from eic_builder.audit.report import write_contact_sheet, write_report
     from eic_builder.dataset.tables import write_table
     from eic_builder.hardware import usable_cores
     from eic_builder.output_folder import check_out
 
     options = options or AuditOptions()
+    options.validate()
     features = dict(options.features or {})
-    methods = parse_methods(options.methods or (METHODS if features else METHODS[:2]))
-    phash_threshold, min_cosine, whiten_dims = options.phash_threshold, options.min_cosine, options.whiten_dims
-    index, device = options.index, options.device
-    if "features" in methods and not features:
-        raise OptionError("`methods` features needs `features` NAME=FEATDIR (from `eic-build features MANIFEST "
-                          "--on image`)")
-    if not 0 <= phash_threshold < perceptual.HASH_BITS:
-        raise OptionError(f"`phash_threshold`={phash_threshold} must be in [0, {perceptual.HASH_BITS - 1}]")
-    check_choice("--index", index, neighbours.INDEXES)
+    methods = options.resolved_methods()
+    phash_threshold, device = options.phash_threshold, options.device
     out = check_out(out, {**{f"the manifest {m}": m for m in manifests},
                           **{f"the features {k}": v for k, v in features.items()}})
     workers = options.workers or usable_cores()
@@ -239,17 +278,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             result.undecodable = int((~hashes.valid).sum())
             found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)))
         if "features" in methods:
-            whitened = neighbours.whiten(feature_matrix, whiten_dims)
-            cut = neighbours.derive_cut(whitened, device) if min_cosine is None else \
-                neighbours.CosineCut(min_cosine, derived=False)
-            i, j, score = neighbours.cosine_pairs(whitened, cut.search, index, device)
-            copies = cut.keep(i, j, score, len(whitened))
-            i, j, score = i[copies], j[copies], score[copies]
-            result.cosine_cut = cut
-            a, b = feature_rows[i], feature_rows[j]
-            swap = a > b
-            a, b = np.where(swap, b, a), np.where(swap, a, b)
-            found.append(("features", a, b, score))
+            result.cosine_cut, *pair = _feature_pairs(feature_rows, feature_matrix, options, device)
+            found.append(("features", *pair))
             result.without_features = len(cat) - len(feature_rows)
             result.mirror_features = {name: bool(kind["mirror"]) for name, kind in kinds.items()}
         result.pairs = {m: len(i) for m, i, _, _ in found}
@@ -262,13 +292,7 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
         result.n_groups = len(set(groups["group"].to_pylist()))
         result.n_grouped = groups.num_rows
         result.leaks = leak_counts(pairs)
-        meta = {"manifests": dict(zip(cat.names, map(str, cat.directories))),
-                "fingerprints": dict(zip(cat.names, cat.fingerprints)), "methods": list(methods),
-                "max_hamming": phash_threshold,
-                "min_cosine": result.cosine_cut.value if result.cosine_cut else min_cosine,
-                "min_cosine_derived": bool(result.cosine_cut and result.cosine_cut.derived),
-                "whiten": whiten_dims, "index": index,
-                "features": {k: str(Path(v).resolve()) for k, v in features.items()}}
+        meta = _run_meta(cat, methods, options, result)
         result.files.append(write_table(pairs, out / "pairs.parquet", "audit_pairs", meta))
         result.files.append(write_table(groups, out / "groups.parquet", "audit_groups", meta))
         result.files.append(write_contact_sheet(out / "contact_sheet.png", cat, found, options.contact_pairs))
