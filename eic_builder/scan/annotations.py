@@ -231,6 +231,17 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
     if len(images) != len(image_list):
         problems.append((None, "file", "malformed_json", f"{len(image_list) - len(images)} entries of 'images' "
                          "are not objects"))
+    out, by_id = _coco_images(images, problems)
+    known = ", ".join(repr(k) for k in list(names)[:5]) + (" ..." if len(names) > 5 else "") or "none"
+    for a in anns:
+        _add_coco_box(a, by_id, names, known, problems)
+    return out, problems
+
+
+def _coco_images(images: list[dict], problems: list[TableProblem]) -> tuple[dict[str, RawAnnotation],
+                                                                           dict[str, RawAnnotation | None]]:
+    """(annotation by file stem, the same by ``repr`` of the image id, None for a refused entry) of a COCO
+    file's ``images``; an id or stem given twice, or a bad size, is a problem and refuses the entry."""
     ids = Counter(repr(img.get("id")) for img in images)
     stems = Counter(Path(str(img.get("file_name", ""))).stem for img in images)
     out: dict[str, RawAnnotation] = {}
@@ -250,33 +261,36 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
             by_id[key] = None
             continue
         out[stem] = by_id[key] = RawAnnotation(width=width, height=height)
-    known = ", ".join(repr(k) for k in list(names)[:5]) + (" ..." if len(names) > 5 else "") or "none"
-    for a in anns:
-        if not isinstance(a, dict):
-            problems.append((None, "box", "malformed_box", f"annotation {a!r} is not an object"))
-            continue
-        key = repr(a.get("image_id"))
-        if key not in by_id:
-            problems.append((None, "box", "orphan_annotation",
-                             f"annotation {a.get('id')}: image_id {a.get('image_id')!r} is not in 'images'"))
-            continue
-        ann = by_id[key]
-        if ann is None:
-            problems.append((None, "box", "image_rejected",
-                             f"annotation {a.get('id')} of the refused image {a.get('image_id')!r}"))
-            continue
-        category = a.get("category_id")
-        if category not in names:
-            problems.append((None, "box", "unknown_category", f"annotation {a.get('id')}: category_id "
-                             f"{category!r} is not in 'categories' (known: {known})"))
-            continue
-        bbox = a.get("bbox")
-        try:
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise ValueError(f"{bbox!r} is not a list of 4 numbers")
-            x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
-        except ValueError as exc:
-            ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox ({exc})")
-            continue
-        ann.boxes.append((names[category], *from_xywh(x, y, w, h)))
-    return out, problems
+    return out, by_id
+
+
+def _add_coco_box(a: object, by_id: dict[str, RawAnnotation | None], names: dict, known: str,
+                  problems: list[TableProblem]) -> None:
+    """Add the box of the COCO annotation ``a`` to its image's annotation, or say why it cannot be."""
+    if not isinstance(a, dict):
+        problems.append((None, "box", "malformed_box", f"annotation {a!r} is not an object"))
+        return
+    key = repr(a.get("image_id"))
+    if key not in by_id:
+        problems.append((None, "box", "orphan_annotation",
+                         f"annotation {a.get('id')}: image_id {a.get('image_id')!r} is not in 'images'"))
+        return
+    ann = by_id[key]
+    if ann is None:
+        problems.append((None, "box", "image_rejected",
+                         f"annotation {a.get('id')} of the refused image {a.get('image_id')!r}"))
+        return
+    category = a.get("category_id")
+    if category not in names:
+        problems.append((None, "box", "unknown_category", f"annotation {a.get('id')}: category_id "
+                         f"{category!r} is not in 'categories' (known: {known})"))
+        return
+    bbox = a.get("bbox")
+    try:
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise ValueError(f"{bbox!r} is not a list of 4 numbers")
+        x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+    except ValueError as exc:
+        ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox ({exc})")
+        return
+    ann.boxes.append((names[category], *from_xywh(x, y, w, h)))
