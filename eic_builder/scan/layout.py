@@ -346,15 +346,7 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
     roles = ("images", "xmls", "loc_csvs", "jsons", "archives")
     splits = {role: [split_of(rel) for rel in getattr(index, role)] for role in roles}
     found = sorted({s for role in roles for s in splits[role] if s is not None})
-    untold = [rel for role in ("images", "archives") for rel, s in zip(getattr(index, role), splits[role])
-              if s is None] if found else []
-    if untold:
-        what = (f"{len(untold):,} image file(s) or archive(s) name no split ({', '.join(untold[:3])}"
-                f"{', ...' if len(untold) > 3 else ''}) beside others that name {', '.join(found)}")
-        if split is not None:
-            raise OptionError(f"{index.root}: {what}; put them in a train/val/test folder, give them their "
-                              "official names (ILSVRC2012_img_train.tar, ...), or scan them on their own")
-        log.warning("%s: %s; they are scanned as %s", index.root, what, found[0] if len(found) == 1 else "?")
+    _check_untold(index, splits, found, split)
     if split is None:
         if len(found) > 1:
             raise OptionError(
@@ -365,15 +357,35 @@ def select_split(index: FileIndex, split: str | None) -> tuple[FileIndex, str]:
         return index, split
     if split not in found:
         raise _no_file_of(index.root, split, found)
+    return _files_of(index, splits, split), split
+
+
+def _check_untold(index: FileIndex, splits: dict[str, list[str | None]], found: list[str], split: str | None) -> None:
+    """Images and archives that name no split beside others that do: an error with ``split`` given, else
+    a warning."""
+    untold = [rel for role in ("images", "archives") for rel, s in zip(getattr(index, role), splits[role])
+              if s is None] if found else []
+    if not untold:
+        return
+    what = (f"{len(untold):,} image file(s) or archive(s) name no split ({', '.join(untold[:3])}"
+            f"{', ...' if len(untold) > 3 else ''}) beside others that name {', '.join(found)}")
+    if split is not None:
+        raise OptionError(f"{index.root}: {what}; put them in a train/val/test folder, give them their "
+                          "official names (ILSVRC2012_img_train.tar, ...), or scan them on their own")
+    log.warning("%s: %s; they are scanned as %s", index.root, what, found[0] if len(found) == 1 else "?")
+
+
+def _files_of(index: FileIndex, splits: dict[str, list[str | None]], split: str) -> FileIndex:
+    """A new index of the files of ``split`` (and those that name none); the others counted as ignored."""
     kept = FileIndex(root=index.root, name=index.name, ignored=Counter(index.ignored), rejects=list(index.rejects))
-    for role in roles:
+    for role, names in splits.items():
         out = getattr(kept, role)
-        for rel, s in zip(getattr(index, role), splits[role]):
+        for rel, s in zip(getattr(index, role), names):
             if s is None or s == split:
                 out.append(rel)
             else:
                 kept.ignored[f"other split ({s})"] += 1
-    return kept, split
+    return kept
 
 
 def _shard_set_name(index: FileIndex) -> str | None:
