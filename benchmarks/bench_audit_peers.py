@@ -107,8 +107,53 @@ def union_of_methods(pairs: pa.Table) -> pa.Table:
                      "image_id_b": [b for _, b in found]})
 
 
+def _run_seed(d: Path, seed: int, originals: Path, args: argparse.Namespace, runs: dict[str, dict],
+              notes: dict[str, str]) -> None:
+    """One seed: plant copies of the originals, then score ours (without and with features) and each peer;
+    adds each tool/method's score and seconds to ``runs`` (a peer that cannot run: a line in ``notes``)."""
+    from eic_builder.planted_copies import read_planted, score_planted
+
+    d.mkdir()
+    timed([*EIC, "scan", str(originals), "--out", str(d / "val"), "--split", "val"])
+    timed([*EIC, "plant-copies", str(d / "val"), "--out", str(d / "planted"), "--per-transform",
+           str(args.per_transform), "--seed", str(seed)])
+    copies = read_planted(d / "planted" / "planted.csv")
+    shutil.rmtree(d / "val")  # scanned again inside the timed run
+    for features in (False, True):
+        seconds, pairs = our_pairs(d, originals, d / "planted", features)
+        label = "ours, exact + pHash" if not features else "ours, exact + pHash + features"
+        scores = {"all": score_planted(union_of_methods(pairs), copies).get("all"), **score_planted(pairs, copies)}
+        for method, score in scores.items():
+            if score is None or (features and method != "features" and method != "all"):
+                continue  # exact and pHash alone: once, from the run without features
+            run = runs.setdefault(f"{label}: {method}", {"seconds": [], "scores": []})
+            run["scores"].append(score)
+            run["seconds"].append(seconds if method == "all" else None)
+    for name in filter(None, args.peers.split(",")):
+        seconds, pairs, note = peer_pairs(name, originals, d / "planted" / "images")
+        if pairs is None:
+            notes[name] = note
+            continue
+        score = score_planted(pairs, copies).get(name) or {"pairs": 0.0, "precision": 0.0}
+        run = runs.setdefault(f"imagededup {name}", {"seconds": [], "scores": []})
+        run["scores"].append(score)
+        run["seconds"].append(seconds)
+
+
+def _row(key: str, run: dict, transforms: tuple[str, ...]) -> list[str]:
+    """A table row of one tool/method over the seeds: pairs (mean), precision (over all pairs), recall of each
+    transformation (mean), seconds (mean)."""
+    scores = run["scores"]
+    total = sum(s["pairs"] for s in scores)
+    true = sum(s["pairs"] * s["precision"] for s in scores)
+    recalls = [sum(s.get(t, 0.0) for s in scores) / len(scores) for t in transforms]
+    seconds = [s for s in run["seconds"] if s is not None]
+    return [key, f"{total / len(scores):.1f}", f"{true / total if total else 0:.3f}",
+            *[f"{r:.2f}" for r in recalls], f"{sum(seconds) / len(seconds):.1f}" if seconds else ""]
+
+
 def main() -> None:
-    from eic_builder.planted_copies import TRANSFORMS, read_planted, score_planted
+    from eic_builder.planted_copies import TRANSFORMS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--originals", type=int, default=400)
@@ -137,44 +182,10 @@ def main() -> None:
         for path in sorted(SHARED.glob("*.JPEG"))[args.offset:args.offset + args.originals]:
             shutil.copy(path, originals / path.name)
         for seed in seeds:
-            d = Path(tmp) / f"seed{seed}"
-            d.mkdir()
-            timed([*EIC, "scan", str(originals), "--out", str(d / "val"), "--split", "val"])
-            timed([*EIC, "plant-copies", str(d / "val"), "--out", str(d / "planted"), "--per-transform",
-                   str(args.per_transform), "--seed", str(seed)])
-            copies = read_planted(d / "planted" / "planted.csv")
-            shutil.rmtree(d / "val")  # scanned again inside the timed run
-            for features in (False, True):
-                seconds, pairs = our_pairs(d, originals, d / "planted", features)
-                label = "ours, exact + pHash" if not features else "ours, exact + pHash + features"
-                scores = {"all": score_planted(union_of_methods(pairs), copies).get("all"),
-                          **score_planted(pairs, copies)}
-                for method, score in scores.items():
-                    if score is None or (features and method != "features" and method != "all"):
-                        continue  # exact and pHash alone: once, from the run without features
-                    run = runs.setdefault(f"{label}: {method}", {"seconds": [], "scores": []})
-                    run["scores"].append(score)
-                    run["seconds"].append(seconds if method == "all" else None)
-            for name in filter(None, args.peers.split(",")):
-                seconds, pairs, note = peer_pairs(name, originals, d / "planted" / "images")
-                if pairs is None:
-                    notes[name] = note
-                    continue
-                score = score_planted(pairs, copies).get(name) or {"pairs": 0.0, "precision": 0.0}
-                run = runs.setdefault(f"imagededup {name}", {"seconds": [], "scores": []})
-                run["scores"].append(score)
-                run["seconds"].append(seconds)
+            _run_seed(Path(tmp) / f"seed{seed}", seed, originals, args, runs, notes)
             print(f"seed {seed} done", flush=True)
     header = ["tool: method", "pairs", "precision", *[f"recall {t}" for t in TRANSFORMS], "seconds (whole process)"]
-    rows = []
-    for key, run in runs.items():
-        scores = run["scores"]
-        total = sum(s["pairs"] for s in scores)
-        true = sum(s["pairs"] * s["precision"] for s in scores)
-        recalls = [sum(s.get(t, 0.0) for s in scores) / len(scores) for t in TRANSFORMS]
-        seconds = [s for s in run["seconds"] if s is not None]
-        rows.append([key, f"{total / len(scores):.1f}", f"{true / total if total else 0:.3f}",
-                     *[f"{r:.2f}" for r in recalls], f"{sum(seconds) / len(seconds):.1f}" if seconds else ""])
+    rows = [_row(key, run, TRANSFORMS) for key, run in runs.items()]
     print(f"{args.originals} originals (from image {args.offset}) + {args.per_transform} copies per transformation, "
           f"seeds {args.seeds}; "
           "recall and pairs: mean over seeds; precision: over all pairs of all seeds; seconds: mean per seed")
