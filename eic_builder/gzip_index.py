@@ -83,7 +83,23 @@ def open_for_scan(archive: str | os.PathLike[str], workers: int):
                                       chunk_size=INDEX_SPACING)
 
 
-class DecodingProcess(io.RawIOBase):
+class ViewStream(io.RawIOBase):
+    """A read-only stream whose reads are views (:meth:`read_view`: the next ``n`` bytes, valid until the
+    next read); ``readinto`` copies one, for readers that need a file object (tarfile)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read_view(self, n: int) -> memoryview:
+        raise NotImplementedError
+
+    def readinto(self, buffer) -> int:
+        view = self.read_view(len(buffer))
+        buffer[: len(view)] = view
+        return len(view)
+
+
+class DecodingProcess(ViewStream):
     """The decompressed stream of ``archive`` for one sequential pass, decoded by ``workers`` rapidgzip
     threads in a process of its own (:mod:`eic_builder.gzip_decoder`, which keeps the seek index) into a
     ring of shared memory, :data:`RING_SLOTS` slots of :data:`RING_SLOT_BYTES`: the scan's thread, parsing
@@ -123,14 +139,6 @@ class DecodingProcess(io.RawIOBase):
         self._returned = 0  # slots handed back
         self._ended = False
         self._copy = bytearray()  # for a read that wraps around the ring or is longer than it
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = self.read_view(len(buffer))
-        buffer[: len(view)] = view
-        return len(view)
 
     def read_view(self, n: int) -> memoryview:
         """The next ``n`` bytes of the stream (fewer at its end), valid until the next read: a view of the
@@ -328,7 +336,7 @@ def open_decoded(archive: str | os.PathLike[str], workers: int) -> DecodingProce
     return DecodedInProcess(archive, workers)
 
 
-class DecodedInProcess(io.RawIOBase):
+class DecodedInProcess(ViewStream):
     """:class:`DecodingProcess`'s stream and errors, decoded in this process (small archives): rapidgzip
     through a :class:`SalvagingStream`, the seek index kept at the end. Raises what rapidgzip raises for a
     file it cannot open."""
@@ -339,14 +347,6 @@ class DecodedInProcess(io.RawIOBase):
         self._source = SalvagingStream(self._stream, self.archive)
         self._buffer = bytearray()
         self._ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = self.read_view(len(buffer))
-        buffer[: len(view)] = view
-        return len(view)
 
     def read_view(self, n: int) -> memoryview:
         """The next ``n`` bytes (fewer at the end), valid until the next read."""

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from eic_builder.gzip_index import ViewStream
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE
@@ -581,7 +582,7 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield info
 
 
-class _CheckedStream(io.RawIOBase):
+class _CheckedStream(ViewStream):
     """The decompressed stream of a whole ``.tar.gz`` as the scan reads it: a
     :func:`~eic_builder.gzip_index.open_decoded` stream (rapidgzip, in parallel, in its own process for a
     large archive), whose failures are told apart here.
@@ -594,14 +595,6 @@ class _CheckedStream(io.RawIOBase):
 
     def __init__(self, stream, archive: str) -> None:
         self.stream, self.archive, self.pending = stream, archive, None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = self.read_view(len(buffer))
-        buffer[: len(view)] = view
-        return len(view)
 
     def read_view(self, n: int) -> memoryview:
         """The next ``n`` bytes (fewer at the end), valid until the next read (see
