@@ -41,7 +41,7 @@ from eic_builder.errors import (
     first_line,
 )
 
-INDEX_SPACING = 2 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
+INDEX_SPACING = 4 << 20  # compressed bytes between checkpoints: a read decodes at most this much first
 INDEX_SUFFIX = ".gzidx"
 ENV_INDEX_DIR = "EIC_GZIP_INDEX_DIR"
 
