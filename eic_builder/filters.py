@@ -60,6 +60,13 @@ class FilterOptions:
     twisted_ratio: float = TWISTED_RATIO
     exclude: Mapping[str, tuple[str, str]] | None = None
 
+    def validate(self) -> None:
+        """Refuse options that cannot be run (before any manifest is read)."""
+        if self.drop and self.keep:
+            raise OptionError("`drop` and `keep` exclude each other; give one of them")
+        if not math.isfinite(self.min_side) or self.min_side < 0:
+            raise OptionError(f"`min_side`={self.min_side} must be a finite number >= 0")
+
 
 def filter_manifest(src: str | os.PathLike[str], out: str | os.PathLike[str],
                     options: FilterOptions | None = None) -> FilterResult:
@@ -68,12 +75,9 @@ def filter_manifest(src: str | os.PathLike[str], out: str | os.PathLike[str],
     boxes are kept.
     """
     options = options or FilterOptions()
+    options.validate()
     drop, keep, min_side, exclude = options.drop, options.keep, options.min_side, options.exclude
     small_px, twisted_ratio = options.small_px, options.twisted_ratio
-    if drop and keep:
-        raise OptionError("`drop` and `keep` exclude each other; give one of them")
-    if not math.isfinite(min_side) or min_side < 0:
-        raise OptionError(f"`min_side`={min_side} must be a finite number >= 0")
     check_out(out, {"the input manifest": src})
     manifest = Manifest.open(src)
     boxes, images, rejects = manifest.boxes, manifest.images, manifest.rejects

@@ -148,19 +148,23 @@ class ExportOptions:
     root: str | os.PathLike[str] | None = None
     wordnet_dir: str | os.PathLike[str] | None = None
 
+    def validate(self) -> None:
+        """Refuse options that cannot be run (before any manifest is read)."""
+        check_choice("fmt", self.fmt, EXPORT_FORMATS)
+        check_choice("labels", self.labels, LABEL_STYLES)
+        if self.fmt == "hf" and self.materialize:
+            raise OptionError("`materialize` is for `fmt` coco and voc; `fmt` hf always stores the images' "
+                              "bytes in its Parquet shards")
+
 
 def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                      options: ExportOptions | None = None) -> ExportResult:
     """Export each manifest directory of ``manifests`` to ``out`` as ``options`` say (see the module's doc)."""
     options = options or ExportOptions()
+    options.validate()
     fmt, materialize, labels = options.fmt, options.materialize, options.labels
-    check_choice("fmt", fmt, EXPORT_FORMATS)
-    check_choice("labels", labels, LABEL_STYLES)
     if not manifests:
         raise OptionError("give at least one MANIFEST directory to export")
-    if fmt == "hf" and materialize:
-        raise OptionError("`materialize` is for `fmt` coco and voc; `fmt` hf always stores the images' "
-                          "bytes in its Parquet shards")
     out = check_out(out, {f"the manifest {m}": m for m in manifests})
     splits = [load_split(m, options.root) for m in manifests]
     check_distinct_names([(s.name, s.directory) for s in splits],
