@@ -2,9 +2,10 @@
 
 ImageNet-21K ships as ``winter21_whole.tar.gz`` (about 1.1 TB). gzip cannot seek, so without help
 every later stage would have to decompress it once to disk. Instead the scan decompresses it once, in
-parallel (``rapidgzip``), and keeps an index of the stream: checkpoints every :data:`INDEX_SPACING`
-compressed bytes with the 32 KiB window each needs (stored sparse and compressed, gztool's format:
-about 0.01 % of the archive). A member is then read by seeking to its offset in the decompressed
+parallel (``rapidgzip``; a large archive in a process of its own, :class:`DecodingProcess`, whose ring of
+shared memory the scan parses in place), and keeps an index of the stream: checkpoints every
+:data:`INDEX_SPACING` compressed bytes with the 32 KiB window each needs (stored sparse and compressed,
+gztool's format: about 0.01 % of the archive). A member is then read by seeking to its offset in the decompressed
 stream: decoding starts at the checkpoint before it, never at byte 0.
 
 Where the index lives: ``<cache>/gzip-index/<hash of the archive's path>-<size>-<mtime_ns>.gzidx``
