@@ -147,7 +147,7 @@ class DecodingProcess(ViewStream):
         self._hand_back(self._pos // self._slot_bytes)  # what the last view showed is done with
         size = self._slots * self._slot_bytes
         start = self._pos % size
-        if start + n <= size and (self._pos % self._slot_bytes) + n <= size:
+        if start + n <= size:  # in one piece, and within the slots the decoder may fill (these and on)
             got = self._await(self._pos + n) - self._pos
             self._pos += got
             return self._view[start: start + got]

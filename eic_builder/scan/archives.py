@@ -585,13 +585,13 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 class _CheckedStream(ViewStream):
     """The decompressed stream of a whole ``.tar.gz`` as the scan reads it: a
     :func:`~eic_builder.gzip_index.open_decoded` stream (rapidgzip, in parallel, in its own process for a
-    large archive), whose failures are told apart here.
+    large archive), which remembers the first error of the stream so that it is reported once, for the
+    file, whatever nested tar was being read.
 
-    rapidgzip raises one ValueError/RuntimeError for a truncated file and for damaged bytes alike (or ends
-    a truncated file without a word): on such an error the file is checked once more with zlib, from its
-    start, to tell the two apart as the gzip module does (``EOFError``: truncated, the members read before
-    are kept; ``zlib.error``: damaged, none is trusted). The end of the stream checks that the whole file
-    was read and keeps the seek index (the decoding process does both, and raises what it found here)."""
+    Where rapidgzip fails, the stream already told a truncated file from damaged bytes as the gzip module
+    does (:class:`~eic_builder.gzip_index.SalvagingStream`: ``EOFError``, the members read before are kept;
+    ``zlib.error``, none is trusted); a file rapidgzip cannot open at all raises its ``ValueError`` or
+    ``RuntimeError``. The end of the stream checks that the whole file was read and keeps the seek index."""
 
     def __init__(self, stream, archive: str) -> None:
         self.stream, self.archive, self.pending = stream, archive, None
@@ -603,30 +603,9 @@ class _CheckedStream(ViewStream):
             raise self.pending
         try:
             return self.stream.read_view(n)
-        except (EOFError, zlib.error) as exc:  # told apart by the decoder; what it wrote before was read
+        except (EOFError, zlib.error, ValueError, RuntimeError) as exc:  # what was read before stays read
             self.pending = exc
             raise
-        except (ValueError, RuntimeError) as exc:  # a decoder that ended without a word
-            self.pending = _gzip_damage(self.archive, exc)
-            raise self.pending from exc
-
-
-def _gzip_damage(path: str, exc: Exception) -> Exception:
-    """What is wrong with the gzip file ``path`` whose decoding raised ``exc``: ``EOFError`` when zlib reads
-    it without error to a premature end (truncated), else ``zlib.error`` (damaged bytes)."""
-    reader = zlib.decompressobj(wbits=31)
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_READ_BUFFER):
-                reader.decompress(chunk, 0)
-                while reader.unused_data:  # a further gzip member (concatenated files)
-                    rest, reader = reader.unused_data, zlib.decompressobj(wbits=31)
-                    reader.decompress(rest, 0)
-    except zlib.error as damage:
-        return zlib.error(f"damaged compressed bytes: {damage}")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return EOFError(f"the gzip stream ends before its end-of-stream marker: truncated ({first[:120]})") \
-        if not reader.eof else zlib.error(first)
 
 
 def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:

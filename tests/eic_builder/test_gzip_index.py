@@ -128,3 +128,24 @@ def test_a_scan_through_the_decoding_process(tmp_path: Path, monkeypatch: pytest
         assert summary.rejects == 0 and kept == {p.stem: p.read_bytes() for p in photos}
     else:
         assert not kept and 0 < len(lost) < len(photos) and "corrupt_archive" in summary.reject_reasons
+
+
+def test_a_file_rapidgzip_cannot_open_is_the_same_reject_in_either_decoder(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not gzip at all: one corrupt_archive reject saying what rapidgzip said, whether the archive is decoded in
+    a process of its own (large) or in the scan's (small)."""
+    import eic_builder.gzip_index as gzip_index
+    from eic_builder.dataset.manifest import read_manifest
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "winter21_whole.tar.gz").write_bytes(b"plain text, not gzip\n" * 100)
+    details = []
+    for threshold in (0, gzip_index.DECODER_PROCESS_BYTES):
+        monkeypatch.setattr(gzip_index, "DECODER_PROCESS_BYTES", threshold)
+        out = tmp_path / f"m{threshold}"
+        summary = scan(tmp_path / "src", out)
+        assert summary.reject_reasons == {"corrupt_archive": 1} and summary.images == 0
+        details.append(read_manifest(out).rejects["detail"][0].as_py())
+    process, in_process = details
+    assert process.startswith("reading stopped: ") and in_process.startswith("reading stopped: ")
+    assert process.split(": ")[1] == in_process.split(": ")[1]  # the same exception type
