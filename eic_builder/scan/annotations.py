@@ -285,12 +285,18 @@ def _add_coco_box(a: object, by_id: dict[str, RawAnnotation | None], names: dict
         problems.append((None, "box", "unknown_category", f"annotation {a.get('id')}: category_id "
                          f"{category!r} is not in 'categories' (known: {known})"))
         return
-    bbox = a.get("bbox")
     try:
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise ValueError(f"{bbox!r} is not a list of 4 numbers")
-        x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+        corners = coco_corners(a.get("bbox"))
     except ValueError as exc:
         ann.bad_rows.append(f"annotation {a.get('id')}: bad bbox ({exc})")
         return
-    ann.boxes.append((names[category], *from_xywh(x, y, w, h)))
+    ann.boxes.append((names[category], *corners))
+
+
+def coco_corners(bbox: object) -> tuple[float, float, float, float]:
+    """A COCO ``bbox`` ``[x, y, w, h]`` (pixels, top-left corner) -> the toolkit's corners ``(x1, y1, x2, y2)``;
+    raises ``ValueError`` naming it unless it is a list of four finite numbers (text refused)."""
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise ValueError(f"{bbox!r} is not a list of 4 numbers")
+    x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+    return from_xywh(x, y, w, h)

@@ -78,8 +78,7 @@ def object_names(schema: pa.Schema) -> list[str] | None:
 def row_boxes(objects: object, names: list[str] | None) -> tuple[tuple, tuple]:
     """(boxes, why each other entry was left out) of a row's ``objects``: ``bbox`` ``[x, y, w, h]`` in pixels
     (COCO's convention) -> ``(label, x1, y1, x2, y2)`` corners, labelled by ``category``'s name."""
-    from eic_builder.boxes import from_xywh
-    from eic_builder.scan.annotations import finite_number
+    from eic_builder.scan.annotations import coco_corners
 
     if isinstance(objects, list):  # datasets >= 4 may store List({...}) as a list of structs
         objects = {"bbox": [o.get("bbox") if isinstance(o, dict) else None for o in objects],
@@ -91,9 +90,7 @@ def row_boxes(objects: object, names: list[str] | None) -> tuple[tuple, tuple]:
     for k, bbox in enumerate(bboxes):
         category = categories[k] if k < len(categories) else None
         try:
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise ValueError(f"{bbox!r} is not a list of 4 numbers")
-            x, y, w, h = (finite_number(v, text_allowed=False) for v in bbox)
+            corners = coco_corners(bbox)
         except ValueError as exc:
             bad.append(f"object {k}: bad bbox ({exc})")
             continue
@@ -101,7 +98,7 @@ def row_boxes(objects: object, names: list[str] | None) -> tuple[tuple, tuple]:
             bad.append(f"object {k}: category {category!r} names no class (the file's category names: "
                        f"{len(names) if names is not None else 'none'})")
             continue
-        boxes.append((names[category], *from_xywh(x, y, w, h)))
+        boxes.append((names[category], *corners))
     return tuple(boxes), tuple(bad)
 
 
