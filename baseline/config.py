@@ -23,7 +23,7 @@ from eic_builder.choices import (
     REG_LOSSES,
     SAMPLING_STRATEGIES,
 )
-from eic_builder.errors import OptionError, check_choice
+from eic_builder.errors import OptionError, check_at_least_one, check_choice
 
 # The fields that are train-baseline options (``--images-per-batch`` for ``images_per_batch``): what a
 # command line can set, and so what ``experiment`` may vary and print as each row's command.
@@ -119,9 +119,8 @@ class TrainConfig:
                 raise OptionError(f"`{name}`={getattr(self, name)} must be a finite number > 0")
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
-        for name in ("iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every", "anchors_per_image"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
+        check_at_least_one(self, "iters", "images_per_batch", "lr_step", "checkpoint_every", "log_every",
+                           "anchors_per_image")
         if self.lr <= 0:
             raise OptionError(f"`lr`={self.lr} must be > 0")
         if not 0 <= self.neg_iou <= self.pos_iou <= 1:
@@ -204,9 +203,7 @@ class PretrainConfig:
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
-        for name in ("iters", "images_per_batch", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
+        check_at_least_one(self, "iters", "images_per_batch", "checkpoint_every", "log_every")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise OptionError(f"`lr`={self.lr} must be a finite number > 0")
         if self.crop < 32 or self.crop % 32:
@@ -260,8 +257,7 @@ class ProposalConfig:
                 raise OptionError(f"`scale_range` {lo},{hi}: needs 16 <= lo <= hi pixels")
         elif not self.scales or min(self.scales) < 16:
             raise OptionError(f"`scales` {','.join(map(str, self.scales))}: each test scale must be >= 16 pixels")
-        if self.top_k < 1:
-            raise OptionError(f"`top_k`={self.top_k} must be >= 1")
+        check_at_least_one(self, "top_k")
         for name in ("level_nms", "scale_nms"):
             value = getattr(self, name)
             if not 0 < value <= 1:
@@ -309,8 +305,7 @@ class EvalOptions:
         """Refuse options that cannot be run (before any model or image is loaded)."""
         if self.auto_scales and not self.checkpoint:
             raise OptionError("`scales` auto is the range of scales a checkpoint was trained at: give `checkpoint`")
-        if self.recall_k < 1:
-            raise OptionError(f"`recall_k`={self.recall_k} must be >= 1")
+        check_at_least_one(self, "recall_k")
         for method in self.methods:
             if method not in PEER_METHODS:
                 raise OptionError(f"`methods` {method!r} is not known; choose from {', '.join(PEER_METHODS)}")

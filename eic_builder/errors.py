@@ -88,3 +88,12 @@ def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
     if value not in allowed:
         keyword = name[2:].replace("-", "_") if name.startswith("--") else name
         raise OptionError(f"`{keyword}`={value!r} is not allowed; choose one of {choices_text(allowed)}")
+
+
+def check_at_least_one(options: object, *names: str) -> None:
+    """Raise :class:`OptionError` naming the first of the fields ``names`` of ``options`` (counts and sizes)
+    that is under 1."""
+    for name in names:
+        value = getattr(options, name)
+        if value < 1:
+            raise OptionError(f"`{name}`={value} must be >= 1")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
 from eic_builder.choices import SHORT_POLICIES
-from eic_builder.errors import OptionError, check_choice
+from eic_builder.errors import OptionError, check_at_least_one, check_choice
 
 ILSVRC_SPLITS = ("train", "val")
 # The paper's "Extended ImageNet" columns (dataset table slide).
@@ -30,15 +30,11 @@ class AssembleOptions:
 
     def validate(self) -> None:
         check_choice("short", self.short, SHORT_POLICIES)
-        if self.val_per_class < 1:
-            raise OptionError(f"`val_per_class`={self.val_per_class} must be >= 1")
-        if self.max_train_per_class < 1:
-            raise OptionError(f"`max_train_per_class`={self.max_train_per_class} must be >= 1")
+        check_at_least_one(self, "val_per_class", "max_train_per_class")
         if not 0 <= self.min_train_per_class <= self.max_train_per_class:
             raise OptionError(f"`min_train_per_class`={self.min_train_per_class} must be in "
                               f"[0, `max_train_per_class`={self.max_train_per_class}]")
-        if self.hash_workers < 1:
-            raise OptionError(f"`hash_workers`={self.hash_workers} must be >= 1")
+        check_at_least_one(self, "hash_workers")
         if not 0 <= self.max_hamming < 64:
             raise OptionError(f"`max_hamming`={self.max_hamming} must be in [0, 63]")
 

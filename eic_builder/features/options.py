@@ -9,7 +9,7 @@ from pathlib import Path
 from eic_builder.choices import DEVICES, DTYPES, LOADERS
 from eic_builder.choices import FEATURE_LAYERS as LAYERS
 from eic_builder.choices import FEATURE_TARGETS as TARGETS
-from eic_builder.errors import OptionError, check_choice
+from eic_builder.errors import OptionError, check_at_least_one, check_choice
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,7 @@ class FeatureConfig:
         check_choice("--device", self.device, DEVICES)
         check_choice("--dtype", self.dtype, DTYPES)
         check_choice("--loader", self.loader, LOADERS)
-        for name in ("batch_size", "shard_size", "crop", "resize"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"`{name}`={getattr(self, name)} must be >= 1")
+        check_at_least_one(self, "batch_size", "shard_size", "crop", "resize")
         if self.workers is not None and self.workers < 0:
             raise OptionError(f"`workers`={self.workers} must be >= 0")
         if self.crop > self.resize:
