@@ -301,21 +301,21 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
               help="EIC class list (expand-classes output). Default: data_manifests/eic_classes.parquet.")
 @_option(_ASSEMBLE, "val_per_class", "--val-per-class", type=int, help="Val images per new class.")
 @_option(_ASSEMBLE, "max_train_per_class", "--max-train-per-class", type=int,
-              help="At most this many train images per new class.")
+         help="At most this many train images per new class.")
 @_option(_ASSEMBLE, "min_train_per_class", "--min-train-per-class", type=int,
-              help="New classes with fewer train images are short (see --short-classes).")
+         help="New classes with fewer train images are short (see --short-classes).")
 @_option(_ASSEMBLE, "short", "--short-classes", "short",
-              type=click.Choice(choices.SHORT_POLICIES),
-              help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
+         type=click.Choice(choices.SHORT_POLICIES),
+         help="skip short classes (listed in the report), refuse (exit with an error), or keep them.")
 @_option(_ASSEMBLE, "seed", "--seed", type=int, help="Seed of the per-class draw: same seed, same bytes out.")
 @_option(_ASSEMBLE, "hash_workers", "--hash-workers", type=int,
-              help="Threads reading images whose scan recorded no hash (scan --hash avoids this), and processes "
-              "computing the pHashes of --perceptual.")
+         help="Threads reading images whose scan recorded no hash (scan --hash avoids this), and processes "
+         "computing the pHashes of --perceptual.")
 @_option(_ASSEMBLE, "perceptual", "--perceptual/--no-perceptual",
-              help="Also keep out pool images that are resized, re-encoded or mirrored copies of ILSVRC val images "
-              "(pHash of each image and its mirror, as audit; reads every pool and val image once).")
+         help="Also keep out pool images that are resized, re-encoded or mirrored copies of ILSVRC val images "
+         "(pHash of each image and its mirror, as audit; reads every pool and val image once).")
 @_option(_ASSEMBLE, "max_hamming", "--max-hamming", type=int,
-              help="--perceptual: copies whose pHashes differ in at most N of 64 bits (audit's default).")
+         help="--perceptual: copies whose pHashes differ in at most N of 64 bits (audit's default).")
 def assemble_cmd(manifests: tuple[Path, ...], out: Path, classes_file: Path | None, val_per_class: int,
                  max_train_per_class: int, min_train_per_class: int, short: str, seed: int, hash_workers: int,
                  perceptual: bool, max_hamming: int) -> None:
@@ -435,24 +435,24 @@ _DTYPE_HELP = "bfloat16: autocast in bf16. " + _DTYPE_AUTO
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the fc6 shards (part-NNNNNN.parquet).")
 @_option(_FEATURES, "weights", "--weights",
-              help="imagenet (torchvision VGG16_Weights.IMAGENET1K_V1), random (seeded, for tests) "
-              "or a state-dict FILE.")
+         help="imagenet (torchvision VGG16_Weights.IMAGENET1K_V1), random (seeded, for tests) "
+         "or a state-dict FILE.")
 @_option(_FEATURES, "on", "--on", "on", type=click.Choice(choices.FEATURE_TARGETS),
-              help="Embed whole images, or each box crop.")
+         help="Embed whole images, or each box crop.")
 @_option(_FEATURES, "layer", "--layer", type=click.Choice(choices.FEATURE_LAYERS),
-              help="fc6 before (default) or after its ReLU.")
+         help="fc6 before (default) or after its ReLU.")
 @_option(_FEATURES, "device", "--device", type=click.Choice(choices.DEVICES))
 @_option(_FEATURES, "batch_size", "--batch-size", type=int)
 @_option(_FEATURES, "workers", "--workers", shown="min(8, cores)", type=click.IntRange(0),
-              help="DataLoader workers (0: read in the main process).")
+         help="DataLoader workers (0: read in the main process).")
 @_option(_FEATURES, "dtype", "--dtype", type=click.Choice(choices.DTYPES),
-              help="bfloat16 converts the model's weights once. " + _DTYPE_AUTO)
+         help="bfloat16 converts the model's weights once. " + _DTYPE_AUTO)
 @_option(_FEATURES, "loader", "--loader", type=click.Choice(choices.LOADERS),
-              help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
+         help="tensor: batched decode on the device (nvJPEG on CUDA) + tensor ops; pil: the classic recipe.")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model (worth it on long GPU runs; never chosen for you).")
 @_option(_FEATURES, "shard_size", "--shard-size", type=int,
-              help="Items per output shard (the resume unit).")
+         help="Items per output shard (the resume unit).")
 @_option(_FEATURES, "resize", "--resize", type=int, help="Shorter side before the centre crop.")
 @_option(_FEATURES, "crop", "--crop", type=int, help="Centre crop (and box-crop) size.")
 @click.option("--mirror", is_flag=True,
@@ -489,7 +489,7 @@ def features_cmd(manifest: Path, out: Path, weights: str, on: str, layer: str, d
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown report (a PNG chart is written beside it). Default: <out>_report.md.")
 @_option(_EXPAND, "pool", "--pool",
-              help="Candidates: bbox (3,627 synsets with boxes), 21k (21,841 fall-2011 synsets) or a FILE of wnids.")
+         help="Candidates: bbox (3,627 synsets with boxes), 21k (21,841 fall-2011 synsets) or a FILE of wnids.")
 @_option(_EXPAND, "target", "--target", type=int, help="Classes in all, base classes included.")
 @_option(_EXPAND, "min_images", "--min-images", type=int,
          help="Least images per new class; 0 turns the rule off.")
@@ -555,13 +555,13 @@ main.add_command(_Command("split", callback=hold_out_cmd.callback, params=hold_o
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MANIFEST...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write into.")
 @_option(_EXPORT, "fmt", "--format", "fmt", type=click.Choice(choices.EXPORT_FORMATS),
-              help="coco: annotations/instances_NAME.json; voc: Annotations/, JPEGImages/, ImageSets/Main/; "
-                   "hf: Parquet shards with the images inside and a dataset card (Hugging Face datasets).")
+         help="coco: annotations/instances_NAME.json; voc: Annotations/, JPEGImages/, ImageSets/Main/; "
+              "hf: Parquet shards with the images inside and a dataset card (Hugging Face datasets).")
 @click.option("--materialize", is_flag=True,
               help="coco/voc: copy the images (loose files and archive members) under --out, once; a rerun "
                    "keeps the complete ones. Without it COCO points at the images where they are and VOC links them.")
 @_option(_EXPORT, "labels", "--labels", type=click.Choice(choices.LABEL_STYLES),
-              help="Class names: the wnids, or WordNet lemmas (a lemma two classes share gets its wnid in brackets).")
+         help="Class names: the wnids, or WordNet lemmas (a lemma two classes share gets its wnid in brackets).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one the manifest records).")
 @click.option("--wordnet-dir", type=click.Path(path_type=Path), default=None,
@@ -607,18 +607,18 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
               help="Comma list of exact, perceptual, features.  [default: exact,perceptual, plus features when "
                    "--features is given]")
 @_option(_AUDIT, "phash_threshold", "--max-hamming", "phash_threshold", type=int,
-              help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
+         help="perceptual: pairs whose 64-bit pHashes differ in at most N bits.")
 @click.option("--min-cosine", default=None, type=float,
               help="features: pairs whose whitened features are at cosine >= C.  [default: derived from the data: "
                    "the median of each image's nearest non-copy neighbour cosine plus the multiple of their spread "
                    "above which few unrelated pairs are expected (CLI.md); stated in report.md]")
 @_option(_AUDIT, "whiten_dims", "--whiten", "whiten_dims", type=int,
-              help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
+         help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
 @_option(_AUDIT, "index", "--index", type=click.Choice(choices.AUDIT_INDEXES),
-              help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
-                   "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
+         help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
+              "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
 @_option(_AUDIT, "device", "--device", type=click.Choice(choices.DEVICES),
-              help="Device of the features search (exact): cpu or cuda; auto: cuda when present.")
+         help="Device of the features search (exact): cpu or cuda; auto: cuda when present.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes for hashing [default: the cores].")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one each manifest records).")
@@ -677,19 +677,13 @@ def plant_copies_cmd(manifest: Path, out: Path, per_transform: int, seed: int, r
 def _default_help(name: str, text: str, pretrain: bool = False) -> str:
     """An option's help with its default and --tiny's value, read from TrainConfig (or PretrainConfig):
     one source of both. Both live in the torch-free baseline.config, so --help stays fast."""
-    from dataclasses import fields
-
     from baseline.config import PretrainConfig, TrainConfig
 
     config = PretrainConfig if pretrain else TrainConfig
-    default = {f.name: f.default for f in fields(config)}[name]
+    default = _field_default(f"baseline.config:{config.__name__}.{name}")
     tiny = getattr(config.tiny(), name)
-
-    def shown(value: object) -> str:
-        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-    extra = f"; --tiny: {shown(tiny)}" if tiny != default else ""
-    return f"{text} (default {shown(default)}{extra})".strip()
+    extra = f"; --tiny: {_shown(tiny)}" if tiny != default else ""
+    return f"{text} (default {_shown(default)}{extra})".strip()
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -884,15 +878,15 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
 @click.option("--method", "methods", multiple=True, type=click.Choice(choices.PEER_METHODS),
               help="Peer methods scored by the same code. Repeatable.")
 @_option(_PROPOSALS, "scales", "--scales", as_text=True,
-              help="Test scales (shorter side) of the RPN, or 'auto': one scale an image, its own shorter side "
-              "clamped into the range of scales the checkpoint was trained at.")
+         help="Test scales (shorter side) of the RPN, or 'auto': one scale an image, its own shorter side "
+         "clamped into the range of scales the checkpoint was trained at.")
 @_option(_PROPOSALS, "top_k", "--top-k", type=int, help="Proposals kept per image.")
 @click.option("--score", default=None, type=click.Choice(choices.PROPOSAL_SCORES),
               help="What ranks the RPN's proposals: 'object' (the paper's object probability) or 'object-x-iou' "
               "(times the predicted IoU of the regressed box; checkpoints trained with --score object-x-iou). "
               "Default: the one the checkpoint was trained with.")
 @_option(_PROPOSALS, "quality_exponent", "--quality-exponent", type=float,
-              help="With --score object-x-iou: rank by object x IoU ** this.")
+         help="With --score object-x-iou: rank by object x IoU ** this.")
 @click.option("--box-voting", default=None, type=float, metavar="IOU",
               help="Replace each kept proposal by the score-weighted mean of the candidates overlapping it at "
               "least IOU (ours; default off, as in the paper).")
@@ -900,20 +894,20 @@ def pretrain_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None,
               help="Across levels and scales, a Gaussian soft-NMS (scores decayed by exp(-IoU^2/SIGMA)) instead of "
               "the NMS at --scale-nms (ours; default off).")
 @_option(_PROPOSALS, "level_nms", "--level-nms", type=float,
-              help="RPN: NMS IoU threshold inside each level of each scale (the paper's inner-level 0.7).")
+         help="RPN: NMS IoU threshold inside each level of each scale (the paper's inner-level 0.7).")
 @_option(_PROPOSALS, "scale_nms", "--scale-nms", type=float,
-              help="RPN: NMS IoU threshold over the survivors of every level and scale (the paper's inter-scale "
-              "0.5); higher keeps more tightly regressed boxes beside the best-scored one (RESULTS.md).")
+         help="RPN: NMS IoU threshold over the survivors of every level and scale (the paper's inter-scale "
+         "0.5); higher keeps more tightly regressed boxes beside the best-scored one (RESULTS.md).")
 @_option(_EVAL, "recall_k", "--recall-k", type=int,
-              help="Proposals for Rec@0.5 and the recall plot.")
+         help="Proposals for Rec@0.5 and the recall plot.")
 @click.option("--max-images", type=int, default=None, help="Score only the first N images.")
 @_option(_EVAL, "device", "--device", type=click.Choice(choices.DEVICES))
 @_option(_EVAL, "dtype", "--dtype", type=click.Choice(choices.DTYPES), help=_DTYPE_HELP)
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
 @_option(_EVAL, "anchors_only", "--anchors-only/--no-anchors-only",
-              help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
-              "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
+         help="Also score the checkpoint's ranked anchors with their box deltas at zero (row 'rpn-anchors', "
+         "from the same forward pass): what the box regressor adds is the difference to 'rpn'.")
 def eval_cmd(manifest: Path, out: Path, checkpoint: Path | None, methods: tuple[str, ...], scales: str, top_k: int,
              score: str | None, quality_exponent: float, box_voting: float | None, soft_nms: float | None,
              level_nms: float, scale_nms: float, recall_k: int, max_images: int | None, device: str, dtype: str,
