@@ -614,6 +614,12 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
                    "above which few unrelated pairs are expected (CLI.md); stated in report.md]")
 @_option(_AUDIT, "whiten_dims", "--whiten", "whiten_dims", type=int,
          help="features: PCA-whiten to N dimensions before the cosine (0: centred raw features).")
+@_option(_AUDIT, "align", "--align/--no-align", "align",
+         help="features: check each candidate pair on its pixels (one image laid on the other, whole or as a "
+              "crop, plain or mirrored) and keep those that line up; --no-align keeps every pair at the cut.")
+@_option(_AUDIT, "min_match", "--min-match", "min_match", type=click.FloatRange(-1.0, 1.0),
+         help="features: the least alignment score (normalised cross-correlation of the two images' detail) "
+              "of a pair kept by the pixel check.")
 @_option(_AUDIT, "index", "--index", type=click.Choice(choices.AUDIT_INDEXES),
          help="features search: exact (block products, bf16 where native), FAISS inverted lists (ivf, "
               "approximate, CPU), or auto (exact up to 300,000 images or on CUDA).")
@@ -623,8 +629,8 @@ def export_cmd(manifests: tuple[Path, ...], out: Path, fmt: str, materialize: bo
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root, when the images moved since the scan (default: the one each manifest records).")
 def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...], methods: str | None,
-              phash_threshold: int, min_cosine: float | None, whiten_dims: int, index: str, device: str,
-              workers: int | None, root: Path | None) -> None:
+              phash_threshold: int, min_cosine: float | None, whiten_dims: int, align: bool, min_match: float,
+              index: str, device: str, workers: int | None, root: Path | None) -> None:
     """Find duplicate images inside and across MANIFESTs: same bytes, perceptual hash (of the image and of
     its mirror image), fc6 features.
 
@@ -637,7 +643,8 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...],
 
     options = AuditOptions(features=dict(parse_named_dirs(features)) if features else None,
                            methods=parse_methods(methods) if methods else None, phash_threshold=phash_threshold,
-                           min_cosine=min_cosine, whiten_dims=whiten_dims, index=index, device=device,
+                           min_cosine=min_cosine, whiten_dims=whiten_dims, align=align, min_match=min_match,
+                           index=index, device=device,
                            workers=workers, root=root)
     r = audit_manifests(manifests, out, options)
     click.echo(f"{r.n_images:,} images in {', '.join(r.names)}; pairs: "
@@ -645,6 +652,9 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...],
                + f"; {r.n_groups:,} groups of {r.n_grouped:,} images")
     if r.cosine_cut is not None:
         click.echo(f"features: {r.cosine_cut.describe()}")
+    if r.aligned is not None:
+        click.echo(f"features: {r.aligned[1]:,} of {r.aligned[0]:,} candidate pairs line up on their pixels "
+                   f"(alignment score >= {min_match:.2f})")
     for (split, held_out), n in r.leaks.items():
         click.echo(f"leakage: {n:,} images of {split} have a copy in {held_out}")
     if not r.leaks:

@@ -4,7 +4,9 @@
 * ``perceptual``: pHash within a Hamming distance, of the image or of its mirror image
   (:mod:`eic_builder.audit.perceptual`): re-encoded, resized and mirrored copies;
 * ``features``: whitened fc6 features at a cosine (:mod:`eic_builder.audit.neighbours`): crops too, and
-  mirrored copies when the features were made with ``features --mirror``.
+  mirrored copies when the features were made with ``features --mirror``; each candidate pair is then
+  checked on its pixels (:mod:`eic_builder.audit.alignment`: one image laid on the other, whole or as a
+  crop, mirrored or not), since features alone pair unrelated photos of like colour and texture.
 
 Each pair is named with the transformation it most likely is (:mod:`eic_builder.audit.likely`).
 Writes ``OUT/pairs.parquet`` (one row per pair and method), ``OUT/groups.parquet`` (connected groups
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from eic_builder.audit.alignment import DEFAULT_MIN_MATCH
 from eic_builder.audit.catalog import Catalog, load_catalog
 from eic_builder.audit.neighbours import DEFAULT_DIMS as WHITEN_DIMS
 from eic_builder.audit.perceptual import DEFAULT_THRESHOLD as PHASH_THRESHOLD
@@ -175,7 +178,9 @@ class AuditOptions:
     image``); ``methods`` defaults to exact and perceptual, plus features when features are given;
     ``phash_threshold``: the most differing bits (of 64) of a perceptual pair; ``min_cosine`` and
     ``whiten_dims``: the features pairs' cosine in the whitened space of that many dimensions (None: the
-    cut derived from the data, :func:`~eic_builder.audit.neighbours.derive_cut`); ``index``
+    cut derived from the data, :func:`~eic_builder.audit.neighbours.derive_cut`); ``align``: check each
+    candidate pair of features on its pixels and keep those whose alignment score is at least
+    ``min_match`` (:mod:`~eic_builder.audit.alignment`; False: every pair at the cut is kept); ``index``
     (:data:`~eic_builder.audit.neighbours.INDEXES`) and ``device`` (auto, cpu, cuda) run the features search:
     FAISS on the CPU, torch block products on CUDA; ``workers`` hash images (default: the usable cores);
     ``root`` is the image root when the manifests' recorded one moved; ``contact_pairs`` pairs are shown on
@@ -187,6 +192,8 @@ class AuditOptions:
     phash_threshold: int = PHASH_THRESHOLD
     min_cosine: float | None = None
     whiten_dims: int = WHITEN_DIMS
+    align: bool = True
+    min_match: float = DEFAULT_MIN_MATCH
     index: str = "auto"
     device: str = "auto"
     workers: int | None = None
@@ -207,24 +214,34 @@ class AuditOptions:
                               "--on image`)")
         if not 0 <= self.phash_threshold < HASH_BITS:
             raise OptionError(f"`phash_threshold`={self.phash_threshold} must be in [0, {HASH_BITS - 1}]")
+        if not -1.0 <= self.min_match <= 1.0:
+            raise OptionError(f"`min_match`={self.min_match} must be in [-1, 1] (a correlation)")
         check_choice("--index", self.index, AUDIT_INDEXES)
 
 
-def _feature_pairs(feature_rows: np.ndarray, feature_matrix: np.ndarray, options: AuditOptions,
-                   device: str) -> tuple:
-    """(the cosine cut, first and second catalog indexes (first < second), cosine) of the features pairs:
-    whitened, searched, and kept at the cut (derived from the data, or ``min_cosine``)."""
+def _feature_pairs(cat: Catalog, feature_rows: np.ndarray, feature_matrix: np.ndarray, options: AuditOptions,
+                   device: str, workers: int) -> tuple:
+    """(the cosine cut, (candidate pairs, pairs kept) of the pixel check or None, first and second catalog
+    indexes (first < second), cosine) of the features pairs: whitened, searched, taken at the cut (derived
+    from the data, or ``min_cosine``) and, with ``align``, checked on their pixels."""
     from eic_builder.audit import neighbours
 
     whitened = neighbours.whiten(feature_matrix, options.whiten_dims)
     cut = neighbours.derive_cut(whitened, device) if options.min_cosine is None else \
         neighbours.CosineCut(options.min_cosine, derived=False)
     i, j, score = neighbours.cosine_pairs(whitened, cut.search, options.index, device)
-    copies = cut.keep(i, j, score, len(whitened))
-    i, j, score = i[copies], j[copies], score[copies]
+    taken = (cut.candidates if options.align else cut.keep)(i, j, score, len(whitened))
+    i, j, score = i[taken], j[taken], score[taken]
     a, b = feature_rows[i], feature_rows[j]
-    swap = a > b
-    return cut, np.where(swap, b, a), np.where(swap, a, b), score
+    first, second = np.minimum(a, b), np.maximum(a, b)
+    checked = None
+    if options.align:
+        from eic_builder.audit.alignment import match_scores
+
+        aligned = match_scores(cat, first, second, workers) >= options.min_match
+        checked = (len(first), int(aligned.sum()))
+        first, second, score = first[aligned], second[aligned], score[aligned]
+    return cut, checked, first, second, score
 
 
 def _run_meta(cat: Catalog, methods: Sequence[str], options: AuditOptions, result: AuditResult) -> dict[str, Any]:
@@ -234,6 +251,7 @@ def _run_meta(cat: Catalog, methods: Sequence[str], options: AuditOptions, resul
             "max_hamming": options.phash_threshold,
             "min_cosine": result.cosine_cut.value if result.cosine_cut else options.min_cosine,
             "min_cosine_derived": bool(result.cosine_cut and result.cosine_cut.derived),
+            "min_match": options.min_match if options.align else None,
             "whiten": options.whiten_dims, "index": options.index,
             "features": {k: str(Path(v).resolve()) for k, v in (options.features or {}).items()}}
 
@@ -278,7 +296,8 @@ def audit_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.P
             result.undecodable = int((~hashes.valid).sum())
             found.append(("perceptual", *perceptual.perceptual_pairs(hashes, phash_threshold)))
         if "features" in methods:
-            result.cosine_cut, *pair = _feature_pairs(feature_rows, feature_matrix, options, device)
+            result.cosine_cut, result.aligned, *pair = _feature_pairs(cat, feature_rows, feature_matrix, options,
+                                                                      device, workers)
             found.append(("features", *pair))
             result.without_features = len(cat) - len(feature_rows)
             result.mirror_features = {name: bool(kind["mirror"]) for name, kind in kinds.items()}

@@ -38,6 +38,7 @@ CUT_FIRST_PAIRS = 0.02  # derive_cut's first step: expected pairs above the cut 
 CUT_FALSE_PAIRS = 1.0  # expected unrelated pairs above the derived cut, under its fitted tail (derive_cut)
 CUT_NEIGHBOURS = 8  # neighbours kept per image to find its nearest non-copy one
 CUT_MUTUAL_Z = 2.0  # mutual nearest neighbours count from the median + this many sigmas (derive_cut)
+CANDIDATE_NEIGHBOURS = 3  # pairs among either image's nearest this many go to the pixel check (CosineCut.candidates)
 CUT_MIN_IMAGES = 20  # fewer: the median and MAD of the neighbour cosines say too little; DEFAULT_THRESHOLD
 CUT_SAMPLE = 20_000  # query images whose neighbours fit the cut (all, up to this many)
 PCA_SAMPLE = 20_000
@@ -98,8 +99,9 @@ class CosineCut:
 
     @property
     def search(self) -> float:
-        """The lowest cosine a pair may have: the cosine search runs from here."""
-        return self.value if self.mutual is None else min(self.value, self.mutual)
+        """The lowest cosine a pair may have (a copy by :meth:`keep`, a candidate by :meth:`candidates`): the
+        cosine search runs from here."""
+        return min(self.value, self.floor) if self.mutual is None else min(self.value, self.mutual, self.floor)
 
     def keep(self, first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
         """Which pairs ``(first[k], second[k], score[k])`` of a search from :attr:`search` among ``n`` images
@@ -113,6 +115,24 @@ class CosineCut:
             keep |= (score >= self.mutual) & (score >= best[first]) & (score >= best[second])
         return keep
 
+    @property
+    def floor(self) -> float:
+        """The lowest cosine of a candidate for the pixel check (:meth:`candidates`): where the cut is derived,
+        the median of the nearest non-copy neighbour cosines (a candidate is at least as near as half the
+        images' nearest unrelated image is); else the cut."""
+        return self.value if not self.derived else self.median
+
+    def candidates(self, first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int,
+                   neighbours: int = CANDIDATE_NEIGHBOURS) -> np.ndarray:
+        """Which pairs of a search from :attr:`search` are worth the pixel check
+        (:mod:`eic_builder.audit.alignment`): every pair at the cut, and every pair from :attr:`floor` that is
+        among the ``neighbours`` nearest of either image (a crop whose features moved away from its
+        original's but stayed among its nearest few). The search must have run from :attr:`floor` or lower."""
+        keep = score >= self.value
+        if len(score):
+            keep |= (score >= self.floor) & (neighbour_ranks(first, second, score, n) < neighbours)
+        return keep
+
     def describe(self) -> str:
         """One sentence for the report: the cut and how it was set."""
         if not self.derived:
@@ -123,6 +143,18 @@ class CosineCut:
                 f"{self.sigma:.3f} (1.4826 x MAD), where {CUT_FALSE_PAIRS:g} unrelated pair(s) are expected above "
                 f"it; and mutual nearest neighbours from {self.mutual:.3f} (the median plus {CUT_MUTUAL_Z:g} "
                 "spreads); `--min-cosine` overrides")
+
+
+def neighbour_ranks(first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """For each pair ``(first[k], second[k], score[k])`` of images ``0..n-1``: the better of its two ranks, 0
+    where it is either image's best-scoring pair, among the pairs given (int64, shape (pairs,))."""
+    ends = np.concatenate([first, second])
+    scores = np.concatenate([score, score])
+    order = np.lexsort((-scores, ends))
+    starts = np.searchsorted(ends[order], np.arange(n))
+    rank = np.empty(len(ends), dtype=np.int64)
+    rank[order] = np.arange(len(ends)) - starts[ends[order]]
+    return np.minimum(rank[:len(first)], rank[len(first):])
 
 
 def _tail_cut(cosines: np.ndarray, n: int, false_pairs: float) -> tuple[float, float, float, float]:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from eic_builder.atomic_files import write_bytes, write_text
 from eic_builder.audit.catalog import Catalog
+from eic_builder.audit.neighbours import CANDIDATE_NEIGHBOURS
 from eic_builder.audit.result import AuditResult
 from eic_builder.image_source import decoding
 
@@ -84,8 +85,20 @@ def _method_lines(result: AuditResult, meta: dict[str, Any]) -> dict[str, str]:
             "perceptual": f"pHash within {meta['max_hamming']} of 64 bits"
                           + (f"; {result.undecodable:,} images could not be decoded" if result.undecodable else ""),
             "features": f"fc6 features whitened to {meta['whiten']} dimensions ({meta['index']} search), pairs at "
-                        f"{cut}" + (f"; {result.without_features:,} images have no features"
-                                    if result.without_features else "")}
+                        f"{cut}" + _alignment_text(result, meta)
+                        + (f"; {result.without_features:,} images have no features" if result.without_features
+                           else "")}
+
+
+def _alignment_text(result: AuditResult, meta: dict[str, Any]) -> str:
+    """What the pixel check of the features pairs did (the report's "Methods" line)."""
+    if result.aligned is None:
+        return "; not checked on their pixels (`--no-align`)"
+    candidates, kept = result.aligned
+    floor = result.cosine_cut.floor if result.cosine_cut else meta["min_cosine"]
+    return (f"; {candidates:,} candidate pairs (at the cut, or from cosine {floor:.3f} among either image's "
+            f"{CANDIDATE_NEIGHBOURS} nearest) checked on their pixels: {kept:,} lie on each other, whole or "
+            f"cropped, plain or mirrored, at an alignment score >= {meta['min_match']:.2f} (`--min-match`)")
 
 
 def _likely_lines(result: AuditResult, methods: list[str]) -> list[str]:

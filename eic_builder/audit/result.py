@@ -29,3 +29,4 @@ class AuditResult:
     leaks: dict[tuple[str, str], int] = field(default_factory=dict)  # (split, held-out split) -> images
     files: list[Path] = field(default_factory=list)
     cosine_cut: CosineCut | None = None  # the features method's cut, derived or given
+    aligned: tuple[int, int] | None = None  # features pairs checked on their pixels, and kept (None: not checked)

@@ -434,7 +434,8 @@ def test_the_derived_cut_by_hand() -> None:
     assert cut.derived and cut.n == 220 and "nearest non-copy" in cut.describe()
     assert cut.median == pytest.approx(median, abs=1e-6) and cut.sigma == pytest.approx(sigma, abs=1e-6)
     assert cut.value == pytest.approx(median + z_false * sigma, abs=1e-6)
-    assert cut.mutual == pytest.approx(median + CUT_MUTUAL_Z * sigma, abs=1e-6) and cut.search == cut.mutual
+    assert cut.mutual == pytest.approx(median + CUT_MUTUAL_Z * sigma, abs=1e-6)
+    assert cut.search == cut.floor == cut.median  # the pixel check's candidates (below) start there
     # keep: pairs at the cut, and pairs of mutual best partners from the mutual cut
     hand = CosineCut(0.8, True, 6, 0.4, 0.1, 2.5, mutual=0.6)
     first, second = np.array([0, 0, 1, 3, 4]), np.array([1, 2, 2, 4, 5])
@@ -443,3 +444,91 @@ def test_the_derived_cut_by_hand() -> None:
     assert CosineCut(0.6, derived=False).keep(first, second, score, 6).tolist() == [True, True, True, True, True]
     few = derive_cut(z[: CUT_MIN_IMAGES - 1])
     assert (few.derived, few.value) == (False, DEFAULT_THRESHOLD) and "too few images" in few.describe()
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], smooth: float = 2.0) -> np.ndarray:
+    """A photo-like grey image (float32, 0-255): blurred noise with edges at every scale."""
+    import cv2
+
+    noise = rng.normal(size=shape).astype(np.float32)
+    image = sum(cv2.GaussianBlur(noise, (0, 0), s) * s for s in (smooth, 4 * smooth, 16 * smooth))
+    return ((image - image.min()) / np.ptp(image) * 255).astype(np.float32)
+
+
+def _shrink(image: np.ndarray, side: int = 96) -> np.ndarray:
+    import cv2
+
+    scale = side / max(image.shape)
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def test_match_score_by_hand() -> None:
+    """A crop (any place, 52-100 % of each side, one side cut more than the other too), its mirror image and
+    a resized copy lie on their original; two different textures, and two smooth gradients (which correlate
+    as raw grey levels), do not; a flat image aligns with nothing."""
+    from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, match_score
+
+    rng = np.random.default_rng(0)
+    original = _texture(rng, (300, 400))
+    thumb = _shrink(original)
+    for (top, left, height, width), mirror in [((30, 40, 240, 320), False), ((0, 0, 160, 210), True),
+                                               ((60, 100, 240, 300), False), ((0, 0, 300, 400), True),
+                                               ((10, 150, 270, 240), False)]:
+        copy = original[top:top + height, left:left + width]
+        copy = copy[:, ::-1] if mirror else copy
+        assert match_score(thumb, _shrink(np.ascontiguousarray(copy))) >= 0.9
+        assert match_score(_shrink(np.ascontiguousarray(copy)), thumb) >= 0.9  # either order
+    assert match_score(thumb, _shrink(original, 48)) >= 0.9  # resized: thumbnails of any size
+    other = _shrink(_texture(np.random.default_rng(1), (300, 400)))
+    assert match_score(thumb, other) < 0.5
+    ramp = np.tile(np.linspace(0, 255, 96, dtype=np.float32), (72, 1))
+    ramp2 = ramp + 3 * np.sin(np.arange(96, dtype=np.float32) / 2)
+    assert match_score(ramp, ramp2[:, ::-1].copy()) < DEFAULT_MIN_MATCH
+    assert match_score(np.full((72, 96), 128, np.float32), thumb) == -1.0
+
+
+def test_pixel_check_on_real_photos(ilsvrc_val_1300: Path) -> None:
+    """On 24 real val photos: each one's planted copies (crop 80 % at a corner, mirror, half size, JPEG 40)
+    score >= 0.9 against it, and no two different photos reach the cut (on 450 val photos the closest
+    unrelated candidate pair scored 0.75 and the lowest copy 0.945; bench_audit_peers.py)."""
+    from itertools import combinations
+
+    from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, match_score, thumbnail
+
+    photos = sorted((ilsvrc_val_1300 / "val").iterdir())[600:624]
+    data = [p.read_bytes() for p in photos]
+    thumbs = [thumbnail(d) for d in data]
+    assert max(thumbs[0].shape) == 96
+    for k, blob in enumerate(data[:6]):
+        for transform, place in (("crop", (1.0, 0.0)), ("flip", (0.5, 0.5)), ("resize", (0.5, 0.5)),
+                                 ("reencode", (0.5, 0.5))):
+            assert match_score(thumbs[k], thumbnail(transform_bytes(blob, transform, place))) >= 0.9
+    unrelated = [match_score(thumbs[a], thumbs[b]) for a, b in combinations(range(len(thumbs)), 2)]
+    assert max(unrelated) < DEFAULT_MIN_MATCH
+
+
+def test_candidates_of_the_pixel_check_by_hand() -> None:
+    from eic_builder.audit.neighbours import CosineCut, neighbour_ranks
+
+    # image 2's pairs by score: (1, 2) 0.8, (2, 3) 0.7, (0, 2) 0.5: ranks 0, 1, 2; (0, 2) is image 0's second
+    first, second, score = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3]), np.array([0.9, 0.5, 0.8, 0.7])
+    assert neighbour_ranks(first, second, score, 4).tolist() == [0, 1, 0, 0]
+    cut = CosineCut(0.85, True, 4, 0.45, 0.1, 2.5, mutual=0.65)  # the floor: the median 0.45
+    assert cut.floor == 0.45 and cut.search == 0.45
+    assert cut.candidates(first, second, score, 4).tolist() == [True, True, True, True]
+    assert cut.candidates(first, second, score, 4, neighbours=1).tolist() == [True, False, True, True]
+    assert cut.keep(first, second, score, 4).tolist() == [True, False, False, False]  # --no-align: no mutual pair
+    given = CosineCut(0.75, derived=False)
+    assert given.floor == given.search == 0.75
+    assert given.candidates(first, second, score, 4).tolist() == [True, False, True, False]
+    assert cut.candidates(first[:0], second[:0], score[:0], 4).tolist() == []
+
+
+def test_pixel_check_options(planted: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match=r"min_match=1.5 must be in \[-1, 1\]"):
+        audit_manifests([planted["val"]], tmp_path / "a", AuditOptions(min_match=1.5))
+    r = CliRunner().invoke(main, ["--no-progress", "audit", str(planted["val"]), "--out", str(tmp_path / "b"),
+                                  "--min-match", "1.5"])
+    assert r.exit_code == 2 and "--min-match" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
