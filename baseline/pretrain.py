@@ -17,7 +17,6 @@ bfloat16 autocast on CUDA.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,17 +33,20 @@ from baseline.checkpoint import save_atomically
 from baseline.config import PretrainConfig
 from baseline.data import read_rgb
 from baseline.encoders import build_encoder
-from baseline.engine import (
+from baseline.sampling import BatchPlan, PlannedBatches
+from baseline.trainer import (
+    Hook,
+    Trainer,
+    ValidationHook,
     build_optimizer,
     open_run,
     parallel_model,
-    run_loop,
     setup_process,
+    standard_hooks,
 )
-from baseline.sampling import BatchPlan, PlannedBatches
 from eic_builder.atomic_files import write_text
 from eic_builder.dataset.manifest import Manifest
-from eic_builder.errors import ModelError, OptionError
+from eic_builder.errors import OptionError
 from eic_builder.hardware import bf16_autocast
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef
@@ -54,6 +56,7 @@ from eic_builder.seeded import EPOCH_ORDER, rng_for
 log = logging.getLogger(__name__)
 
 MIN_AREA, RATIOS = 0.25, (3 / 4, 4 / 3)  # random-resized-crop range (area fraction, aspect w/h)
+ENCODER_FILE = "encoder.pt"
 
 
 class EncoderClassifier(nn.Module):
@@ -154,6 +157,30 @@ def top_k_accuracy(model: nn.Module, images: LabelledImages, classes: list[str],
             "unknown_label": len(images.labels) - len(known)}
 
 
+class ClassifierTask:
+    """The classifier's part of a training step (:class:`baseline.trainer.TrainingTask`): cross-entropy of
+    the crops' logits; figure: ``train_top1``, the batch's top-1 accuracy."""
+
+    def loss(self, trainer: Trainer, iteration: int, batch: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, int, dict[str, float]]:
+        crops, target = (tensor.to(trainer.device, non_blocking=True) for tensor in batch)
+        if trainer.device.type == "cuda":
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        with trainer.autocast():
+            logits = trainer.net(crops)
+        loss = F.cross_entropy(logits.float(), target)
+        return loss, len(crops), {"train_top1": float((logits.argmax(1) == target).float().mean())}
+
+
+class EncoderHook(Hook):
+    """After training, on rank 0: the encoder alone as ``RUN/encoder.pt``, in torchvision's format."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        if trainer.rank == 0:
+            encoder = trainer.model.encoder.state_dict()
+            save_atomically(trainer.run / ENCODER_FILE, {k: v.detach().cpu() for k, v in encoder.items()})
+
+
 @dataclass
 class PretrainResult:
     """Where a run ended and what it scored (``val`` is empty without a validation manifest)."""
@@ -191,8 +218,6 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank, kind="classifier")
     if rank == 0:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
-    net = parallel_model(model, device, distributed)
-    bf16 = bf16_autocast(cfg.dtype, device)
     target_of = {c: i for i, c in enumerate(classes)}
     dataset = ClassificationDataset(images.refs, [target_of[lb] for lb in images.labels], images.root, cfg.crop,
                                     train=True, seed=cfg.seed)
@@ -205,36 +230,14 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=PlannedBatches(crops_of, start, stop),
                                          num_workers=cfg.workers,
                                          pin_memory=device.type == "cuda")
-
-    def step(it: int, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, dict[str, float]]:
-        crops, target = (tensor.to(device, non_blocking=True) for tensor in batch)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(it)
-        if device.type == "cuda":
-            crops = crops.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(crops)
-        loss = F.cross_entropy(logits.float(), target)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise ModelError(f"the loss became {loss_value} at iteration {it + 1}; lower `lr` (see {run})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return len(crops), {"loss": loss_value, "train_top1": float((logits.argmax(1) == target).float().mean())}
-
-    net.train()
-    ended = run_loop(loader, step, cfg, cfg.lr_at, start, stop, rank, world, distributed,
-                     checkpointer, max_seconds, "pretrain")
-    encoder_file = run / "encoder.pt"
-    val: dict[str, float] = {}
-    if rank == 0:
-        save_atomically(encoder_file, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
-        if val_dir is not None:
-            val = top_k_accuracy(model, labelled_images(val_dir, root), classes, cfg, device, bf16)
-            write_text(run / "val_metrics.json", json.dumps({"iteration": ended.iteration, **val}, indent=2))
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-    return PretrainResult(ended.iteration, ended.last_loss, ended.images_per_second, encoder_file, val)
+    validation = None
+    if val_dir is not None:
+        validation = ValidationHook(lambda trainer: top_k_accuracy(model, labelled_images(val_dir, root), classes,
+                                                                   cfg, device, trainer.amp))
+    trainer = Trainer(ClassifierTask(), model, parallel_model(model, device, distributed), optimizer, cfg.lr_at,
+                      device, checkpointer, rank, world, distributed, bf16_autocast(cfg.dtype, device),
+                      hooks=[*standard_hooks(cfg, max_seconds, "pretrain"), EncoderHook(),
+                             *([validation] if validation else [])])
+    ended = trainer.train(loader, start, stop)
+    return PretrainResult(ended.iteration, ended.last_loss, ended.images_per_second, run / ENCODER_FILE,
+                          validation.figures if validation else {})

@@ -812,19 +812,13 @@ def train_cmd(manifest: Path, out: Path, val: Path | None, root: Path | None, mi
 
     cfg = _train_config(tiny, options)
     result = train(manifest, out, cfg, resume=resume, distributed=distributed, root=root,
-                   max_seconds=minutes * 60 if minutes else None)
+                   max_seconds=minutes * 60 if minutes else None, val_dir=val)
     click.echo(f"trained to iteration {result.iteration} on {result.device} ({result.dtype}, "
                f"{result.images_per_second:.1f} img/s), "
                f"last loss {result.last_loss:.4f}; checkpoint {result.checkpoint}")
-    if val is not None:
-        from baseline.eval_run import EvalOptions, evaluate_methods
-        from baseline.proposals import ProposalConfig
-
-        scale = int(sum(cfg.train_scales) / len(cfg.train_scales))
-        options = EvalOptions(checkpoint=str(result.checkpoint), proposals=ProposalConfig(scales=(scale,), top_k=1000),
-                              device=cfg.device, root=root)
-        res = evaluate_methods(val, out / "val_eval", options)["rpn"]
-        click.echo(f"held-out {val}: Rec@0.5 (top 300) {res['Rec@0.5@300']:.4f}, AR@100 {res['AR@100']:.4f}")
+    if result.val:
+        click.echo(f"held-out {val}: Rec@0.5 (top 300) {result.val['Rec@0.5@300']:.4f}, "
+                   f"AR@100 {result.val['AR@100']:.4f}")
 
 
 @main.command("pretrain")

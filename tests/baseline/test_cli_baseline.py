@@ -41,6 +41,9 @@ def test_train_and_eval_commands(synthetic_tree: Path, tmp_path: Path) -> None:
             "--images-per-batch", "2", "--train-scales", "128", "--val", str(tmp_path / "val"))
     assert r.exit_code == 0, r.output
     assert "trained to iteration 4 on cpu" in r.output and "held-out" in r.output
+    scored = json.loads((tmp_path / "run" / "val_metrics.json").read_text())  # the library's validation hook
+    assert scored["iteration"] == 4 and f"AR@100 {scored['AR@100']:.4f}" in r.output
+    assert (tmp_path / "run" / "val_eval" / "rpn" / "proposals.parquet").is_file()
     r = run("eval-baseline", str(tmp_path / "val"), "--out", str(tmp_path / "eval"), "--checkpoint",
             str(tmp_path / "run" / "last.pt"), "--method", "sliding-window", "--scales", "128,192", "--max-images", "3")
     assert r.exit_code == 0, r.output

@@ -261,7 +261,7 @@ def test_metrics_of_every_rank_are_averaged_whatever_their_name(tmp_path: Path,
 
     import torch.distributed as dist
 
-    from baseline.engine import MetricsWriter
+    from baseline.trainer import MetricsWriter
 
     def all_reduce(tensor: torch.Tensor) -> None:  # the other rank measured 10.0 on every figure
         tensor += 10.0
