@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--audit-args", default="", help="more options of `eic-build audit`")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     parser.add_argument("--store", action="store_true")
+    parser.add_argument("--name", default=None, help="the stored run's name [default: audit-peers, -fromOFFSET]")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent")
@@ -199,7 +200,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from results import store
 
-        name = "audit-peers" + (f"-from{args.offset}" if args.offset else "")
+        name = args.name or "audit-peers" + (f"-from{args.offset}" if args.offset else "")
         path = store(name, machine_line(), {"originals": args.originals, "offset": args.offset,
                                                       "per_transform": args.per_transform,
                                                       "seeds": seeds, "runs": runs, "skipped": notes}, header, rows)
