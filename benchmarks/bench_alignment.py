@@ -3,8 +3,9 @@
 For --originals real ILSVRC val images of ../shared/data (from the --offset-th on, sorted by name): every pair of
 two different photos (the hardest unrelated set there is: each photo against every other, not only the features'
 neighbours the audit checks), and copies of the first --copies of them under each transformation (those of
-``plant-copies`` and harder ones: crops of 60 % and of 90 x 70 % of the sides, a crop of a mirror image, a crop
-re-encoded at half size), each scored against its original, with
+``plant-copies`` and harder ones: crops of 50 %, 60 % and of 90 x 70 % of the sides, a crop of a mirror image, a
+crop at half size, a crop at JPEG quality 20, brighter with less contrast, grey), each scored against its
+original, with
 
 * the detail band (ours: the difference of Gaussian blurs of 1 and 4 pixels), and
 * the grey levels themselves (the baseline, the same search: what smooth gradients do to it),
@@ -35,10 +36,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ilsvrc2012_v
 VARIANTS = {"detail (ours)": DETAIL_SIGMAS, "grey levels (baseline)": None}
 
 
-def _crop(data: bytes, sides: tuple[float, float], place: tuple[float, float], mirror: bool = False,
-          half: bool = False) -> bytes:
-    """A crop keeping ``sides`` (width, height shares) at ``place``, optionally of the mirror image, and halved."""
-    from PIL import Image, ImageOps
+def _edit(data: bytes, sides: tuple[float, float] = (1.0, 1.0), place: tuple[float, float] = (0.5, 0.5),
+          mirror: bool = False, half: bool = False, quality: int = 90, contrast: float = 1.0,
+          grey: bool = False) -> bytes:
+    """A copy of ``data``: a crop keeping ``sides`` (width, height shares) at ``place``, of the mirror image or
+    not, halved or not, with its contrast scaled, in grey or not, saved as JPEG of ``quality``."""
+    from PIL import Image, ImageEnhance, ImageOps
 
     with Image.open(io.BytesIO(data)) as src:
         image = src.convert("RGB")
@@ -48,8 +51,12 @@ def _crop(data: bytes, sides: tuple[float, float], place: tuple[float, float], m
     image = image.crop((left, top, left + width, top + height))
     if half:
         image = image.resize((max(1, width // 2), max(1, height // 2)))
+    if contrast != 1.0:
+        image = ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(1.3)).enhance(contrast)
+    if grey:
+        image = ImageOps.grayscale(image).convert("RGB")
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
+    image.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -57,10 +64,14 @@ def copies_of(data: bytes, rng: np.random.Generator) -> dict[str, bytes]:
     """Every kind of copy of one encoded photo (crops at places drawn from ``rng``)."""
     place = tuple(rng.random(2))
     return {**{t: transform_bytes(data, t, place) for t in ("exact", "reencode", "resize", "crop", "flip")},
-            "crop 60 %": _crop(data, (0.6, 0.6), tuple(rng.random(2))),
-            "crop 90 x 70 %": _crop(data, (0.9, 0.7), tuple(rng.random(2))),
-            "crop of mirror": _crop(data, (0.8, 0.8), tuple(rng.random(2)), mirror=True),
-            "crop, halved": _crop(data, (0.75, 0.75), tuple(rng.random(2)), half=True)}
+            "crop 50 %": _edit(data, (0.5, 0.5), tuple(rng.random(2))),
+            "crop 60 %": _edit(data, (0.6, 0.6), tuple(rng.random(2))),
+            "crop 90 x 70 %": _edit(data, (0.9, 0.7), tuple(rng.random(2))),
+            "crop of mirror": _edit(data, (0.8, 0.8), tuple(rng.random(2)), mirror=True),
+            "crop, halved": _edit(data, (0.75, 0.75), tuple(rng.random(2)), half=True),
+            "crop 70 %, JPEG 20": _edit(data, (0.7, 0.7), tuple(rng.random(2)), quality=20),
+            "brighter, less contrast": _edit(data, contrast=0.7),
+            "grey": _edit(data, grey=True)}
 
 
 def _score(task: tuple[list[tuple[np.ndarray, np.ndarray]], tuple[float, float] | None]) -> list[float]:

@@ -215,6 +215,30 @@ def test_the_derived_cut_on_photos_it_was_not_set_on(ilsvrc_val_1300: Path, tmp_
 
 
 @pytest.mark.slow
+def test_the_pixel_check_on_the_first_400_photos(planted: dict[str, Path], tmp_path: Path) -> None:
+    """The photos where the derived cut alone fell under unrelated pairs (precision 0.736 over seeds 0-2,
+    stored run audit-peers): the same features with the cut derived, their candidates checked on their
+    pixels, and without the check."""
+    from eic_builder.audit.alignment import DEFAULT_MIN_MATCH
+
+    copies = read_planted(planted["dir"] / "planted" / "planted.csv")
+    features = {"val": planted["fval"], "train": planted["dir"] / "ftrain"}
+    scores = {}
+    for align in (True, False):
+        audit_manifests([planted["val"], planted["train"]], tmp_path / str(align),
+                        AuditOptions(features=features, methods=["features"], device="cpu", align=align))
+        scores[align] = score_planted(pq.read_table(tmp_path / str(align) / "pairs.parquet"), copies)["features"]
+    checked = scores[True]
+    assert checked["precision"] >= 0.95, scores
+    assert checked["exact"] == checked["reencode"] == checked["resize"] == 1.0 and checked["flip"] >= 0.9
+    assert checked["crop"] >= 0.8
+    assert scores[False]["precision"] < checked["precision"]  # the check is what removes the unrelated pairs
+    report = (tmp_path / "True" / "report.md").read_text()
+    assert "checked on their pixels" in report and f"alignment score >= {DEFAULT_MIN_MATCH:.2f}" in report
+    assert "not checked on their pixels (`--no-align`)" in (tmp_path / "False" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_each_method_finds_what_it_is_meant_to(planted: dict[str, Path]) -> None:
     # bars against what benchmarks/bench_audit_peers.py measured at 160 px over seeds 0-2 (this fixture is
     # seed 0): pHash finds every exact, re-encoded, resized and mirrored copy at precision 1.0; the
@@ -490,8 +514,8 @@ def test_match_score_by_hand() -> None:
 
 def test_pixel_check_on_real_photos(ilsvrc_val_1300: Path) -> None:
     """On 24 real val photos: each one's planted copies (crop 80 % at a corner, mirror, half size, JPEG 40)
-    score >= 0.9 against it, and no two different photos reach the cut (on 450 val photos the closest
-    unrelated candidate pair scored 0.75 and the lowest copy 0.945; bench_audit_peers.py)."""
+    score >= 0.85 against it, and no two different photos reach the cut (bench_alignment.py measures both
+    on 100 photos, RESULTS.md)."""
     from itertools import combinations
 
     from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, match_score, thumbnail
@@ -503,7 +527,7 @@ def test_pixel_check_on_real_photos(ilsvrc_val_1300: Path) -> None:
     for k, blob in enumerate(data[:6]):
         for transform, place in (("crop", (1.0, 0.0)), ("flip", (0.5, 0.5)), ("resize", (0.5, 0.5)),
                                  ("reencode", (0.5, 0.5))):
-            assert match_score(thumbs[k], thumbnail(transform_bytes(blob, transform, place))) >= 0.9
+            assert match_score(thumbs[k], thumbnail(transform_bytes(blob, transform, place))) >= 0.85
     unrelated = [match_score(thumbs[a], thumbs[b]) for a, b in combinations(range(len(thumbs)), 2)]
     assert max(unrelated) < DEFAULT_MIN_MATCH
 
