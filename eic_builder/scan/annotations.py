@@ -22,7 +22,6 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from xml.etree.ElementTree import fromstring as _fast_fromstring
 
 from defusedxml import DefusedXmlException
@@ -31,6 +30,7 @@ from defusedxml.ElementTree import fromstring as _defused_fromstring
 
 from eic_builder.boxes import from_inclusive, from_one_based, from_xywh
 from eic_builder.rejects import Rejected
+from eic_builder.scan.hub import image_id_of
 
 WNID_RE = re.compile(r"^n\d{8}$")
 
@@ -238,16 +238,21 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[dict[str, RawAnnotation], l
     return out, problems
 
 
+def _file_stem(image: dict) -> str:
+    """The image id a COCO ``images`` entry names: its ``file_name``'s, by the one rule of image ids."""
+    return image_id_of(str(image.get("file_name", "")).rstrip("/"), hub_name=False)[0]
+
+
 def _coco_images(images: list[dict], problems: list[TableProblem]) -> tuple[dict[str, RawAnnotation],
                                                                            dict[str, RawAnnotation | None]]:
     """(annotation by file stem, the same by ``repr`` of the image id, None for a refused entry) of a COCO
     file's ``images``; an id or stem given twice, or a bad size, is a problem and refuses the entry."""
     ids = Counter(repr(img.get("id")) for img in images)
-    stems = Counter(Path(str(img.get("file_name", ""))).stem for img in images)
+    stems = Counter(_file_stem(img) for img in images)
     out: dict[str, RawAnnotation] = {}
     by_id: dict[str, RawAnnotation | None] = {}
     for img in images:
-        key, stem = repr(img.get("id")), Path(str(img.get("file_name", ""))).stem
+        key, stem = repr(img.get("id")), _file_stem(img)
         if ids[key] > 1 or stems[stem] > 1:
             twice = f"image id {img.get('id')!r}" if ids[key] > 1 else f"file stem {stem!r}"
             problems.append((stem or None, "file", "duplicate_image_id",

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from eic_builder.dataset.rows import RejectRow
 from eic_builder.gzip_index import ViewStream
 from eic_builder.imagesize import image_header_of_bytes
 from eic_builder.rejects import Rejected
@@ -146,19 +147,37 @@ class ArchiveUnit:
         return hashlib.sha1(json.dumps(record).encode()).hexdigest()[:20]
 
 
+class MemberImage(NamedTuple):
+    """An image member an archive unit read: its path (``archive/member``), then as :class:`ImageProbe`:
+    the physical archive, the member's offset (None inside a compressed tar) and size, its SHA-1 and its
+    header's size (0 x 0 with a reject ``reason`` and ``detail`` when the header check failed)."""
+
+    path: str
+    archive: str
+    offset: int | None
+    size: int
+    sha1: str
+    width: int
+    height: int
+    reason: str | None
+    detail: str | None
+
+    def probe(self) -> ImageProbe:
+        return ImageProbe(*self[1:])
+
+
 @dataclass
 class ArchiveEntries:
     """What the units of archives yielded.
 
-    ``images``: (path, archive, offset or None, size, sha1, width, height, reason, detail), with
-    width/height 0 and a reject ``reason`` when the header check failed;
+    ``images``: :class:`MemberImage` rows;
     ``xmls``: path -> the XML's bytes; ``samples``: webdataset key -> what its ``.json``/``.cls`` members
     say (:mod:`eic_builder.scan.samples`); ``rejects``: rows of the rejects table; ``ignored``: counts by rule.
     """
 
-    images: list[tuple] = field(default_factory=list)
+    images: list[MemberImage] = field(default_factory=list)
     xmls: dict[str, bytes] = field(default_factory=dict)
-    rejects: list[tuple] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     samples: dict[str, SampleFacts] = field(default_factory=dict)
 
@@ -181,8 +200,8 @@ class ArchiveEntries:
     @classmethod
     def from_json(cls, text: str) -> ArchiveEntries:
         doc = json.loads(text)
-        return cls([tuple(r) for r in doc["images"]], {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
-                   [tuple(r) for r in doc["rejects"]], Counter(doc["ignored"]),
+        return cls([MemberImage(*r) for r in doc["images"]], {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
+                   [RejectRow(*r) for r in doc["rejects"]], Counter(doc["ignored"]),
                    {k: SampleFacts(*v) for k, v in doc.get("samples", {}).items()})
 
 
@@ -272,9 +291,10 @@ class _Reader:
             sha1 = hashlib.sha1(data).hexdigest()
             try:
                 header = image_header_of_bytes(data, name)
-                row = (path, self.unit.archive, offset, len(data), sha1, header.width, header.height, None, None)
+                row = MemberImage(path, self.unit.archive, offset, len(data), sha1, header.width, header.height,
+                                  None, None)
             except Rejected as exc:
-                row = (path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
+                row = MemberImage(path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
             self.out.images.append(row)
         elif low.endswith(".xml"):
             self.out.xmls[path] = bytes(data)  # kept: never a view of a buffer read again
@@ -286,7 +306,7 @@ class _Reader:
             self.out.ignored[f"not an image or annotation in an archive ({ext or 'no extension'})"] += 1
 
     def reject(self, path: str, reason: str, detail: str, image_id: str | None = None) -> None:
-        self.out.rejects.append((path, image_id, "file", reason, detail))
+        self.out.rejects.append(RejectRow(path, image_id, "file", reason, detail))
 
     def members(self, found: Iterator[_Member], prefix: str, depth: int, base: int | None,
                 window: _Window | None) -> None:
@@ -705,7 +725,7 @@ class ArchivePlan:
     """The units of every archive of a scan, and what planning found on the way."""
 
     units: list[ArchiveUnit] = field(default_factory=list)
-    rejects: list[tuple] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
 
 
@@ -717,7 +737,7 @@ def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whol
     try:
         size = path.stat().st_size
     except OSError as exc:
-        plan.rejects.append((rel, None, "file", "unreadable", str(exc)))
+        plan.rejects.append(RejectRow(rel, None, "file", "unreadable", str(exc)))
         return
     kind = "parquet" if rel.lower().endswith(PARQUET_SUFFIX) else archive_kind(rel) or "tar"
     if kind in ("tar.gz", "parquet") or size <= whole_bytes:
@@ -740,11 +760,11 @@ def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whol
                         plan.ignored["not a regular file in an archive (link, device)"] += 1
                     continue
                 if _unsafe_name(info.name):
-                    plan.rejects.append((member_path, None, "file", "unsafe_member_name",
+                    plan.rejects.append(RejectRow(member_path, None, "file", "unsafe_member_name",
                                          f"member name {info.name!r} escapes the archive; reported, never extracted"))
                     continue
                 if info.name in seen:
-                    plan.rejects.append((member_path, image_id_of(member_path)[0], "file", "duplicate_member",
+                    plan.rejects.append(RejectRow(member_path, image_id_of(member_path)[0], "file", "duplicate_member",
                                          f"a second member named {info.name!r} in {rel}"))
                     continue
                 seen.add(info.name)
@@ -756,6 +776,6 @@ def plan_archive(root: str | os.PathLike[str], rel: str, plan: ArchivePlan, whol
                     if len(run) >= RUN_MEMBERS:
                         flush()
     except ARCHIVE_ERRORS as exc:
-        plan.rejects.append((rel, None, "file", "corrupt_archive",
+        plan.rejects.append(RejectRow(rel, None, "file", "corrupt_archive",
                              f"listing stopped: {type(exc).__name__}: {exc}; members listed before were kept"))
     flush()

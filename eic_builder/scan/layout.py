@@ -18,10 +18,11 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from eic_builder.choices import SCAN_FORMATS as FORMATS
+from eic_builder.dataset.rows import RejectRow
 from eic_builder.errors import FormatError, InputNotFoundError, OptionError
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import WNID_RE, is_wnid, load_json
@@ -59,7 +60,7 @@ class FileIndex:
     jsons: list[str] = field(default_factory=list)
     archives: list[str] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
-    rejects: list[tuple] = field(default_factory=list)  # rows of the rejects table found while walking
+    rejects: list[RejectRow] = field(default_factory=list)  # rows of the rejects table found while walking
     member_images: dict[str, ImageProbe] = field(default_factory=dict)
     member_xmls: dict[str, bytes] = field(default_factory=dict)
     member_samples: dict[str, SampleFacts] = field(default_factory=dict)  # webdataset key -> its metadata
@@ -114,7 +115,7 @@ def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            index.rejects.append((sub.rstrip("/") or ".", None, "file", "unreadable",
+            index.rejects.append(RejectRow(sub.rstrip("/") or ".", None, "file", "unreadable",
                                   f"folder not readable: {exc.strerror}; its files are not scanned"))
             continue
         folders = []
@@ -123,7 +124,7 @@ def _walk(index: FileIndex, folder: str, prefix: str, skip: Path | None) -> None
                 entry.name.encode("utf-8")
             except UnicodeEncodeError:  # bytes that are not UTF-8: no Parquet string can hold the name
                 shown = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                index.rejects.append((sub + shown, None, "file", "bad_file_name",
+                index.rejects.append(RejectRow(sub + shown, None, "file", "bad_file_name",
                                       "the name is not UTF-8; rename it (its bytes are shown escaped)"))
                 continue
             try:
@@ -240,7 +241,7 @@ def keep_coco_jsons(index: FileIndex) -> None:
         try:
             load_json(index.root / rel)
         except Rejected as exc:
-            index.rejects.append((rel, None, "file", exc.reason, exc.detail))
+            index.rejects.append(RejectRow(rel, None, "file", exc.reason, exc.detail))
             continue
         except OSError:  # read a moment ago: the COCO reader reports it, with its reason
             coco.append(rel)
@@ -422,21 +423,23 @@ def _member_splits(members: list[str]) -> dict[str, str | None]:
     return {rel: split_of(rel) for rel in members}
 
 
-def _drop_members(index: FileIndex, other: dict[str, str]) -> None:
-    """Leave out the members ``other`` (path -> the other split it names), each counted as ignored."""
-    index.images = [rel for rel in index.images if rel not in other]
-    index.xmls = [rel for rel in index.xmls if rel not in other]
-    for rel, s in other.items():
-        index.member_images.pop(rel, None)
-        index.member_xmls.pop(rel, None)
-        index.ignored[f"other split ({s})"] += 1
+def _without_members(index: FileIndex, other: dict[str, str]) -> FileIndex:
+    """``index`` less the members ``other`` (path -> the other split it names), each counted as ignored."""
+    ignored = Counter(index.ignored)
+    ignored.update(f"other split ({s})" for s in other.values())
+    return replace(index, images=[rel for rel in index.images if rel not in other],
+                   xmls=[rel for rel in index.xmls if rel not in other],
+                   member_images={rel: p for rel, p in index.member_images.items() if rel not in other},
+                   member_xmls={rel: x for rel, x in index.member_xmls.items() if rel not in other},
+                   ignored=ignored)
 
 
-def select_members(index: FileIndex, split: str | None, name: str) -> str:
+def select_members(index: FileIndex, split: str | None, name: str) -> tuple[FileIndex, str]:
     """After the archives are read, apply :func:`select_split` to their members, whose own folders can
     name a split (a tar of a whole ILSVRC tree holds ``train/`` and ``val/``): with ``split`` given,
     members of other splits are ignored by rule; without it, members of several splits are an error.
-    Returns the split's name (a split the members name wins over the archive's own name)."""
+    Returns the index of the split's files and the split's name (a split the members name wins over the
+    archive's own name)."""
     named = _member_splits([*index.member_images, *index.member_xmls])
     if split is None:
         loose = {split_of(rel) for rel in (*index.images, *index.xmls) if rel not in named}
@@ -444,9 +447,8 @@ def select_members(index: FileIndex, split: str | None, name: str) -> str:
         if len(found) > 1:
             raise OptionError(f"{index.root} holds several splits ({', '.join(found)}) inside its archives; scan "
                               "one at a time with `split` NAME")
-        return found[0] if found else name
+        return index, found[0] if found else name
     other = {rel: s for rel, s in named.items() if s is not None and s != split}
     if other and len(other) == len(named) and not any(rel not in named for rel in index.images):
         raise _no_file_of(index.root, split, sorted(set(other.values())))
-    _drop_members(index, other)
-    return split
+    return _without_members(index, other), split

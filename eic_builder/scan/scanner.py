@@ -18,7 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 
 from eic_builder.atomic_files import write_text
 from eic_builder.dataset.manifest import MANIFEST_FILES, read_manifest, write_manifest
-from eic_builder.dataset.tables import command_line, empty_table, to_table
+from eic_builder.dataset.rows import RejectRow, rows_table
+from eic_builder.dataset.tables import command_line, empty_table
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.gzip_index import archive_record, check_index_dir, index_path
 from eic_builder.progress import progress
@@ -37,7 +38,6 @@ from eic_builder.scan.archives import (
     ArchiveEntries,
     ArchivePlan,
     ArchiveUnit,
-    ImageProbe,
     archive_kind,
     plan_archive,
     read_unit,
@@ -80,20 +80,21 @@ class ScanSummary:
     size_disagreements: int = 0  # images whose annotation states another size than their header
 
 
-def _first_by_stem(paths: list[str], kind: str, rejects: list[tuple]) -> dict[str, str]:
+def _first_by_stem(paths: list[str], kind: str, rejects: list[RejectRow]) -> dict[str, str]:
     """Map image id -> path; a later file with the same id is rejected as a duplicate."""
     out: dict[str, str] = {}
     for rel in paths:
         stem = image_id_of(rel)[0]
         if stem in out:
-            rejects.append((rel, stem, "file", "duplicate_image_id", f"{kind} id {stem} already taken by {out[stem]}"))
+            rejects.append(RejectRow(rel, stem, "file", "duplicate_image_id",
+                                     f"{kind} id {stem} already taken by {out[stem]}"))
         else:
             out[stem] = rel
     return out
 
 
 def _items_from_tables(
-    index: FileIndex, tables: list[str], reader, images: dict[str, str], rejects: list[tuple]
+    index: FileIndex, tables: list[str], reader, images: dict[str, str], rejects: list[RejectRow]
 ) -> list[ScanItem]:
     """Items of a tree annotated by whole-split files (LOC CSV or COCO JSON)."""
     annotations: dict[str, tuple[str, RawAnnotation]] = {}
@@ -101,16 +102,16 @@ def _items_from_tables(
         try:
             result = reader(index.root / rel)
         except Rejected as exc:
-            rejects.append((rel, None, "file", exc.reason, exc.detail))
+            rejects.append(RejectRow(rel, None, "file", exc.reason, exc.detail))
             continue
         except (OSError, UnicodeDecodeError) as exc:
-            rejects.append((rel, None, "file", "unreadable", str(exc)))
+            rejects.append(RejectRow(rel, None, "file", "unreadable", str(exc)))
             continue
         found, problems = result
-        rejects += [(rel, *problem) for problem in problems]
+        rejects += [RejectRow(rel, *problem) for problem in problems]
         for image_id, ann in found.items():
             if image_id in annotations:
-                rejects.append((rel, image_id, "file", "duplicate_image_id",
+                rejects.append(RejectRow(rel, image_id, "file", "duplicate_image_id",
                                 f"annotated again; first in {annotations[image_id][0]}"))
                 continue
             annotations[image_id] = (rel, ann)
@@ -122,7 +123,7 @@ def _items_from_tables(
     ]
 
 
-def build_items(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Counter[str]]:
+def build_items(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[RejectRow], Counter[str]]:
     """Pair images with annotations, and each image of a webdataset shard with its sample's metadata
     (:mod:`eic_builder.scan.samples`); returns items, rejects found on the way, and files ignored by rule."""
     items, rejects, ignored = _pair(index, fmt)
@@ -137,8 +138,8 @@ def build_items(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple]
     return items, rejects, ignored
 
 
-def _pair(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Counter[str]]:
-    rejects: list[tuple] = []
+def _pair(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[RejectRow], Counter[str]]:
+    rejects: list[RejectRow] = []
     ignored: Counter[str] = Counter(index.ignored)
     images = _first_by_stem(index.images, "image", rejects)
     probes = index.member_images
@@ -151,12 +152,12 @@ def _pair(index: FileIndex, fmt: str) -> tuple[list[ScanItem], list[tuple], Coun
                      ann_bytes=index.member_xmls.get(xmls.get(i))) for i in ids], rejects, ignored
     for _ in index.member_xmls:
         ignored[f"XML annotation in an archive ({fmt} scan)"] += 1
-    index.xmls = [rel for rel in index.xmls if rel not in index.member_xmls]
+    loose_xmls = [rel for rel in index.xmls if rel not in index.member_xmls]
     if fmt == "loc-csv":
-        for _ in index.xmls + index.jsons:
+        for _ in loose_xmls + index.jsons:
             ignored["annotation of another format (loc-csv scan)"] += 1
         return _items_from_tables(index, index.loc_csvs, read_loc_csv, images, rejects), rejects, ignored
-    for _ in index.xmls + index.loc_csvs:
+    for _ in loose_xmls + index.loc_csvs:
         ignored["annotation of another format (coco scan)"] += 1
     return _items_from_tables(index, index.jsons, read_coco, images, rejects), rejects, ignored
 
@@ -205,13 +206,12 @@ def _fingerprint(cfg: ScanConfig) -> str:
 
 
 def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
-            extra_rejects: list[tuple]) -> tuple[pa.Table, pa.Table, pa.Table]:
+            extra_rejects: list[RejectRow]) -> tuple[pa.Table, pa.Table, pa.Table]:
     images = pa.concat_tables([p[0] for p in parts]) if parts else empty_table("images")
     boxes = pa.concat_tables([p[1] for p in parts]) if parts else empty_table("boxes")
     rejects_parts = [p[2] for p in parts]
     if extra_rejects:
-        cols = list(zip(*extra_rejects))
-        rejects_parts.append(to_table("rejects", dict(zip(("path", "image_id", "level", "reason", "detail"), cols))))
+        rejects_parts.append(rows_table("rejects", extra_rejects, RejectRow))
     rejects = pa.concat_tables(rejects_parts) if rejects_parts else empty_table("rejects")
     images = images.sort_by([("label", "ascending"), ("image_id", "ascending")])
     boxes = boxes.sort_by([("label", "ascending"), ("image_id", "ascending"), ("box_index", "ascending")])
@@ -279,42 +279,50 @@ def gzip_records(index: FileIndex) -> dict[str, dict]:
 
 
 def _plan_units(index: FileIndex, shard: tuple[int, int] | None,
-                classes: frozenset[str] | None) -> ArchivePlan:
-    """The units of work of every archive of ``index``: per-synset archives of other shards, or of synsets
-    not in ``classes``, are left out (counted as ignored in the index)."""
+                classes: frozenset[str] | None) -> tuple[ArchivePlan, Counter[str]]:
+    """The units of work of every archive of ``index``, and the files it leaves out by rule: per-synset
+    archives of other shards, or of synsets not in ``classes``, and what planning ignored."""
     plan = ArchivePlan()
+    ignored: Counter[str] = Counter()
     for rel in index.archives:
         if wanted_synset(rel, classes):
             plan_archive(index.root, rel, plan)
         else:
-            index.ignored[SKIPPED_SYNSET] += 1
+            ignored[SKIPPED_SYNSET] += 1
     if shard is not None:  # per-synset units of other shards are not read at all
         plan.units = [u for u in plan.units if synset_of(u.prefix) is None or shard_of(u.prefix, shard[1]) == shard[0]]
     wanted = [u for u in plan.units if wanted_synset(u.prefix, classes)]  # a listed tar's: seeked past
-    index.ignored[SKIPPED_SYNSET] += len(plan.units) - len(wanted)
+    ignored[SKIPPED_SYNSET] += len(plan.units) - len(wanted)
     plan.units = wanted
-    index.ignored.update(plan.ignored)
-    index.ignored += Counter()  # no zero counts
-    return plan
+    ignored.update(plan.ignored)
+    return plan, ignored
 
 
-def _add_members(index: FileIndex, entries: ArchiveEntries) -> None:
-    """Add what the archives held to the index: images (probed), XMLs and webdataset samples."""
-    index.ignored.update(entries.ignored)
-    for path, archive, offset, size, sha1, width, height, reason, detail in entries.images:
-        index.member_images[path] = ImageProbe(archive, offset, size, sha1, width, height, reason, detail)
-    index.member_xmls.update(entries.xmls)
-    index.member_samples.update(entries.samples)
-    index.images = sorted(index.images + list(index.member_images))
-    index.xmls = sorted(index.xmls + list(entries.xmls))
+def _with_members(index: FileIndex, entries: ArchiveEntries, ignored: Counter[str]) -> FileIndex:
+    """``index`` with what its archives held: images (probed), XMLs and webdataset samples, and the files
+    ``ignored`` by rule on the way (zero counts dropped)."""
+    images = {m.path: m.probe() for m in entries.images}
+    return replace(index, images=sorted(index.images + list(images)), xmls=sorted(index.xmls + list(entries.xmls)),
+                   member_images=images, member_xmls=dict(entries.xmls), member_samples=dict(entries.samples),
+                   ignored=index.ignored + ignored + entries.ignored + Counter())
+
+
+@dataclass(frozen=True)
+class ArchivesRead:
+    """What the archive phase returns: the index with the archives' members, the rejects it found, and its
+    units (resumed from an earlier run, in all)."""
+
+    index: FileIndex
+    rejects: list[RejectRow]
+    resumed: int
+    total: int
 
 
 def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tuple[int, int] | None = None,
-                   classes: frozenset[str] | None = None) -> tuple[list[tuple], int, int]:
-    """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming)
-    and add their members to the index; per-synset archives of other shards, or of synsets not in
-    ``classes``, are not read. Returns (rejects, units resumed, units in all)."""
-    plan = _plan_units(index, shard, classes)
+                   classes: frozenset[str] | None = None) -> ArchivesRead:
+    """Read every archive of ``index`` (units in parallel, each kept under ``parts_root`` for resuming);
+    per-synset archives of other shards, or of synsets not in ``classes``, are not read."""
+    plan, ignored = _plan_units(index, shard, classes)
     root = os.fspath(index.root)
     stats = {rel: (index.root / rel).stat() for rel in index.archives if (index.root / rel).is_file()}
     only = "" if classes is None else "-" + hashlib.sha1(",".join(sorted(classes)).encode()).hexdigest()[:12]
@@ -340,8 +348,8 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
     threads = max(1, n_workers // max(1, min(n_workers, sum(_indexed(u) for _, u in todo))))
     _run_units(read_unit, [((name, unit), (root, unit, threads, classes)) for name, unit in todo], n_workers, keep)
     bar.close()
-    _add_members(index, entries)
-    return plan.rejects + entries.rejects, len(done), len(keyed)
+    return ArchivesRead(_with_members(index, entries, ignored), [*plan.rejects, *entries.rejects], len(done),
+                        len(keyed))
 
 
 def scan(
@@ -382,12 +390,11 @@ def scan(
     n_workers = workers or os.cpu_count() or 1
     archive_parts = out / PARTS_DIR / "archives"
     archive_parts.mkdir(parents=True, exist_ok=True)
-    archive_rejects, archives_resumed, archive_units = _read_archives(index, archive_parts, n_workers, shard,
-                                                                      classes)
-    split_name = select_members(index, split, split_name)
-    resolved = _resolve_format(index, fmt, bool(archive_rejects or index.rejects))
+    archives = _read_archives(index, archive_parts, n_workers, shard, classes)
+    index, split_name = select_members(archives.index, split, split_name)
+    resolved = _resolve_format(index, fmt, bool(archives.rejects or index.rejects))
     items, rejects, ignored = build_items(index, resolved)
-    rejects += archive_rejects + index.rejects
+    rejects += archives.rejects + index.rejects
     if not items and not rejects:
         raise InputNotFoundError(f"{index.root} holds no {resolved} annotation or image to scan")
     if callable(known_wnids):
@@ -411,7 +418,7 @@ def scan(
     summary = ScanSummary(
         split=split_name, format=resolved, files_seen=index.n_files, images=len(images), boxes=len(boxes),
         rejects=len(rejected), ignored=dict(sorted(ignored.items())), reject_reasons=dict(sorted(reasons.items())),
-        units_resumed=resumed + archives_resumed, units_total=len(units) + archive_units,
+        units_resumed=resumed + archives.resumed, units_total=len(units) + archives.total,
         size_disagreements=_size_disagreements(images),
     )
     log.info("scanned %s (%s): %d files seen; %d images, %d boxes, %d rejects, %d ignored",
@@ -450,13 +457,13 @@ def _resolve_format(index: FileIndex, fmt: str, has_rejects: bool) -> str:
         return fmt if fmt != "auto" else "ilsvrc-xml"
 
 
-def _select_items(items: list[ScanItem], rejects: list[tuple], ignored: Counter, shard: tuple[int, int] | None,
-                  classes: frozenset[str] | None) -> tuple[list[ScanItem], list[tuple]]:
+def _select_items(items: list[ScanItem], rejects: list[RejectRow], ignored: Counter, shard: tuple[int, int] | None,
+                  classes: frozenset[str] | None) -> tuple[list[ScanItem], list[RejectRow]]:
     """The items (and rejects) of ``shard`` and of the synsets ``classes``; loose images of other synsets
     are counted in ``ignored``, never read."""
     if shard is not None:  # an empty shard is a valid (empty) manifest
         items = [item for item in items if shard_of(item.image_id, shard[1]) == shard[0]]
-        rejects = [r for r in rejects if shard_of(r[1] or r[0], shard[1]) == shard[0]]
+        rejects = [r for r in rejects if shard_of(r.image_id or r.path, shard[1]) == shard[0]]
     if classes is not None:  # loose images of other synsets (by their ids, n01440764_18) are not read
         kept = [item for item in items if wanted_synset(item.image_id, classes)]
         if len(kept) < len(items):
