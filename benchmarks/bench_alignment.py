@@ -13,7 +13,8 @@ original, with
 in --workers processes. Prints the lowest score of each kind of copy, the highest unrelated scores, how many
 unrelated pairs reach the cut (DEFAULT_MIN_MATCH) and the time per pair.
 
-Usage: python benchmarks/bench_alignment.py [--originals 100] [--offset 0] [--copies 50] [--workers 2] [--store]
+Usage: python benchmarks/bench_alignment.py [--originals 100] [--offset 0] [--copies 50] [--workers 2] [--side 96]
+       [--store]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, DETAIL_SIGMAS, match_score, thumbnail
+from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, DETAIL_SIGMAS, THUMB_SIDE, match_score, thumbnail
 from eic_builder.hardware import machine_line
 from eic_builder.planted_copies import transform_bytes
 
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", type=int, default=THUMB_SIDE, help="thumbnail pixels on the long side")
     parser.add_argument("--store", action="store_true")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -103,12 +105,12 @@ def main() -> None:
     print(machine_line())
     photos = sorted(SHARED.glob("*.JPEG"))[args.offset:args.offset + args.originals]
     data = [p.read_bytes() for p in photos]
-    thumbs = [thumbnail(d) for d in data]
+    thumbs = [thumbnail(d, args.side) for d in data]
     rng = np.random.default_rng(args.seed)
     copy_pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for k in range(min(args.copies, len(data))):
         for kind, blob in copies_of(data[k], rng).items():
-            copy_pairs.setdefault(kind, []).append((thumbs[k], thumbnail(blob)))
+            copy_pairs.setdefault(kind, []).append((thumbs[k], thumbnail(blob, args.side)))
     unrelated = [(thumbs[a], thumbs[b]) for a, b in combinations(range(len(thumbs)), 2)]
     header = ["scoring", "lowest copy score", *[f"lowest: {k}" for k in copy_pairs], "highest unrelated",
               "99.9th pct unrelated", f"unrelated >= {DEFAULT_MIN_MATCH}", "ms per pair (one core)"]
@@ -122,7 +124,8 @@ def main() -> None:
                      f"{other.max():.3f}", f"{np.quantile(other, 0.999):.3f}",
                      f"{int((other >= DEFAULT_MIN_MATCH).sum()):,} of {len(other):,}", f"{ms:.1f}"])
     print(f"{len(photos)} photos from {args.offset} ({len(unrelated):,} unrelated pairs), copies of the first "
-          f"{min(args.copies, len(data))} ({len(copy_pairs)} kinds), seed {args.seed}, {args.workers} workers")
+          f"{min(args.copies, len(data))} ({len(copy_pairs)} kinds), seed {args.seed}, {args.workers} workers, "
+          f"thumbnails of {args.side} px")
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
     for row in rows:
@@ -131,9 +134,11 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from results import store
 
-        path = store("alignment" + (f"-from{args.offset}" if args.offset else ""), machine_line(),
-                     {"originals": args.originals, "offset": args.offset, "copies": args.copies, "seed": args.seed,
-                      "workers": args.workers, "variants": figures}, header, rows)
+        name = "alignment" + (f"-from{args.offset}" if args.offset else "") + \
+            (f"-side{args.side}" if args.side != THUMB_SIDE else "")
+        path = store(name, machine_line(), {"originals": args.originals, "offset": args.offset, "copies": args.copies,
+                                            "seed": args.seed, "workers": args.workers, "side": args.side,
+                                            "variants": figures}, header, rows)
         print(f"stored {path}")
 
 
