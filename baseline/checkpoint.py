@@ -22,6 +22,7 @@ from baseline.config import TrainConfig
 from baseline.model import HourglassRPN, ModelConfig
 from eic_builder.atomic_files import write_atomically
 from eic_builder.errors import ModelError, OptionError
+from eic_builder.output_folder import Run
 from eic_builder.torch_files import load_matching, load_torch_file
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,11 @@ class Checkpointer:
         if not last.is_file():
             raise OptionError(f"`resume`: no checkpoint {last} to resume from")
         state = load_checkpoint(last, self.kind)
-        if state["config"] != json.loads(self.cfg.to_json()):
-            raise OptionError(f"`resume`: {last} was trained with another configuration; see "
-                              f"{self.run / 'config.json'}")
+        current = json.loads(self.cfg.to_json())
+        if state["config"] != current:
+            differs = Run(COMMANDS[self.kind], current).differences(state["config"]) or ["options it no longer has"]
+            raise OptionError(f"`resume`: {last} was trained with another configuration (it differs in "
+                              f"{', '.join(differs)}); see {self.run / 'config.json'}")
         load_matching(self.model, state["model"], f"checkpoint {last}")
         try:
             self.optimizer.load_state_dict(state["optimizer"])

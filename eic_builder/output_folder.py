@@ -1,25 +1,38 @@
-"""One run per output folder: a command's ``--out`` never mixes its files with another run's.
+"""The one run module: every stage writes a folder of its own, as one run, resumed unit by unit.
 
-Commands whose files depend on their inputs (``plant-copies``, ``export``) stamp their output folder
-with :data:`RUN_FILE`: the command and what identifies the run (its inputs' fingerprints and the options
-that change what is written). A rerun of the same run resumes in place; any other run is refused before
-it writes, since files it would not overwrite (copies of other images, annotations of other ids) would
-stay beside its own and be read later as its own. A folder holding the command's files without a stamp
-(written by an older version, or by hand) is refused the same way; a stamp beside none of the command's
-files (its run stopped before writing) is replaced.
+* :func:`check_out`: ``--out`` lies apart from everything the stage reads.
+* :class:`Run`: what identifies a run (its command and a JSON-able ``identity``: the inputs' fingerprints
+  and the options that change what is written). A folder holding the files of another run is refused
+  before anything is written (:meth:`Run.refuse_other`), since files the new run would not overwrite
+  (copies of other images, shards of other settings) would stay beside its own and be read later as its
+  own; a rerun of the same run resumes in place.
+* Units: a stage cuts its work into units (the scan's folders of images, the features' shards, an
+  archive's byte windows) and records with each the digest of its inputs (:func:`digest_of`); a rerun
+  keeps the units whose recorded digest is still theirs and does the rest (:meth:`Run.finished`).
+
+Where a run is recorded: stages whose folder collects files (``plant-copies``, ``export``) stamp it with
+:data:`RUN_FILE` (:meth:`Run.claim`); ``features`` records its identity in every shard's metadata;
+``scan`` keeps its units under a folder named by its identity's digest (:meth:`Run.key`); training
+keeps its configuration in each checkpoint. A folder holding a command's files without a stamp (written
+by an older version, or by hand) is refused the same way; a stamp beside none of the command's files
+(its run stopped before writing) is replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eic_builder.errors import OptionError
 
 RUN_FILE = ".eic-run.json"
+REMEDY = "choose a new `out`, or remove that folder first"
+Unit = TypeVar("Unit")
 
 
 def check_out(out: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLike[str]] | None = None,
@@ -40,37 +53,83 @@ def check_out(out: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLik
     return out
 
 
-def claim_output_folder(out: str | os.PathLike[str], command: str, identity: Mapping[str, Any],
-                        owned: Sequence[str], inputs: Mapping[str, str | os.PathLike[str]] | None = None) -> Path:
-    """Make ``out`` the folder of this run of ``command``, or raise :class:`OptionError` when it holds
-    another run's files.
+def digest_of(identity: Mapping[str, Any]) -> str:
+    """A short digest (16 hex digits) of a JSON-able mapping: a run's identity, a unit's inputs."""
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    ``identity`` (JSON-able) tells runs apart; ``owned`` names the entries of ``out`` the command
-    writes (``images``, ``planted.csv``): other files in ``out`` are left alone and do not count. ``inputs``
-    (what the run reads) must lie apart from ``out`` (:func:`check_out`).
-    """
-    out = check_out(out, inputs)
-    stamp = json.loads(json.dumps({"command": command, "identity": dict(identity)}, sort_keys=True))
-    run_file = out / RUN_FILE
-    remedy = "choose a new `out`, or remove that folder first"
-    found = [name for name in owned if (out / name).exists()]
-    if run_file.is_file() and found:
-        try:
-            old = json.loads(run_file.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old == stamp:
-            return out
-        what = old.get("command", "?") if isinstance(old, dict) else "?"
-        differs = sorted(k for k in stamp["identity"] if not isinstance(old, dict)
-                         or old.get("identity", {}).get(k) != stamp["identity"][k])
-        raise OptionError(f"`out` {out} holds the files of another {what} run (it differs in "
-                          f"{', '.join(differs) or 'its command'}); {remedy}")
-    if found and not run_file.is_file():
-        raise OptionError(f"`out` {out} already holds {', '.join(found)} of an earlier run it cannot tell apart "
-                          f"from this one; {remedy}")
-    from eic_builder.atomic_files import write_text
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(run_file, json.dumps(stamp, sort_keys=True, indent=1))
-    return out
+@dataclass(frozen=True)
+class Run:
+    """One run of ``command``, known by its ``identity`` (JSON-able: what tells its output apart from
+    another run's)."""
+
+    command: str
+    identity: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """:func:`digest_of` the command and identity: a folder name for this run's units."""
+        return digest_of({"command": self.command, "identity": dict(self.identity)})
+
+    def differences(self, recorded: Mapping[str, Any] | None) -> list[str]:
+        """The keys of the identity whose value ``recorded`` (what a folder or file says of its run) does
+        not hold, in sorted order; every key when ``recorded`` is not a mapping."""
+        canonical = json.loads(json.dumps(dict(self.identity), sort_keys=True, default=str))
+        if not isinstance(recorded, Mapping):
+            return sorted(canonical)
+        return sorted(k for k in canonical if recorded.get(k) != canonical[k])
+
+    def refuse_other(self, recorded: Mapping[str, Any] | None, where: str | os.PathLike[str],
+                     what: str = "the files") -> None:
+        """Raise :class:`OptionError` when ``recorded`` is another run's identity: ``where`` (a folder or
+        file) holds ``what`` of another run of this command, named by the first keys it differs in."""
+        differs = self.differences(recorded)
+        if differs:
+            raise OptionError(f"`out` {where} holds {what} of another {self.command} run (it differs in "
+                              f"{', '.join(differs)}); {REMEDY}")
+
+    @staticmethod
+    def finished(units: Iterable[Unit], recorded: Callable[[Unit], str | None], digest: Callable[[Unit], str]
+                 ) -> tuple[list[Unit], list[Unit]]:
+        """(done, stale) of ``units``: done where an earlier run of this identity recorded the digest of
+        the unit's inputs as it is now (``recorded(unit)``, None where nothing is recorded; ``digest(unit)``,
+        computed only for a unit with a record), stale where it recorded another (its inputs changed
+        since: done again)."""
+        done, stale = [], []
+        for unit in units:
+            found = recorded(unit)
+            if found is None:
+                continue
+            (done if found == digest(unit) else stale).append(unit)
+        return done, stale
+
+    def claim(self, out: str | os.PathLike[str], owned: Sequence[str],
+              inputs: Mapping[str, str | os.PathLike[str]] | None = None) -> Path:
+        """Make ``out`` the folder of this run (stamped with :data:`RUN_FILE`), or raise :class:`OptionError`
+        when it holds another run's files. ``owned`` names the entries of ``out`` the command writes
+        (``images``, ``planted.csv``): other files in ``out`` are left alone and do not count. ``inputs``
+        (what the run reads) must lie apart from ``out`` (:func:`check_out`)."""
+        out = check_out(out, inputs)
+        stamp = json.loads(json.dumps({"command": self.command, "identity": dict(self.identity)}, sort_keys=True,
+                                      default=str))
+        run_file = out / RUN_FILE
+        found = [name for name in owned if (out / name).exists()]
+        if run_file.is_file() and found:
+            try:
+                old = json.loads(run_file.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old == stamp:
+                return out
+            what = old.get("command", "?") if isinstance(old, dict) else "?"
+            differs = self.differences(old.get("identity")) if what == self.command else []
+            raise OptionError(f"`out` {out} holds the files of another {what} run (it differs in "
+                              f"{', '.join(differs) or 'its command'}); {REMEDY}")
+        if found and not run_file.is_file():
+            raise OptionError(f"`out` {out} already holds {', '.join(found)} of an earlier run it cannot tell "
+                              f"apart from this one; {REMEDY}")
+        from eic_builder.atomic_files import write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(run_file, json.dumps(stamp, sort_keys=True, indent=1))
+        return out

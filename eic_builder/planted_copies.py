@@ -74,7 +74,7 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
     ``out`` (layout in the module's doc); returns the copies, also written to ``out/planted.csv``."""
     from eic_builder.atomic_files import write_bytes, write_text
     from eic_builder.dataset.manifest import manifest_fingerprint, open_manifest
-    from eic_builder.output_folder import claim_output_folder
+    from eic_builder.output_folder import Run
 
     if per_transform < 1:
         raise OptionError(f"`per_transform`={per_transform} must be >= 1")
@@ -85,9 +85,8 @@ def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], 
             raise OptionError(f"{manifest} has {len(has)} images with a file; {per_transform} per transformation "
                               f"needs {need}")
         # copies of an earlier planting left beside these would be scored as unplanted duplicates
-        claim_output_folder(out, "plant-copies", {"manifest": manifest_fingerprint(m.images),
-                                                  "per_transform": per_transform, "seed": seed},
-                            owned=("images", TRUTH_FILE), inputs={"the manifest": manifest})
+        Run("plant-copies", {"manifest": manifest_fingerprint(m.images), "per_transform": per_transform,
+                             "seed": seed}).claim(out, owned=("images", TRUTH_FILE), inputs={"the manifest": manifest})
         rng = np.random.default_rng(seed)
         chosen = rng.choice(has, need, replace=False)
         places = rng.random((need, 2))

@@ -30,7 +30,7 @@ from eic_builder.errors import OptionError, check_choice
 from eic_builder.export.files import Placement, link_images, materialize_images
 from eic_builder.export.labels import LABEL_STYLES, label_names
 from eic_builder.export.source import ExportSplit, load_split
-from eic_builder.output_folder import check_out, claim_output_folder
+from eic_builder.output_folder import Run, check_out
 from eic_builder.progress import progress
 from eic_builder.safe_names import child_path, path_component
 
@@ -177,8 +177,8 @@ def export_manifests(manifests: Sequence[str | os.PathLike[str]], out: str | os.
     # (switching --materialize or --labels rewrites the same files: the same run)
     if fmt == "voc":
         _check_voc(splits, materialize)
-    claim_output_folder(out, "export", {"format": fmt, "manifests": {s.name: s.fingerprint for s in splits}},
-                        owned=OWNED_ENTRIES[fmt])
+    Run("export", {"format": fmt, "manifests": {s.name: s.fingerprint for s in splits}}).claim(
+        out, owned=OWNED_ENTRIES[fmt])
     if fmt == "coco":
         _export_coco(splits, out, names, materialize, result)
     elif fmt == "voc":

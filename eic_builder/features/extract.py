@@ -196,31 +196,34 @@ def extract_features(manifest_dir: str | os.PathLike[str], out: str | os.PathLik
 def _finished_shards(out: Path, chunks: list[list[FeatureItem]], mine: list[int], settings: dict) -> set[int]:
     """The shards of ``mine`` already in ``out`` from the same settings and images (resumed, not made
     again); raises :class:`OptionError` for an ``out`` holding another run's shards (other settings, or
-    more shards than this manifest makes)."""
+    more shards than this manifest makes). The run is known by its settings, recorded in every shard
+    (:class:`~eic_builder.output_folder.Run`); each shard by the digest of its items."""
+    from eic_builder.output_folder import Run
+
     beyond = sorted(p.name for p in out.glob("part-*.parquet") if not p.stem[5:].isdigit()
                     or int(p.stem[5:]) >= len(chunks))
     if beyond:  # shards of a larger manifest: read with ours, they would add features of other images
         raise OptionError(f"{out} holds {len(beyond)} shard(s) beyond the {len(chunks)} this manifest makes "
                           f"({beyond[0]}, ...): another run's; use a new `out`")
-    keys = [*settings, *(k for k in OPTIONAL_SETTINGS if k not in settings)]
-    done = set()
-    for k in mine:
+    run = Run("features", {**{k: None for k in OPTIONAL_SETTINGS}, **settings})
+
+    def recorded(k: int) -> str | None:
         shard = out / f"part-{k:06d}.parquet"
         if not shard.is_file():
-            continue
+            return None
         try:
             meta = read_metadata(shard)
         except (OSError, ValueError, ManifestError) as exc:  # pyarrow's errors are OSError/ValueError kinds
             log.warning("%s is unreadable (%s): it is made again", shard, exc)
-            continue
-        old = {key: meta.get(key) for key in keys}
-        if old != {key: settings.get(key) for key in keys}:
-            raise OptionError(f"{out} holds shards made with other settings ({old}); use a new `out`")
-        if meta.get("inputs") == chunk_digest(chunks[k]):
-            done.add(k)
-        else:
-            log.info("%s was made from other images (the manifest changed): it is made again", shard)
-    return done
+            return None
+        run.refuse_other(meta, out, what=f"shards ({shard.name}, ...)")
+        return meta.get("inputs")
+
+    done, stale = Run.finished(mine, recorded, lambda k: chunk_digest(chunks[k]))
+    for k in stale:
+        log.info("%s was made from other images (the manifest changed): it is made again",
+                 out / f"part-{k:06d}.parquet")
+    return set(done)
 
 
 def _run(model: nn.Module, chunks: list[list[FeatureItem]], todo: list[int], out: Path, root: str, cfg: FeatureConfig,

@@ -10,7 +10,6 @@ scan interrupted and run again redoes only the units that did not finish.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from eic_builder.dataset.rows import RejectRow, rows_table
 from eic_builder.dataset.tables import command_line, empty_table
 from eic_builder.errors import InputNotFoundError, OptionError
 from eic_builder.gzip_index import archive_record, check_index_dir, index_path
+from eic_builder.output_folder import Run
 from eic_builder.progress import progress
 from eic_builder.rejects import Rejected
 from eic_builder.scan.annotations import RawAnnotation, read_coco, read_loc_csv
@@ -195,14 +195,14 @@ def make_units(items: list[ScanItem], unit_size: int = UNIT_SIZE) -> list[tuple[
     return units
 
 
-def _fingerprint(cfg: ScanConfig) -> str:
-    record = {
+def _run(cfg: ScanConfig) -> Run:
+    """The scan's run identity: what changes the rows it writes (its units live under :attr:`Run.key`)."""
+    return Run("scan", {
         "root": str(Path(cfg.root).resolve()), "fmt": cfg.fmt, "split": cfg.split,
         "verify": cfg.verify_images, "expected": cfg.images_expected, "hash": cfg.hash_files,
         "wnids": len(cfg.known_wnids) if cfg.known_wnids is not None else None,
         "synsets": hashlib.sha1("\n".join(cfg.synsets).encode()).hexdigest() if cfg.synsets else None,
-    }
-    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    })
 
 
 def _concat(parts: list[tuple[pa.Table, pa.Table, pa.Table]],
@@ -406,7 +406,7 @@ def scan(
                      synsets=tuple(synsets) if synsets is not None else None)
     items, rejects = _select_items(items, rejects, ignored, shard, classes)
     units = make_units(items, UNIT_SIZE)
-    results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _fingerprint(cfg), n_workers)
+    results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _run(cfg).key, n_workers)
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(index.root.resolve()), "format": resolved,
             "gzip_indexes": gzip_records(index),
@@ -478,20 +478,23 @@ def _scan_units(units: list[tuple[str, list[ScanItem]]], cfg: ScanConfig, parts_
     under ``parts_root`` by an earlier run is reused if its input files are unchanged, the others are scanned
     (those that read files in ``n_workers`` processes)."""
     parts_root.mkdir(parents=True, exist_ok=True)
-    results = {}
-    stale = 0
-    for name, chunk in units:
-        if (parts_root / name / MANIFEST_FILES["images"]).is_file():
-            part = read_manifest(parts_root / name)
-            if part.meta.get("inputs") == inputs_digest(chunk, cfg.root):
-                results[name] = (part.images, part.boxes, part.rejects)
-            else:
-                stale += 1
+    kept: dict[str, tuple] = {}
+
+    def recorded(name: str) -> str | None:  # the digest a unit's part manifest records, its tables kept
+        if not (parts_root / name / MANIFEST_FILES["images"]).is_file():
+            return None
+        part = read_manifest(parts_root / name)
+        kept[name] = (part.images, part.boxes, part.rejects)
+        return part.meta.get("inputs")
+
+    chunks = dict(units)
+    done, stale = Run.finished(chunks, recorded, lambda name: inputs_digest(chunks[name], cfg.root))
+    results = {name: kept[name] for name in done}
     todo = [(name, chunk) for name, chunk in units if name not in results]
     resumed = len(results)
     if resumed or stale:
         log.info("resuming: %d of %d units already scanned (%d redone: their files changed)", resumed,
-                 len(units), stale)
+                 len(units), len(stale))
     bar = progress(total=sum(len(c) for _, c in todo), desc="scan", unit="img")
 
     def keep(job: tuple[str, int], tables: tuple) -> None:

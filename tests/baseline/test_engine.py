@@ -89,7 +89,7 @@ def test_resume_errors(train_manifest: Path, tmp_path: Path) -> None:
     with pytest.raises(OptionError, match=r"no checkpoint .* to resume from"):
         train(train_manifest, tmp_path / "r", TrainConfig.tiny(**FAST), resume=True)
     train(train_manifest, tmp_path / "r", TrainConfig.tiny(**FAST), stop_after=2)
-    with pytest.raises(OptionError, match="was trained with another configuration"):
+    with pytest.raises(OptionError, match=r"was trained with another configuration \(it differs in lr\)"):
         train(train_manifest, tmp_path / "r", TrainConfig.tiny(**{**FAST, "lr": 0.5}), resume=True)
     (tmp_path / "junk.pt").write_bytes(b"x")
     with pytest.raises(ModelError, match="cannot read checkpoint"):
