@@ -27,17 +27,8 @@ from baseline.data import DetectionDataset, collate, load_records
 from baseline.model import HourglassRPN
 from baseline.rpn import TargetConfig, box_coder, rpn_loss
 from baseline.sampling import BatchPlan, PlannedBatches
-from baseline.trainer import (
-    Trainer,
-    ValidationHook,
-    build_optimizer,
-    open_run,
-    parallel_model,
-    setup_process,
-    standard_hooks,
-)
+from baseline.trainer import Trainer, ValidationHook, setup_process, standard_hooks, start_run
 from eic_builder.errors import ModelError, OptionError
-from eic_builder.hardware import bf16_autocast
 from eic_builder.seeded import AUGMENT, FLIP, rng_for, seed_for
 from eic_builder.torch_files import load_torch_file, state_dict_of
 
@@ -172,8 +163,10 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
     rank, world, device = setup_process(cfg, distributed)
     records, root = load_records(manifest_dir, root)
     model = _build_model(cfg, device, world)
-    optimizer = build_optimizer(cfg, model)
-    checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank)
+    validation = ValidationHook(_held_out_score(val_dir, cfg, root, run / "val_eval")) if val_dir else None
+    hooks = [*standard_hooks(cfg, max_seconds, "train"), *([validation] if validation else [])]
+    trainer, start = start_run(RPNTask(cfg, target_config(cfg)), model, cfg, run, (rank, world, device),
+                               resume=resume, distributed=distributed, kind="rpn", grad_clip=cfg.grad_clip, hooks=hooks)
     plan = BatchPlan([r.label for r in records], cfg.sampling, cfg.images_per_batch, cfg.train_scales, cfg.seed,
                      cfg.per_class)
     stop = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
@@ -181,11 +174,6 @@ def train(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str],
         DetectionDataset(records, root, cfg.max_size),
         batch_sampler=PlannedBatches(lambda it: flipped(cfg, it, plan.batch(it))[rank::world], start, stop),
         num_workers=cfg.workers, collate_fn=collate, pin_memory=device.type == "cuda")
-    hooks = standard_hooks(cfg, max_seconds, "train")
-    validation = ValidationHook(_held_out_score(val_dir, cfg, root, run / "val_eval")) if val_dir else None
-    trainer = Trainer(RPNTask(cfg, target_config(cfg)), model, parallel_model(model, device, distributed), optimizer,
-                      cfg.lr_at, device, checkpointer, rank, world, distributed, bf16_autocast(cfg.dtype, device),
-                      cfg.grad_clip, [*hooks, *([validation] if validation else [])])
     ended = trainer.train(loader, start, stop)
-    return TrainResult(ended.iteration, ended.last_loss, ended.images_per_second, checkpointer.last, str(device),
-                       "bfloat16" if trainer.amp else "float32", validation.figures if validation else {})
+    return TrainResult(ended.iteration, ended.last_loss, ended.images_per_second, trainer.checkpointer.last,
+                       str(device), "bfloat16" if trainer.amp else "float32", validation.figures if validation else {})

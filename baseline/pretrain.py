@@ -34,20 +34,10 @@ from baseline.config import PretrainConfig
 from baseline.data import read_rgb
 from baseline.encoders import build_encoder
 from baseline.sampling import BatchPlan, PlannedBatches
-from baseline.trainer import (
-    Hook,
-    Trainer,
-    ValidationHook,
-    build_optimizer,
-    open_run,
-    parallel_model,
-    setup_process,
-    standard_hooks,
-)
+from baseline.trainer import Hook, Trainer, ValidationHook, setup_process, standard_hooks, start_run
 from eic_builder.atomic_files import write_text
 from eic_builder.dataset.manifest import Manifest
 from eic_builder.errors import OptionError
-from eic_builder.hardware import bf16_autocast
 from eic_builder.image_batches import normalise
 from eic_builder.image_source import ImageReader, ImageRef
 from eic_builder.progress import progress
@@ -211,11 +201,17 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     model = EncoderClassifier(cfg, len(classes)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
     classes_file = run / "classes.txt"
     if resume and classes_file.is_file() and classes_file.read_text().split() != classes:
         raise OptionError(f"`resume`: {run} was trained on other classes (see {classes_file})")
-    checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank, kind="classifier")
+    validation = None
+    if val_dir is not None:
+        validation = ValidationHook(lambda trainer: top_k_accuracy(model, labelled_images(val_dir, root), classes,
+                                                                   cfg, device, trainer.amp))
+    trainer, start = start_run(ClassifierTask(), model, cfg, run, (rank, world, device), resume=resume,
+                               distributed=distributed, kind="classifier",
+                               hooks=[*standard_hooks(cfg, max_seconds, "pretrain"), EncoderHook(),
+                                      *([validation] if validation else [])])
     if rank == 0:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
     target_of = {c: i for i, c in enumerate(classes)}
@@ -230,14 +226,6 @@ def pretrain(manifest_dir: str | os.PathLike[str], run_dir: str | os.PathLike[st
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=PlannedBatches(crops_of, start, stop),
                                          num_workers=cfg.workers,
                                          pin_memory=device.type == "cuda")
-    validation = None
-    if val_dir is not None:
-        validation = ValidationHook(lambda trainer: top_k_accuracy(model, labelled_images(val_dir, root), classes,
-                                                                   cfg, device, trainer.amp))
-    trainer = Trainer(ClassifierTask(), model, parallel_model(model, device, distributed), optimizer, cfg.lr_at,
-                      device, checkpointer, rank, world, distributed, bf16_autocast(cfg.dtype, device),
-                      hooks=[*standard_hooks(cfg, max_seconds, "pretrain"), EncoderHook(),
-                             *([validation] if validation else [])])
     ended = trainer.train(loader, start, stop)
     return PretrainResult(ended.iteration, ended.last_loss, ended.images_per_second, run / ENCODER_FILE,
                           validation.figures if validation else {})

@@ -295,6 +295,23 @@ def standard_hooks(cfg: RunConfig, max_seconds: float | None, desc: str) -> list
             CheckpointHook(cfg.checkpoint_every, cfg.iters)]
 
 
+def start_run(task: TrainingTask, model: torch.nn.Module, cfg: RunConfig, run: Path,
+              process: tuple[int, int, torch.device], *, resume: bool, distributed: bool, kind: str,
+              hooks: list[Hook], grad_clip: float = 0.0) -> tuple[Trainer, int]:
+    """A training stage's trainer, and the iteration to start from: ``cfg``'s optimizer over ``model``'s
+    parameters, the run folder opened (resumed with ``resume``; :func:`open_run`), DDP under torchrun,
+    bfloat16 where ``cfg.dtype`` and the device say; ``process`` is :func:`setup_process`'s (rank, world,
+    device)."""
+    from eic_builder.hardware import bf16_autocast
+
+    rank, world, device = process
+    optimizer = build_optimizer(cfg, model)
+    checkpointer, start = open_run(run, model, optimizer, cfg, resume, rank, kind)
+    trainer = Trainer(task, model, parallel_model(model, device, distributed), optimizer, cfg.lr_at, device,
+                      checkpointer, rank, world, distributed, bf16_autocast(cfg.dtype, device), grad_clip, hooks)
+    return trainer, start
+
+
 def setup_process(cfg: RunConfig, distributed: bool) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process; joins torchrun's group with ``distributed``."""
     rank, world = init_distributed(distributed)

@@ -41,7 +41,7 @@ import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -148,22 +148,10 @@ class ArchiveUnit:
 
 
 class MemberImage(NamedTuple):
-    """An image member an archive unit read: its path (``archive/member``), then as :class:`ImageProbe`:
-    the physical archive, the member's offset (None inside a compressed tar) and size, its SHA-1 and its
-    header's size (0 x 0 with a reject ``reason`` and ``detail`` when the header check failed)."""
+    """An image member an archive unit read: its path (``archive/member``) and its :class:`ImageProbe`."""
 
     path: str
-    archive: str
-    offset: int | None
-    size: int
-    sha1: str
-    width: int
-    height: int
-    reason: str | None
-    detail: str | None
-
-    def probe(self) -> ImageProbe:
-        return ImageProbe(*self[1:])
+    probe: ImageProbe
 
 
 @dataclass
@@ -193,14 +181,16 @@ class ArchiveEntries:
             self.add_sample(key, facts)
 
     def to_json(self) -> str:
-        return json.dumps({"images": self.images, "xmls": {k: v.decode("latin-1") for k, v in self.xmls.items()},
+        return json.dumps({"images": [[m.path, *astuple(m.probe)] for m in self.images],
+                           "xmls": {k: v.decode("latin-1") for k, v in self.xmls.items()},
                            "rejects": self.rejects, "ignored": dict(self.ignored),
                            "samples": {k: f.as_list() for k, f in self.samples.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> ArchiveEntries:
         doc = json.loads(text)
-        return cls([MemberImage(*r) for r in doc["images"]], {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
+        return cls([MemberImage(r[0], ImageProbe(*r[1:])) for r in doc["images"]],
+                   {k: v.encode("latin-1") for k, v in doc["xmls"].items()},
                    [RejectRow(*r) for r in doc["rejects"]], Counter(doc["ignored"]),
                    {k: SampleFacts(*v) for k, v in doc.get("samples", {}).items()})
 
@@ -291,10 +281,10 @@ class _Reader:
             sha1 = hashlib.sha1(data).hexdigest()
             try:
                 header = image_header_of_bytes(data, name)
-                row = MemberImage(path, self.unit.archive, offset, len(data), sha1, header.width, header.height,
-                                  None, None)
+                probe = ImageProbe(self.unit.archive, offset, len(data), sha1, header.width, header.height)
             except Rejected as exc:
-                row = MemberImage(path, self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
+                probe = ImageProbe(self.unit.archive, offset, len(data), sha1, 0, 0, exc.reason, exc.detail)
+            row = MemberImage(path, probe)
             self.out.images.append(row)
         elif low.endswith(".xml"):
             self.out.xmls[path] = bytes(data)  # kept: never a view of a buffer read again
@@ -652,9 +642,9 @@ def _read_indexed_gzip(reader: _Reader, path: str, threads: int) -> None:
             reader.open_and_read(reader.checked, "tar", unit.prefix, unit.depth, 0, None, drain=True)
     if reader.out.images and not index_path(path).is_file():
         for row in reader.out.images:
-            reader.reject(row[0], "corrupt_archive", f"{unit.archive} could not be decoded to its end, so no "
+            reader.reject(row.path, "corrupt_archive", f"{unit.archive} could not be decoded to its end, so no "
                           "seek index exists to read this member in place; download the archive again",
-                          image_id=image_id_of(row[0])[0])
+                          image_id=image_id_of(row.path)[0])
         reader.out.images.clear()
 
 

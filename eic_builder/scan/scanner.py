@@ -301,7 +301,7 @@ def _plan_units(index: FileIndex, shard: tuple[int, int] | None,
 def _with_members(index: FileIndex, entries: ArchiveEntries, ignored: Counter[str]) -> FileIndex:
     """``index`` with what its archives held: images (probed), XMLs and webdataset samples, and the files
     ``ignored`` by rule on the way (zero counts dropped)."""
-    images = {m.path: m.probe() for m in entries.images}
+    images = {m.path: m.probe for m in entries.images}
     return replace(index, images=sorted(index.images + list(images)), xmls=sorted(index.xmls + list(entries.xmls)),
                    member_images=images, member_xmls=dict(entries.xmls), member_samples=dict(entries.samples),
                    ignored=index.ignored + ignored + entries.ignored + Counter())
