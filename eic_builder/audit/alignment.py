@@ -41,13 +41,14 @@ MIN_SPREAD = 2.0  # grey levels (standard deviation of the detail): flatter matc
 DETAIL_SIGMAS = (1.0, 4.0)  # pixels of a thumbnail: the band correlated (detail)
 CHUNK = 128  # images per worker task
 PAIR_CHUNK = 64  # pairs per worker task
+PAIRS_PER_BLOCK = 50_000  # pairs whose thumbnails are held at once (match_scores)
 
 _readers: dict[str, ImageReader] = {}
 
 
 def thumbnail(data: bytes, side: int = THUMB_SIDE) -> np.ndarray:
-    """The encoded image ``data`` as grey levels (float32, (h, w), 0-255), ``side`` pixels on its long side
-    (JPEGs decoded at a reduced scale first, as for the pHash)."""
+    """The encoded image ``data`` as grey levels (uint8, (h, w)), ``side`` pixels on its long side (JPEGs
+    decoded at a reduced scale first, as for the pHash)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
@@ -56,7 +57,7 @@ def thumbnail(data: bytes, side: int = THUMB_SIDE) -> np.ndarray:
         scale = side / max(grey.size)
         size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
         grey = grey.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(grey, dtype=np.float32)
+    return np.asarray(grey, dtype=np.uint8)
 
 
 def detail(grey: np.ndarray, sigmas: tuple[float, float] | None = DETAIL_SIGMAS) -> np.ndarray:
@@ -98,11 +99,12 @@ def _best_correlation(image: np.ndarray, integrals: tuple[np.ndarray, np.ndarray
 
 def match_score(first: np.ndarray, second: np.ndarray, shares: tuple[float, ...] = SHARES,
                 sigmas: tuple[float, float] | None = DETAIL_SIGMAS) -> float:
-    """How well one of two grey thumbnails (float32, (h, w)) lies on the other, whole or as a crop, plain or
+    """How well one of two grey thumbnails ((h, w), any dtype) lies on the other, whole or as a crop, plain or
     mirrored: the best normalised cross-correlation of their :func:`detail` (``sigmas``; None: of the grey
     levels themselves) in [-1, 1] (see the module's doc); -1 where neither has the texture to align."""
     import cv2
 
+    first, second = np.asarray(first, dtype=np.float32), np.asarray(second, dtype=np.float32)
     best = -1.0
     for image, template in ((first, second), (second, first)):
         band = detail(image, sigmas)
@@ -131,8 +133,8 @@ def _thumbnail_chunk(root: str, refs: list[ImageRef]) -> list[np.ndarray | None]
     return out
 
 
-def read_thumbnails(cat: Catalog, rows: np.ndarray, workers: int = 2) -> dict[int, np.ndarray]:
-    """Grey thumbnails of the catalog images ``rows``, read and shrunk in ``workers`` processes; an image
+def _read_thumbnails(cat: Catalog, rows: np.ndarray, pool: ProcessPoolExecutor) -> dict[int, np.ndarray]:
+    """Grey thumbnails of the catalog images ``rows``, read and shrunk in ``pool``'s processes; an image
     that cannot be decoded is left out."""
     wanted = np.unique(np.asarray(rows, dtype=np.int64))
     jobs = []
@@ -142,15 +144,11 @@ def read_thumbnails(cat: Catalog, rows: np.ndarray, workers: int = 2) -> dict[in
             root = cat.root_of(k)
             jobs += [(root, mine[s:s + CHUNK]) for s in range(0, len(mine), CHUNK)]
     thumbs: dict[int, np.ndarray] = {}
-    bar = progress(total=len(wanted), desc="thumbnails", unit="img")
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = [(chunk, pool.submit(_thumbnail_chunk, root, [cat.ref[i] for i in chunk])) for root, chunk in jobs]
-        for chunk, future in futures:
-            for i, thumb in zip(chunk.tolist(), future.result()):
-                if thumb is not None:
-                    thumbs[i] = thumb
-            bar.update(len(chunk))
-    bar.close()
+    futures = [(chunk, pool.submit(_thumbnail_chunk, root, [cat.ref[i] for i in chunk])) for root, chunk in jobs]
+    for chunk, future in futures:
+        for i, thumb in zip(chunk.tolist(), future.result()):
+            if thumb is not None:
+                thumbs[i] = thumb
     return thumbs
 
 
@@ -158,21 +156,27 @@ def _score_chunk(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
     return [match_score(first, second) for first, second in pairs]
 
 
-def match_scores(cat: Catalog, first: np.ndarray, second: np.ndarray, workers: int = 2) -> np.ndarray:
+def match_scores(cat: Catalog, first: np.ndarray, second: np.ndarray, workers: int = 2,
+                 block: int = PAIRS_PER_BLOCK) -> np.ndarray:
     """:func:`match_score` of each catalog pair ``(first[k], second[k])`` (float32, shape (pairs,)), in
-    ``workers`` processes; -1 for a pair with an image that cannot be decoded."""
+    ``workers`` processes; -1 for a pair with an image that cannot be decoded. Pairs go ``block`` at a
+    time, in the order of their first image, so memory holds one block's thumbnails (uint8, about 9 KB
+    each), whatever the number of pairs; each block's images are read (and shrunk) in the same processes."""
     scores = np.full(len(first), -1.0, dtype=np.float32)
     if not len(first):
         return scores
-    thumbs = read_thumbnails(cat, np.concatenate([first, second]), workers)
-    both = np.flatnonzero([a in thumbs and b in thumbs for a, b in zip(first.tolist(), second.tolist())])
-    bar = progress(total=len(both), desc="align pairs", unit="pair")
+    order = np.lexsort((second, first))
+    bar = progress(total=len(first), desc="align pairs", unit="pair")
     with ProcessPoolExecutor(max(1, workers)) as pool:
-        chunks = [both[s:s + PAIR_CHUNK] for s in range(0, len(both), PAIR_CHUNK)]
-        futures = [(rows, pool.submit(_score_chunk, [(thumbs[first[k]], thumbs[second[k]]) for k in rows]))
-                   for rows in chunks]
-        for rows, future in futures:
-            scores[rows] = future.result()
+        for start in range(0, len(order), block):
+            rows = order[start:start + block]
+            thumbs = _read_thumbnails(cat, np.concatenate([first[rows], second[rows]]), pool)
+            both = [k for k in rows.tolist() if int(first[k]) in thumbs and int(second[k]) in thumbs]
+            futures = [(chunk, pool.submit(_score_chunk, [(thumbs[int(first[k])], thumbs[int(second[k])])
+                                                          for k in chunk]))
+                       for chunk in (both[s:s + PAIR_CHUNK] for s in range(0, len(both), PAIR_CHUNK))]
+            for chunk, future in futures:
+                scores[chunk] = future.result()
             bar.update(len(rows))
     bar.close()
     return scores

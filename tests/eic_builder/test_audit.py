@@ -189,9 +189,10 @@ def planted(ilsvrc_val_1300: Path, tmp_path_factory: pytest.TempPathFactory, fir
 @pytest.mark.slow
 def test_the_derived_cut_on_photos_it_was_not_set_on(ilsvrc_val_1300: Path, tmp_path: Path) -> None:
     """Val images 400-499 (the set of bench_audit_peers.py --offset 400 --originals 100, seed 0), 10 planted
-    copies per transformation, features as that benchmark makes them, the cut derived from the data. Bars
-    against the benchmark over seeds 0-2 (stored run audit-peers-from400): precision 0.987, every exact,
-    re-encoded, resized and mirrored copy, crops 0.8-1.0 a seed."""
+    copies per transformation, features as that benchmark makes them, the cut derived from the data and
+    the candidates checked on their pixels. Bars against the benchmark over seeds 0-2 (stored run
+    audit-peers-aligned-from400): precision 1.0, every exact, re-encoded, resized and mirrored copy, crops
+    0.97; the bars leave a miss or two."""
     import shutil
 
     (tmp_path / "src" / "val").mkdir(parents=True)
@@ -209,9 +210,9 @@ def test_the_derived_cut_on_photos_it_was_not_set_on(ilsvrc_val_1300: Path, tmp_
     assert r.cosine_cut.derived and "derived from the data" in (tmp_path / "audit" / "report.md").read_text()
     copies = read_planted(tmp_path / "planted" / "planted.csv")
     features = score_planted(pq.read_table(tmp_path / "audit" / "pairs.parquet"), copies)["features"]
-    assert features["precision"] >= 0.9
+    assert features["precision"] >= 0.95
     assert features["exact"] == features["reencode"] == features["resize"] == 1.0 and features["flip"] >= 0.9
-    assert features["crop"] >= 0.6
+    assert features["crop"] >= 0.8
 
 
 @pytest.mark.slow
@@ -556,3 +557,23 @@ def test_pixel_check_options(planted: dict[str, Path], tmp_path: Path) -> None:
                                   "--min-match", "1.5"])
     assert r.exit_code == 2 and "--min-match" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_pixel_check_in_blocks_of_pairs(planted: dict[str, Path]) -> None:
+    """The planted copies against their originals, and each original against the next copy's: the same
+    scores whatever the block of pairs held at once; copies at the cut, the others under it."""
+    from eic_builder.audit.alignment import DEFAULT_MIN_MATCH, match_scores
+    from eic_builder.audit.catalog import load_catalog
+
+    cat = load_catalog([planted["val"], planted["train"]], None)
+    try:
+        row = {image_id: i for i, image_id in enumerate(cat.image_id)}
+        copies = read_planted(planted["dir"] / "planted" / "planted.csv")
+        first = np.asarray([row[c.original_id] for c in copies] * 2)
+        second = np.asarray([row[c.copy_id] for c in copies] + [row[c.copy_id] for c in copies[1:] + copies[:1]])
+        whole = match_scores(cat, first, second, workers=1)
+        assert np.array_equal(match_scores(cat, first, second, workers=2, block=7), whole)
+        assert (whole[:len(copies)] >= DEFAULT_MIN_MATCH).all() and (whole[len(copies):] < DEFAULT_MIN_MATCH).all()
+    finally:
+        cat.close()
