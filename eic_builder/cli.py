@@ -109,6 +109,10 @@ _AUDIT = "eic_builder.audit:AuditOptions"
 _EXPORT = "eic_builder.export:ExportOptions"
 _EXPAND = "eic_builder.expand:ExpandOptions"
 _FILTER = "eic_builder.filters:FilterOptions"
+_SCAN = "eic_builder.scan.options:ScanOptions"
+_STATS = "eic_builder.stats:StatsOptions"
+_HOLD_OUT = "eic_builder.holdout:HoldOutOptions"
+_PLANT = "eic_builder.planted_copies:PlantOptions"
 
 
 def _option(options_class: str, field: str, *decls: str, **kwargs: object):
@@ -226,9 +230,8 @@ def synth_cmd(root: Path, layout: str, n_classes: int, train_per_class: int, val
               help="Manifest directory to write (images/boxes/rejects.parquet).")
 @click.option("--split", default=None, help="Split to scan (train, val, ...) when the sources hold several; "
               "otherwise the name given to every image. Default: the split found, else the first SOURCE's name.")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(choices.SCAN_FORMATS),
-              help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
+@_option(_SCAN, "fmt", "--format", "fmt", type=click.Choice(choices.SCAN_FORMATS),
+         help="Annotation format; auto detects COCO JSON, then LOC CSV, then XML.")
 @click.option("--verify-images", is_flag=True, help="Decode every image fully (slow) instead of reading headers.")
 @click.option("--hash", "hash_files", is_flag=True,
               help="Record the SHA-1 of loose image files too (archive members always get one); reads them whole.")
@@ -263,6 +266,7 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
     Every file ends in images.parquet or rejects.parquet (with a reason), or is
     counted as ignored. An interrupted scan resumes: run the same command again.
     """
+    from eic_builder.scan.options import ScanOptions
     from eic_builder.scan.scanner import parse_shard, scan
 
     known = None
@@ -276,8 +280,9 @@ def scan_cmd(sources: tuple[Path, ...], out: Path, split: str | None, fmt: str, 
 
     classes = frozenset(read_wnid_list(classes_file)) if classes_file is not None else None
     synsets = read_wnid_list(synsets_file) if synsets_file is not None else None
-    s = scan(list(sources), out, fmt=fmt, split=split, verify_images=verify_images, workers=workers,
-             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard), classes=classes, synsets=synsets)
+    s = scan(list(sources), out, ScanOptions(fmt=fmt, split=split, verify_images=verify_images, workers=workers,
+                                             known_wnids=known, hash_files=hash_files, shard=parse_shard(shard),
+                                             classes=classes, synsets=synsets))
     named = " ".join(str(p) for p in sources)
     click.echo(f"{named} ({s.format}, split {s.split}): {s.files_seen} files seen -> {s.images} images, "
                f"{s.boxes} boxes, {s.rejects} rejects, {sum(s.ignored.values())} ignored; wrote {out}")
@@ -385,18 +390,17 @@ def filter_cmd(src: Path, out: Path, drop: str | None, keep: str | None, min_sid
 
 @main.command("stats")
 @click.argument("manifests", nargs=-1, metavar="NAME=DIR...")
-@click.option("--format", "fmt", default="md", show_default=True, type=click.Choice(choices.STATS_FORMATS))
+@_option(_STATS, "fmt", "--format", "fmt", type=click.Choice(choices.STATS_FORMATS), help="Output format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table to FILE instead of standard output.")
-@click.option("--small-px", default=32.0, show_default=True, help="Small: both sides under PX pixels.")
-@click.option("--twisted-ratio", default=4.0, show_default=True, help="Twisted: aspect above R or below 1/R.")
+@_option(_STATS, "small_px", "--small-px", type=float, help="Small: both sides under PX pixels.")
+@_option(_STATS, "twisted_ratio", "--twisted-ratio", type=float, help="Twisted: aspect above R or below 1/R.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="An EIC class list (expand-classes output): adds a row counting its classes present.")
 @click.option("--features", "features", multiple=True, metavar="NAME=FEATDIR",
               help="fc6 shards (from `features`) of the manifest NAME: fills the two distance rows. Repeatable.")
-@click.option("--inter-distance", "inter", default="cosine", show_default=True,
-              type=click.Choice(choices.INTER_DISTANCES),
-              help="The inter-class row: cosine, the mean over class pairs of 1 - cos between centroids (at most "
+@_option(_STATS, "inter", "--inter-distance", "inter", type=click.Choice(choices.INTER_DISTANCES),
+         help="The inter-class row: cosine, the mean over class pairs of 1 - cos between centroids (at most "
                    "1 + 1/(C-1)); euclidean, the mean Euclidean distance between the L2-normalised centroids (0 "
                    "to 2), our best reading of the paper's 1.12-1.55.")
 @click.option("--paper", is_flag=True, help="Add the paper's four columns (EIC and ILSVRC-2012 train/val) beside ours.")
@@ -410,11 +414,11 @@ def stats_cmd(manifests: tuple[str, ...], fmt: str, out: Path | None, small_px: 
         from eic_builder.reference_lists import read_wnid_list
 
         eic = frozenset(read_wnid_list(classes_file))
-    from eic_builder.stats import parse_named_dirs
+    from eic_builder.stats import StatsOptions, parse_named_dirs
 
-    text = dataset_table(list(manifests), fmt, small_px, twisted_ratio,
-                         features=dict(parse_named_dirs(features)) if features else None, eic_wnids=eic,
-                         paper=paper, inter=inter)
+    text = dataset_table(list(manifests), StatsOptions(
+        fmt=fmt, small_px=small_px, twisted_ratio=twisted_ratio, paper=paper, inter=inter, eic_wnids=eic,
+        features=dict(parse_named_dirs(features)) if features else None))
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -536,13 +540,13 @@ def expand_cmd(out: Path | None, report: Path | None, pool: str, target: int, mi
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--train-out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--test-out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--test-fraction", "fraction", default=0.2, show_default=True, help="Share of images held out.")
-@click.option("--seed", default=0, show_default=True)
+@_option(_HOLD_OUT, "fraction", "--test-fraction", "fraction", type=float, help="Share of images held out.")
+@_option(_HOLD_OUT, "seed", "--seed", type=int, help="The draw: which images are held out.")
 def hold_out_cmd(src: Path, train_out: Path, test_out: Path, fraction: float, seed: int) -> None:
     """Divide the manifest SRC into train and held-out parts, deterministically by image id."""
-    from eic_builder.holdout import hold_out_manifest
+    from eic_builder.holdout import HoldOutOptions, hold_out_manifest
 
-    n_train, n_test = hold_out_manifest(src, train_out, test_out, fraction, seed)
+    n_train, n_test = hold_out_manifest(src, train_out, test_out, HoldOutOptions(fraction, seed))
     click.echo(f"{n_train} images -> {train_out}, {n_test} held out -> {test_out}")
 
 
@@ -667,9 +671,9 @@ def audit_cmd(manifests: tuple[Path, ...], out: Path, features: tuple[str, ...],
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for images/<label>/<id>_<transform>.JPEG and planted.csv.")
-@click.option("--per-transform", default=10, show_default=True, type=click.IntRange(1),
-              help="Copies per transformation (exact, reencode, resize, crop, flip); each original used once.")
-@click.option("--seed", default=0, show_default=True, help="Which images are copied.")
+@_option(_PLANT, "per_transform", "--per-transform", type=click.IntRange(1),
+         help="Copies per transformation (exact, reencode, resize, crop, flip); each original used once.")
+@_option(_PLANT, "seed", "--seed", type=int, help="Which images are copied, and where crops sit.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Image root (default: the manifest's scan root).")
 def plant_copies_cmd(manifest: Path, out: Path, per_transform: int, seed: int, root: Path | None) -> None:
@@ -678,9 +682,9 @@ def plant_copies_cmd(manifest: Path, out: Path, per_transform: int, seed: int, r
     Scan OUT/images as a split (e.g. --split train) and audit it with MANIFEST; OUT/planted.csv
     lists each copy, its original and the transformation.
     """
-    from eic_builder.planted_copies import TRUTH_FILE, plant_copies
+    from eic_builder.planted_copies import TRUTH_FILE, PlantOptions, plant_copies
 
-    copies = plant_copies(manifest, out, per_transform, seed, root)
+    copies = plant_copies(manifest, out, PlantOptions(per_transform, seed, root))
     click.echo(f"wrote {len(copies)} copies of images of {manifest} to {out / 'images'}; truth in {out / TRUTH_FILE}")
 
 

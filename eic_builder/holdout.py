@@ -10,6 +10,7 @@ the division needs no stored state.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,11 +26,27 @@ def held_out(image_id: str, fraction: float, seed: int = 0) -> bool:
     return fraction_of(image_id, seed) < fraction
 
 
+@dataclass(frozen=True)
+class HoldOutOptions:
+    """The knobs of ``hold-out``: the ``fraction`` of images held out (0 < fraction < 1), by a draw of
+    ``seed`` on each image id (:func:`held_out`)."""
+
+    fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0 < self.fraction < 1:
+            raise OptionError(f"`fraction` {self.fraction} must be between 0 and 1 (exclusive)")
+
+
 def hold_out_manifest(src: str | os.PathLike[str], train_out: str | os.PathLike[str],
-                   test_out: str | os.PathLike[str], fraction: float = 0.2, seed: int = 0) -> tuple[int, int]:
-    """Write the two parts of ``src``; returns (train images, held-out images)."""
-    if not 0 < fraction < 1:
-        raise OptionError(f"`fraction` {fraction} must be between 0 and 1 (exclusive)")
+                      test_out: str | os.PathLike[str], options: HoldOutOptions | None = None,
+                      **fields: float) -> tuple[int, int]:
+    """Write the two parts of ``src``; returns (train images, held-out images). ``fields`` make the options
+    where ``options`` is not given."""
+    options = options or HoldOutOptions(**fields)
+    options.validate()
+    fraction, seed = options.fraction, options.seed
     check_out(train_out, {"`src`": src}, name="`train_out`")
     check_out(test_out, {"`src`": src, "`train_out`": train_out}, name="`test_out`")
     manifest = Manifest.open(src)

@@ -68,16 +68,33 @@ class PlantedCopy:
     transform: str
 
 
-def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], per_transform: int = 10,
-                 seed: int = 0, root: str | os.PathLike[str] | None = None) -> list[PlantedCopy]:
+@dataclass(frozen=True)
+class PlantOptions:
+    """The knobs of ``plant-copies``: ``per_transform`` copies per transformation (each original used
+    once), the images and crop places drawn by ``seed``; ``root``: the image root when it moved since the
+    scan."""
+
+    per_transform: int = 10
+    seed: int = 0
+    root: str | os.PathLike[str] | None = None
+
+    def validate(self) -> None:
+        if self.per_transform < 1:
+            raise OptionError(f"`per_transform`={self.per_transform} must be >= 1")
+
+
+def plant_copies(manifest: str | os.PathLike[str], out: str | os.PathLike[str], options: PlantOptions | None = None,
+                 **fields: object) -> list[PlantedCopy]:
     """Copy ``per_transform`` images of ``manifest`` per transformation (each original used once) into
-    ``out`` (layout in the module's doc); returns the copies, also written to ``out/planted.csv``."""
+    ``out`` (layout in the module's doc); returns the copies, also written to ``out/planted.csv``.
+    ``fields`` make the options where ``options`` is not given."""
     from eic_builder.atomic_files import write_bytes, write_text
     from eic_builder.dataset.manifest import manifest_fingerprint, open_manifest
     from eic_builder.output_folder import Run
 
-    if per_transform < 1:
-        raise OptionError(f"`per_transform`={per_transform} must be >= 1")
+    options = options or PlantOptions(**fields)
+    options.validate()
+    per_transform, seed, root = options.per_transform, options.seed, options.root
     with open_manifest(manifest, root) as m:
         has = np.flatnonzero(np.asarray(m.images["has_image"].to_pylist(), dtype=bool))
         need = per_transform * len(TRANSFORMS)

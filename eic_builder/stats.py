@@ -353,37 +353,50 @@ def parse_named_dirs(specs: Sequence[str]) -> list[tuple[str, Path]]:
     return out
 
 
-def dataset_table(
-    specs: Sequence[str],
-    fmt: str = "md",
-    small_px: float = SMALL_PX,
-    twisted_ratio: float = TWISTED_RATIO,
-    features: Mapping[str, str | os.PathLike[str]] | None = None,
-    eic_wnids: frozenset[str] | None = None,
-    paper: bool = False,
-    inter: str = "cosine",
-) -> str:
-    """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render (``paper``, ``inter``: see
-    :func:`render`)."""
-    check_choice("fmt", fmt, OUTPUT_FORMATS)
-    check_choice("inter", inter, INTER_DISTANCES)
-    if small_px <= 0:
-        raise OptionError(f"`small_px`={small_px} must be > 0")
-    if twisted_ratio <= 1:
-        raise OptionError(f"`twisted_ratio`={twisted_ratio} must be > 1")
+@dataclass(frozen=True)
+class StatsOptions:
+    """The knobs of ``stats``: output ``fmt`` (:data:`OUTPUT_FORMATS`); a box is small with both sides under
+    ``small_px`` pixels and twisted with its aspect above ``twisted_ratio`` or below its inverse;
+    ``features`` (manifest name -> fc6 shards) fill the distance rows, read as ``inter`` (cosine or
+    euclidean); ``eic_wnids`` adds a row counting those classes present; ``paper`` adds the paper's columns."""
+
+    fmt: str = "md"
+    small_px: float = SMALL_PX
+    twisted_ratio: float = TWISTED_RATIO
+    features: Mapping[str, str | os.PathLike[str]] | None = None
+    eic_wnids: frozenset[str] | None = None
+    paper: bool = False
+    inter: str = "cosine"
+
+    def validate(self) -> None:
+        """Refuse options that cannot be run, before any manifest is read."""
+        check_choice("fmt", self.fmt, OUTPUT_FORMATS)
+        check_choice("inter", self.inter, INTER_DISTANCES)
+        if self.small_px <= 0:
+            raise OptionError(f"`small_px`={self.small_px} must be > 0")
+        if self.twisted_ratio <= 1:
+            raise OptionError(f"`twisted_ratio`={self.twisted_ratio} must be > 1")
+
+
+def dataset_table(specs: Sequence[str], options: StatsOptions | None = None, **fields: object) -> str:
+    """The whole ``stats`` command: parse ``NAME=DIR`` specs, compute, render (see :class:`StatsOptions`;
+    ``fields`` make the options where ``options`` is not given)."""
+    options = options or StatsOptions(**fields)
+    options.validate()
+    fmt, small_px, twisted_ratio, inter = options.fmt, options.small_px, options.twisted_ratio, options.inter
     named = parse_named_dirs(specs)
-    features = dict(features or {})
+    features = dict(options.features or {})
     unknown = sorted(set(features) - {name for name, _ in named})
     if unknown:
         raise OptionError(f"`features` names {', '.join(unknown)} match no manifest; names: "
                           f"{', '.join(name for name, _ in named)}")
     stats = []
     for name, path in named:
-        split_stats = compute_split_stats(name, path, small_px, twisted_ratio, eic_wnids)
+        split_stats = compute_split_stats(name, path, small_px, twisted_ratio, options.eic_wnids)
         if name in features:
             split_stats = with_distances(split_stats, features[name], inter)
         stats.append(split_stats)
-    return render(stats, fmt, small_px, twisted_ratio, paper, inter)
+    return render(stats, fmt, small_px, twisted_ratio, options.paper, inter)
 
 
 def with_distances(s: SplitStats, feature_dir: str | os.PathLike[str], inter: str = "cosine") -> SplitStats:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,12 +49,12 @@ from eic_builder.scan.hub import hub_set, image_id_of
 from eic_builder.scan.layout import (
     WNID_FORMATS,
     FileIndex,
-    check_format,
     detect_format,
     index_sources,
     select_members,
     select_split,
 )
+from eic_builder.scan.options import ScanOptions
 from eic_builder.scan.samples import sample_key
 from eic_builder.scan.unit import ScanConfig, ScanItem, inputs_digest, scan_unit
 
@@ -352,38 +353,18 @@ def _read_archives(index: FileIndex, parts_root: Path, n_workers: int, shard: tu
                         len(keyed))
 
 
-def scan(
-    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    fmt: str = "auto",
-    split: str | None = None,
-    verify_images: bool = False,
-    workers: int | None = None,
-    known_wnids: frozenset[str] | Callable[[], frozenset[str]] | None = None,
-    hash_files: bool = False,
-    shard: tuple[int, int] | None = None,
-    classes: frozenset[str] | None = None,
-    synsets: Sequence[str] | None = None,
-) -> ScanSummary:
-    """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``.
-
-    ``fmt`` is one of :data:`~eic_builder.scan.layout.FORMATS`; ``split`` picks
-    the split to scan (see :func:`~eic_builder.scan.layout.select_split`).
-    ``known_wnids``, when given, is the set of WordNet noun ids a box's wnid
-    must belong to, or a function returning it, called only when the format
-    labels boxes with wnids (ILSVRC XML, LOC CSV). ``hash_files`` records the
-    SHA-1 of loose image files too (archive members always get one). ``shard``
-    (K, N) scans only the images whose synset falls in shard K of N (see
-    :func:`shard_of`), for scans split over machines. ``classes`` (wnids) keeps the per-synset archives
-    (``<wnid>.tar``) and images (``<wnid>_<n>``) of those synsets only: the others are not read, and
-    counted as ignored. ``synsets`` (wnids in class-index order) names the class of a webdataset
-    sample that only has a ``.cls`` index (default: :func:`default_synsets`). Every file seen ends in
-    ``images`` or ``rejects``, or is counted as ignored in the summary.
+def scan(root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+         options: ScanOptions | None = None, **fields: Any) -> ScanSummary:
+    """Scan the SOURCE(s) ``root`` (folders, tars, ``.tar.gz``, annotation files) into the manifest ``out``,
+    as :class:`~eic_builder.scan.options.ScanOptions` say (``fields`` make them where ``options`` is not
+    given: ``scan(src, out, split="val")``). Every file seen ends in ``images`` or ``rejects``, or is
+    counted as ignored in the summary.
     """
-    check_format(fmt)
-    if workers is not None and workers < 1:
-        raise OptionError(f"`workers`={workers} must be >= 1")
+    options = options or ScanOptions(**fields)
+    options.validate()
+    fmt, split, verify_images, workers = options.fmt, options.split, options.verify_images, options.workers
+    known_wnids, hash_files, shard = options.known_wnids, options.hash_files, options.shard
+    classes, synsets = options.classes, options.synsets
     sources = [root] if isinstance(root, (str, os.PathLike)) else list(root)
     out = Path(out)
     index, split_name = select_split(index_sources(sources, exclude=out), split)

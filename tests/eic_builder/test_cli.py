@@ -283,6 +283,10 @@ OPTIONS_CLASSES = {
     "train-baseline": ["baseline.config:TrainConfig"],
     "experiment": ["baseline.config:TrainConfig"],
     "pretrain": ["baseline.config:PretrainConfig"],
+    "scan": ["eic_builder.scan.options:ScanOptions"],
+    "stats": ["eic_builder.stats:StatsOptions"],
+    "hold-out": ["eic_builder.holdout:HoldOutOptions"],
+    "plant-copies": ["eic_builder.planted_copies:PlantOptions"],
 }
 # the training commands pass None on for "the config's default" (their help reads it from the config)
 NONE_IS_THE_CLASS_DEFAULT = {"train-baseline", "experiment", "pretrain"}

@@ -31,7 +31,7 @@ def test_rejects_follow_their_image_and_lineage_is_kept(manifest: Path, tmp_path
     rejects = to_table("rejects", {"path": [f"{i}.xml" for i in ids] + ["x.json"], "image_id": [*ids, None],
                                    "level": ["box"] * 7, "reason": ["degenerate_box"] * 7, "detail": ["d"] * 7})
     write_manifest(tmp_path / "src", src.images, src.boxes, rejects, src.meta)
-    hold_out_manifest(tmp_path / "src", tmp_path / "a", tmp_path / "b", 0.5, seed=1)
+    hold_out_manifest(tmp_path / "src", tmp_path / "a", tmp_path / "b", fraction=0.5, seed=1)
     a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
     assert len(a.rejects) + len(b.rejects) == 7
     assert set(b.rejects["image_id"].to_pylist()) == {i for i in ids if held_out(i, 0.5, 1)}

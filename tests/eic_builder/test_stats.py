@@ -41,15 +41,15 @@ def test_hand_computed(tmp_path: Path) -> None:
 
 def test_render_formats(tmp_path: Path) -> None:
     d = _manifest(tmp_path)
-    md = dataset_table([f"A={d}", f"B={d}"], "md")
+    md = dataset_table([f"A={d}", f"B={d}"], fmt="md")
     assert "| # of images        | 3" in md and "| Avg im # per cls   | 1-2" in md and "Definitions:" in md
     assert "n/a (no features)" in md
-    csv_text = dataset_table([f"A={d}"], "csv")
+    csv_text = dataset_table([f"A={d}"], fmt="csv")
     assert csv_text.splitlines()[:4] == ["Dataset split,A", "# of images,3", "Images per class (min),1",
                                          "Images per class (max),2"]
-    doc = json.loads(dataset_table([f"A={d}"], "json"))
+    doc = json.loads(dataset_table([f"A={d}"], fmt="json"))
     assert doc["splits"][0]["n_images"] == 3 and doc["table"][2] == {"Dataset split": "Avg anno per im", "A": "1.50"}
-    tex = dataset_table([f"A={d}"], "latex")
+    tex = dataset_table([f"A={d}"], fmt="latex")
     assert r"\# of images & 3 \\" in tex and r"Avg obj scale & 15.33 \% \\" in tex
 
 
@@ -60,7 +60,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="given twice"):
         dataset_table([f"A={d}", f"A={d}"])
     with pytest.raises(OptionError, match=r"fmt='html' is not allowed; choose one of 'md', 'csv'"):
-        dataset_table([f"A={d}"], "html")
+        dataset_table([f"A={d}"], fmt="html")
     with pytest.raises(OptionError, match=r"twisted_ratio=0\.5"):
         dataset_table([f"A={d}"], twisted_ratio=0.5)
     with pytest.raises(ManifestError, match="does not exist"):
@@ -126,19 +126,19 @@ def test_eic_classes_present(synthetic_tree: Path, tmp_path: Path) -> None:
 def test_two_level_header_in_the_papers_layout(tmp_path: Path) -> None:
     d = _manifest(tmp_path)
     specs = [f"EIC/Train={d}", f"EIC/Val={d}", f"ILSVRC/Train={d}", f"ILSVRC/Val={d}"]
-    md = dataset_table(specs, "md").splitlines()
+    md = dataset_table(specs, fmt="md").splitlines()
     assert [c.strip() for c in md[0].strip("|").split("|")] == ["Dataset split", "Extended ImageNet", "",
                                                                 "ILSVRC CLS 2012", ""]
     assert [c.strip() for c in md[2].strip("|").split("|")] == ["", "Train", "Val", "Train", "Val"]
     assert md[3].startswith("| # of images")
-    tex = dataset_table(specs, "latex")
+    tex = dataset_table(specs, fmt="latex")
     assert (r"Dataset split & \multicolumn{2}{c}{Extended ImageNet} & \multicolumn{2}{c}{ILSVRC CLS 2012} \\"
             in tex) and r"\cline{2-3}\cline{4-5}" in tex and r" & Train & Val & Train & Val \\" in tex
-    flat = dataset_table(specs, "csv").splitlines()
+    flat = dataset_table(specs, fmt="csv").splitlines()
     assert flat[0] == "Dataset split,EIC/Train,EIC/Val,ILSVRC/Train,ILSVRC/Val" and flat[1] == "# of images,3,3,3,3"
     assert flat[4] == "Avg anno per im,1.5,1.5,1.5,1.5"
     # a plain name beside grouped ones keeps its own column
-    md = dataset_table([f"A={d}", f"EIC/Train={d}", f"EIC/Val={d}"], "md").splitlines()
+    md = dataset_table([f"A={d}", f"EIC/Train={d}", f"EIC/Val={d}"], fmt="md").splitlines()
     assert [c.strip() for c in md[0].strip("|").split("|")] == ["Dataset split", "", "Extended ImageNet", ""]
     assert [c.strip() for c in md[2].strip("|").split("|")] == ["", "A", "Train", "Val"]
 
@@ -152,7 +152,7 @@ def test_the_papers_columns_beside_ours_in_every_format(ilsvrc_val_1300: Path, t
 
     scan(ilsvrc_val_1300, tmp_path / "m")
     spec = [f"ILSVRC/Val={tmp_path / 'm'}"]
-    md = dataset_table(spec, "md", paper=True)
+    md = dataset_table(spec, fmt="md", paper=True)
     assert "ILSVRC CLS 2012 (paper)" in md and "Extended ImageNet (paper)" in md
     row = next(line for line in md.splitlines() if line.startswith("| # of images"))
     assert [c.strip() for c in row.strip("|").split("|")] == ["# of images", "1,300", "2,456,727", "273,140",
@@ -160,16 +160,16 @@ def test_the_papers_columns_beside_ours_in_every_format(ilsvrc_val_1300: Path, t
     inter = next(line for line in md.splitlines() if line.startswith("| Inter-cls distance"))
     assert [c.strip() for c in inter.strip("|").split("|")] == ["Inter-cls distance", "n/a (no features)", "1.12",
                                                                  "1.46", "1.52", "1.55"]  # as printed
-    rows = list(csv_module.reader(io.StringIO(dataset_table(spec, "csv", paper=True))))
+    rows = list(csv_module.reader(io.StringIO(dataset_table(spec, fmt="csv", paper=True))))
     assert rows[0] == ["Dataset split", "ILSVRC/Val", *PAPER_COLUMNS]
     by_name = {r[0]: r[1:] for r in rows[1:]}
     assert by_name["# of images"] == ["1300", "2456727", "273140", "1281167", "50000"]  # plain numbers
     assert by_name["Images per class (min)"][1:] == ["251", "34", "732", "50"]
     assert by_name["Avg obj scale %"][1:] == ["25.37", "25.5", "25.39", "25.61"]
     assert by_name["Inter-cls distance"] == ["", "1.12", "1.46", "1.52", "1.55"]
-    doc = json.loads(dataset_table(spec, "json", paper=True))
+    doc = json.loads(dataset_table(spec, fmt="json", paper=True))
     assert doc["paper"]["Paper EIC/Train"]["# of images"] == 2456727
     assert doc["paper"]["Paper ILSVRC/Val"]["Twisted obj %"] == 42.94
-    latex = dataset_table(spec, "latex", paper=True)
+    latex = dataset_table(spec, fmt="latex", paper=True)
     assert r"\multicolumn{2}{c}{Extended ImageNet (paper)}" in latex and "2,456,727" in latex
-    assert "Paper" not in dataset_table(spec, "md")  # only when asked
+    assert "Paper" not in dataset_table(spec, fmt="md")  # only when asked
