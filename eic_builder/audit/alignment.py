@@ -17,9 +17,10 @@ OpenCV's ``TM_CCOEFF_NORMED`` template matching):
 
 On the real val photos copies of every kind measured (``benchmarks/bench_alignment.py``: those of
 ``plant-copies``, crops of 50-90 % of a side, of a mirror image, halved or at JPEG quality 20, grey, or
-brighter with less contrast) score well above :data:`DEFAULT_MIN_MATCH` and two different photos well
-below (RESULTS.md, "The audit's pixel check"), where the grey levels themselves put the two close
-together. The check costs milliseconds a pair on one core (the benchmark measures it), after a
+brighter with less contrast) score above :data:`DEFAULT_MIN_MATCH` but for the smallest crops (half of
+each side) of a fine texture, whose template is only half a thumbnail wide, and two different photos
+well below (RESULTS.md, "The audit's pixel check"), where the grey levels themselves put the two close
+together. Crops of less than half of each side are not looked for (:data:`SHARES`). The check costs milliseconds a pair on one core (the benchmark measures it), after a
 thumbnail of each image of a candidate pair.
 """
 
