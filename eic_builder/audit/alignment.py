@@ -20,8 +20,9 @@ On the real val photos copies of every kind measured (``benchmarks/bench_alignme
 brighter with less contrast) score above :data:`DEFAULT_MIN_MATCH` but for the smallest crops (half of
 each side) of a fine texture, whose template is only half a thumbnail wide, and two different photos
 well below (RESULTS.md, "The audit's pixel check"), where the grey levels themselves put the two close
-together. Crops of less than half of each side are not looked for (:data:`SHARES`). The check costs milliseconds a pair on one core (the benchmark measures it), after a
-thumbnail of each image of a candidate pair.
+together. Crops of less than half of each side are not looked for (:data:`SHARES`). The check costs
+milliseconds a pair on one core (the benchmark measures it), after a thumbnail of each image of a
+candidate pair.
 """
 
 from __future__ import annotations
