@@ -67,14 +67,21 @@ class Run:
     identity: Mapping[str, Any]
 
     @property
+    def stamp(self) -> dict[str, Any]:
+        """The command and identity as JSON reads them back (tuples as lists, paths as text): what a run
+        records, and what a record is compared with."""
+        return json.loads(json.dumps({"command": self.command, "identity": dict(self.identity)}, sort_keys=True,
+                                     default=str))
+
+    @property
     def key(self) -> str:
         """:func:`digest_of` the command and identity: a folder name for this run's units."""
-        return digest_of({"command": self.command, "identity": dict(self.identity)})
+        return digest_of(self.stamp)
 
     def differences(self, recorded: Mapping[str, Any] | None) -> list[str]:
         """The keys of the identity whose value ``recorded`` (what a folder or file says of its run) does
         not hold, in sorted order; every key when ``recorded`` is not a mapping."""
-        canonical = json.loads(json.dumps(dict(self.identity), sort_keys=True, default=str))
+        canonical = self.stamp["identity"]
         if not isinstance(recorded, Mapping):
             return sorted(canonical)
         return sorted(k for k in canonical if recorded.get(k) != canonical[k])
@@ -110,8 +117,7 @@ class Run:
         (``images``, ``planted.csv``): other files in ``out`` are left alone and do not count. ``inputs``
         (what the run reads) must lie apart from ``out`` (:func:`check_out`)."""
         out = check_out(out, inputs)
-        stamp = json.loads(json.dumps({"command": self.command, "identity": dict(self.identity)}, sort_keys=True,
-                                      default=str))
+        stamp = self.stamp
         run_file = out / RUN_FILE
         found = [name for name in owned if (out / name).exists()]
         if run_file.is_file() and found:

@@ -229,7 +229,9 @@ def _feature_pairs(cat: Catalog, feature_rows: np.ndarray, feature_matrix: np.nd
     whitened = neighbours.whiten(feature_matrix, options.whiten_dims)
     cut = neighbours.derive_cut(whitened, device) if options.min_cosine is None else \
         neighbours.CosineCut(options.min_cosine, derived=False)
-    i, j, score = neighbours.cosine_pairs(whitened, cut.search, options.index, device)
+    # the pixel check looks at candidates from the floor; without it, copies from the cut suffice
+    i, j, score = neighbours.cosine_pairs(whitened, cut.floor if options.align else cut.search, options.index,
+                                          device)
     taken = (cut.candidates if options.align else cut.keep)(i, j, score, len(whitened))
     i, j, score = i[taken], j[taken], score[taken]
     a, b = feature_rows[i], feature_rows[j]

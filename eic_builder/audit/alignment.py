@@ -32,8 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from eic_builder.audit.catalog import Catalog
-from eic_builder.image_source import ImageReader, ImageRef
+from eic_builder.audit.catalog import Catalog, decode_refs
 from eic_builder.progress import progress
 
 THUMB_SIDE = 96  # pixels on a thumbnail's long side
@@ -44,9 +43,6 @@ DETAIL_SIGMAS = (1.0, 4.0)  # pixels of a thumbnail: the band correlated (detail
 CHUNK = 128  # images per worker task
 PAIR_CHUNK = 64  # pairs per worker task
 PAIRS_PER_BLOCK = 50_000  # pairs whose thumbnails are held at once (match_scores)
-
-_readers: dict[str, ImageReader] = {}
-
 
 def thumbnail(data: bytes, side: int = THUMB_SIDE) -> np.ndarray:
     """The encoded image ``data`` as grey levels (uint8, (h, w)), ``side`` pixels on its long side (JPEGs
@@ -121,32 +117,13 @@ def match_score(first: np.ndarray, second: np.ndarray, shares: tuple[float, ...]
     return best
 
 
-def _thumbnail_chunk(root: str, refs: list[ImageRef]) -> list[np.ndarray | None]:
-    reader = _readers.get(root)
-    if reader is None:
-        reader = _readers[root] = ImageReader(root)
-    out: list[np.ndarray | None] = []
-    for ref in refs:
-        data = reader.read(ref)
-        try:
-            out.append(thumbnail(data))
-        except (OSError, ValueError, SyntaxError):  # bytes Pillow cannot decode: no score, the pair is dropped
-            out.append(None)
-    return out
-
-
 def _read_thumbnails(cat: Catalog, rows: np.ndarray, pool: ProcessPoolExecutor) -> dict[int, np.ndarray]:
     """Grey thumbnails of the catalog images ``rows``, read and shrunk in ``pool``'s processes; an image
     that cannot be decoded is left out."""
     wanted = np.unique(np.asarray(rows, dtype=np.int64))
-    jobs = []
-    for k in range(len(cat.names)):
-        mine = wanted[cat.manifest[wanted] == k]
-        if len(mine):
-            root = cat.root_of(k)
-            jobs += [(root, mine[s:s + CHUNK]) for s in range(0, len(mine), CHUNK)]
+    jobs = [(root, mine[s:s + CHUNK]) for root, mine in cat.rows_by_root(wanted) for s in range(0, len(mine), CHUNK)]
     thumbs: dict[int, np.ndarray] = {}
-    futures = [(chunk, pool.submit(_thumbnail_chunk, root, [cat.ref[i] for i in chunk])) for root, chunk in jobs]
+    futures = [(chunk, pool.submit(decode_refs, root, [cat.ref[i] for i in chunk], thumbnail)) for root, chunk in jobs]
     for chunk, future in futures:
         for i, thumb in zip(chunk.tolist(), future.result()):
             if thumb is not None:

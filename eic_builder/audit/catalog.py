@@ -7,15 +7,19 @@ images their manifest's order, so ``i < j`` orders each pair the same way on eve
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from eic_builder.dataset.manifest import Manifest, check_distinct_names
 from eic_builder.errors import OptionError
-from eic_builder.image_source import ImageRef
+from eic_builder.image_source import ImageReader, ImageRef
+
+T = TypeVar("T")
+_readers: dict[str, ImageReader] = {}  # in a worker process: one reader per image root, kept across tasks
 
 
 @dataclass
@@ -59,6 +63,10 @@ class Catalog:
         for manifest in self.manifests:
             manifest.close()
 
+    def rows_by_root(self, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Catalog ``rows`` (sorted) grouped by manifest, in manifest order, each with its image root."""
+        return [(self.root_of(k), mine) for k in range(len(self.names)) if len(mine := rows[self.manifest[rows] == k])]
+
     def index_of(self, k: int) -> dict[str, int]:
         """Image id -> catalog index, for the images of manifest ``k``."""
         rows = np.flatnonzero(self.manifest == k)
@@ -96,3 +104,20 @@ def load_catalog(directories: Sequence[str | os.PathLike[str]],
     cat.manifest = np.concatenate(manifests) if manifests else cat.manifest
     cat.sizes = np.concatenate(sizes) if sizes else cat.sizes
     return cat
+
+
+def decode_refs(root: str, refs: list[ImageRef], decode: Callable[[bytes], T]) -> list[T | None]:
+    """``decode`` of the bytes of each image ``refs`` under ``root`` (a worker process's task; its reader of
+    ``root`` is kept for the next task); None where Pillow cannot decode the bytes. A missing image or
+    archive is the user's to fix: raised, one line."""
+    reader = _readers.get(root)
+    if reader is None:
+        reader = _readers[root] = ImageReader(root)
+    out: list[T | None] = []
+    for ref in refs:
+        data = reader.read(ref)
+        try:
+            out.append(decode(data))
+        except (OSError, ValueError, SyntaxError):  # bytes Pillow cannot decode: counted by the caller
+            out.append(None)
+    return out

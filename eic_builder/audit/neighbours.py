@@ -99,9 +99,9 @@ class CosineCut:
 
     @property
     def search(self) -> float:
-        """The lowest cosine a pair may have (a copy by :meth:`keep`, a candidate by :meth:`candidates`): the
-        cosine search runs from here."""
-        return min(self.value, self.floor) if self.mutual is None else min(self.value, self.mutual, self.floor)
+        """The lowest cosine a copy by :meth:`keep` may have: the cosine search runs from here (from
+        :attr:`floor` for :meth:`candidates`)."""
+        return self.value if self.mutual is None else min(self.value, self.mutual)
 
     def keep(self, first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
         """Which pairs ``(first[k], second[k], score[k])`` of a search from :attr:`search` among ``n`` images
@@ -117,17 +117,18 @@ class CosineCut:
 
     @property
     def floor(self) -> float:
-        """The lowest cosine of a candidate for the pixel check (:meth:`candidates`): where the cut is derived,
-        the median of the nearest non-copy neighbour cosines (a candidate is at least as near as half the
-        images' nearest unrelated image is); else the cut."""
+        """The lowest cosine of a candidate for the pixel check (:meth:`candidates`), and of the search for
+        them: where the cut is derived, the median of the nearest non-copy neighbour cosines (a candidate is
+        at least as near as half the images' nearest unrelated image is, so at most :attr:`search`); else
+        the cut."""
         return self.value if not self.derived else self.median
 
     def candidates(self, first: np.ndarray, second: np.ndarray, score: np.ndarray, n: int,
                    neighbours: int = CANDIDATE_NEIGHBOURS) -> np.ndarray:
-        """Which pairs of a search from :attr:`search` are worth the pixel check
+        """Which pairs of a search from :attr:`floor` are worth the pixel check
         (:mod:`eic_builder.audit.alignment`): every pair at the cut, and every pair from :attr:`floor` that is
         among the ``neighbours`` nearest of either image (a crop whose features moved away from its
-        original's but stayed among its nearest few). The search must have run from :attr:`floor` or lower."""
+        original's but stayed among its nearest few)."""
         keep = score >= self.value
         if len(score):
             keep |= (score >= self.floor) & (neighbour_ranks(first, second, score, n) < neighbours)

@@ -27,16 +27,13 @@ from itertools import combinations
 
 import numpy as np
 
-from eic_builder.audit.catalog import Catalog
-from eic_builder.image_source import ImageReader, ImageRef
+from eic_builder.audit.catalog import Catalog, decode_refs
+from eic_builder.image_source import ImageRef
 from eic_builder.progress import progress
 
 HASH_BITS = 64
 DEFAULT_THRESHOLD = 6
 CHUNK = 256  # images per worker task
-
-_readers: dict[str, ImageReader] = {}
-
 
 HASH_SIDE = 32  # the grey image the DCT is taken of (imagehash's hash_size 8 x highfreq_factor 4)
 # the 8 lowest rows of the unnormalised DCT-II of 32 samples (scipy's type 2): X_k = 2 sum x_n cos(pi k (2n+1) / 64);
@@ -75,20 +72,6 @@ def phash_bytes(data: bytes) -> int:
     return phash_pair(data)[0]
 
 
-def _hash_chunk(root: str, refs: list[ImageRef]) -> list[tuple[int, int] | None]:
-    reader = _readers.get(root)
-    if reader is None:
-        reader = _readers[root] = ImageReader(root)
-    out: list[tuple[int, int] | None] = []
-    for ref in refs:
-        data = reader.read(ref)  # a missing image or archive is the user's to fix: raised, one line
-        try:
-            out.append(phash_pair(data))
-        except (OSError, ValueError, SyntaxError):  # bytes Pillow cannot decode: no hash, counted by the caller
-            out.append(None)
-    return out
-
-
 @dataclass
 class Hashes:
     """The pHashes of a catalog: ``direct[i]`` and ``mirrored[i]`` (uint64, shape (n,)) of image ``i``, and
@@ -103,8 +86,7 @@ def compute_hashes(cat: Catalog, workers: int = 2, rows: np.ndarray | None = Non
     """The pHash pairs of every catalog image (or of ``rows`` only; the others stay invalid)."""
     n = len(cat)
     wanted = np.arange(n) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
-    groups = [(cat.root_of(k), mine) for k in range(len(cat.names))
-              if len(mine := wanted[cat.manifest[wanted] == k])]
+    groups = cat.rows_by_root(wanted)
     return hash_refs([(root, [cat.ref[i] for i in mine]) for root, mine in groups], workers,
                      rows=[mine for _, mine in groups], n=n)
 
@@ -123,7 +105,7 @@ def hash_refs(groups: list[tuple[str, list[ImageRef]]], workers: int = 2, rows: 
             for s in range(0, len(refs), CHUNK)]
     bar = progress(total=sum(len(refs) for _, refs in groups), desc="phash", unit="img")
     with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = [(chunk, pool.submit(_hash_chunk, root, refs)) for root, chunk, refs in jobs]
+        futures = [(chunk, pool.submit(decode_refs, root, refs, phash_pair)) for root, chunk, refs in jobs]
         for chunk, future in futures:
             for i, pair in zip(chunk, future.result()):
                 if pair is not None:

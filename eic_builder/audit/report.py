@@ -95,10 +95,9 @@ def _alignment_text(result: AuditResult, meta: dict[str, Any]) -> str:
     if result.aligned is None:
         return "; not checked on their pixels (`--no-align`)"
     candidates, kept = result.aligned
-    floor = result.cosine_cut.floor if result.cosine_cut else meta["min_cosine"]
-    return (f"; {candidates:,} candidate pairs (at the cut, or from cosine {floor:.3f} among either image's "
-            f"{CANDIDATE_NEIGHBOURS} nearest) checked on their pixels: {kept:,} lie on each other, whole or "
-            f"cropped, plain or mirrored, at an alignment score >= {meta['min_match']:.2f} (`--min-match`)")
+    return (f"; {candidates:,} candidate pairs (at the cut, or from cosine {result.cosine_cut.floor:.3f} among "
+            f"either image's {CANDIDATE_NEIGHBOURS} nearest) checked on their pixels: {kept:,} lie on each other, "
+            f"whole or cropped, plain or mirrored, at an alignment score >= {meta['min_match']:.2f} (`--min-match`)")
 
 
 def _likely_lines(result: AuditResult, methods: list[str]) -> list[str]:

@@ -196,7 +196,7 @@ def make_units(items: list[ScanItem], unit_size: int = UNIT_SIZE) -> list[tuple[
     return units
 
 
-def _run(cfg: ScanConfig) -> Run:
+def _scan_run(cfg: ScanConfig) -> Run:
     """The scan's run identity: what changes the rows it writes (its units live under :attr:`Run.key`)."""
     return Run("scan", {
         "root": str(Path(cfg.root).resolve()), "fmt": cfg.fmt, "split": cfg.split,
@@ -305,7 +305,7 @@ def _with_members(index: FileIndex, entries: ArchiveEntries, ignored: Counter[st
     images = {m.path: m.probe for m in entries.images}
     return replace(index, images=sorted(index.images + list(images)), xmls=sorted(index.xmls + list(entries.xmls)),
                    member_images=images, member_xmls=dict(entries.xmls), member_samples=dict(entries.samples),
-                   ignored=index.ignored + ignored + entries.ignored + Counter())
+                   ignored=index.ignored + ignored + entries.ignored)
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,7 @@ def scan(root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out: s
                      synsets=tuple(synsets) if synsets is not None else None)
     items, rejects = _select_items(items, rejects, ignored, shard, classes)
     units = make_units(items, UNIT_SIZE)
-    results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _run(cfg).key, n_workers)
+    results, resumed = _scan_units(units, cfg, out / PARTS_DIR / _scan_run(cfg).key, n_workers)
     images, boxes, rejected = _concat([results[name] for name, _ in units], rejects)
     meta = {"command": command_line(), "source_root": str(index.root.resolve()), "format": resolved,
             "gzip_indexes": gzip_records(index),

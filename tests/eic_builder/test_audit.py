@@ -460,7 +460,7 @@ def test_the_derived_cut_by_hand() -> None:
     assert cut.median == pytest.approx(median, abs=1e-6) and cut.sigma == pytest.approx(sigma, abs=1e-6)
     assert cut.value == pytest.approx(median + z_false * sigma, abs=1e-6)
     assert cut.mutual == pytest.approx(median + CUT_MUTUAL_Z * sigma, abs=1e-6)
-    assert cut.search == cut.floor == cut.median  # the pixel check's candidates (below) start there
+    assert cut.search == cut.mutual and cut.floor == cut.median  # the pixel check's candidates start there
     # keep: pairs at the cut, and pairs of mutual best partners from the mutual cut
     hand = CosineCut(0.8, True, 6, 0.4, 0.1, 2.5, mutual=0.6)
     first, second = np.array([0, 0, 1, 3, 4]), np.array([1, 2, 2, 4, 5])
@@ -540,7 +540,7 @@ def test_candidates_of_the_pixel_check_by_hand() -> None:
     first, second, score = np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3]), np.array([0.9, 0.5, 0.8, 0.7])
     assert neighbour_ranks(first, second, score, 4).tolist() == [0, 1, 0, 0]
     cut = CosineCut(0.85, True, 4, 0.45, 0.1, 2.5, mutual=0.65)  # the floor: the median 0.45
-    assert cut.floor == 0.45 and cut.search == 0.45
+    assert cut.floor == 0.45 and cut.search == 0.65  # candidates from the median, copies from the mutual cut
     assert cut.candidates(first, second, score, 4).tolist() == [True, True, True, True]
     assert cut.candidates(first, second, score, 4, neighbours=1).tolist() == [True, False, True, True]
     assert cut.keep(first, second, score, 4).tolist() == [True, False, False, False]  # --no-align: no mutual pair
